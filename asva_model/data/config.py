@@ -1,0 +1,72 @@
+"""Dataset and clip-sampling config sections (pure dataclasses; no Ray, no platform imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def _require(cond: bool, key: str, why: str) -> None:
+    if not cond:
+        raise ValueError(f"{key}: {why}")
+
+
+@dataclass
+class DatasetConfig:
+    root: str = "data/AVSync15"
+    """Dataset root (local path or s3://bucket/prefix) holding videos/, train.txt, test.txt, class_mapping.json."""
+    train_list: str = "train.txt"
+    """Training list file, relative to root: one `<class_dir>/<file>.mp4` per line (or `path,start,end`)."""
+    test_list: str = "test.txt"
+    """Test list file, relative to root."""
+    class_mapping: str = "class_mapping.json"
+    """JSON file mapping class folder name -> text prompt, relative to root."""
+    list_type: Literal["video", "clip"] = "video"
+    """`video`: one path per line; `clip`: `path,start,end` per line (seconds)."""
+    max_clips_per_class: int = 0
+    """Keep at most this many list entries per class and split (0 = all); for quick runs."""
+
+    def validate(self) -> None:
+        _require(bool(self.root), "root", "must not be empty")
+        _require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
+
+
+@dataclass
+class SamplingConfig:
+    num_frames: int = 12
+    """Frames per clip (the paper: 12)."""
+    fps: float = 6.0
+    """Frame rate frames are picked at, by timestamp (the paper: 6)."""
+    clip_duration: float = 2.0
+    """Clip length in seconds (the paper: 2.0 = num_frames / fps)."""
+    image_size: list[int] = field(default_factory=lambda: [256, 256])
+    """Output frame size [height, width] after antialiased resize + centre crop (the paper: 256x256)."""
+    audio_sample_rate: int = 16000
+    """Audio is resampled to this rate, mono (ImageBind: 16 kHz)."""
+    num_mel_bins: int = 128
+    """Log-mel fbank bins (ImageBind: 128)."""
+    mel_target_length: int = 204
+    """Mel frames after pad/crop (ImageBind: 204)."""
+    mel_mean: float = -4.268
+    """Mel normalisation mean (ImageBind's audio preprocessing)."""
+    mel_std: float = 9.138
+    """Mel normalisation std (ImageBind's audio preprocessing)."""
+    random_flip: bool = True
+    """Training: horizontal flip with p=0.5 per clip (the paper's only augmentation)."""
+    grid_aligned: bool = False
+    """Snap window starts to the 1/fps grid (what the latent cache stores); False = continuous starts as the paper."""
+    test_clips_per_video: int = 3
+    """Evaluation windows per test video, evenly spaced: linspace(0, dur - clip_duration, n)."""
+
+    def validate(self) -> None:
+        _require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
+        _require(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
+        _require(self.clip_duration > 0, "clip_duration", f"must be > 0, got {self.clip_duration}")
+        _require(
+            len(self.image_size) == 2 and all(s >= 8 and s % 8 == 0 for s in self.image_size),
+            "image_size",
+            f"must be [height, width], multiples of 8, got {self.image_size}",
+        )
+        _require(self.audio_sample_rate > 0, "audio_sample_rate", "must be > 0")
+        _require(self.mel_std > 0, "mel_std", "must be > 0")
+        _require(self.test_clips_per_video >= 1, "test_clips_per_video", "must be >= 1")

@@ -1,0 +1,69 @@
+"""Ray cluster helpers: joining/starting Ray with the environment every worker needs.
+
+Workers must see the S3 endpoint, region and MLflow URI (checkpoints and metrics go there), but never
+credentials through the runtime env (it is visible in the dashboard and job listings): on a cluster,
+credentials come from each node's own AWS chain (instance role, IRSA, a Kubernetes Secret); on the local
+stack, workers inherit them from the process that started Ray.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Forwarded to Ray workers when set: endpoints and switches, never secrets.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "DS_ACCELERATOR",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
+    "ASVA_GIT_COMMIT",
+)
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_PASSWORD",
+              "MLFLOW_TRACKING_TOKEN")
+
+
+def apply_runtime_defaults() -> None:
+    """Process-level defaults that must be set before ray/deepspeed are imported (see README gotchas)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if "DS_ACCELERATOR" not in os.environ:
+        try:
+            import torch
+
+            os.environ["DS_ACCELERATOR"] = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            os.environ["DS_ACCELERATOR"] = "cpu"
+
+
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The non-secret env Ray workers need, from this process's environment."""
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
+    env.update(extra or {})
+    leaked = [k for k in env if k in SECRET_ENV]
+    assert not leaked, f"refusing to forward secrets to Ray workers: {leaked}"
+    return env
+
+
+def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
+    """Join the configured cluster ($RAY_ADDRESS or ``cluster.address``), else start a local Ray."""
+    apply_runtime_defaults()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = cluster_cfg.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = {"runtime_env": {"env_vars": worker_env(extra_env)}, "log_to_driver": True}
+    if address and address.startswith("http"):
+        # RAY_ADDRESS for the job CLI is the dashboard URL; a driver inside a job joins the running cluster.
+        address = "auto"
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        if cluster_cfg.num_cpus:
+            kwargs["num_cpus"] = cluster_cfg.num_cpus
+        ray.init(address="local", include_dashboard=False, **kwargs)
+    return ray

@@ -1,0 +1,301 @@
+"""One way to address data: ``s3://bucket/key`` URIs and local paths.
+
+* :meth:`Storage.filesystem` gives a ``pyarrow.fs`` filesystem + path, which is what Ray Data, Ray Train
+  (``storage_filesystem``) and the dataset reader take.
+* Object operations (exists, list, read/write bytes/json, delete, upload/download of directories) go
+  through boto3 on S3 and plain files locally. Writes are atomic: a single PUT on S3 (an object appears
+  whole or not at all), write-to-temp-then-rename locally.
+* Credentials come from the standard AWS chain (env, profile, instance role). They are never taken from
+  configs and never printed: errors name the endpoint and bucket only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """A storage problem phrased as one line naming the URI/endpoint (never credentials)."""
+
+
+@dataclass(frozen=True)
+class URI:
+    scheme: str  # "s3" or "file"
+    bucket: str  # empty for local paths
+    key: str  # object key (S3) or absolute path (local)
+
+    @property
+    def is_s3(self) -> bool:
+        return self.scheme == "s3"
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}".rstrip("/") if self.is_s3 else self.key
+
+
+def parse_uri(uri: str | os.PathLike) -> URI:
+    text = str(uri)
+    if text.startswith("s3://"):
+        parsed = urlparse(text)
+        if not parsed.netloc:
+            raise StorageError(f"{text}: missing bucket name")
+        return URI("s3", parsed.netloc, parsed.path.lstrip("/"))
+    if "://" in text and not text.startswith("file://"):
+        raise StorageError(f"{text}: unsupported URI scheme (use s3:// or a local path)")
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return URI("file", "", str(Path(text).expanduser().resolve()))
+
+
+def join(base: str, *parts: str) -> str:
+    """Join URI/path components with '/', keeping the scheme."""
+    if str(base).startswith("s3://"):
+        return posixpath.join(str(base).rstrip("/"), *[p.strip("/") for p in parts])
+    return str(Path(base, *parts))
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+class Storage:
+    """Object operations on S3 (boto3) or the local filesystem, selected by URI."""
+
+    def __init__(self, endpoint_url: str = "", region: str = "") -> None:
+        self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        self._client = None
+
+    @classmethod
+    def from_config(cls, storage_cfg: Any) -> Storage:
+        """From the experiment's ``storage`` section."""
+        return cls(storage_cfg.resolved_endpoint(), storage_cfg.region)
+
+    # ---- clients -------------------------------------------------------------------------------
+    def _where(self, u: URI) -> str:
+        endpoint = self.endpoint_url or "AWS S3"
+        return f"s3://{u.bucket} at {endpoint}"
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.endpoint_url or None,
+                region_name=self.region,
+                config=Config(
+                    connect_timeout=5,
+                    read_timeout=60,
+                    retries={"max_attempts": 8, "mode": "standard"},
+                    signature_version="s3v4",
+                    s3={"addressing_style": "path"},
+                ),
+            )
+        return self._client
+
+    def filesystem(self, uri: str):
+        """``(pyarrow.fs.FileSystem, path)`` for ``uri``; S3 paths are ``bucket/key`` (no scheme)."""
+        import pyarrow.fs as pafs
+
+        u = parse_uri(uri)
+        if not u.is_s3:
+            return pafs.LocalFileSystem(), u.key
+        kwargs: dict[str, Any] = {"region": self.region}
+        if self.endpoint_url:
+            parsed = urlparse(self.endpoint_url)
+            kwargs["endpoint_override"] = parsed.netloc or parsed.path
+            kwargs["scheme"] = parsed.scheme or "https"
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=8)
+        kwargs["connect_timeout"] = 5
+        kwargs["request_timeout"] = 60
+        return pafs.S3FileSystem(**kwargs), f"{u.bucket}/{u.key}".rstrip("/")
+
+    def _call(self, u: URI, fn, *args, **kwargs):
+        """Run a boto3 call, turning transport/permission errors into one-line StorageErrors."""
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        try:
+            return fn(*args, **kwargs)
+        except EndpointConnectionError:
+            raise StorageError(f"cannot reach {self._where(u)}: connection refused or endpoint down") from None
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchBucket",):
+                raise StorageError(f"bucket does not exist: {self._where(u)}") from None
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+                raise StorageError(f"access denied to {u} ({code}); check the AWS credential chain") from None
+            raise
+        except BotoCoreError as err:
+            raise StorageError(f"storage error on {u} at {self.endpoint_url or 'AWS S3'}: {type(err).__name__}") from None
+
+    # ---- checks --------------------------------------------------------------------------------
+    def check_reachable(self, uri: str) -> None:
+        """Fail fast, before taking cluster resources, if ``uri``'s bucket (or local parent) is unusable."""
+        u = parse_uri(uri)
+        if not u.is_s3:
+            Path(u.key).mkdir(parents=True, exist_ok=True)
+            return
+        import boto3
+        from botocore.config import Config
+
+        quick = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url or None,
+            region_name=self.region,
+            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"},
+                          s3={"addressing_style": "path"}),
+        )
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(u, quick.head_bucket, Bucket=u.bucket)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise StorageError(f"bucket does not exist: {self._where(u)}") from None
+            raise StorageError(f"cannot use {self._where(u)}: {code}") from None
+
+    def ensure_bucket(self, uri: str) -> None:
+        u = parse_uri(uri)
+        if not u.is_s3:
+            Path(u.key).mkdir(parents=True, exist_ok=True)
+            return
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(u, self.client.head_bucket, Bucket=u.bucket)
+        except (ClientError, StorageError):
+            self._call(u, self.client.create_bucket, Bucket=u.bucket)
+
+    # ---- object operations ---------------------------------------------------------------------
+    def exists(self, uri: str) -> bool:
+        u = parse_uri(uri)
+        if not u.is_s3:
+            return Path(u.key).exists()
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(u, self.client.head_object, Bucket=u.bucket, Key=u.key)
+            return True
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, uri: str) -> list[str]:
+        """Every object (file) under prefix ``uri``, as full URIs, sorted."""
+        u = parse_uri(uri)
+        if not u.is_s3:
+            root = Path(u.key)
+            if root.is_file():
+                return [str(root)]
+            return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+        prefix = u.key.rstrip("/") + "/" if u.key else ""
+        out: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call(u, lambda: list(paginator.paginate(Bucket=u.bucket, Prefix=prefix)))
+        for page in pages:
+            out.extend(f"s3://{u.bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+        return sorted(out)
+
+    def read_bytes(self, uri: str) -> bytes:
+        u = parse_uri(uri)
+        if not u.is_s3:
+            try:
+                return Path(u.key).read_bytes()
+            except FileNotFoundError:
+                raise StorageError(f"not found: {u}") from None
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._call(u, self.client.get_object, Bucket=u.bucket, Key=u.key)["Body"].read()
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise StorageError(f"not found: {u}") from None
+            raise
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        u = parse_uri(uri)
+        if u.is_s3:
+            self._call(u, self.client.put_object, Bucket=u.bucket, Key=u.key, Body=data)
+            return
+        path = Path(u.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def write_json(self, uri: str, obj: Any) -> None:
+        self.write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+    def delete(self, uri: str) -> None:
+        u = parse_uri(uri)
+        if u.is_s3:
+            self._call(u, self.client.delete_object, Bucket=u.bucket, Key=u.key)
+        else:
+            Path(u.key).unlink(missing_ok=True)
+
+    def delete_prefix(self, uri: str) -> int:
+        items = self.list(uri)
+        for item in items:
+            self.delete(item)
+        return len(items)
+
+    def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
+        """Copy every file under ``local_dir`` to prefix ``uri`` (each object written atomically)."""
+        local_dir = Path(local_dir)
+        written = []
+        for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
+            target = join(uri, path.relative_to(local_dir).as_posix())
+            u = parse_uri(target)
+            if u.is_s3:
+                self._call(u, self.client.upload_file, str(path), u.bucket, u.key)
+            else:
+                self.write_bytes(target, path.read_bytes())
+            written.append(target)
+        return written
+
+    def download_dir(self, uri: str, local_dir: str | Path) -> list[Path]:
+        """Copy every object under prefix ``uri`` into ``local_dir``, keeping relative paths."""
+        local_dir = Path(local_dir)
+        base = str(uri).rstrip("/")
+        out = []
+        for item in self.list(uri):
+            rel = item[len(base) :].lstrip("/") if is_s3(base) else str(Path(item).relative_to(parse_uri(base).key))
+            dest = local_dir / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(item))
+            out.append(dest)
+        return out
+
+    def localize(self, uri: str, cache_dir: str | Path) -> Path:
+        """A local path for ``uri``: itself when local, else a downloaded copy (file or prefix) under ``cache_dir``."""
+        u = parse_uri(uri)
+        if not u.is_s3:
+            return Path(u.key)
+        dest = Path(cache_dir) / u.bucket / u.key
+        if self.exists(uri):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.read_bytes(uri))
+        else:
+            self.download_dir(uri, dest)
+        return dest
