@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import requests
@@ -325,10 +325,10 @@ class StackSettings:
     bucket: str = DEFAULT_BUCKET
 
     @classmethod
-    def from_env(cls, state_dir: str | None = None) -> StackSettings:
+    def from_env(cls, state_dir: str | None = None, environ: dict[str, str] | None = None) -> StackSettings:
         """Defaults, overridable with ASVA_STATE_DIR, ASVA_S3_PORT, ASVA_MLFLOW_PORT, ASVA_RAY_PORT,
         ASVA_DASHBOARD_PORT, ASVA_RAY_NUM_CPUS, ASVA_BUCKET."""
-        e = os.environ
+        e = os.environ if environ is None else environ
         return cls(
             state_dir=Path(state_dir or e.get("ASVA_STATE_DIR", ".asva")),
             s3_port=int(e.get("ASVA_S3_PORT", DEFAULT_S3_PORT)),
@@ -384,7 +384,7 @@ def _save_state(settings: StackSettings, state: dict) -> None:
 
 
 def _record(svc: Service, previous: dict | None) -> dict:
-    rec = {k: v for k, v in asdict(svc).items() if not k.startswith("_")}
+    rec = {f.name: getattr(svc, f.name) for f in fields(svc) if not f.name.startswith("_")}
     # A service found running keeps the ownership recorded when it was started.
     if not svc.started_here and previous and previous.get("port") == svc.port:
         rec["started_here"] = previous.get("started_here", False)

@@ -1,0 +1,65 @@
+# The two README commands: `make demo` and `make test`. Each sets itself up (venv + pinned deps) and is
+# safe to re-run. torch 2.13.0 is installed first: it resolves to the CPU wheel on local disk, and the
+# project's torch range is satisfied by it, so pip never downloads a CUDA build.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export DS_ACCELERATOR ?= cpu
+export PYTHONUNBUFFERED := 1
+# The local stack's S3 server (moto) accepts any credentials; use dummies only if none are set.
+export AWS_ACCESS_KEY_ID ?= testing
+export AWS_SECRET_ACCESS_KEY ?= testing
+export AWS_DEFAULT_REGION ?= us-east-1
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-all test-reliability demo stack-up stack-down stack-status bench lint ui-check clean chromium
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Debian's chromium for the browser checks (no browser download); needs root, as on CI.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	  || echo "warning: could not install chromium; browser checks will be skipped"
+
+test: setup chromium
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-reliability: setup
+	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
+
+test-all: setup chromium
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m asva_platform.demo
+
+stack-up: setup
+	$(PY) -m asva_platform.cli stack up
+
+stack-down: setup
+	$(PY) -m asva_platform.cli stack down
+
+stack-status: setup
+	$(PY) -m asva_platform.cli stack status
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+ui-check: setup chromium
+	$(PY) -m pytest -q tests/integration/test_ui_check.py
+
+clean:
+	rm -rf .pytest_cache .ruff_cache

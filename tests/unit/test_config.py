@@ -1,0 +1,144 @@
+"""The config system: YAML -> typed dataclasses, dotted overrides, one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asva_platform import config as cfg
+from asva_platform.schema import ExperimentConfig, load_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_full_recipe_has_the_papers_values():
+    c = load_experiment(CONFIGS / "avsync15.yaml")
+    assert c.sampling.image_size == [256, 256] and c.sampling.num_frames == 12 and c.sampling.fps == 6.0
+    assert c.train.batch_size_per_worker * c.train.num_workers * c.train.gradient_accumulation_steps == 64
+    assert (c.train.lr, c.train.weight_decay, c.train.grad_clip) == (1e-4, 1e-2, 1.0)
+    assert c.model.audio_cond_drop_prob == 0.2
+    assert (c.eval.audio_guidance_scale, c.eval.num_inference_steps) == (4.0, 50)
+    assert c.model.unet.block_out_channels == [320, 640, 1280, 1280]
+
+
+def test_tiny_inherits_from_base_and_overrides():
+    c = load_experiment(CONFIGS / "tiny.yaml")
+    assert c.name == "tiny"
+    assert c.sampling.image_size == [64, 64]
+    assert c.sampling.num_frames == 12  # inherited from avsync15.yaml
+    assert c.train.num_workers == 2 and not c.train.use_gpu
+
+
+def test_dotted_overrides_are_typed(tmp_path):
+    c = load_experiment(CONFIGS / "tiny.yaml", ["train.lr=2e-4", "model.audio_cond_drop_prob=0.1",
+                                                "sampling.image_size=[32, 48]", "name=run-7"])
+    assert c.train.lr == pytest.approx(2e-4) and isinstance(c.train.lr, float)
+    assert c.model.audio_cond_drop_prob == 0.1
+    assert c.sampling.image_size == [32, 48]
+    assert c.name == "run-7"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("train:\n  lrr: 1.0\n", "train.lrr: unknown key (did you mean 'lr'?)"),
+        ("train:\n  num_workers: two\n", "train.num_workers: expected an integer, got 'two'"),
+        ("train:\n  zero_stage: 4\n", "train.zero_stage: must be 0, 1, 2 or 3, got 4"),
+        ("train:\n  lr: -1\n", "train.lr: must be > 0, got -1.0"),
+        ("train:\n  precision: fp8\n", "train.precision: must be one of 'fp32', 'fp16', 'bf16', got 'fp8'"),
+        ("sampling:\n  image_size: [250, 256]\n", "sampling.image_size: must be [height, width], multiples of 8"),
+        ("model:\n  audio_cond_drop_prob: 1.5\n", "model.audio_cond_drop_prob: must be in [0, 1], got 1.5"),
+        ("train: 3\n", "train: expected a mapping (section), got 3"),
+        ("bogus_section: {}\n", "bogus_section: unknown key"),
+        ("train:\n  use_gpu: 'yes'\n", "train.use_gpu: expected true/false, got 'yes'"),
+    ],
+)
+def test_bad_values_give_one_line_naming_file_and_key(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(cfg.ConfigError) as info:
+        load_experiment(path)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert msg.startswith(str(path))
+    assert expected in msg
+
+
+def test_unknown_override_key_is_rejected_before_loading():
+    with pytest.raises(cfg.ConfigError, match=r"train\.nope: unknown key"):
+        load_experiment(CONFIGS / "tiny.yaml", ["train.nope=1"])
+    with pytest.raises(cfg.ConfigError, match="expected key.path=value"):
+        load_experiment(CONFIGS / "tiny.yaml", ["train.lr"])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(cfg.ConfigError, match="config file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    bad = write(tmp_path, "train: [1,\n")
+    with pytest.raises(cfg.ConfigError, match="invalid YAML"):
+        load_experiment(bad)
+
+
+def test_dump_round_trips(tmp_path):
+    c = load_experiment(CONFIGS / "tiny.yaml", ["train.lr=3e-4"])
+    for with_docs in (False, True):
+        text = cfg.dump_yaml(c, with_docs=with_docs)
+        again = cfg.from_dict(ExperimentConfig, yaml.safe_load(text), "dump")
+        assert again == c
+
+
+def test_every_field_has_a_docstring():
+    missing = []
+
+    def walk(cls, prefix):
+        docs = cfg.field_docs(cls)
+        for f in dataclasses.fields(cls):
+            key = f"{prefix}{f.name}"
+            if not docs.get(f.name):
+                missing.append(key)
+            tp = cfg._hints(cls)[f.name]
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+
+    walk(ExperimentConfig, "")
+    assert missing == []
+
+
+def test_flatten_gives_dotted_params():
+    flat = cfg.flatten(load_experiment(CONFIGS / "tiny.yaml"))
+    assert flat["train.lr"] == 1e-4
+    assert flat["model.unet.block_out_channels"] == [32, 64]
+
+
+def test_replace_dotted_revalidates():
+    c = load_experiment(CONFIGS / "tiny.yaml")
+    d = cfg.replace_dotted(c, {"eval.audio_guidance_scale": 8})
+    assert d.eval.audio_guidance_scale == 8.0 and c.eval.audio_guidance_scale == 4.0
+    with pytest.raises(cfg.ConfigError, match="train.zero_stage"):
+        cfg.replace_dotted(c, {"train.zero_stage": 5})
+
+
+def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
+    path = write(tmp_path, "train:\n  zero_stage: 4\n")
+    out = subprocess.run([sys.executable, "-m", "asva_platform.cli", "config", "validate", "--config", str(path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {path}: train.zero_stage: must be 0, 1, 2 or 3, got 4"
+    assert "Traceback" not in out.stderr
+
+
+def test_stdlib_platform_module_is_not_shadowed():
+    out = subprocess.run([sys.executable, "-c", "import platform; print(platform.system())"],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "Linux"
