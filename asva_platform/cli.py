@@ -4,6 +4,8 @@
     asva config show|validate        resolved experiment config (YAML, with field docs)
     asva synth                       write a synthetic AVSync15 (real layout, truly synchronized)
     asva model-info                  parameter counts of a model config (built on the meta device)
+    asva submit STAGE --config ...   submit preprocess|train|sweep|evaluate|generate as a Ray job
+    asva jobs list|status|logs|stop  follow Ray jobs
 """
 
 from __future__ import annotations
@@ -54,6 +56,40 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from asva_platform import submit
+
+    sub = submit.build_submission(args.stage, args.config, args.overrides, args.submission_id or "")
+    job_id = submit.submit(sub, args.address, num_gpus=args.entrypoint_num_gpus)
+    print(f"submitted {job_id}: {sub.entrypoint}", flush=True)
+    if args.no_wait:
+        return 0
+    status = submit.wait(job_id, args.address, follow=not args.quiet)
+    print(f"job {job_id} {status}")
+    return 0 if status == "SUCCEEDED" else 1
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from asva_platform import submit
+
+    if args.action == "list":
+        for row in submit.list_jobs(args.address):
+            print(f"{row['submission_id']:<44} {row['status']:<10} {row['entrypoint']}")
+        return 0
+    if not args.job_id:
+        raise SystemExit(f"asva jobs {args.action}: a job id is required")
+    if args.action == "status":
+        print(submit.job_status(args.job_id, args.address))
+    elif args.action == "logs":
+        if args.follow:
+            status = submit.wait(args.job_id, args.address, follow=True)
+            return 0 if status == "SUCCEEDED" else 1
+        print(submit.job_logs(args.job_id, args.address), end="")
+    elif args.action == "stop":
+        print("stopping" if submit.stop_job(args.job_id, args.address) else "already finished")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asva", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--docs", action="store_true", help="comment every key with its docstring")
     p.set_defaults(func=cmd_config)
+
+    address_help = "Ray dashboard/job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)"
+    p = sub.add_parser("submit", help="submit a stage as a Ray job")
+    p.add_argument("stage", choices=["preprocess", "train", "sweep", "evaluate", "generate"])
+    p.add_argument("--config", required=True, help="experiment YAML (for `sweep`: the sweep YAML)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4")
+    p.add_argument("--address", default=None, help=address_help)
+    p.add_argument("--submission-id", default=None, help="job id (default: asva-<stage>-<time>-<random>)")
+    p.add_argument("--entrypoint-num-gpus", type=float, default=0, help="GPUs reserved for the driver")
+    p.add_argument("--no-wait", action="store_true", help="return after submitting")
+    p.add_argument("--quiet", action="store_true", help="wait without streaming logs")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("jobs", help="list, inspect, follow or stop Ray jobs")
+    p.add_argument("action", choices=["list", "status", "logs", "stop"])
+    p.add_argument("job_id", nargs="?", default=None)
+    p.add_argument("-f", "--follow", action="store_true", help="logs: stream until the job ends")
+    p.add_argument("--address", default=None, help=address_help)
+    p.set_defaults(func=cmd_jobs)
 
     # Subcommands implemented by other modules take their raw arguments.
     for name, help_text in [
