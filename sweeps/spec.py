@@ -1,0 +1,190 @@
+"""Sweep files: a base experiment config, a dotted-key search space, and how Tune should search it.
+
+A sweep file is YAML validated with the same typed-config rules as experiment configs: every
+search-space key must be a real key path of the experiment config, and every value the space can
+produce must pass that key's type and range checks, before anything starts::
+
+    name: guidance-scale              # MLflow experiment of the sweep (one per sweep)
+    kind: guidance                    # train | guidance
+    base_config: ../configs/tiny.yaml # relative to the sweep file
+    overrides: [eval.max_videos=2]    # dotted overrides applied to the base config first
+    checkpoint: ""                    # guidance sweeps: checkpoint URI or MLflow run id
+    metric: sync_score
+    mode: max
+    search_space:
+      eval.audio_guidance_scale: {grid: [1, 4, 8]}
+    scheduler: {type: fifo}
+    search: grid
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from asva_platform import config as cfg
+from asva_platform.config import ConfigError, require
+from asva_platform.schema import ExperimentConfig, load_experiment
+
+DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+
+
+@dataclass
+class SchedulerConfig:
+    type: Literal["asha", "fifo"] = "fifo"
+    """`asha`: stop bad trials early on intermediate results; `fifo`: run every trial to the end."""
+    max_t: int = 0
+    """ASHA: the longest a trial may run, in reported steps (0 = the base config's train.max_steps)."""
+    grace_period: int = 1
+    """ASHA: reported steps every trial gets before it may be stopped."""
+    reduction_factor: int = 2
+    """ASHA: keep the top 1/reduction_factor of trials at each rung."""
+    time_attr: str = "step"
+    """The reported metric ASHA measures progress in."""
+
+    def validate(self) -> None:
+        require(self.grace_period >= 1, "grace_period", "must be >= 1")
+        require(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+        require(self.max_t >= 0, "max_t", "must be >= 0")
+
+
+@dataclass
+class SweepSpec:
+    name: str = ""
+    """Sweep name; also the MLflow experiment holding the parent run and one child run per trial."""
+    kind: Literal["train", "guidance"] = "guidance"
+    """`train`: a training run per trial; `guidance`: generation + evaluation on a fixed checkpoint."""
+    base_config: str = ""
+    """Experiment YAML the trials start from, relative to the sweep file."""
+    overrides: list[str] = field(default_factory=list)
+    """Dotted overrides applied to the base config before the search space."""
+    checkpoint: str = ""
+    """Guidance sweeps: the checkpoint to evaluate (storage URI, or an MLflow run id of a training run)."""
+    metric: str = "loss"
+    """Metric Tune optimizes (reported by every trial)."""
+    mode: Literal["min", "max"] = "min"
+    """Whether lower or higher `metric` is better."""
+    search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Dotted config key -> one distribution: {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]},
+    {loguniform: [lo, hi]}, {randint: [lo, hi)}."""
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    """Trial scheduler."""
+    search: Literal["random", "grid", "optuna"] = "random"
+    """Search algorithm: `random`/`grid` (Tune's basic variant generator) or `optuna` (if installed)."""
+    num_samples: int = 1
+    """Trials to sample (with grid distributions: repeats of the whole grid)."""
+    max_concurrent_trials: int = 1
+    """Trials running at once."""
+    resources_per_trial: dict[str, float] = field(default_factory=lambda: {"CPU": 1.0})
+    """Resources of each trial's driver (guidance trials do their work there; e.g. {CPU: 1, GPU: 1})."""
+    storage_path: str = ""
+    """Where Tune keeps its state (default: <storage.root>/sweeps); re-running the sweep resumes from it."""
+
+    def validate(self) -> None:
+        require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
+        require(bool(self.base_config), "base_config", "must name the experiment YAML the trials start from")
+        require(bool(self.search_space), "search_space", "must have at least one key")
+        require(self.num_samples >= 1, "num_samples", "must be >= 1")
+        require(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
+        for key, dist in self.search_space.items():
+            _check_distribution(key, dist)
+        if self.search == "grid":
+            bad = [k for k, d in self.search_space.items() if next(iter(d)) != "grid"]
+            require(not bad, "search", f"`grid` needs grid distributions, not for {bad}")
+
+
+def _check_distribution(key: str, dist: dict[str, Any]) -> None:
+    where = f"search_space.{key}"
+    if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+        raise ValueError(f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {dist!r}")
+    kind, args = next(iter(dist.items()))
+    if kind in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
+        return
+    if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
+        raise ValueError(f"{where}.{kind}: expected [low, high], got {args!r}")
+    lo, hi = args
+    if not lo < hi:
+        raise ValueError(f"{where}.{kind}: low must be < high, got {args!r}")
+    if kind == "loguniform" and lo <= 0:
+        raise ValueError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+    if kind == "randint" and not all(isinstance(a, int) for a in args):
+        raise ValueError(f"{where}.randint: bounds must be integers, got {args!r}")
+
+
+def representative_values(dist: dict[str, Any]) -> list[Any]:
+    """Values that bound what a distribution can produce (all of a list; both ends of a range)."""
+    kind, args = next(iter(dist.items()))
+    if kind in ("choice", "grid"):
+        return list(args)
+    if kind == "randint":
+        return [args[0], args[1] - 1]
+    return [float(args[0]), float(args[1])]
+
+
+@dataclass
+class LoadedSweep:
+    spec: SweepSpec
+    base: ExperimentConfig
+    path: Path
+
+    def trial_config(self, params: dict[str, Any]) -> ExperimentConfig:
+        """The experiment config of one trial: the base with the trial's dotted values, re-validated."""
+        return cfg.replace_dotted(self.base, params, source=f"{self.path} trial {params}")
+
+
+def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LoadedSweep:
+    """Load and fully validate a sweep file; ``overrides`` may target the sweep (``num_samples=8``) or, with
+    a ``base.`` prefix, the base experiment config (``base.train.max_steps=10``)."""
+    path = Path(path)
+    sweep_over = [o for o in overrides if not o.startswith("base.")]
+    base_over = [o[len("base."):] for o in overrides if o.startswith("base.")]
+    spec = cfg.load(SweepSpec, path, sweep_over)
+    base_path = (path.parent / spec.base_config).resolve()
+    try:
+        base = load_experiment(base_path, [*spec.overrides, *base_over])
+    except ConfigError as err:
+        raise ConfigError(f"{path}: base_config: {err}") from None
+    for key, dist in spec.search_space.items():
+        try:
+            cfg.check_key_path(ExperimentConfig, key)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: search_space.{err}") from None
+        for value in representative_values(dist):
+            try:
+                cfg.replace_dotted(base, {key: value}, source="")
+            except ConfigError as err:
+                reason = str(err).removeprefix(": ")
+                raise ConfigError(f"{path}: search_space.{key}: value {value!r} is invalid ({reason})") from None
+    if spec.kind == "guidance" and not spec.checkpoint:
+        raise ConfigError(f"{path}: checkpoint: a guidance sweep needs a checkpoint URI or MLflow run id")
+    return LoadedSweep(spec, base, path)
+
+
+def tune_search_space(spec: SweepSpec) -> dict[str, Any]:
+    """The search space as Tune distributions, keyed by the same dotted config paths."""
+    from ray import tune
+
+    out = {}
+    for key, dist in spec.search_space.items():
+        kind, args = next(iter(dist.items()))
+        if kind == "grid":
+            out[key] = tune.grid_search(list(args))
+        elif kind == "choice":
+            out[key] = tune.choice(list(args))
+        elif kind == "uniform":
+            out[key] = tune.uniform(*args)
+        elif kind == "loguniform":
+            out[key] = tune.loguniform(*args)
+        else:
+            out[key] = tune.randint(*args)
+    return out
+
+
+def grid_size(spec: SweepSpec) -> int:
+    """Trials a sweep produces: product of grid sizes x num_samples."""
+    n = math.prod(len(d["grid"]) for d in spec.search_space.values() if "grid" in d)
+    return n * spec.num_samples

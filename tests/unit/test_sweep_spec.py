@@ -1,0 +1,73 @@
+"""Sweep files are validated with the typed-config rules before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asva_platform.config import ConfigError
+from sweeps.spec import grid_size, load_sweep, representative_values
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SWEEPS.glob("*.yaml")))
+def test_shipped_sweeps_are_valid(name):
+    loaded = load_sweep(SWEEPS / name, ["checkpoint=s3://asva/runs/x"])
+    assert loaded.spec.search_space
+    first = {k: representative_values(d)[0] for k, d in loaded.spec.search_space.items()}
+    trial = loaded.trial_config(first)
+    for key, value in first.items():
+        section, _, leaf = key.rpartition(".")
+        node = trial
+        for part in section.split("."):
+            node = getattr(node, part)
+        assert getattr(node, leaf) == value
+
+
+def test_guidance_grid_counts_trials():
+    loaded = load_sweep(SWEEPS / "guidance_scale.yaml", ["checkpoint=run123"])
+    assert grid_size(loaded.spec) == 5 and loaded.spec.kind == "guidance"
+
+
+def write(tmp_path, body: str) -> Path:
+    (tmp_path / "base.yaml").write_text("name: b\n")
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nkind: train\nbase_config: base.yaml\n" + body)
+    return path
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("search_space:\n  train.lrr: {choice: [1.0]}\n", "search_space.train.lrr: unknown key (did you mean 'lr'?)"),
+        ("search_space:\n  train.lr: {choice: [-1.0]}\n", "search_space.train.lr: value -1.0 is invalid"),
+        ("search_space:\n  train.zero_stage: {grid: [2, 4]}\n", "value 4 is invalid"),
+        ("search_space:\n  train.lr: {normal: [0, 1]}\n", "search_space.train.lr: expected one of"),
+        ("search_space:\n  train.lr: {loguniform: [0, 1]}\n", "bounds must be > 0"),
+        ("search_space:\n  train.lr: {uniform: [2, 1]}\n", "low must be < high"),
+        ("search_space: {}\n", "search_space: must have at least one key"),
+        ("search_space:\n  train.lr: {choice: [1.0e-4]}\nbogus: 1\n", "bogus: unknown key"),
+        ("search_space:\n  train.lr: {choice: [1.0e-4]}\nsearch: grid\n", "`grid` needs grid distributions"),
+    ],
+)
+def test_bad_sweeps_fail_with_one_line(tmp_path, body, expected):
+    path = write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_sweep(path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(str(path))
+
+
+def test_guidance_sweep_needs_a_checkpoint(tmp_path):
+    path = write(tmp_path, "search_space:\n  eval.audio_guidance_scale: {grid: [1.0]}\n")
+    path.write_text(path.read_text().replace("kind: train", "kind: guidance"))
+    with pytest.raises(ConfigError, match="checkpoint: a guidance sweep needs"):
+        load_sweep(path)
+    assert load_sweep(path, ["checkpoint=abc"]).spec.checkpoint == "abc"
+
+
+def test_base_overrides_reach_the_base_config():
+    loaded = load_sweep(SWEEPS / "train_tiny.yaml", ["base.train.max_steps=6", "num_samples=2"])
+    assert loaded.base.train.max_steps == 6 and loaded.spec.num_samples == 2
