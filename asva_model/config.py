@@ -1,11 +1,19 @@
 """AVSyncD model config section (pure dataclasses; no Ray, no platform imports).
 
-Skeleton: the model issue owns this file and fills in every architecture field.
+Defaults are the paper's model (SD-1.5 UNet inflated to 3D + ImageBind-Huge audio branch, see
+docs/model.md). ``preset: tiny`` swaps in a test-size geometry that trains a step in well under a
+second on CPU; paths and training knobs apply to both presets.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
+from typing import Literal
+
+VAE_SCALING_FACTOR = 0.18215
+"""SD-1.5's latent scaling factor (vae/config.json: scaling_factor)."""
 
 
 def _require(cond: bool, key: str, why: str) -> None:
@@ -16,27 +24,132 @@ def _require(cond: bool, key: str, why: str) -> None:
 @dataclass
 class UNetConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
-    """Channels of the four UNet levels (SD-1.5: 320/640/1280/1280)."""
+    """Channels of the four UNet levels (SD-1.5: 320/640/1280/1280). Every level but the deepest has attention."""
     layers_per_block: int = 2
-    """Resnet/transformer layers per down block (SD-1.5: 2)."""
+    """Resnet/transformer layers per down block (SD-1.5: 2; up blocks have one more)."""
     attention_head_dim: int = 8
     """As in diffusers SD-1.x this is the number of attention heads (SD-1.5: 8)."""
     cross_attention_dim: int = 768
     """Text cross-attention key/value dim (CLIP-L: 768)."""
     audio_cross_attention_dim: int = 768
-    """Audio cross-attention key/value dim (ImageBind audio tokens: 768)."""
+    """Audio cross-attention key/value dim (ImageBind audio tokens: 768); must equal audio_encoder.embed_dim."""
     in_channels: int = 4
     """Latent channels in (the first frame enters as a clean latent, not by concatenation)."""
+    out_channels: int = 4
+    """Latent channels out (the predicted noise)."""
+    norm_num_groups: int = 32
+    """GroupNorm groups in resnets/transformers (SD-1.5: 32); must divide every block width."""
+    norm_eps: float = 1e-5
+    """GroupNorm epsilon of the resnets (SD-1.5: 1e-5)."""
 
     def validate(self) -> None:
-        _require(len(self.block_out_channels) >= 1, "block_out_channels", "must not be empty")
+        _require(len(self.block_out_channels) >= 2, "block_out_channels", "needs at least 2 levels")
         _require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
+        _require(self.attention_head_dim >= 1, "attention_head_dim", "must be >= 1")
+        for c in self.block_out_channels:
+            _require(c % self.norm_num_groups == 0, "block_out_channels",
+                     f"{c} is not divisible by norm_num_groups={self.norm_num_groups}")
+            _require(c % self.attention_head_dim == 0, "block_out_channels",
+                     f"{c} is not divisible by attention_head_dim={self.attention_head_dim} (heads)")
+
+
+@dataclass
+class AudioEncoderConfig:
+    name: Literal["imagebind"] = "imagebind"
+    """Audio backbone: `imagebind` = ImageBind-Huge audio branch (the paper)."""
+    embed_dim: int = 768
+    """Token width (ImageBind-Huge audio: 768)."""
+    num_blocks: int = 12
+    """Transformer blocks (ImageBind-Huge audio: 12)."""
+    num_heads: int = 12
+    """Attention heads (ImageBind-Huge audio: 12)."""
+    head_out_dim: int = 1024
+    """Width of the pooled-embedding head (unused for tokens, kept so checkpoints load strictly; Huge: 1024)."""
+    patch_size: int = 16
+    """Square patch-stem kernel on the mel spectrogram (ImageBind: 16)."""
+    patch_stride: int = 10
+    """Patch-stem stride (ImageBind: 10; gives 12 x 19 patches on a 128 x 204 mel)."""
+    num_mel_bins: int = 128
+    """Mel bins of the input spectrogram (must match sampling.num_mel_bins)."""
+    target_length: int = 204
+    """Mel frames of the input spectrogram (must match sampling.mel_target_length)."""
+    drop_path: float = 0.1
+    """Stochastic-depth rate of the last block (linear from 0; ImageBind-Huge audio: 0.1)."""
+    drop_path_in_training: bool = True
+    """Online training runs the frozen encoder in train mode so drop-path is active, as the original code did."""
+
+    def validate(self) -> None:
+        _require(self.embed_dim % self.num_heads == 0, "embed_dim",
+                 f"{self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        _require(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        _require(self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
+                 "patch_size", "is larger than the mel spectrogram")
+
+
+@dataclass
+class VAEConfig:
+    block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    """AutoencoderKL level widths when built without `pretrained_sd` (SD-1.5: 128/256/512/512 = 8x down)."""
+    layers_per_block: int = 2
+    """AutoencoderKL resnets per level (SD-1.5: 2)."""
+    latent_channels: int = 4
+    """Latent channels (SD-1.5: 4); must equal unet.in_channels."""
+    norm_num_groups: int = 32
+    """AutoencoderKL GroupNorm groups (SD-1.5: 32)."""
+    scaling_factor: float = VAE_SCALING_FACTOR
+    """Latents are multiplied by this before diffusion (SD-1.5: 0.18215); cached latents are stored unscaled."""
+
+    def validate(self) -> None:
+        _require(self.scaling_factor > 0, "scaling_factor", "must be > 0")
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class NoiseSchedulerConfig:
+    num_train_timesteps: int = 1000
+    """Diffusion steps (the paper: 1000)."""
+    beta_start: float = 0.00085
+    """First beta (SD-1.5: 0.00085)."""
+    beta_end: float = 0.012
+    """Last beta (SD-1.5: 0.012)."""
+    beta_schedule: Literal["scaled_linear", "linear"] = "scaled_linear"
+    """Beta schedule (SD-1.5: scaled_linear)."""
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    """What the UNet predicts (the paper: epsilon)."""
+    steps_offset: int = 1
+    """Inference timestep offset (SD-1.5: 1)."""
+
+    def validate(self) -> None:
+        _require(self.num_train_timesteps >= 2, "num_train_timesteps", "must be >= 2")
+        _require(0 < self.beta_start < self.beta_end < 1, "beta_start",
+                 f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
 
 
 @dataclass
 class ModelConfig:
+    preset: Literal["full", "tiny"] = "full"
+    """`full`: the geometry below (defaults = the paper). `tiny`: test-size geometry replaces unet/audio_encoder/vae."""
     unet: UNetConfig = field(default_factory=UNetConfig)
     """3D UNet geometry."""
+    audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    """Frozen audio encoder geometry."""
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    """Frozen VAE geometry (used when `pretrained_sd` is empty) and latent scaling."""
+    noise_scheduler: NoiseSchedulerConfig = field(default_factory=NoiseSchedulerConfig)
+    """Training noise schedule (DDPM); the inference PNDM scheduler uses the same betas."""
+    pretrained_sd: str = ""
+    """Local diffusers SD-1.5 folder (unet/, vae/, scheduler/); empty = random init (tests, meta builds)."""
+    init_unet: str = ""
+    """A saved 3D UNet folder (ours or the authors' `modules/unet`); wins over pretrained_sd/unet."""
+    audio_encoder_weights: str = ""
+    """ImageBind checkpoint (`imagebind_huge.pth`) or a saved encoder folder (the authors' `modules/audio_encoder`)."""
+    text_encodings: str = ""
+    """`.pt` dict prompt -> (77, cross_attention_dim) CLIP-L encoding (AVSync15's class_clip_text_encodings...pt)."""
+    null_text_encoding: str = ""
+    """`.pt` (1, 77, cross_attention_dim) encoding of the empty prompt; needed only for text guidance != 1."""
     audio_cond_drop_prob: float = 0.2
     """Training: probability per sample of replacing the audio with null audio (classifier-free guidance)."""
     trainable_modules: list[str] = field(default_factory=lambda: ["_temp", "_audio"])
@@ -47,3 +160,73 @@ class ModelConfig:
     def validate(self) -> None:
         _require(0.0 <= self.audio_cond_drop_prob <= 1.0, "audio_cond_drop_prob",
                  f"must be in [0, 1], got {self.audio_cond_drop_prob}")
+        _require(bool(self.trainable_modules), "trainable_modules", "must name at least one module pattern")
+        if self.preset == "tiny":
+            for name in ("unet", "audio_encoder", "vae"):
+                _require(getattr(self, name) == getattr(ModelConfig(), name), name,
+                         "is set by preset 'tiny'; remove these keys or use preset: full")
+        geo = self.resolved()
+        _require(geo.unet.audio_cross_attention_dim == geo.audio_encoder.embed_dim, "unet.audio_cross_attention_dim",
+                 f"{geo.unet.audio_cross_attention_dim} != audio_encoder.embed_dim {geo.audio_encoder.embed_dim}")
+        _require(geo.vae.latent_channels == geo.unet.in_channels == geo.unet.out_channels, "vae.latent_channels",
+                 "must equal unet.in_channels and unet.out_channels")
+
+    def resolved(self) -> ModelConfig:
+        """This config with the preset's geometry filled in (identity for `full`)."""
+        if self.preset == "full":
+            return self
+        return dataclasses.replace(self, unet=TINY_UNET, audio_encoder=TINY_AUDIO_ENCODER, vae=TINY_VAE)
+
+
+TINY_UNET = UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attention_head_dim=2,
+                       cross_attention_dim=32, audio_cross_attention_dim=32, norm_num_groups=8)
+TINY_AUDIO_ENCODER = AudioEncoderConfig(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
+TINY_VAE = VAEConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
+
+
+def model_config_from_dict(data: dict, source: str = "<dict>") -> ModelConfig:
+    """Strictly build a ModelConfig from a plain mapping (unknown keys / wrong types raise ValueError).
+
+    The platform's loader (`asva_platform.config`) does the same for the whole experiment; this small
+    one exists because asva_model may not import the platform (used by `asva_model.info.main`).
+    """
+    return _build(ModelConfig, data, source)
+
+
+def _build(cls, data, key):
+    if not isinstance(data, dict):
+        raise ValueError(f"{key}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        where = f"{key}.{name}"
+        if name not in fields:
+            raise ValueError(f"{where}: unknown key")
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            value = _build(tp, value, where)
+        elif typing.get_origin(tp) is Literal:
+            if value not in typing.get_args(tp):
+                raise ValueError(f"{where}: must be one of {typing.get_args(tp)}, got {value!r}")
+        elif typing.get_origin(tp) is list:
+            (item,) = typing.get_args(tp)
+            if not isinstance(value, list) or not all(_is(v, item) for v in value):
+                raise ValueError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+        elif not _is(value, tp):
+            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
+        kwargs[name] = float(value) if tp is float else value
+    obj = cls(**kwargs)
+    try:
+        obj.validate()
+    except ValueError as err:
+        raise ValueError(f"{key}.{err}") from None
+    return obj
+
+
+def _is(value, tp) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
