@@ -25,10 +25,13 @@ class DatasetConfig:
     """`video`: one path per line; `clip`: `path,start,end` per line (seconds)."""
     max_clips_per_class: int = 0
     """Keep at most this many list entries per class and split (0 = all); for quick runs."""
+    videos_dir: str = "videos"
+    """Folder under root that list paths are relative to (the real layout: `<root>/videos/<class_dir>/x.mp4`)."""
 
     def validate(self) -> None:
         _require(bool(self.root), "root", "must not be empty")
         _require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
+        _require(self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}")
 
 
 @dataclass
@@ -57,6 +60,12 @@ class SamplingConfig:
     """Snap window starts to the 1/fps grid (what the latent cache stores); False = continuous starts as the paper."""
     test_clips_per_video: int = 3
     """Evaluation windows per test video, evenly spaced: linspace(0, dur - clip_duration, n)."""
+    short_clip_tolerance: float = 0.1
+    """Seconds a clip may fall short of clip_duration and still be used (window at 0, last frame repeated,
+    audio zero-padded at the end); shorter clips are skipped as `too_short`. Real clips of exactly 2.0 s
+    often measure a few ms less in their audio stream."""
+    min_source_side: int = 16
+    """Videos whose native width or height is below this are skipped as `too_small`."""
 
     def validate(self) -> None:
         _require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
@@ -70,3 +79,15 @@ class SamplingConfig:
         _require(self.audio_sample_rate > 0, "audio_sample_rate", "must be > 0")
         _require(self.mel_std > 0, "mel_std", "must be > 0")
         _require(self.test_clips_per_video >= 1, "test_clips_per_video", "must be >= 1")
+        _require(0.0 <= self.short_clip_tolerance < self.clip_duration, "short_clip_tolerance",
+                 f"must be in [0, clip_duration), got {self.short_clip_tolerance}")
+        _require(self.min_source_side >= 1, "min_source_side", "must be >= 1")
+        _require(self.num_mel_bins > 3, "num_mel_bins", "must be > 3")
+        _require(self.mel_target_length >= 1, "mel_target_length", "must be >= 1")
+        _require(abs(self.num_frames / self.fps - self.clip_duration) < 1e-6, "clip_duration",
+                 f"must equal num_frames / fps = {self.num_frames / self.fps:g}, got {self.clip_duration}")
+
+    @property
+    def clip_samples(self) -> int:
+        """Audio samples per clip window (2.0 s at 16 kHz = 32,000)."""
+        return int(round(self.clip_duration * self.audio_sample_rate))

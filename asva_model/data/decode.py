@@ -1,0 +1,240 @@
+"""PyAV decoding: probe a clip, pick frames by timestamp, decode audio to a mono 16 kHz buffer.
+
+Every failure becomes a :class:`BadClipError` with a typed :class:`SkipReason`. Times are stream
+presentation times in seconds, as the official loader uses them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, Iterator
+
+import av
+import numpy as np
+
+from asva_model.data.audio import resample
+from asva_model.data.config import SamplingConfig
+from asva_model.data.errors import BadClipError, SkipReason
+
+Source = str | os.PathLike | IO[bytes]
+"""A clip: a local path, or a readable seekable binary file object (e.g. from ``open_file``)."""
+
+PTS_TOLERANCE = 1e-4
+"""Seconds a frame may sit before a target time and still count as "at or after" it: rounding of
+pts * time_base must not decide which frame is picked."""
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What a probe learns from the container headers."""
+
+    duration: float
+    """min(video, audio) duration in seconds: the span clip windows are drawn from."""
+    video_duration: float
+    audio_duration: float
+    video_start: float
+    """Start time of the video stream (usually 0)."""
+    audio_start: float
+    fps: float
+    """Native average frame rate."""
+    width: int
+    height: int
+    sample_rate: int
+    """Native audio sample rate."""
+    channels: int
+
+    @property
+    def video_end(self) -> float:
+        return self.video_start + self.video_duration
+
+    @property
+    def audio_end(self) -> float:
+        return self.audio_start + self.audio_duration
+
+
+@dataclass
+class DecodedFrames:
+    """Frames picked for a set of target times: ``frames[key(t)] = (pts, rgb uint8 HxWx3)``."""
+
+    frames: dict[int, tuple[float, np.ndarray]]
+
+
+@dataclass
+class DecodedAudio:
+    """Mono audio at the configured rate; ``samples[0]`` is at time ``start``."""
+
+    samples: np.ndarray
+    start: float
+
+
+def time_key(t: float) -> int:
+    """Dictionary key of a target time (microseconds), so every caller computing k/fps agrees."""
+    return int(round(t * 1e6))
+
+
+def _size_of(src: Source) -> int:
+    if isinstance(src, (str, os.PathLike)):
+        if not os.path.exists(src):
+            raise BadClipError(SkipReason.MISSING_FILE, "file does not exist", str(src))
+        return os.path.getsize(src)
+    pos = src.seek(0, os.SEEK_END)
+    src.seek(0)
+    return pos
+
+
+@contextmanager
+def open_container(src: Source) -> Iterator[Any]:
+    """An open PyAV input container; unreadable input raises ``BadClipError`` (empty/corrupt)."""
+    if _size_of(src) == 0:
+        raise BadClipError(SkipReason.EMPTY_FILE, "file has 0 bytes")
+    if not isinstance(src, (str, os.PathLike)):
+        src.seek(0)
+    try:
+        container = av.open(src if not isinstance(src, os.PathLike) else os.fspath(src), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, f"cannot open container: {e}") from None
+    try:
+        yield container
+    finally:
+        container.close()
+
+
+def _stream_duration(stream: Any, container: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _stream_start(stream: Any) -> float:
+    if stream.start_time is not None and stream.time_base is not None:
+        return float(stream.start_time * stream.time_base)
+    return 0.0
+
+
+def probe_container(container: Any, cfg: SamplingConfig) -> MediaInfo:
+    """Header facts of an open container; raises for missing streams, tiny or zero-length media."""
+    if not container.streams.video:
+        raise BadClipError(SkipReason.NO_VIDEO_STREAM, "the container has no video stream")
+    if not container.streams.audio:
+        raise BadClipError(SkipReason.NO_AUDIO_STREAM, "the container has no audio stream")
+    vs, as_ = container.streams.video[0], container.streams.audio[0]
+    width, height = vs.codec_context.width, vs.codec_context.height
+    if min(width, height) < cfg.min_source_side:
+        raise BadClipError(SkipReason.TOO_SMALL, f"{width}x{height} video, below min_source_side={cfg.min_source_side}")
+    vdur, adur = _stream_duration(vs, container), _stream_duration(as_, container)
+    if vdur is None or vdur <= 0:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, "video stream has no duration")
+    if adur is None or adur <= 0:
+        raise BadClipError(SkipReason.CORRUPT_AUDIO, "audio stream has no duration")
+    rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+    fps = float(rate) if rate else 0.0
+    if not fps > 0:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, "video stream has no frame rate")
+    sample_rate = as_.codec_context.sample_rate or as_.rate or 0
+    if not sample_rate:
+        raise BadClipError(SkipReason.CORRUPT_AUDIO, "audio stream has no sample rate")
+    info = MediaInfo(min(vdur, adur), vdur, adur, _stream_start(vs), _stream_start(as_), fps, width, height,
+                     int(sample_rate), as_.codec_context.channels or 1)
+    return info
+
+
+def check_long_enough(duration: float, cfg: SamplingConfig, what: str = "clip") -> None:
+    if duration < cfg.clip_duration - cfg.short_clip_tolerance:
+        raise BadClipError(SkipReason.TOO_SHORT,
+                           f"{what} lasts {duration:.3f} s, shorter than a {cfg.clip_duration:g} s window")
+
+
+def decode_frames(container: Any, info: MediaInfo, targets: list[float], cutoff: float,
+                  tolerance: float) -> DecodedFrames:
+    """For each target time, the first decoded frame with pts >= target (frames after ``cutoff`` are
+    never read). Decodes once from the keyframe before the earliest target; converts only picked frames.
+    A stream that stops well before the header's duration is a truncated file: ``corrupt_video``."""
+    vs = container.streams.video[0]
+    order = sorted(set(targets))
+    picked: dict[int, tuple[float, np.ndarray]] = {}
+    first = order[0] if order else 0.0
+    i, last_t = 0, None
+    try:
+        if first > info.video_start + 1.0 / info.fps:
+            container.seek(int(first / vs.time_base), stream=vs, backward=True, any_frame=False)
+        for frame in container.decode(vs):
+            if frame.pts is None:
+                continue
+            t = float(frame.time)
+            if t > cutoff:
+                break
+            last_t = t
+            rgb = None
+            while i < len(order) and t >= order[i] - PTS_TOLERANCE:
+                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                picked[time_key(order[i])] = (t, rgb)
+                i += 1
+            if i == len(order):
+                break
+    except av.error.FFmpegError as e:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, f"video decoding failed: {e}") from None
+    if i < len(order):  # the stream ended before the last target: legit only near the header's end
+        expected = min(order[-1], info.video_end - 1.0 / info.fps, cutoff)
+        got = last_t if last_t is not None else info.video_start - 1.0 / info.fps
+        if got < expected - tolerance - 1.0 / info.fps:
+            raise BadClipError(SkipReason.CORRUPT_VIDEO,
+                               f"video frames stop at {got:.3f} s but the stream claims {info.video_duration:.3f} s")
+    if not picked:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, f"no video frame decoded at or after {first:.3f} s")
+    return DecodedFrames(picked)
+
+
+def _frame_to_mono(frame: Any) -> np.ndarray:
+    data = frame.to_ndarray()
+    channels = len(frame.layout.channels) or 1
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    if data.dtype.kind == "i":
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+    elif data.dtype.kind == "u":  # u8 audio is offset binary
+        data = (data.astype(np.float32) - 128.0) / 128.0
+    return data.astype(np.float32, copy=False).mean(axis=0)
+
+
+def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: SamplingConfig,
+                 tolerance: float) -> DecodedAudio:
+    """Mono audio covering [t0, t1] at ``cfg.audio_sample_rate``: decoded at the native rate, placed by pts,
+    then resampled in one piece (so sample k sits at t0 + k / rate). Zeros where the stream has no audio."""
+    as_ = container.streams.audio[0]
+    sr = info.sample_rate
+    native = np.zeros(max(int(math.ceil((t1 - t0) * sr)), 1), dtype=np.float32)
+    covered_end = None
+    try:
+        if t0 > info.audio_start + 0.05:
+            container.seek(int(t0 / as_.time_base), stream=as_, backward=True, any_frame=False)
+        else:
+            container.seek(0)
+        next_t = None
+        for frame in container.decode(as_):
+            t = float(frame.time) if frame.pts is not None else next_t
+            if t is None:
+                t = info.audio_start
+            mono = _frame_to_mono(frame)
+            next_t = t + len(mono) / sr
+            if next_t <= t0:
+                continue
+            if t >= t1:
+                break
+            offset = int(round((t - t0) * sr))
+            lo, hi = max(offset, 0), min(offset + len(mono), len(native))
+            if hi > lo:
+                native[lo:hi] = mono[lo - offset: hi - offset]
+            covered_end = next_t
+    except av.error.FFmpegError as e:
+        raise BadClipError(SkipReason.CORRUPT_AUDIO, f"audio decoding failed: {e}") from None
+    expected = min(t1, info.audio_end)
+    got = covered_end if covered_end is not None else t0
+    if got < expected - tolerance:
+        raise BadClipError(SkipReason.CORRUPT_AUDIO,
+                           f"audio stops at {got:.3f} s but the stream claims {info.audio_duration:.3f} s")
+    return DecodedAudio(resample(native, sr, cfg.audio_sample_rate), t0)
