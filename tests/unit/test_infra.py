@@ -680,11 +680,14 @@ def test_dockerfiles_pass_hadolint(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_hadolint_rejects_a_broken_dockerfile(tmp_path):
-    bad = tmp_path / "Dockerfile"
-    bad.write_text("FROM ubuntu:22.04\nRUN apt-get install curl\nCOPY\n")
-    result = subprocess.run([hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
+def test_hadolint_rejects_a_dockerfile_that_does_not_parse(tmp_path):
+    good, bad = tmp_path / "Dockerfile.good", tmp_path / "Dockerfile.bad"
+    good.write_text("FROM ubuntu:22.04\nRUN echo hi\n")
+    bad.write_text("FROM ubuntu:22.04\nFORM ubuntu:22.04\n")
+    lint = [hadolint(), "--no-color", "--failure-threshold", "style"]
+    assert subprocess.run([*lint, str(good)], capture_output=True, timeout=60).returncode == 0
+    result = subprocess.run([*lint, str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "unexpected" in result.stdout + result.stderr
 
 
 def test_gpu_image_pins_torch_python_and_cuda_consistently_with_pyproject():
