@@ -17,7 +17,6 @@ FORWARDED_ENV = (
     "AWS_REGION",
     "MLFLOW_TRACKING_URI",
     "MLFLOW_S3_ENDPOINT_URL",
-    "DS_ACCELERATOR",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
     "ASVA_GIT_COMMIT",
 )
@@ -40,8 +39,9 @@ def apply_runtime_defaults() -> None:
 
 def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The non-secret env Ray workers need, from this process's environment."""
+    # DS_ACCELERATOR is not forwarded: each worker picks it from its own hardware (a CPU-only driver must not
+    # turn GPU trainers into CPU ones).
     env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
-    env.setdefault("DS_ACCELERATOR", os.environ.get("DS_ACCELERATOR", "cpu"))
     env.update(extra or {})
     leaked = [k for k in env if k in SECRET_ENV]
     assert not leaked, f"refusing to forward secrets to Ray workers: {leaked}"

@@ -70,24 +70,21 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
     working_dir = working_dir or repo_root()
+    # Only what the submitter set explicitly (env or config) travels: a default must not override the
+    # cluster's own MLflow URI / S3 endpoint.
     env = worker_env()
     if stage == "sweep":
         from sweeps.spec import load_sweep  # validated the same way the job will
 
-        spec = load_sweep(config_path, overrides)
-        tracking_uri = spec.base.tracking.resolved_uri()
-        endpoint = spec.base.storage.resolved_endpoint()
+        load_sweep(config_path, overrides)
         args = [config_path, *overrides]
     else:
         from asva_platform.schema import load_experiment
 
         exp = load_experiment(config_path, overrides)
-        tracking_uri = exp.tracking.resolved_uri()
-        endpoint = exp.storage.resolved_endpoint()
+        if exp.storage.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = exp.storage.endpoint_url
         args = ["--config", config_path, *overrides]
-    env["MLFLOW_TRACKING_URI"] = tracking_uri
-    if endpoint:
-        env["AWS_ENDPOINT_URL"] = endpoint
     from asva_platform.tracking import git_commit
 
     commit = git_commit()
