@@ -37,7 +37,7 @@ def tiny_imagebind_config() -> ImageBindConfig:
     )
 
 
-def _relu_preserving_init(module: nn.Module) -> nn.Module:
+def relu_preserving_init(module: nn.Module) -> nn.Module:
     # Default conv init shrinks activations layer after layer; He-normal keeps deep random nets' outputs O(1).
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):
@@ -51,7 +51,7 @@ def save_tiny_metric_networks(root: str | Path, seed: int = 0) -> MetricsConfig:
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
 
-    inception = _relu_preserving_init(FIDInceptionV3(width_divisor=16))
+    inception = relu_preserving_init(FIDInceptionV3(width_divisor=16))
     state = {k: v for k, v in inception.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save(state, root / "pt_inception-tiny.pth")  # the ported TF file has no num_batches_tracked either
 
@@ -60,8 +60,8 @@ def save_tiny_metric_networks(root: str | Path, seed: int = 0) -> MetricsConfig:
     torch.save(ImageBindEncoders(tiny_imagebind_config()).state_dict(), root / "imagebind_tiny.pth")
     save_merges(root / "bpe_tiny.txt.gz", TINY_MERGES)
 
-    classifier = _relu_preserving_init(
-        AVSyncClassifier(AudioConv2DNet(base_channels=4), VideoR2Plus1DNet(base_channels=4), FCHead(dim=32)))
+    classifier = relu_preserving_init(
+        AVSyncClassifier(AudioConv2DNet(base_channels=2), VideoR2Plus1DNet(base_channels=2), FCHead(dim=16)))
     classifier.save_pretrained(root / "avsync" / "modules")
 
     return MetricsConfig(
