@@ -33,6 +33,15 @@ def _rand(shape, generator: torch.Generator | None, device, kind: str = "normal"
     return out.to(device)
 
 
+def _model_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype inputs must have: ``model.dtype`` (diffusers models) or its first parameter's."""
+    dtype = getattr(model, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+    return param.dtype if param is not None else default
+
+
 @torch.no_grad()
 def encode_frames(vae: AutoencoderKL, frames: torch.Tensor, chunk_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (b, 3, f, H, W) in [0, 1] -> the VAE's latent distribution (mean, std), each (b, C, f, h, w).
@@ -106,7 +115,7 @@ def diffusion_loss(
     else:
         raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type!r}")
 
-    dtype = next(unet.parameters()).dtype
+    dtype = _model_dtype(unet, latents.dtype)
     pred = unet(noisy.to(dtype), timesteps, text_emb.to(dtype), audio.to(dtype), audio_mask)
     return F.mse_loss(pred[:, :, 1:].float(), target[:, :, 1:].float())
 

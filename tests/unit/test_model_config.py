@@ -1,0 +1,95 @@
+"""Model config section: presets, validation, YAML files, model-info CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from asva_model import info
+from asva_model.config import (
+    AudioEncoderConfig,
+    ModelConfig,
+    NoiseSchedulerConfig,
+    UNetConfig,
+    VAEConfig,
+    model_config_from_dict,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, UNetConfig, AudioEncoderConfig, VAEConfig, NoiseSchedulerConfig])
+def test_every_field_is_documented(cls):
+    from asva_platform.config import field_docs
+
+    assert set(field_docs(cls)) == {f.name for f in dataclasses.fields(cls)}
+
+
+def test_defaults_are_the_paper():
+    cfg = ModelConfig()
+    cfg.validate()
+    assert cfg.unet.block_out_channels == [320, 640, 1280, 1280] and cfg.unet.attention_head_dim == 8
+    assert cfg.vae.scaling_factor == 0.18215 and cfg.audio_cond_drop_prob == 0.2
+    assert cfg.trainable_modules == ["_temp", "_audio"]
+    s = cfg.noise_scheduler
+    assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule) == (1000, 0.00085, 0.012, "scaled_linear")
+
+
+def test_tiny_preset_and_its_guard():
+    cfg = ModelConfig(preset="tiny")
+    cfg.validate()
+    assert cfg.resolved().unet.block_out_channels == [32, 64]
+    with pytest.raises(ValueError, match="unet: is set by preset 'tiny'"):
+        ModelConfig(preset="tiny", unet=UNetConfig(layers_per_block=3)).validate()
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"audio_cond_drop_prob": 1.5}, "audio_cond_drop_prob: must be in"),
+    ({"unet": {"audio_cross_attention_dim": 512}}, "audio_cross_attention_dim: 512 != audio_encoder.embed_dim"),
+    ({"unet": {"block_out_channels": [320, 650]}}, "not divisible by norm_num_groups"),
+    ({"noise_scheduler": {"beta_schedule": "cosine"}}, "beta_schedule: must be one of"),
+    ({"trainable_modules": []}, "trainable_modules: must name"),
+    ({"vae": {"latent_channels": 8}}, "vae.latent_channels"),
+    ({"unet": {"layers": 2}}, "unet.layers: unknown key"),
+])
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ValueError, match=message):
+        model_config_from_dict(data, "f.yaml: model")
+
+
+def test_platform_loader_accepts_the_section(tmp_path):
+    from asva_platform.config import ConfigError
+    from asva_platform.schema import load_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("base: " + str(REPO / "configs/model/tiny.yaml") + "\nmodel:\n  audio_cond_drop_prob: 0.1\n")
+    cfg = load_experiment(str(path))
+    assert cfg.model.preset == "tiny" and cfg.model.audio_cond_drop_prob == 0.1
+    path.write_text("model:\n  unet:\n    audio_cross_attention_dim: 64\n")
+    with pytest.raises(ConfigError, match="audio_cross_attention_dim"):
+        load_experiment(str(path))
+
+
+def test_shipped_model_yamls_load():
+    for name in ("full", "tiny"):
+        cfg = info.load_model_config(REPO / "configs" / "model" / f"{name}.yaml")
+        assert cfg.preset == name
+
+
+def test_model_info_cli_prints_one_json_line(capsys, tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("base: " + str(REPO / "configs/model/tiny.yaml") + "\n")
+    assert info.main(["--config", str(path), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    out = json.loads(lines[0])
+    assert out["total"] == out["trainable"] + out["frozen"] == sum(out["groups"].values())
+    assert set(out["groups"]) >= {"ff_temporal_conv", "temporal_attn", "audio_cross_attn", "unet2d", "audio_encoder"}
+    assert out["trainable"] == out["groups"]["ff_temporal_conv"] + out["groups"]["temporal_attn"] + \
+        out["groups"]["audio_cross_attn"]
+    path.write_text("model:\n  preset: huge\n")
+    assert info.main(["--config", str(path), "--json"]) == 2
+    assert "preset" in capsys.readouterr().err
