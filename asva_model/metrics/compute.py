@@ -91,13 +91,21 @@ class ClipScores:
             return cls({k: data[k] for k in data.files})
 
 
+def _waveform_np(w) -> np.ndarray:
+    x = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"audio must be mono 1-D waveforms, got shape {x.shape}")
+    return x
+
+
 def _mels(waveforms: Sequence, sample_rate: int, sampling: SamplingConfig) -> torch.Tensor:
     out = []
     for w in waveforms:
-        x = np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32)
-        if x.ndim != 1:
-            raise ValueError(f"audio must be mono 1-D waveforms, got shape {x.shape}")
-        out.append(waveform_to_mel(resample(x, sample_rate, sampling.audio_sample_rate), sampling))
+        x = resample(_waveform_np(w), sample_rate, sampling.audio_sample_rate)
+        extra = len(x) - sampling.clip_samples
+        if extra > 0:  # the paper's mel centre-crops a longer waveform to exactly one window
+            x = x[extra // 2: extra // 2 + sampling.clip_samples]
+        out.append(waveform_to_mel(x, sampling))
     return torch.from_numpy(np.stack(out))
 
 
@@ -107,10 +115,6 @@ def _stack(clips: Sequence, what: str) -> torch.Tensor:
     if len(shapes) != 1:
         raise ValueError(f"{what} clips differ in shape: {sorted(shapes)}")
     return torch.stack(frames)
-
-
-def _waveform_np(w) -> np.ndarray:
-    return np.asarray(w.detach().cpu() if isinstance(w, torch.Tensor) else w, dtype=np.float32).reshape(-1)
 
 
 def _extract_chunk(gt: torch.Tensor, gen: torch.Tensor, audio: Sequence, gen_audio: Sequence | None,

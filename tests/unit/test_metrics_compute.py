@@ -147,6 +147,16 @@ def test_generated_audio_only_affects_the_generated_side(setup):
     assert not np.allclose(again["ia"], scores["ia"])
 
 
+def test_longer_audio_is_centre_cropped_to_the_window(setup):
+    cfg, nets, gt, gen, audio, scores = setup
+    rng = np.random.default_rng(1)
+    pad = int(0.25 * SR)
+    longer = [np.concatenate([rng.normal(size=pad), a, rng.normal(size=pad)]).astype(np.float32) for a in audio]
+    again = extract_clip_scores(gt, gen, longer, PROMPTS, nets, dataclasses.replace(cfg, metrics=["ia"]),
+                                sample_rate=SR)
+    np.testing.assert_allclose(again["ia"], scores["ia"], rtol=1e-5, atol=1e-6)
+
+
 def test_the_weights_free_sync_metric_needs_no_networks(setup):
     _, _, gt, gen, audio, scores = setup
     out = compute_metrics(gt, gen, audio, PROMPTS, MetricNetworks(), dataclasses.replace(setup[0], metrics=["sync"]),
