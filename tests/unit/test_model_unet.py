@@ -259,3 +259,14 @@ def test_compiles_without_graph_breaks(tiny):
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(sample, t, text, audio, mask), model(sample, t, text, audio, mask))
+
+
+def test_full_size_state_dict_is_sd15_plus_new_modules():
+    """On meta: every SD-1.5 UNet weight has a same-shaped twin, and the only extra weights are new modules."""
+    with torch.device("meta"):
+        sd = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
+        ours = AudioUNet3D()
+    sd_state, our_state = sd.state_dict(), ours.state_dict()
+    assert all(k in our_state and our_state[k].shape == v.shape for k, v in sd_state.items())
+    extra = set(our_state) - set(sd_state)
+    assert extra and all("_temp" in k or "_audio" in k for k in extra)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from asva_model.pipeline import AVSyncPipeline, guided_eps
-from asva_model.text import load_null_text_encoding, load_text_encodings
 from asva_model.pretrained import make_tiny_pretrained
+from asva_model.text import load_null_text_encoding, load_text_encodings
 from asva_model.video_io import write_video
 
 F_ = 6
