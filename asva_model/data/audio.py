@@ -95,7 +95,8 @@ def window_samples(buffer: np.ndarray, buffer_start: float, start: float, cfg: S
     """The clip's exactly ``cfg.clip_samples`` samples from a buffer at ``cfg.audio_sample_rate`` whose first
     sample is at time ``buffer_start``; zero-padded where the buffer does not reach (the end of a short clip)."""
     n = cfg.clip_samples
-    first = int(math.floor((start - buffer_start) * cfg.audio_sample_rate + 0.5))
+    rate = cfg.audio_sample_rate
+    first = int(round(start * rate)) - int(round(buffer_start * rate))  # on the absolute sample grid
     out = np.zeros(n, dtype=np.float32)
     lo, hi = max(first, 0), min(first + n, len(buffer))
     if hi > lo:

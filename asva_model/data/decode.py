@@ -207,6 +207,10 @@ def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: Sam
     then resampled in one piece (so sample k sits at t0 + k / rate). Zeros where the stream has no audio."""
     as_ = container.streams.audio[0]
     sr = info.sample_rate
+    # Start the buffer on a time that is a whole sample at both rates, so every decode of a clip shares one
+    # output sample grid (anchored at t = 0) whatever window it was opened for.
+    common = math.gcd(int(sr), int(cfg.audio_sample_rate))
+    t0 = math.floor(t0 * common + 1e-9) / common
     native = np.zeros(max(int(math.ceil((t1 - t0) * sr)), 1), dtype=np.float32)
     covered_end = None
     try:
@@ -225,7 +229,7 @@ def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: Sam
                 continue
             if t >= t1:
                 break
-            offset = int(round((t - t0) * sr))
+            offset = int(round(t * sr)) - int(round(t0 * sr))
             lo, hi = max(offset, 0), min(offset + len(mono), len(native))
             if hi > lo:
                 native[lo:hi] = mono[lo - offset: hi - offset]

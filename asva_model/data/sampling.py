@@ -91,6 +91,9 @@ def test_window_starts(duration: float, cfg: SamplingConfig) -> np.ndarray:
     return starts
 
 
+test_window_starts.__test__ = False  # a library function, not a pytest test, when imported into tests
+
+
 def grid_window_starts(duration: float, cfg: SamplingConfig, count: int = 0) -> np.ndarray:
     """Window starts on the 1/fps grid: every one that fits (count=0), or ``count`` of them evenly spread."""
     n_grid = int(math.floor(max_window_start(duration, cfg) * cfg.fps + _GRID_EPS)) + 1

@@ -17,6 +17,7 @@ CLI: ``asva synth --out DIR [--clips-per-class N] [--seed S]`` (``python -m asva
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -373,7 +374,7 @@ def write_clip(spec: ClipSpec, path: Path) -> None:
         vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, "yuv420p"
         vs.codec_context.thread_count = 1  # one thread: byte-identical output for a seed
         layout = "stereo" if spec.channels == 2 else "mono"
-        as_ = out.add_stream("aac", rate=spec.sample_rate, layout=layout)
+        as_ = out.add_stream("aac", rate=spec.sample_rate, layout=layout, options={"aac_coder": "fast"})
         as_.bit_rate = 96000
         chunk, a_pos = 1024, 0
         for i in range(n_frames):
@@ -411,7 +412,9 @@ def _split(seed: int, class_idx: int, n: int) -> set[int]:
 
 
 def _params(clips_per_class: int, seed: int, min_duration: float, max_duration: float) -> dict:
-    return {"version": GENERATOR_VERSION, "clips_per_class": clips_per_class, "seed": seed,
+    # the generator's own source is part of the identity: an edited generator never reuses old output
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    return {"version": GENERATOR_VERSION, "code": code, "clips_per_class": clips_per_class, "seed": seed,
             "min_duration": min_duration, "max_duration": max_duration}
 
 
