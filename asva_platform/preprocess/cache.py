@@ -1,0 +1,313 @@
+"""The latent cache on object storage: on-disk format, the reader training uses, and the batch collation.
+
+Layout of one cache (``<storage.root>/caches/<cache_id>/``, see docs/preprocess.md)::
+
+    shards/<split>/part-00000.parquet   one row per clip window (both flips in the row)
+    text_encodings.npz                  class_dir -> (77, D) float32, once per class
+    null_audio_tokens.npy               (229, D) float32: the audio encoder on an all-zero mel
+    manifest.json                       written last; readers open only caches that have it
+
+Tensor columns use Arrow's canonical ``arrow.fixed_shape_tensor`` type, which both pyarrow and Ray Data
+read back as ``(rows, *shape)`` numpy arrays. Latents are stored UNSCALED (the VAE's own units); the loss
+multiplies them by the VAE scaling factor (0.18215).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from asva_platform.errors import UserError
+from asva_platform.storage import Storage, is_s3, join
+
+FORMAT = "asva-latent-cache"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+TEXT_FILE = "text_encodings.npz"
+NULL_AUDIO_FILE = "null_audio_tokens.npy"
+SHARDS_DIR = "shards"
+
+# Row columns: metadata, then fp16 tensors. The *_flip columns exist when the cache holds flips.
+META_COLUMNS = ("window_id", "clip", "class_dir", "split", "start", "frame_times")
+LATENT_COLUMNS = ("latent_mean", "latent_std")
+FLIP_COLUMNS = ("latent_mean_flip", "latent_std_flip")
+AUDIO_COLUMN = "audio_tokens"
+
+# Parquet key-value metadata of every shard: enough to rebuild the manifest without reading rows.
+META_KEY = b"asva.shard"
+
+
+class CacheError(UserError):
+    """A cache that cannot be opened (no manifest, wrong format); one line naming it."""
+
+
+def shard_name(split: str, index: int) -> str:
+    """Deterministic shard path relative to the cache root."""
+    return f"{SHARDS_DIR}/{split}/part-{index:05d}.parquet"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shard tables
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """Tensor shapes of a cache's rows (fixed per cache)."""
+
+    latent: tuple[int, ...]
+    """(C, frames, h, w) of one latent mean/std."""
+    audio: tuple[int, int]
+    """(tokens, D) of the audio tokens."""
+    num_frames: int
+    flips: bool
+
+    def schema(self):
+        import pyarrow as pa
+
+        fields = [("window_id", pa.string()), ("clip", pa.string()), ("class_dir", pa.string()),
+                  ("split", pa.string()), ("start", pa.float64()),
+                  ("frame_times", pa.fixed_shape_tensor(pa.float64(), (self.num_frames,)))]
+        latent = pa.fixed_shape_tensor(pa.float16(), self.latent)
+        fields += [(c, latent) for c in LATENT_COLUMNS + (FLIP_COLUMNS if self.flips else ())]
+        fields.append((AUDIO_COLUMN, pa.fixed_shape_tensor(pa.float16(), self.audio)))
+        return pa.schema(fields)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return META_COLUMNS + LATENT_COLUMNS + (FLIP_COLUMNS if self.flips else ()) + (AUDIO_COLUMN,)
+
+    def to_dict(self) -> dict:
+        return {"latent": list(self.latent), "audio": list(self.audio), "num_frames": self.num_frames,
+                "flips": self.flips}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CacheLayout:
+        return cls(tuple(d["latent"]), tuple(d["audio"]), int(d["num_frames"]), bool(d["flips"]))
+
+
+def build_shard_table(layout: CacheLayout, columns: dict[str, np.ndarray], meta: dict):
+    """A pyarrow Table of ``columns`` (equal-length arrays, tensors as (rows, *shape)) in ``layout``'s schema,
+    with ``meta`` (JSON-able) stored as the shard's key-value metadata."""
+    import pyarrow as pa
+
+    schema = layout.schema()
+    rows = len(columns["window_id"]) if columns else 0
+    if rows == 0:
+        table = schema.empty_table()
+    else:
+        arrays = []
+        for f in schema:
+            values = columns[f.name]
+            if isinstance(f.type, pa.FixedShapeTensorType):
+                dtype = np.float16 if f.type.value_type == pa.float16() else np.float64
+                arrays.append(pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values, dtype=dtype)))
+            else:
+                arrays.append(pa.array(list(values), type=f.type))
+        table = pa.Table.from_arrays(arrays, schema=schema)
+    return table.replace_schema_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
+
+
+def table_bytes(table) -> bytes:
+    """Parquet bytes of a shard table (built in memory so the object is written in one atomic PUT)."""
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    # Dictionaries and min/max statistics only pay off for the repeated strings; on tensor columns they
+    # cost most of the write time for nothing.
+    pq.write_table(table, buf, compression="zstd", use_dictionary=["clip", "class_dir", "split"],
+                   write_statistics=False)
+    return buf.getvalue()
+
+
+def table_to_columns(table) -> dict[str, np.ndarray]:
+    """A shard table as numpy columns (tensors as (rows, *shape), strings as object arrays)."""
+    import pyarrow as pa
+
+    out: dict[str, np.ndarray] = {}
+    for f in table.schema:
+        col = table.column(f.name)
+        if isinstance(f.type, pa.FixedShapeTensorType):
+            shape = tuple(f.type.shape)
+            dtype = f.type.value_type.to_pandas_dtype()
+            out[f.name] = (col.combine_chunks().to_numpy_ndarray() if table.num_rows
+                           else np.zeros((0, *shape), dtype=dtype))
+        else:
+            out[f.name] = np.asarray(col.to_pylist(), dtype=object if pa.types.is_string(f.type) else None)
+    return out
+
+
+def shard_meta_from_schema(schema) -> dict | None:
+    raw = (schema.metadata or {}).get(META_KEY)
+    return json.loads(raw) if raw else None
+
+
+def read_shard_meta(storage: Storage, uri: str) -> dict | None:
+    """The shard's key-value metadata from its Parquet footer (a ranged read); None if absent/unreadable."""
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(uri)
+    try:
+        with fs.open_input_file(path) as f:
+            return shard_meta_from_schema(pq.read_schema(f))
+    except (OSError, ValueError):  # missing, truncated, not Parquet: treated as not written
+        return None
+
+
+def read_shard_table(storage: Storage, uri: str):
+    import pyarrow.parquet as pq
+
+    fs, path = storage.filesystem(uri)
+    with fs.open_input_file(path) as f:
+        return pq.read_table(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# Side files
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reader
+
+
+def cache_uri_for(ref: str, cache_root: str) -> str:
+    """A cache_id is looked up under ``cache_root``; anything with a scheme or a slash is already a URI/path."""
+    if is_s3(ref) or "/" in ref or ref.startswith("."):
+        return ref.rstrip("/")
+    return join(cache_root, ref)
+
+
+class CacheHandle:
+    """A complete cache (it has a manifest). Shard URIs come from the manifest, never from listing."""
+
+    def __init__(self, storage: Storage, uri: str, manifest: dict) -> None:
+        self.storage = storage
+        self.uri = uri
+        self.manifest = manifest
+        self.cache_id: str = manifest["cache_id"]
+        self.layout = CacheLayout.from_dict(manifest["layout"])
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(self.manifest["splits"])
+
+    def _split(self, split: str) -> dict:
+        if split not in self.manifest["splits"]:
+            raise CacheError(f"cache {self.uri} has no split {split!r} (it has {', '.join(self.splits)})")
+        return self.manifest["splits"][split]
+
+    def shard_uris(self, split: str = "train", include_empty: bool = False) -> list[str]:
+        return [join(self.uri, s["path"]) for s in self._split(split)["shards"] if include_empty or s["rows"]]
+
+    def num_rows(self, split: str = "train") -> int:
+        return int(self._split(split)["rows"])
+
+    def ray_dataset(self, split: str = "train", columns: list[str] | None = None, **read_kwargs: Any):
+        """A streaming ``ray.data`` dataset over the split's shards (Parquet, read lazily)."""
+        import ray.data
+
+        uris = self.shard_uris(split)
+        if not uris:
+            raise CacheError(f"cache {self.uri}: split {split!r} has no rows")
+        fs, _ = self.storage.filesystem(uris[0])
+        paths = [self.storage.filesystem(u)[1] for u in uris]
+        return ray.data.read_parquet(paths, filesystem=fs, columns=columns, **read_kwargs)
+
+    def iter_batches(self, split: str = "train") -> Iterator[dict[str, np.ndarray]]:
+        """One numpy batch per shard, read locally with pyarrow (no Ray)."""
+        for uri in self.shard_uris(split):
+            yield table_to_columns(read_shard_table(self.storage, uri))
+
+    def iter_rows(self, split: str = "train") -> Iterator[dict]:
+        """Rows as dicts of numpy values, read locally (tests, debugging)."""
+        for batch in self.iter_batches(split):
+            n = len(batch["window_id"])
+            for i in range(n):
+                yield {k: v[i] for k, v in batch.items()}
+
+    def text_encodings(self) -> dict[str, np.ndarray]:
+        """class_dir -> (77, D) float32."""
+        with np.load(io.BytesIO(self.storage.read_bytes(join(self.uri, TEXT_FILE)))) as z:
+            return {k: z[k] for k in z.files}
+
+    def null_audio_tokens(self) -> np.ndarray:
+        """(tokens, D) float32: the audio encoder's output for an all-zero normalised mel."""
+        return np.load(io.BytesIO(self.storage.read_bytes(join(self.uri, NULL_AUDIO_FILE))))
+
+
+def open_cache(storage: Storage, ref: str, cache_root: str) -> CacheHandle:
+    """Open a complete cache by ``cache_id`` (under ``cache_root``) or full URI; one-line CacheError when it
+    has no manifest (it was never built, or its build has not finished)."""
+    uri = cache_uri_for(ref, cache_root)
+    manifest_uri = join(uri, MANIFEST)
+    if not storage.exists(manifest_uri):
+        raise CacheError(f"no complete latent cache at {uri} ({MANIFEST} missing; build it with jobs.preprocess)")
+    manifest = storage.read_json(manifest_uri)
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise CacheError(f"{manifest_uri}: not a {FORMAT} v{FORMAT_VERSION} manifest "
+                         f"(format {manifest.get('format')!r} v{manifest.get('format_version')!r})")
+    return CacheHandle(storage, uri, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training batches
+
+
+def _flip_mask(b: int, rng: np.random.Generator | Any | None) -> np.ndarray:
+    """(b,) bool, each True with probability 1/2."""
+    import torch
+
+    if isinstance(rng, torch.Generator):
+        return (torch.rand(b, generator=rng) < 0.5).numpy()
+    rng = rng if rng is not None else np.random.default_rng()
+    return rng.random(b) < 0.5
+
+
+def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndarray], null_audio: np.ndarray,
+                           rng: np.random.Generator | Any | None = None, use_flips: bool = True) -> dict:
+    """A batch of cache rows -> the loss inputs of ``asva_model.objective`` as fp32 torch tensors.
+
+    ``mean``/``std`` (b, C, f, h, w) are the chosen flip's latent distribution (a random flip per sample
+    when the cache holds both and ``use_flips``; ``rng`` may be a numpy or torch generator, None = fresh
+    entropy); ``audio_tokens`` (b, S, D); ``null_audio_tokens`` (1, S, D); ``text`` (b, 77, D) looked up by
+    class; plus ``class_dir``/``window_id`` lists and ``flipped`` (b,) bool.
+    """
+    import torch
+
+    b = len(batch["window_id"])
+    has_flips = "latent_mean_flip" in batch
+    flipped = _flip_mask(b, rng) if (has_flips and use_flips) else np.zeros(b, dtype=bool)
+    sel = flipped[:, None, None, None, None]
+    mean = np.where(sel, batch["latent_mean_flip"], batch["latent_mean"]) if has_flips else batch["latent_mean"]
+    std = np.where(sel, batch["latent_std_flip"], batch["latent_std"]) if has_flips else batch["latent_std"]
+    classes = [str(c) for c in batch["class_dir"]]
+    missing = sorted(set(classes) - set(text))
+    if missing:
+        raise KeyError(f"no text encoding for class(es) {missing}")
+    return {
+        "mean": torch.from_numpy(np.asarray(mean, dtype=np.float32)),
+        "std": torch.from_numpy(np.asarray(std, dtype=np.float32)),
+        "audio_tokens": torch.from_numpy(np.asarray(batch[AUDIO_COLUMN], dtype=np.float32)),
+        "null_audio_tokens": torch.from_numpy(np.asarray(null_audio, dtype=np.float32)).reshape(
+            1, *np.shape(null_audio)[-2:]),
+        "text": torch.from_numpy(np.stack([np.asarray(text[c], dtype=np.float32) for c in classes])),
+        "class_dir": classes,
+        "window_id": [str(w) for w in batch["window_id"]],
+        "flipped": torch.from_numpy(flipped),
+    }

@@ -1,0 +1,71 @@
+"""The frozen encoders of the cache (VAE, audio encoder), loaded identically on the driver and every actor.
+
+Random-init parts (no pretrained path: tests, demos) are built under a fixed seed, so the driver's weight
+fingerprint and every actor's weights agree. Weight paths may be local or ``s3://`` (copied to a local
+directory first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from pathlib import Path
+
+import torch
+
+from asva_model.build import build_audio_encoder, build_vae
+from asva_model.config import ModelConfig
+from asva_platform.storage import Storage, is_s3
+
+RANDOM_INIT_SEED = 0
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_PATH_FIELDS = ("pretrained_sd", "audio_encoder_weights", "text_encodings")
+
+
+def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: str | None = None) -> ModelConfig:
+    """``model_cfg`` with every ``s3://`` weight path replaced by a downloaded local copy."""
+    remote = {f: getattr(model_cfg, f) for f in _PATH_FIELDS if is_s3(getattr(model_cfg, f))}
+    if not remote:
+        return model_cfg
+    cache_dir = cache_dir or tempfile.mkdtemp(prefix="asva-weights-")
+    return dataclasses.replace(model_cfg, **{f: str(storage.localize(uri, cache_dir)) for f, uri in remote.items()})
+
+
+def load_frozen_encoders(model_cfg: ModelConfig, device: str | torch.device = "cpu", dtype: str = "fp32"):
+    """``(vae, audio_encoder)`` in eval mode (no drop-path: the cache is deterministic), on ``device``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        vae = build_vae(model_cfg)
+        torch.manual_seed(RANDOM_INIT_SEED)
+        audio = build_audio_encoder(model_cfg)
+    torch_dtype = DTYPES[dtype]
+
+    def place(module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(device)
+        return (module if torch_dtype == torch.float32 else module.to(dtype=torch_dtype)).eval()
+
+    return place(vae), place(audio)
+
+
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's weights (names, dtypes, shapes and bytes): identifies what the cache was built with,
+    whatever file format or path they came from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def latent_downsample(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def file_fingerprint(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

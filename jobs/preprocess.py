@@ -1,0 +1,39 @@
+"""``python -m jobs.preprocess --config <file> [dotted overrides] [--json]``: build the latent cache.
+
+Reads AVSync15 (local or s3://), writes ``<storage.root>/caches/<cache_id>/`` (docs/preprocess.md).
+With ``--json`` the last stdout line is one JSON object: cache_uri, cache_id, clips, windows, rows,
+skipped [{path, reason, ...}], seconds (plus samples, bytes_written, clips_per_s, noop, mlflow_run_id ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from asva_platform.errors import run_guarded
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dataset.root=s3://bucket/AVSync15")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from asva_platform.preprocess.job import run_preprocess
+    from asva_platform.schema import load_experiment
+
+    cfg = load_experiment(args.config, args.overrides)
+    result = run_preprocess(cfg)
+    print(result.summary_line(), flush=True)
+    if args.json:
+        print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main, sys.argv[1:]))
