@@ -95,6 +95,12 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
+        # The audio encoder's patch grid is fixed by the mel it was trained on.
+        enc = self.model.resolved().audio_encoder
+        require(self.sampling.num_mel_bins == enc.num_mel_bins, "sampling.num_mel_bins",
+                f"{self.sampling.num_mel_bins} != model.audio_encoder.num_mel_bins {enc.num_mel_bins}")
+        require(self.sampling.mel_target_length == enc.target_length, "sampling.mel_target_length",
+                f"{self.sampling.mel_target_length} != model.audio_encoder.target_length {enc.target_length}")
 
 
 def load_experiment(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -63,6 +63,7 @@ def test_dotted_overrides_are_typed(tmp_path):
         ("train: 3\n", "train: expected a mapping (section), got 3"),
         ("bogus_section: {}\n", "bogus_section: unknown key"),
         ("train:\n  use_gpu: 'yes'\n", "train.use_gpu: expected true/false, got 'yes'"),
+        ("sampling:\n  num_mel_bins: 64\n", "sampling.num_mel_bins: 64 != model.audio_encoder.num_mel_bins 128"),
     ],
 )
 def test_bad_values_give_one_line_naming_file_and_key(tmp_path, text, expected):
