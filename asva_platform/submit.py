@@ -65,7 +65,7 @@ class Submission:
 
 
 def build_submission(stage: str, config_path: str, overrides: list[str], submission_id: str = "",
-                     working_dir: Path | None = None) -> Submission:
+                     working_dir: Path | None = None, flags: tuple[str, ...] = ()) -> Submission:
     """Validate the config locally and build what gets submitted (no cluster contact)."""
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -77,14 +77,14 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
         from sweeps.spec import load_sweep  # validated the same way the job will
 
         load_sweep(config_path, overrides)
-        args = [config_path, *overrides]
+        args = [config_path, *overrides, *flags]
     else:
         from asva_platform.schema import load_experiment
 
         exp = load_experiment(config_path, overrides)
         if exp.storage.endpoint_url:
             env["AWS_ENDPOINT_URL"] = exp.storage.endpoint_url
-        args = ["--config", config_path, *overrides]
+        args = ["--config", config_path, *overrides, *flags]
     from asva_platform.tracking import git_commit
 
     commit = git_commit()
@@ -122,6 +122,20 @@ def wait(job_id: str, address: str | None = None, follow: bool = False, timeout:
         if timeout and time.monotonic() - start > timeout:
             raise UserError(f"job {job_id} still {status} after {timeout:.0f}s")
         time.sleep(1.0)
+
+
+def last_json_line(text: str) -> dict:
+    """The JSON object a job printed last (the `--json` contract of every stage); {} if none."""
+    import json
+
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") and line.endswith("}"):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                continue
+    return {}
 
 
 def list_jobs(address: str | None = None) -> list[dict]:

@@ -1,0 +1,90 @@
+"""Jobs on a real `ray start --head` cluster: `ray job submit` (Ray's CLI) and `asva submit` run the same
+entrypoint; logs are followed; the MLflow run the job creates carries the submission id."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from asva_platform import stack, submit
+from asva_platform.preprocess.fixtures import tiny_inputs
+from asva_platform.tracking import TAG_SUBMISSION_ID
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_head(s3_server, mlflow_server, tmp_path_factory):
+    state = tmp_path_factory.mktemp("ray-head")
+    head = stack.start_ray_head(state, port=stack.free_port(), dashboard_port=stack.free_port(), num_cpus=4,
+                                extra_env=s3_server.env | {"MLFLOW_TRACKING_URI": mlflow_server.uri})
+    yield head
+    stack.stop_ray_head(head.temp_dir)
+
+
+@pytest.fixture(scope="module")
+def job_args(s3_server, tmp_path_factory):
+    _, overrides = tiny_inputs(tmp_path_factory.mktemp("inputs"), clips_per_class=1, max_duration=2.6)
+    return ["--config", "configs/tiny.yaml", *overrides, f"storage.root=s3://{s3_server.bucket}/submit-test",
+            "dataset.max_clips_per_class=1", "preprocess.windows_per_clip=1", "preprocess.splits=[train]"]
+
+
+def runs_with_submission_id(uri: str, submission_id: str):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("preprocess")
+    assert exp is not None
+    return client.search_runs([exp.experiment_id], f"tags.`{TAG_SUBMISSION_ID}` = '{submission_id}'")
+
+
+def test_ray_job_submit_cli(ray_head, job_args, mlflow_server):
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled")
+    sub_id = "cli-preprocess-1"
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".", "--submission-id", sub_id,
+         "--", "python", "-m", "jobs.preprocess", *job_args, "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    result = submit.last_json_line(out.stdout)  # the CLI follows the logs by default
+    assert result["cache_id"] and result["rows"] > 0
+    runs = runs_with_submission_id(mlflow_server.uri, sub_id)
+    assert len(runs) == 1 and runs[0].data.tags["asva.cache_id"] == result["cache_id"]
+
+
+def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_server):
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled",
+               MLFLOW_TRACKING_URI=mlflow_server.uri)
+    sub_id = "asva-preprocess-1"
+    config, overrides = job_args[1], job_args[2:]
+    out = subprocess.run(
+        [sys.executable, "-m", "asva_platform.cli", "submit", "preprocess", "--config", config, *overrides,
+         "--submission-id", sub_id],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"job {sub_id} SUCCEEDED" in out.stdout
+    assert "python -m jobs.preprocess --config configs/tiny.yaml" in out.stdout  # logs were streamed
+    assert submit.job_status(sub_id, ray_head.dashboard_url) == "SUCCEEDED"
+    assert sub_id in [row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)]
+    runs = runs_with_submission_id(mlflow_server.uri, sub_id)
+    assert len(runs) == 1
+    # The entrypoint carries no credentials; the runtime env neither.
+    info = submit.client(ray_head.dashboard_url).get_job_info(sub_id)
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in info.entrypoint
+    assert "AWS_SECRET_ACCESS_KEY" not in str(info.runtime_env)
+
+
+def test_bad_config_is_rejected_before_submission(ray_head):
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url)
+    before = {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)}
+    out = subprocess.run([sys.executable, "-m", "asva_platform.cli", "submit", "train", "--config",
+                          "configs/tiny.yaml", "train.zero_stage=4"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error: configs/tiny.yaml + overrides: train.zero_stage")
+    assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before
