@@ -97,7 +97,13 @@ def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = N
     from asva_model.data.avsync15 import ClipEntry, open_file
     from asva_model.data.decode import check_long_enough
     from asva_model.data.errors import BadClipError, SkipReason
-    from asva_model.data.sampling import decode_windows, entry_span, grid_window_starts, probe, window_from_decoded
+    from asva_model.data.sampling import (
+        decode_windows,
+        entry_span,
+        grid_window_starts,
+        probe,
+        window_from_decoded,
+    )
 
     f_count = sampling.num_frames
     h, w = sampling.image_size
