@@ -1,0 +1,286 @@
+"""Where training batches come from: the latent cache (Ray Data) or raw clips decoded in the loop.
+
+Both sources yield CPU batches and turn them into the same ``asva_model.objective.LossInputs``, so the
+loss is one function for both modes:
+
+* :class:`CachedSource`: this worker's shard of the cache's ``train`` split via
+  ``get_dataset_shard("train").iter_torch_batches`` (prefetching, collation in Ray Data's threads);
+  latents are sampled from the stored mean/std, a random flip is picked per sample.
+* :class:`OnlineSource`: decode + sample a random 2 s window per clip (the official loader's rule) in a
+  thread pool, then run the frozen VAE and audio encoder on the device (what the original trainer does).
+
+Data position on resume: the epoch is exact; inside the epoch the number of micro-batches already consumed
+is skipped. Online mode replays the same clip order and windows (seeded per epoch), so the position is
+exact; cached mode skips the same number of batches, but Ray Data's streaming split and block-order
+shuffle do not replay the same windows (approximate).
+
+Every rank gets the same number of batches per epoch (equal split, drop_last), which keeps DeepSpeed's
+collectives in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import logging
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from asva_model.objective import LossInputs, prepare_cached_batch, prepare_online_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerInfo:
+    rank: int
+    world: int
+    device: torch.device
+
+
+def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded from an integer tuple (e.g. seed, rank, step): reproducible across resumes."""
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint64)
+    return torch.Generator(device=device).manual_seed(int(state[0] % (2**63)))
+
+
+def dataset_location(exp, storage) -> tuple[Any, Any]:
+    """(DatasetConfig with a root usable by the readers, pyarrow filesystem or None)."""
+    from asva_platform.preprocess.job import _dataset_access
+
+    root, fs = _dataset_access(exp, storage)
+    return dataclasses.replace(exp.dataset, root=root), fs
+
+
+def audio_mask(model_cfg, num_frames: int) -> torch.Tensor:
+    """(1, frames, tokens) bool: the per-frame audio windows, from the encoder geometry (no weights)."""
+    from asva_model.build import build_audio_encoder
+    from asva_model.models.audio_encoder import segment_mask
+
+    enc = build_audio_encoder(model_cfg, device="meta")
+    return segment_mask(num_frames, *enc.patch_grid, enc.has_cls_token)[None]
+
+
+def equal_share(items: list, rank: int, world: int) -> list:
+    """Rank ``rank``'s interleaved share of ``items``, truncated so every rank gets the same count."""
+    per_rank = len(items) // world
+    return items[rank::world][:per_rank]
+
+
+def _to(batch: dict, key: str, device: torch.device) -> torch.Tensor:
+    return batch[key].to(device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached mode
+
+
+class CachedSource:
+    """Batches from the latent cache (see module doc)."""
+
+    def __init__(self, exp, handle, info: WorkerInfo, dataset_shard=None) -> None:
+        self.exp = exp
+        self.info = info
+        self.handle = handle
+        self.shard = dataset_shard
+        self.text = handle.text_encodings()
+        self.null_audio = handle.null_audio_tokens()
+        self.mask = audio_mask(exp.model, exp.sampling.num_frames)
+        self.scaling = exp.model.resolved().vae.scaling_factor
+        layout = handle.layout
+        if layout.num_frames != exp.sampling.num_frames:
+            raise ValueError(f"cache {handle.cache_id} has {layout.num_frames} frames per window, "
+                             f"sampling.num_frames is {exp.sampling.num_frames}")
+
+    def _collate(self, rng, use_flips: bool):
+        from asva_platform.preprocess.cache import collate_training_batch
+
+        return functools.partial(collate_training_batch, text=self.text, null_audio=self.null_audio, rng=rng,
+                                 use_flips=use_flips)
+
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+        t = self.exp.train
+        rng = np.random.default_rng([t.seed, self.info.rank, epoch])
+        it = self.shard.iter_torch_batches(
+            batch_size=t.batch_size_per_worker, prefetch_batches=t.prefetch_batches, drop_last=True,
+            collate_fn=self._collate(rng, self.exp.sampling.random_flip),
+            local_shuffle_buffer_size=t.local_shuffle_buffer or None)
+        return itertools.islice(it, skip, None)
+
+    def to_inputs(self, batch: dict, generator: torch.Generator | None) -> LossInputs:
+        dev = self.info.device
+        return prepare_cached_batch(_to(batch, "mean", dev), _to(batch, "std", dev), _to(batch, "audio_tokens", dev),
+                                    _to(batch, "null_audio_tokens", dev), self.mask.to(dev), _to(batch, "text", dev),
+                                    generator, self.scaling)
+
+    def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
+        return self.to_inputs(batch, generator)
+
+    def val_batches(self) -> list[dict]:
+        """This rank's equal share of the first ``val_windows`` windows of the cache's ``test`` split."""
+        n = self.exp.train.val_windows
+        if n == 0 or "test" not in self.handle.splits:
+            return []
+        rows = list(itertools.islice(self.handle.iter_rows("test"), n))
+        mine = equal_share(rows, self.info.rank, self.info.world)
+        collate = self._collate(None, use_flips=False)
+        bs = self.exp.train.batch_size_per_worker
+        return [collate({k: np.stack([r[k] for r in mine[i:i + bs]]) for k in mine[0]})
+                for i in range(0, len(mine), bs)]
+
+    def text_for(self, class_dir: str, prompt: str) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.text[class_dir], dtype=np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# Online mode
+
+
+class OnlineSource:
+    """Raw clips decoded in the loop, encoded by the frozen VAE/audio encoder on the device."""
+
+    def __init__(self, exp, storage, info: WorkerInfo, model_cfg) -> None:
+        from asva_model.data.avsync15 import read_split
+        from asva_model.text import load_text_encodings
+        from asva_platform.preprocess.encoders import load_frozen_encoders
+
+        self.exp = exp
+        self.info = info
+        self.dataset, self.fs = dataset_location(exp, storage)
+        self.entries = read_split(self.dataset, "train", self.fs).entries
+        if len(self.entries) < info.world * exp.train.batch_size_per_worker:
+            raise ValueError(f"dataset {exp.dataset.root}: {len(self.entries)} training clips, fewer than "
+                             f"num_workers x batch_size_per_worker")
+        if not model_cfg.text_encodings:
+            raise ValueError("model.text_encodings: required for online training (the class prompt encodings)")
+        self.text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.resolved().unet.cross_attention_dim)
+        self.vae, self.audio_encoder = load_frozen_encoders(model_cfg, info.device)
+        self.scaling = model_cfg.resolved().vae.scaling_factor
+        self.drop_path = model_cfg.resolved().audio_encoder.drop_path_in_training
+        self.pool = ThreadPoolExecutor(max_workers=max(1, int(exp.train.cpus_per_worker)),
+                                       thread_name_prefix="asva-decode")
+
+    def _clip(self, entry, rng: np.random.Generator) -> dict:
+        from asva_model.data.avsync15 import open_file
+        from asva_model.data.sampling import entry_span, probe, sample_clip, train_window_start
+
+        s = self.exp.sampling
+        with open_file(self.dataset.root, entry.path, self.fs) as src:
+            info = probe(src, s)
+            offset, duration = entry_span(entry, info)
+            start = offset + train_window_start(duration, rng, s)
+            flip = bool(s.random_flip and rng.random() < 0.5)
+            clip = sample_clip(src, start, s, flip, info)
+        return {"frames": clip.frames, "mel": clip.mel, "text": self.text_table.get(entry.prompt).numpy()}
+
+    def _clip_or_substitute(self, index: int, rng: np.random.Generator) -> dict:
+        """A clip that fails to decode is replaced by another (seeded), so every rank keeps its batch count."""
+        from asva_model.data.errors import BadClipError
+
+        for _ in range(8):
+            entry = self.entries[index]
+            try:
+                return self._clip(entry, rng)
+            except BadClipError as err:
+                log.warning("skipping %s: %s (using another clip)", entry.name, err)
+                index = int(rng.integers(len(self.entries)))
+        raise RuntimeError("8 clips in a row failed to decode; check the dataset")
+
+    def _batch(self, indices: list[int], epoch: int) -> dict:
+        t = self.exp.train
+        clips = [self._clip_or_substitute(i, np.random.default_rng([t.seed, epoch, i])) for i in indices]
+        return {k: torch.from_numpy(np.stack([c[k] for c in clips])) for k in ("frames", "mel", "text")}
+
+    def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+        t = self.exp.train
+        order = np.random.default_rng([t.seed, epoch]).permutation(len(self.entries)).tolist()
+        mine = equal_share(order, self.info.rank, self.info.world)
+        bs = t.batch_size_per_worker
+        batches = [mine[i:i + bs] for i in range(0, len(mine) - bs + 1, bs)][skip:]
+        ahead: deque = deque()
+        for idx in batches:  # keep prefetch_batches batches decoding in the pool
+            ahead.append(self.pool.submit(self._batch, idx, epoch))
+            if len(ahead) > t.prefetch_batches:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+    def to_inputs(self, batch: dict, generator: torch.Generator | None) -> LossInputs:
+        dev = self.info.device
+        return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
+                                    _to(batch, "text", dev), generator, self.scaling, audio_drop_path=self.drop_path)
+
+    def val_batches(self) -> list[dict]:
+        """Centre windows of the first ``val_windows`` test clips, this rank's equal share."""
+        clips = test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows)
+        mine = equal_share(clips, self.info.rank, self.info.world)
+        bs = self.exp.train.batch_size_per_worker
+        out = []
+        for i in range(0, len(mine), bs):
+            part = mine[i:i + bs]
+            out.append({"frames": torch.from_numpy(np.stack([c.frames for c in part])),
+                        "mel": torch.from_numpy(np.stack([c.mel for c in part])),
+                        "text": torch.stack([self.text_table.get(c.prompt) for c in part])})
+        return out
+
+    def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
+        dev = self.info.device
+        return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
+                                    _to(batch, "text", dev), generator, self.scaling, audio_drop_path=False)
+
+    def text_for(self, class_dir: str, prompt: str) -> torch.Tensor:
+        return self.text_table.get(prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out raw clips (online validation and sample videos in both modes)
+
+
+@dataclass
+class TestClip:
+    name: str
+    class_dir: str
+    prompt: str
+    frames: np.ndarray
+    """float32 (3, f, H, W) in [0, 1]."""
+    mel: np.ndarray
+    waveform: np.ndarray
+    start: float
+
+
+def test_clips(exp, dataset, fs, count: int) -> list[TestClip]:
+    """The centre evaluation window of ``count`` test clips spread evenly over the test list (classes
+    are listed in order, so this covers several); clips that fail to decode are left out."""
+    from asva_model.data.avsync15 import open_file, read_split
+    from asva_model.data.errors import BadClipError
+    from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts
+
+    if count <= 0:
+        return []
+    entries = read_split(dataset, "test", fs).entries
+    if not entries:
+        return []
+    picks = sorted({int(i) for i in np.linspace(0, len(entries) - 1, min(count, len(entries)))})
+    s = exp.sampling
+    out = []
+    for i in picks:
+        entry = entries[i]
+        try:
+            with open_file(dataset.root, entry.path, fs) as src:
+                info = probe(src, s)
+                offset, duration = entry_span(entry, info)
+                starts = test_window_starts(duration, s)
+                start = offset + float(starts[len(starts) // 2])
+                clip = sample_clip(src, start, s, False, info)
+        except BadClipError as err:
+            log.warning("test clip %s unusable: %s", entry.name, err)
+            continue
+        out.append(TestClip(entry.name, entry.class_dir, entry.prompt, clip.frames, clip.mel, clip.waveform, start))
+    return out

@@ -1,0 +1,288 @@
+"""``train_loop_per_worker``: what every Ray Train worker runs (DeepSpeed engine, data, checkpoints, logging).
+
+One optimizer step = ``gradient_accumulation_steps`` micro-batches per rank. Every ``log_every`` steps all
+ranks report (a barrier) with metrics averaged over ranks; every ``checkpoint_every`` steps and at the end
+they save their shards and report them as one checkpoint; rank 0 alone writes MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from asva_platform import config as cfgmod
+from asva_platform.schema import ExperimentConfig
+from asva_platform.storage import Storage, join
+from asva_platform.training import flops as flops_mod
+from asva_platform.training.checkpoint import TrainerState, load_engine, save_engine, trainable_checksum
+from asva_platform.training.data import CachedSource, OnlineSource, WorkerInfo, seeded_generator
+from asva_platform.training.validation import Validator, reduce_sum
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    """What the driver hands every worker besides the experiment config."""
+
+    tracking_uri: str
+    """MLflow server (rank 0 logs there)."""
+    mlflow_run_id: str
+    """The run to log into (a checkpoint's stored id wins on resume)."""
+    run_uri: str
+    """``<storage>/<name>``: milestone checkpoints go under ``<run_uri>/milestones``."""
+    cache_uri: str = ""
+    """Cached mode: the latent cache's URI."""
+    cache_id: str = ""
+    """Cached mode: its id (recorded in checkpoints)."""
+
+
+def checkpoint_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+class Window:
+    """Throughput and loss accumulators between two reports."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0 = time.perf_counter()
+        self.wait = 0.0
+        self.steps = 0
+        self.micro = 0
+        self.loss = 0.0
+
+    def elapsed(self) -> float:
+        return max(time.perf_counter() - self.t0, 1e-9)
+
+
+class WorkerTrainer:
+    def __init__(self, exp: ExperimentConfig, spec: RunSpec) -> None:
+        import ray.train
+        import ray.train.torch
+
+        from asva_model.build import build_noise_scheduler, build_unet
+        from asva_platform.preprocess.encoders import localize_model_paths
+        from asva_platform.training.deepspeed_setup import initialize_engine
+
+        self.exp, self.spec, self.t = exp, spec, exp.train
+        ctx = ray.train.get_context()
+        self.info = WorkerInfo(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
+        self.rank0 = self.info.rank == 0
+        self.storage = Storage.from_config(exp.storage)
+        self.model_cfg = localize_model_paths(exp.model, self.storage)
+
+        torch.manual_seed(self.t.seed)  # identical initial weights on every rank (ZeRO-3 keeps each rank's slice)
+        unet = build_unet(self.model_cfg)
+        torch.manual_seed(self.t.seed + self.info.rank)
+        self.engine = initialize_engine(unet, self.t, self.info.world)
+        self.noise_scheduler = build_noise_scheduler(self.model_cfg)
+        self.source = self._make_source()
+        self.validator = Validator(exp, self.model_cfg, self.source, self.info, self.storage)
+        self.ema = None
+        if self.t.ema:
+            from asva_platform.training.ema import TrainableEMA
+
+            self.ema = TrainableEMA(self.engine.module, self.t.ema_decay, self.rank0)
+        self.logger = None
+        self.state = TrainerState(mlflow_run_id=spec.mlflow_run_id, world_size=self.info.world,
+                                  zero_stage=self.t.zero_stage,
+                                  extra={"cache_id": spec.cache_id, "data_mode": self.t.data_mode, "resumes": []})
+        self.on_gpu = self.info.device.type == "cuda"
+        self.flops = None
+        self.peak = 0.0
+        if self.on_gpu or self.t.peak_tflops:
+            self.flops = flops_mod.training_flops_per_sample(exp.model, exp.sampling).per_sample
+            name = torch.cuda.get_device_name(self.info.device) if self.on_gpu else "cpu"
+            self.peak = flops_mod.peak_flops(name, self.t.precision, self.t.peak_tflops)
+
+    def _make_source(self):
+        if self.t.data_mode == "online":
+            return OnlineSource(self.exp, self.storage, self.info, self.model_cfg)
+        import ray.train
+
+        from asva_platform.preprocess.cache import open_cache
+
+        handle = open_cache(self.storage, self.spec.cache_uri, self.exp.storage.cache_root)
+        return CachedSource(self.exp, handle, self.info, ray.train.get_dataset_shard("train"))
+
+    # -- resume --------------------------------------------------------------------------------
+    def restore(self) -> None:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return
+        with ckpt.as_directory() as d:
+            state = load_engine(self.engine, d, self.info.world, self.t.zero_stage)
+            if self.ema is not None:
+                self.ema.load(d)
+        checksum = trainable_checksum(self.engine.module, self.rank0)
+        if self.rank0 and state.param_checksum and checksum != state.param_checksum:
+            raise RuntimeError(f"checkpoint {ckpt.path}: weights after loading do not match the saved checksum")
+        state.world_size, state.zero_stage = self.info.world, self.t.zero_stage
+        state.mlflow_run_id = state.mlflow_run_id or self.spec.mlflow_run_id
+        state.extra.setdefault("resumes", []).append({"step": state.step, "checksum": checksum, "from": ckpt.path})
+        self.state = state
+        if self.rank0:
+            print(f"resumed from {ckpt.path} at step {state.step} (epoch {state.epoch}, "
+                  f"{state.batches_in_epoch} batches into it)", flush=True)
+
+    # -- reporting -----------------------------------------------------------------------------
+    def _window_metrics(self, w: Window) -> dict[str, float]:
+        loss_sum, micro, wait = reduce_sum([w.loss, float(w.micro), w.wait / w.elapsed()], self.info.device)
+        t = self.t
+        samples_per_s = w.steps * t.global_batch_size / w.elapsed()
+        m = {
+            "step": float(self.state.step),
+            "epoch": float(self.state.epoch),
+            "loss": loss_sum / micro if micro else math.nan,
+            "lr": float(self.engine.get_lr()[0]),
+            "samples_per_s": samples_per_s,
+            "frames_per_s": samples_per_s * self.exp.sampling.num_frames,
+            "step_time_s": w.elapsed() / max(w.steps, 1),
+            "data_wait_frac": wait / self.info.world,
+        }
+        norm = self.engine.get_global_grad_norm()
+        if norm is not None:
+            m["grad_norm"] = float(norm)
+        if self.on_gpu:
+            m["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.info.device) / 1e9
+            torch.cuda.reset_peak_memory_stats(self.info.device)
+        else:
+            import psutil
+
+            m["rss_gb"] = psutil.Process().memory_info().rss / 1e9
+        if self.flops and self.peak:
+            m["mfu"] = flops_mod.mfu(self.flops, samples_per_s / self.info.world, self.peak)
+        return m
+
+    def _validate(self, metrics: dict[str, float]) -> None:
+        val = self.validator.loss(self.engine, self.noise_scheduler)
+        samples = self.validator.samples(self.engine)
+        val_metrics: dict[str, float] = {}
+        if val is not None:
+            val_metrics["val_loss"] = val
+            metrics["val_loss"] = val
+        if self.logger is not None and self.logger.should_log("val", self.state.step):
+            if samples:
+                val_metrics["val_samples"] = float(self.validator.log_samples(self.logger, self.state.step, samples))
+            self.logger.log("val", self.state.step, val_metrics)
+
+    def _save(self, directory: str) -> None:
+        self.state.param_checksum = trainable_checksum(self.engine.module, self.rank0)
+        save_engine(self.engine, directory, self.state, self.rank0)
+        if self.ema is not None:
+            self.ema.save(directory)
+        t = self.t
+        if t.milestone_every and self.state.step % t.milestone_every == 0:
+            # Each rank copies its own files; together they form the milestone (kept beyond keep_checkpoints).
+            self.storage.upload_dir(directory, join(self.spec.run_uri, "milestones",
+                                                    checkpoint_dir_name(self.state.step)))
+
+    def _report(self, metrics: dict[str, float], with_checkpoint: bool) -> None:
+        import ray.train
+
+        if self.logger is not None:  # the step is MLflow's x-axis, not a metric of its own
+            self.logger.log("train", self.state.step, {k: v for k, v in metrics.items() if k != "step"})
+        if not with_checkpoint:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="asva-ckpt-") as d:
+            self.state.extra["last_metrics"] = metrics
+            self._save(d)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+                             checkpoint_dir_name=checkpoint_dir_name(self.state.step))
+
+    # -- the loop ------------------------------------------------------------------------------
+    def fit(self) -> None:
+        self.restore()
+        if self.rank0:
+            from asva_platform.training.run_tracking import StepLogger
+
+            self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
+        t = self.t
+        if self.state.step >= t.max_steps:  # re-run of a finished run: nothing to train
+            import ray.train
+
+            ray.train.report({**self.state.extra.get("last_metrics", {}), "step": float(self.state.step)})
+            return
+        self.engine.train()
+        window = Window()
+        ga = t.gradient_accumulation_steps
+        micro = 0
+        while self.state.step < t.max_steps:
+            consumed = 0
+            it = iter(self.source.train_batches(self.state.epoch, self.state.batches_in_epoch))
+            while self.state.step < t.max_steps:
+                t_wait = time.perf_counter()
+                batch = next(it, None)
+                window.wait += time.perf_counter() - t_wait
+                if batch is None:
+                    break
+                consumed += 1
+                self.state.batches_in_epoch += 1
+                gen = seeded_generator(t.seed, self.info.rank, self.state.step, micro)
+                loss = self._micro_step(batch, gen)
+                window.loss += loss
+                window.micro += 1
+                micro = (micro + 1) % ga
+                if self.engine.global_steps == self.state.step:
+                    continue  # still accumulating
+                self.state.step = self.engine.global_steps
+                self.state.samples_seen += t.global_batch_size
+                window.steps += 1
+                if self.ema is not None and self.state.step % t.ema_update_every == 0:
+                    self.ema.update()
+                self._maybe_report(window)
+            if consumed == 0 and self.state.step < t.max_steps:
+                raise RuntimeError(f"epoch {self.state.epoch} produced no batch: the training data has fewer "
+                                   f"windows than num_workers x batch_size_per_worker")
+            if self.state.step < t.max_steps:
+                self.state.epoch += 1
+                self.state.batches_in_epoch = 0
+
+    def _micro_step(self, batch: Any, gen: torch.Generator) -> float:
+        from asva_model.objective import loss_from_inputs
+
+        inputs = self.source.to_inputs(batch, gen)
+        loss = loss_from_inputs(self.engine, self.noise_scheduler, inputs, self.exp.model.audio_cond_drop_prob, gen)
+        self.engine.backward(loss)
+        self.engine.step()
+        return float(loss.detach())
+
+    def _maybe_report(self, window: Window) -> None:
+        t, step = self.t, self.state.step
+        last = step >= t.max_steps
+        checkpoint = last or step % t.checkpoint_every == 0
+        validate = t.validate_every > 0 and (last or step % t.validate_every == 0)
+        if not (checkpoint or validate or step % t.log_every == 0):
+            return
+        metrics = self._window_metrics(window)
+        if validate:
+            self._validate(metrics)
+        self._report(metrics, checkpoint)
+        window.reset()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point: ``config = {"experiment": <config dict>, "run": <RunSpec fields>}``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    exp = cfgmod.from_dict(ExperimentConfig, config["experiment"], "train_loop_config")
+    spec = RunSpec(**config["run"])
+    WorkerTrainer(exp, spec).fit()
+
+
+def loop_config(exp: ExperimentConfig, spec: RunSpec) -> dict[str, Any]:
+    """The ``train_loop_config`` for :func:`train_loop_per_worker` (plain data, picklable)."""
+    return {"experiment": cfgmod.to_dict(exp), "run": dataclasses.asdict(spec)}

@@ -1,0 +1,203 @@
+"""Driver side of training: preflight, the MLflow run, the TorchTrainer, export, the result.
+
+``run_training(exp_cfg)`` is the whole job (``jobs/train.py`` is a CLI around it). The sweep stage calls
+it from a Tune function trainable with ``callbacks=[TuneReportCallback()]`` so every report (``loss`` and
+``step`` included) reaches Tune's scheduler; ``build_trainer`` is the lower-level piece.
+
+Order: config checks, tracking server, storage and the cache are checked BEFORE Ray resources are taken;
+then the MLflow run is found (same name = same run) or created; then ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from asva_platform.errors import UserError
+from asva_platform.storage import Storage, join
+from asva_platform.training.loop import RunSpec, loop_config, train_loop_per_worker
+from asva_platform.training.run_tracking import (
+    TAG_CACHE_ID,
+    TAG_CHECKPOINT,
+    TAG_DATA_MODE,
+    TAG_EXPORT,
+    TAG_WORLD_SIZE,
+    TAG_ZERO_STAGE,
+    finish_run,
+    open_training_run,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE_COLUMNS = ("window_id", "class_dir", "latent_mean", "latent_std", "latent_mean_flip", "latent_std_flip",
+                 "audio_tokens")
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    """MLflow run id."""
+    checkpoint_uri: str
+    """The last checkpoint (every rank's shards), e.g. s3://bucket/runs/<name>/step_00000020."""
+    final_step: int
+    final_loss: float
+    samples_per_s: float
+    """Training throughput of the last report window (all workers)."""
+    export_uri: str = ""
+    """diffusers UNet folder of the final weights (empty when train.export is off)."""
+    export_ema_uri: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """The last reported metrics."""
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+
+
+@dataclass
+class Preflight:
+    tracking_uri: str
+    storage: Storage
+    runs_root: str
+    cache_uri: str = ""
+    cache_id: str = ""
+    dataset: Any = None
+
+
+def _with_scheme(fs, path: str) -> str:
+    """A pyarrow path as a URI (S3 paths carry no scheme)."""
+    return f"s3://{path}" if fs is not None and fs.type_name == "s3" else path
+
+
+def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Preflight:
+    """Everything checkable without a cluster; one-line errors (UserError/StorageError/TrackingError)."""
+    from asva_platform.tracking import resolve_tracking_uri
+
+    t = exp_cfg.train
+    tracking_uri = resolve_tracking_uri(exp_cfg.tracking)
+    storage = Storage.from_config(exp_cfg.storage)
+    runs_root = storage_path or exp_cfg.storage.runs_root
+    storage.check_reachable(runs_root)
+    pre = Preflight(tracking_uri, storage, runs_root)
+    if t.data_mode == "cached":
+        if handle is None:
+            if not t.cache:
+                raise UserError("train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
+                                "or train from raw clips with train.data_mode=online")
+            from asva_platform.preprocess.cache import open_cache
+
+            handle = open_cache(storage, t.cache, exp_cfg.storage.cache_root)
+        layout = handle.layout
+        if layout.num_frames != exp_cfg.sampling.num_frames:
+            raise UserError(f"cache {handle.cache_id}: {layout.num_frames} frames per window but "
+                            f"sampling.num_frames is {exp_cfg.sampling.num_frames}")
+        rows = handle.num_rows("train")
+        if rows // t.num_workers < t.batch_size_per_worker:
+            raise UserError(f"cache {handle.cache_id}: {rows} training windows are too few for "
+                            f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}")
+        pre.cache_uri, pre.cache_id, pre.dataset = handle.uri, handle.cache_id, handle
+    else:
+        from asva_platform.preprocess.job import _dataset_access
+
+        _dataset_access(exp_cfg, storage)
+        if not exp_cfg.model.text_encodings:
+            raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
+    return pre
+
+
+def scaling_config(t):
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
+    return ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources)
+
+
+def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, datasets: dict | None = None,
+                  callbacks: list | None = None, run_name: str | None = None):
+    """The TorchTrainer for one training run; checkpoints go to ``<runs_root>/<run_name or exp.name>/``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    t = exp_cfg.train
+    fs, path = storage.filesystem(runs_root)
+    run_config = RunConfig(
+        name=run_name or exp_cfg.name,
+        storage_path=path,  # no scheme: the filesystem says where
+        storage_filesystem=fs,
+        failure_config=FailureConfig(max_failures=t.max_failures),
+        checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+        callbacks=callbacks or None,
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(exp_cfg, spec),
+        scaling_config=scaling_config(t),
+        run_config=run_config,
+        torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
+        datasets=datasets,
+    )
+
+
+def _training_dataset(pre: Preflight):
+    handle = pre.dataset
+    columns = [c for c in CACHE_COLUMNS if c in handle.layout.columns]
+    return {"train": handle.ray_dataset("train", columns=columns).randomize_block_order()}
+
+
+def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
+                 storage_path: str | None = None, parent_run_id: str = "",
+                 log_fn: Callable[[str], None] = print) -> TrainResult:
+    """Train ``exp_cfg`` end to end and return the result (see the module doc for the order of work)."""
+    from asva_platform.cluster import init_ray
+
+    t = exp_cfg.train
+    name = run_name or exp_cfg.name
+    pre = preflight(exp_cfg, storage_path)
+    run_uri = join(pre.runs_root, name)
+    tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
+            TAG_DATA_MODE: t.data_mode}
+    run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)
+    log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
+           f"{run_uri}")
+    spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
+    try:
+        init_ray(exp_cfg.cluster)
+        datasets = _training_dataset(pre) if t.data_mode == "cached" else None
+        trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
+        result = trainer.fit()
+        if result.error is not None:
+            raise result.error
+        if result.checkpoint is None:
+            raise RuntimeError("training finished without a checkpoint")
+        fs, _ = pre.storage.filesystem(pre.runs_root)
+        checkpoint_uri = _with_scheme(fs, result.checkpoint.path)
+        metrics = dict(result.metrics or {})
+        out = TrainResult(run_id, checkpoint_uri, int(metrics.get("step", 0)), float(metrics.get("loss", math.nan)),
+                          float(metrics.get("samples_per_s", math.nan)), metrics=metrics)
+        if t.export:
+            from asva_platform.training.export import export_checkpoint
+
+            out.export_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet"),
+                                               storage=pre.storage)
+            if t.ema:
+                out.export_ema_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet_ema"),
+                                                       ema=True, storage=pre.storage)
+    except BaseException:
+        finish_run(pre.tracking_uri, run_id, "FAILED")
+        raise
+    finish_run(pre.tracking_uri, run_id, "FINISHED",
+               {TAG_CHECKPOINT: out.checkpoint_uri, **({TAG_EXPORT: out.export_uri} if out.export_uri else {})})
+    log_fn(f"finished at step {out.final_step}: loss {out.final_loss:.4f}, {out.samples_per_s:.2f} samples/s; "
+           f"checkpoint {out.checkpoint_uri}")
+    return out
+
+
+def result_line(result: TrainResult) -> str:
+    """The ``--json`` line: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export)."""
+    data = result.to_json()
+    keys = ("run_id", "checkpoint_uri", "final_step", "final_loss", "samples_per_s", "export_uri", "export_ema_uri")
+    return json.dumps({k: data[k] for k in keys})

@@ -1,0 +1,123 @@
+"""Periodic validation on every rank: held-out loss with fixed noise, and a few generated sample videos.
+
+Both run on all ranks in lockstep because under ZeRO-3 every forward pass gathers weight partitions
+from all ranks; rank 0 alone writes and logs the mp4s (frames + the clip's audio).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from asva_model.objective import loss_from_inputs
+from asva_platform.training.data import seeded_generator, test_clips
+
+log = logging.getLogger(__name__)
+VAL_SEED_OFFSET = 1_000_003  # keeps validation noise disjoint from training noise
+
+
+def reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (on the backend's device: CPU for gloo, GPU for NCCL)."""
+    t = torch.tensor(values, dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class Validator:
+    def __init__(self, exp, model_cfg, source, info, storage) -> None:
+        self.exp = exp
+        self.model_cfg = model_cfg  # the model section with weight paths made local
+        self.source = source
+        self.info = info
+        self.storage = storage
+        self._batches: list[dict] | None = None
+        self._clips = None
+        self._encoders = None
+
+    # -- held-out loss ------------------------------------------------------------------------
+    @torch.no_grad()
+    def loss(self, engine, scheduler) -> float | None:
+        """Mean loss over the held-out windows (conditional: no audio dropout), identical noise each time."""
+        if self._batches is None:
+            self._batches = self.source.val_batches()
+        module = engine.module
+        was_training = module.training
+        module.eval()
+        total = count = 0.0
+        try:
+            for i, batch in enumerate(self._batches):
+                gen = seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, self.info.rank, i)
+                inputs = self.source.val_inputs(batch, gen)
+                loss = loss_from_inputs(module, scheduler, inputs, 0.0, gen)
+                n = inputs.latents.shape[0]
+                total += float(loss) * n
+                count += n
+        finally:
+            module.train(was_training)
+        total, count = reduce_sum([total, count], self.info.device)
+        return total / count if count else None
+
+    # -- sample videos -------------------------------------------------------------------------
+    def _prepare_samples(self) -> bool:
+        """Decode the sample clips and load the frozen encoders once; every rank must agree they exist."""
+        if self._clips is None:
+            try:
+                from asva_platform.training.data import dataset_location
+
+                dataset, fs = dataset_location(self.exp, self.storage)
+                self._clips = test_clips(self.exp, dataset, fs, self.exp.train.num_samples)
+                vae = getattr(self.source, "vae", None)
+                audio = getattr(self.source, "audio_encoder", None)
+                if vae is None or audio is None:
+                    from asva_platform.preprocess.encoders import load_frozen_encoders
+
+                    vae, audio = load_frozen_encoders(self.model_cfg, self.info.device)
+                self._encoders = (vae, audio)
+            except Exception as err:  # samples are a diagnostic: never lose a training run over them
+                log.warning("sample videos disabled: %s: %s", type(err).__name__, err)
+                self._clips = []
+        ok = reduce_sum([1.0 if self._clips else 0.0], self.info.device)[0]
+        return ok == self.info.world
+
+    @torch.no_grad()
+    def samples(self, engine) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+        """[(name, frames (f, 3, H, W) in [0, 1], waveform)] generated from each clip's first frame + audio."""
+        if self.exp.train.num_samples == 0 or not self._prepare_samples():
+            return []
+        from asva_model.build import build_inference_scheduler
+        from asva_model.pipeline import AVSyncPipeline
+
+        e, s = self.exp.eval, self.exp.sampling
+        vae, audio = self._encoders
+        module = engine.module
+        was_training = module.training
+        module.eval()
+        try:
+            pipe = AVSyncPipeline(module, vae, audio, build_inference_scheduler(self.model_cfg))
+            clips = self._clips
+            image = torch.stack([torch.from_numpy(c.frames[:, 0]) for c in clips])
+            mel = torch.stack([torch.from_numpy(c.mel) for c in clips])
+            text = torch.stack([self.source.text_for(c.class_dir, c.prompt) for c in clips])
+            gen = torch.Generator(device="cpu").manual_seed(e.seed)
+            out = pipe(image, text, mel, num_frames=s.num_frames, num_inference_steps=e.num_inference_steps,
+                       audio_guidance_scale=e.audio_guidance_scale, generator=gen)
+        finally:
+            module.train(was_training)
+        return [(f"{i:02d}_{c.class_dir}", out.frames[i], torch.from_numpy(c.waveform)) for i, c in enumerate(clips)]
+
+    def log_samples(self, logger, step: int, samples) -> int:
+        """Rank 0: write each sample as mp4 (with audio) and log it under ``samples/step_XXXXXXXX/``."""
+        from asva_model.video_io import write_video
+
+        s = self.exp.sampling
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, frames, waveform in samples:
+                path = write_video(Path(tmp) / f"{name}.mp4", frames, waveform, fps=s.fps,
+                                   sample_rate=s.audio_sample_rate)
+                logger.log_artifact(str(path), f"samples/step_{step:08d}")
+        return len(samples)

@@ -1,0 +1,40 @@
+"""``python -m jobs.train --config <file> [dotted overrides] [--json]``: train AVSyncD with Ray Train + DeepSpeed.
+
+Checkpoints go to ``<storage.root>/runs/<name>/``; re-running with the same ``name`` resumes that run (and
+its MLflow run). With ``--json`` the last stdout line is one JSON object: run_id (MLflow), checkpoint_uri,
+final_step, final_loss, samples_per_s (plus export_uri, export_ema_uri). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from asva_platform.errors import run_guarded
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.cache=<cache_id> train.zero_stage=3")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from asva_platform.cluster import apply_runtime_defaults
+
+    apply_runtime_defaults()  # before ray/deepspeed are imported
+    from asva_platform.schema import load_experiment
+    from asva_platform.training.trainer import result_line, run_training
+
+    cfg = load_experiment(args.config, args.overrides)
+    result = run_training(cfg)
+    if args.json:
+        print(result_line(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main, sys.argv[1:]))
