@@ -160,17 +160,22 @@ def probe_duration(src: Source, cfg: SamplingConfig | None = None) -> float:
     return probe(src, cfg or SamplingConfig()).duration
 
 
-def probe_entries(listing: SplitListing, root: str, cfg: SamplingConfig,
-                  filesystem: Any = None) -> tuple[SplitListing, dict[str, MediaInfo]]:
-    """Open every entry's file once: returns a listing whose bad clips moved to ``skipped`` (with their
-    typed reason) and the ``MediaInfo`` of each good clip by ``entry.name``."""
+def probe_entries(listing: SplitListing, root: str, cfg: SamplingConfig, filesystem: Any = None,
+                  full_decode: bool = False) -> tuple[SplitListing, dict[str, MediaInfo]]:
+    """Open every entry's file: returns a listing whose bad clips moved to ``skipped`` (with their typed
+    reason) and the ``MediaInfo`` of each good clip by ``entry.name``. The default reads headers only
+    (fast); ``full_decode`` also decodes every clip end to end, which finds truncated files that still
+    open and corrupt audio/video payloads (about the cost of sampling one window per second of video)."""
     good = SplitListing(listing.split, [], list(listing.skipped))
     infos: dict[str, MediaInfo] = {}
     for entry in listing.entries:
         try:
             with open_file(root, entry.path, filesystem) as f:
                 info = probe(f, cfg)
-            check_long_enough(entry_span(entry, info)[1], cfg)
+                offset, duration = entry_span(entry, info)
+                check_long_enough(duration, cfg)
+                if full_decode:
+                    decode_windows(f, [offset, offset + max_window_start(duration, cfg)], cfg, info)
         except BadClipError as e:
             good.skipped.append(Skipped(entry.name, e.reason, e.detail))
             continue
