@@ -1,0 +1,197 @@
+"""Resolve a checkpoint reference and load the trained 3D UNet it names.
+
+A reference is one of:
+
+* ``init``: no checkpoint, the model section's own initialisation (``model.init_unet``, else the
+  inflated ``model.pretrained_sd``): evaluating an untrained model;
+* a storage URI or local path of an **exported UNet folder** (diffusers ``save_pretrained``:
+  ``config.json`` + weights), as the training job writes under ``<run>/export``;
+* a storage URI or local path of a **training checkpoint** (Ray Train + DeepSpeed: ``trainer_state.json``,
+  ``ds/`` shards of every rank), consolidated with DeepSpeed's ``zero_to_fp32`` through the training
+  job's own export code; a run directory holding several ``step_*`` checkpoints means its latest one;
+* an **MLflow run id** (or ``runs:/<id>``) of a training run: its ``asva.export_uri`` tag, else its
+  ``asva.checkpoint_uri`` tag, is resolved as above.
+
+:func:`resolve_checkpoint` is cheap (tags and listings, no weights) so jobs can validate a reference before
+they take cluster resources; :func:`load_trained_unet` loads the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from asva_platform.errors import UserError
+from asva_platform.storage import Storage, is_s3, join, parse_uri
+from asva_platform.training.checkpoint import STATE_FILE
+from asva_platform.training.run_tracking import TAG_CHECKPOINT, TAG_EXPORT
+
+INIT_REF = "init"
+EXPORT_MARKER = "config.json"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_STEP = re.compile(r"(?:global_step|step)[_-]?(\d+)")
+
+Kind = Literal["init", "export", "training"]
+
+
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Where a reference points, decided without loading weights."""
+
+    ref: str
+    """The reference as given."""
+    kind: Kind
+    """`init`, `export` (save_pretrained UNet folder) or `training` (Ray Train/DeepSpeed checkpoint)."""
+    uri: str = ""
+    """The folder's storage URI or absolute local path ('' for init)."""
+    run_id: str = ""
+    """The MLflow training run the reference came from ('' when given as a URI)."""
+    step: int | None = None
+    """Training step of the weights when known (trainer_state.json, or a step number in the path)."""
+
+    @property
+    def label(self) -> str:
+        """A short name for outputs: ``init``, ``step-37000`` or the folder name."""
+        if self.kind == "init":
+            return INIT_REF
+        if self.step is not None:
+            return f"step-{self.step}"
+        return PurePosixPath(str(parse_uri(self.uri))).name or "checkpoint"
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "label": self.label}
+
+
+def is_run_ref(ref: str) -> bool:
+    """True if ``ref`` names an MLflow run (``runs:/<id>`` or a bare 32-hex run id that is not a local path)."""
+    if ref.startswith("runs:/"):
+        return True
+    return bool(_RUN_ID.match(ref)) and not Path(ref).exists()
+
+
+def _run_id_of(ref: str) -> str:
+    run_id = ref[len("runs:/"):].strip("/").split("/")[0] if ref.startswith("runs:/") else ref
+    if not _RUN_ID.match(run_id):
+        raise UserError(f"checkpoint {ref!r}: not an MLflow run id (32 hex characters)")
+    return run_id
+
+
+def _step_in(text: str) -> int | None:
+    hits = _STEP.findall(text)
+    return int(hits[-1]) if hits else None
+
+
+def _classify_folder(ref: str, uri: str, storage: Storage, run_id: str = "") -> ResolvedCheckpoint:
+    """Decide what the folder at ``uri`` holds (from its file names only)."""
+    if not is_s3(uri):
+        uri = parse_uri(uri).key
+        if not Path(uri).exists():
+            raise UserError(f"checkpoint {ref!r}: {uri} does not exist")
+    if storage.exists(join(uri, EXPORT_MARKER)):
+        return ResolvedCheckpoint(ref, "export", uri, run_id, _step_in(uri))
+    if storage.exists(join(uri, STATE_FILE)):
+        return ResolvedCheckpoint(ref, "training", uri, run_id, _training_step(storage, uri))
+    # A training run directory: its newest checkpoint (step_XXXXXXXX/trainer_state.json) wins.
+    base = str(uri).rstrip("/")
+    states = [f for f in storage.list(uri) if f.endswith("/" + STATE_FILE) and f[len(base):].count("/") == 2]
+    if states:
+        latest = max(states, key=lambda f: (_step_in(f.rsplit("/", 2)[-2]) or -1, f))
+        folder = latest[: -len(STATE_FILE) - 1]
+        return ResolvedCheckpoint(ref, "training", folder, run_id, _training_step(storage, folder))
+    raise UserError(f"checkpoint {ref!r}: {uri} holds neither an exported UNet ({EXPORT_MARKER}) nor a training "
+                    f"checkpoint ({STATE_FILE})")
+
+
+def _training_step(storage: Storage, folder: str) -> int | None:
+    try:
+        return int(storage.read_json(join(folder, STATE_FILE)).get("step"))
+    except (ValueError, TypeError):
+        return _step_in(folder)
+
+
+def resolve_checkpoint(ref: str, storage: Storage, tracking_uri: str = "") -> ResolvedCheckpoint:
+    """Where ``ref`` points (see the module doc); raises :class:`UserError` (one line) if it cannot be used."""
+    ref = (ref or "").strip()
+    if ref in ("", INIT_REF):
+        return ResolvedCheckpoint(INIT_REF, "init")
+    if is_s3(ref) or not is_run_ref(ref):
+        return _classify_folder(ref, ref, storage)
+    run_id = _run_id_of(ref)
+    if not tracking_uri:
+        raise UserError(f"checkpoint {ref!r} is an MLflow run id but no tracking URI is configured")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
+    except MlflowException as err:
+        raise UserError(f"checkpoint {ref!r}: MLflow run not found at {tracking_uri} "
+                        f"({str(err).splitlines()[0][:160]})") from None
+    for tag in (TAG_EXPORT, TAG_CHECKPOINT):
+        if tags.get(tag):
+            resolved = _classify_folder(ref, tags[tag], storage, run_id)
+            if resolved.step is None and tag == TAG_EXPORT and tags.get(TAG_CHECKPOINT):
+                # an export carries no step of its own; the run's checkpoint tag does
+                resolved = dataclasses.replace(resolved, step=_step_in(tags[TAG_CHECKPOINT]))
+            return resolved
+    raise UserError(f"checkpoint {ref!r}: MLflow run {run_id} has neither a {TAG_EXPORT} nor a {TAG_CHECKPOINT} tag "
+                    "(is it a training run that saved a checkpoint?)")
+
+
+def checkpoint_fingerprint(resolved: ResolvedCheckpoint, storage: Storage) -> str:
+    """sha256 over the checkpoint's file names and versions (S3 ETags, local size + mtime), without reading
+    weights: changes whenever the folder is rewritten (e.g. a re-export after more training)."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in resolved.to_json().items() if k != "ref"},
+                                  sort_keys=True).encode())
+    if resolved.kind == "init":
+        return h.hexdigest()
+    base = str(resolved.uri).rstrip("/")
+    for item in storage.list(resolved.uri):
+        u = parse_uri(item)
+        if u.is_s3:
+            version = storage.client.head_object(Bucket=u.bucket, Key=u.key).get("ETag", "")
+        else:
+            st = os.stat(u.key)
+            version = f"{st.st_size}:{st.st_mtime_ns}"
+        h.update(f"{item[len(base):]}|{version}\n".encode())
+    return h.hexdigest()
+
+
+def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, device: str = "cpu"):
+    """The 3D UNet (eval mode, no grads) for checkpoint reference ``ref`` and the experiment's model section.
+
+    The UNet's geometry must match ``exp_cfg.model``; an exported folder or consolidated checkpoint whose
+    weights do not fit raises ValueError naming the mismatch.
+    """
+    import torch
+
+    from asva_model.build import build_unet
+    from asva_platform.preprocess.encoders import RANDOM_INIT_SEED
+
+    resolved = ref if isinstance(ref, ResolvedCheckpoint) else resolve_checkpoint(
+        ref, storage, exp_cfg.tracking.resolved_uri())
+    # Inference: no gradient checkpointing, nothing trainable.
+    model_cfg = dataclasses.replace(exp_cfg.model, gradient_checkpointing=False)
+    with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
+        if resolved.kind == "export":
+            folder = storage.localize(resolved.uri, scratch)
+            model_cfg = dataclasses.replace(model_cfg, init_unet=str(folder))
+        elif resolved.kind == "training":
+            from asva_platform.training.export import export_unet, local_checkpoint
+
+            ckpt = local_checkpoint(storage, resolved.uri, scratch)
+            folder = export_unet(model_cfg, ckpt, Path(scratch) / "unet")
+            model_cfg = dataclasses.replace(model_cfg, init_unet=str(folder))
+        elif model_cfg.init_unet and is_s3(model_cfg.init_unet):
+            model_cfg = dataclasses.replace(model_cfg, init_unet=str(storage.localize(model_cfg.init_unet, scratch)))
+        with torch.random.fork_rng(devices=[]):  # a random init (no pretrained_sd) is the same in every worker
+            torch.manual_seed(RANDOM_INIT_SEED)
+            unet = build_unet(model_cfg, device)
+    return unet.eval().requires_grad_(False)

@@ -1,0 +1,289 @@
+"""``asva compare RUN [RUN ...]``: one self-contained HTML page comparing evaluated runs side by side.
+
+For every evaluation clip the runs share: the ground truth and each run's generated video, with their
+audio, in one row; above them a table of the runs' settings, the params that differ between them and
+their metrics (best value per metric marked). MLflow's UI has no cross-run video view (mlflow#23204).
+
+Runs: the given run ids; a single run that has child runs (a sweep's parent run) means its children.
+Each run needs an evaluation logged by ``jobs.evaluate`` (or ``log_evaluation``): the page reads its
+``eval/<name>/eval.json`` record and the clips' mp4 files from storage.
+
+The page is logged as ``compare/index.html`` to the parent run (when comparing a sweep's children), to
+``--log-to RUN``, or to a new run (job ``compare``) tagged with the compared run ids. Videos are embedded as
+``data:`` URIs because MLflow 3.17's artifact viewer renders an HTML artifact from a blob URL in a
+sandboxed iframe: relative links to files logged beside it cannot resolve there, data URIs play. That
+makes pages large (about 4/3 of the mp4 bytes), so ``--max-clips`` caps the clips shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from asva_platform.errors import UserError, run_guarded
+from asva_platform.evaluation.records import TAG_LATEST, load_evaluation
+from asva_platform.storage import Storage
+
+ARTIFACT_PATH = "compare/index.html"
+TAG_COMPARED = "asva.compare.runs"
+TAG_PARENT = "mlflow.parentRunId"
+JOB = "compare"
+METRIC_ORDER = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync")
+LOWER_IS_BETTER = {"FID", "FVD"}
+SETTING_KEYS = ("audio_guidance_scale", "text_guidance_scale", "num_inference_steps", "seed")
+MAX_DIFF_PARAMS = 12
+PAGE_WARN_BYTES = 64 * 2**20
+
+
+@dataclass
+class ComparedRun:
+    run_id: str
+    name: str
+    experiment_id: str
+    params: dict[str, str]
+    record: dict
+    """The run's eval.json."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.run_id[:8]})"
+
+
+@dataclass
+class Comparison:
+    runs: list[ComparedRun]
+    parent_run_id: str = ""
+    """The sweep parent whose children these are ('' when runs were named directly)."""
+    skipped_runs: list[str] | None = None
+    """Child runs left out because they have no evaluation."""
+
+
+def _run(client, run_id: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as err:
+        raise UserError(f"MLflow run {run_id}: not found ({str(err).splitlines()[0][:160]})") from None
+
+
+def collect_runs(client, run_ids: list[str]) -> Comparison:
+    """The runs to compare (a single run with children -> its children) with their evaluation records."""
+    if not run_ids:
+        raise UserError("name at least one run (or a sweep's parent run)")
+    parent, skipped = "", []
+    runs = [_run(client, r) for r in run_ids]
+    if len(runs) == 1:
+        children = client.search_runs([runs[0].info.experiment_id],
+                                      filter_string=f"tags.`{TAG_PARENT}` = '{runs[0].info.run_id}'",
+                                      order_by=["attributes.start_time ASC"], max_results=1000)
+        if children:
+            parent = runs[0].info.run_id
+            skipped = [c.info.run_id for c in children if TAG_LATEST not in c.data.tags]
+            runs = [c for c in children if TAG_LATEST in c.data.tags]
+            if not runs:
+                raise UserError(f"run {parent}: none of its {len(children)} child runs has an evaluation")
+    compared = [ComparedRun(r.info.run_id, r.info.run_name or r.info.run_id[:8], r.info.experiment_id,
+                            dict(r.data.params), load_evaluation(client, r.info.run_id)) for r in runs]
+    return Comparison(compared, parent, skipped)
+
+
+def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[dict], int]:
+    """Clips every run evaluated, in the first run's order, at most ``max_clips`` (0 = all), spread evenly;
+    returns (clips with a per-run video URI map, number of shared clips)."""
+    by_run = [{c["name"]: c for c in r.record["clips"]} for r in runs]
+    names = [c["name"] for c in runs[0].record["clips"] if all(c["name"] in m for m in by_run)]
+    total = len(names)
+    if max_clips and total > max_clips:
+        step = total / max_clips
+        names = [names[int(i * step)] for i in range(max_clips)]
+    rows = []
+    for name in names:
+        first = by_run[0][name]
+        gt = next((m[name].get("gt_uri") for m in by_run if m[name].get("gt_uri")), "")
+        rows.append({**first, "gt_uri": gt, "videos": [m[name]["video_uri"] for m in by_run]})
+    return rows, total
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:16px;color:#222}
+h1{font-size:20px;margin:0 0 8px}
+p.note{color:#555;font-size:13px;margin:4px 0 12px}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f3f3f3}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.best{font-weight:bold;background:#e6f4e6}
+.clips th{position:sticky;top:0;z-index:1}
+.clips video{width:192px;display:block;background:#000}
+.clips td.name{max-width:200px;word-break:break-all;font-size:12px}
+button{font-size:12px;margin-top:4px}
+"""
+
+_JS = """
+function playRow(btn){
+  const vids=btn.closest('tr').querySelectorAll('video');
+  vids.forEach((v,i)=>{v.pause();v.currentTime=0;v.muted=i>0;});
+  vids.forEach(v=>v.play());
+}
+"""
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _video_tag(data: bytes | None, title: str) -> str:
+    if data is None:
+        return '<td class="missing">missing</td>'
+    src = "data:video/mp4;base64," + base64.b64encode(data).decode("ascii")
+    return f'<td><video controls loop preload="metadata" title="{html.escape(title)}" src="{src}"></video></td>'
+
+
+def header_table(runs: list[ComparedRun]) -> str:
+    metrics = [m for m in METRIC_ORDER if any(m in r.record["metrics"] for r in runs)]
+    shown = {f"eval.{k}" for k in SETTING_KEYS}
+    keys = sorted({k for r in runs for k in r.params})
+    differing = [k for k in keys if k not in shown and len({r.params.get(k) for r in runs}) > 1][:MAX_DIFF_PARAMS]
+    best = {}
+    for m in metrics:
+        values = [r.record["metrics"].get(m) for r in runs]
+        present = [v for v in values if v is not None]
+        if len(present) > 1:
+            best[m] = (min if m in LOWER_IS_BETTER else max)(present)
+    head = ["run", "checkpoint", "audio guidance", "text guidance", "steps", "seed", "clips",
+            *differing, *[f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics]]
+    rows = []
+    for r in runs:
+        s = r.record.get("settings", {})
+        cells = [f"<td>{html.escape(r.label)}</td>",
+                 f"<td>{html.escape(str(r.record.get('checkpoint', {}).get('label', '')))}</td>"]
+        cells += [f'<td class="num">{_fmt(s.get(k))}</td>' for k in SETTING_KEYS]
+        cells.append(f'<td class="num">{len(r.record["clips"])}</td>')
+        cells += [f"<td>{html.escape(str(r.params.get(k, '–')))}</td>" for k in differing]
+        for m in metrics:
+            v = r.record["metrics"].get(m)
+            cls = "num best" if m in best and v == best[m] else "num"
+            cells.append(f'<td class="{cls}">{_fmt(v)}</td>')
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return ('<table class="runs"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join(rows) + "</table>")
+
+
+def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -> tuple[str, int]:
+    """The page's HTML and the number of clips shown."""
+    runs = comparison.runs
+    clips, total = shared_clips(runs, max_clips)
+
+    def read(uri: str) -> bytes | None:
+        return storage.read_bytes(uri) if uri and storage.exists(uri) else None
+
+    heading = "".join(f"<th>{html.escape(r.label)}</th>" for r in runs)
+    rows = []
+    for clip in clips:
+        where = f"{clip['name']} (start {float(clip.get('start', 0.0)):.2f} s)"
+        cells = [f'<td class="name">{html.escape(where)}<br><button onclick="playRow(this)">play row</button></td>',
+                 _video_tag(read(clip["gt_uri"]), f"ground truth: {clip['name']}")]
+        cells += [_video_tag(read(uri), f"{r.label}: {clip['name']}") for r, uri in zip(runs, clip["videos"])]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    source = (f"children of run {comparison.parent_run_id}" if comparison.parent_run_id
+              else f"{len(runs)} run(s)")
+    notes = [f"{source}; {len(clips)} of {total} shared clip(s) shown (first frame = ground-truth condition; "
+             "every generated clip carries its window's ground-truth audio)."]
+    if comparison.skipped_runs:
+        notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
+    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ASVA comparison</title>"
+            f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
+            f"<h1>ASVA comparison: {len(runs)} run(s)</h1>"
+            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+            + header_table(runs)
+            + '<h2 style="font-size:16px">Clips</h2><table class="clips"><tr><th>clip</th><th>ground truth</th>'
+            + heading + "</tr>" + "".join(rows) + "</table></body></html>")
+    return page, len(clips)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging and CLI
+
+
+def log_page(client, page: str, comparison: Comparison, log_to: str = "", experiment: str = "") -> str:
+    """Log the page as ``compare/index.html``; returns the run it went to."""
+    from asva_platform.tracking import start_run
+
+    run_id = log_to or comparison.parent_run_id
+    if not run_id:
+        exp = experiment or client.get_experiment(comparison.runs[0].experiment_id).name
+        ids = ",".join(r.run_id for r in comparison.runs)
+        _, run_id = start_run(client.tracking_uri, exp, f"compare-{len(comparison.runs)}-runs",
+                              tags={TAG_COMPARED: ids[:5000]}, job=JOB)
+        client.set_terminated(run_id, "FINISHED")
+    with tempfile.TemporaryDirectory(prefix="asva-compare-") as tmp:
+        path = Path(tmp) / "index.html"
+        path.write_text(page, encoding="utf-8")
+        client.log_artifact(run_id, str(path), "compare")
+    return run_id
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="asva compare", description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="MLflow run ids; one run with child runs (a sweep's parent) = its children")
+    p.add_argument("--config", default=None, help="experiment YAML for tracking URI and storage (default: env)")
+    p.add_argument("--max-clips", type=int, default=24, help="clips shown, spread evenly (0 = all; default 24)")
+    p.add_argument("--out", default=None, help="also write the page to this local file")
+    p.add_argument("--log-to", default="", help="log the page to this run (default: the parent run, else a new run)")
+    p.add_argument("--experiment", default="", help="experiment of a new comparison run (default: the first run's)")
+    p.add_argument("--no-log", action="store_true", help="do not log to MLflow (needs --out)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``asva compare`` (the lead wires it into the CLI); known problems raise UserError/StorageError."""
+    args = parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from asva_platform.schema import load_experiment
+    from asva_platform.tracking import check_tracking_server
+
+    if args.no_log and not args.out:
+        raise UserError("--no-log needs --out (otherwise the page goes nowhere)")
+    if args.max_clips < 0:
+        raise UserError(f"--max-clips must be >= 0, got {args.max_clips}")
+    cfg = load_experiment(args.config)
+    uri = cfg.tracking.resolved_uri()
+    check_tracking_server(uri)
+    client = MlflowClient(tracking_uri=uri)
+    comparison = collect_runs(client, args.runs)
+    page, shown = render_page(comparison, Storage.from_config(cfg.storage), args.max_clips)
+    size = len(page.encode("utf-8"))
+    if size > PAGE_WARN_BYTES:
+        print(f"warning: the page is {size / 2**20:.0f} MiB; lower --max-clips if browsers struggle", file=sys.stderr)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(page, encoding="utf-8")
+    run_id = "" if args.no_log else log_page(client, page, comparison, args.log_to, args.experiment)
+    where = f"run {run_id} artifact {ARTIFACT_PATH}" if run_id else args.out
+    print(f"compare: {len(comparison.runs)} run(s), {shown} clip(s), {size / 2**20:.1f} MiB -> {where}", flush=True)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "artifact": ARTIFACT_PATH if run_id else "", "out": args.out or "",
+                          "runs": [r.run_id for r in comparison.runs], "parent_run_id": comparison.parent_run_id,
+                          "clips": shown, "bytes": size}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main, sys.argv[1:]))

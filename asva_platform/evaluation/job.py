@@ -1,0 +1,52 @@
+"""The evaluation job (``python -m jobs.evaluate``): evaluate a checkpoint and log it to MLflow.
+
+Which run gets the numbers: with a training run's id as the checkpoint and ``eval.log_to:
+checkpoint_run`` (the default) that run itself; otherwise a new run in ``tracking.experiment`` with the
+config as params, tagged ``asva.evaluated_run`` (the training run, when known) and ``asva.eval.checkpoint``.
+Storage, the tracking server, the checkpoint, metric weights and the dataset are all checked before
+any Ray resources are taken; a new run is created only after those checks pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from asva_platform.evaluation.records import TAG_CHECKPOINT_REF, TAG_EVALUATED_RUN, log_evaluation
+from asva_platform.evaluation.runner import EvalResult, prepare_evaluation, run_evaluation
+from asva_platform.storage import Storage
+
+JOB = "evaluate"
+
+
+def run_evaluate_job(cfg, log: Callable[[str], None] = print) -> EvalResult:
+    """The whole job for a loaded ExperimentConfig (``eval.checkpoint`` names what to evaluate)."""
+    from mlflow.tracking import MlflowClient
+
+    from asva_platform.checkpoints import resolve_checkpoint
+    from asva_platform.tracking import resolve_tracking_uri, start_run
+
+    started = time.perf_counter()
+    storage = Storage.from_config(cfg.storage)
+    tracking_uri = resolve_tracking_uri(cfg.tracking)
+    checkpoint = resolve_checkpoint(cfg.eval.checkpoint, storage, tracking_uri)
+    prep = prepare_evaluation(cfg, checkpoint, storage, log)
+
+    if checkpoint.run_id and cfg.eval.log_to == "checkpoint_run":
+        client, run_id, own_run = MlflowClient(tracking_uri=tracking_uri), checkpoint.run_id, False
+    else:
+        tags = {TAG_CHECKPOINT_REF: checkpoint.ref, TAG_EVALUATED_RUN: checkpoint.run_id}
+        client, run_id = start_run(tracking_uri, cfg.tracking.experiment, f"eval-{prep.name}", cfg, tags=tags, job=JOB)
+        own_run = True
+    log(f"evaluate: logging to MLflow run {run_id} at {tracking_uri}")
+    try:
+        result = run_evaluation(prep, log=log, started=started)
+        result.mlflow_run_id = run_id
+        log_evaluation(client, run_id, result)
+    except BaseException:
+        if own_run:
+            client.set_terminated(run_id, "FAILED")
+        raise
+    if own_run:
+        client.set_terminated(run_id, "FINISHED")
+    return result

@@ -1,0 +1,45 @@
+"""``python -m jobs.evaluate --config <file> [--checkpoint REF] [dotted overrides] [--json]``: evaluate a checkpoint.
+
+REF is `init`, a storage URI/path of an exported UNet folder or a training checkpoint, or an MLflow run id
+of a training run (default: ``eval.checkpoint``). Generates the paper's test windows, writes them as mp4,
+re-decodes and scores them, and logs ``eval/*`` metrics + a per-class table to MLflow (docs/evaluation.md).
+With ``--json`` the last stdout line is one JSON object: name, eval_id, eval_uri, checkpoint, metrics,
+num_clips, clips_generated, skipped, seconds, workers, parallel, mlflow_run_id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from asva_platform.errors import run_guarded
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
+    p.add_argument("--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.audio_guidance_scale=8")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from asva_platform.config import replace_dotted
+    from asva_platform.evaluation.job import run_evaluate_job
+    from asva_platform.schema import load_experiment
+
+    cfg = load_experiment(args.config, args.overrides)
+    if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
+        cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
+    result = run_evaluate_job(cfg)
+    print(result.summary_line(), flush=True)
+    if args.json:
+        print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main, sys.argv[1:]))
