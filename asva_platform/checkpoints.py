@@ -164,11 +164,26 @@ def checkpoint_fingerprint(resolved: ResolvedCheckpoint, storage: Storage) -> st
     return h.hexdigest()
 
 
-def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, device: str = "cpu"):
-    """The 3D UNet (eval mode, no grads) for checkpoint reference ``ref`` and the experiment's model section.
+def checkpoint_state_dict(resolved: ResolvedCheckpoint, storage: Storage) -> dict:
+    """The UNet state dict of an exported folder or (consolidated) training checkpoint, on the CPU."""
+    from asva_model.models.unet import load_weights_file
+    from asva_platform.training.checkpoint import consolidated_state_dict
+    from asva_platform.training.export import local_checkpoint
 
-    The UNet's geometry must match ``exp_cfg.model``; an exported folder or consolidated checkpoint whose
-    weights do not fit raises ValueError naming the mismatch.
+    if resolved.kind not in ("export", "training"):
+        raise ValueError(f"checkpoint {resolved.ref!r} ({resolved.kind}) has no weights of its own")
+    with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
+        if resolved.kind == "export":
+            return load_weights_file(storage.localize(resolved.uri, scratch))
+        return consolidated_state_dict(local_checkpoint(storage, resolved.uri, scratch))
+
+
+def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, device: str = "cpu"):
+    """The 3D UNet (eval mode, no grads, fp32) for checkpoint reference ``ref`` and the experiment's model section.
+
+    Trained weights are loaded strictly into the architecture ``exp_cfg.model`` describes (built without
+    weights first, so the pretrained SD weights are not read for nothing); weights that do not fit raise
+    ValueError naming the mismatch.
     """
     import torch
 
@@ -177,21 +192,25 @@ def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, 
 
     resolved = ref if isinstance(ref, ResolvedCheckpoint) else resolve_checkpoint(
         ref, storage, exp_cfg.tracking.resolved_uri())
-    # Inference: no gradient checkpointing, nothing trainable.
-    model_cfg = dataclasses.replace(exp_cfg.model, gradient_checkpointing=False)
-    with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
-        if resolved.kind == "export":
-            folder = storage.localize(resolved.uri, scratch)
-            model_cfg = dataclasses.replace(model_cfg, init_unet=str(folder))
-        elif resolved.kind == "training":
-            from asva_platform.training.export import export_unet, local_checkpoint
-
-            ckpt = local_checkpoint(storage, resolved.uri, scratch)
-            folder = export_unet(model_cfg, ckpt, Path(scratch) / "unet")
-            model_cfg = dataclasses.replace(model_cfg, init_unet=str(folder))
-        elif model_cfg.init_unet and is_s3(model_cfg.init_unet):
-            model_cfg = dataclasses.replace(model_cfg, init_unet=str(storage.localize(model_cfg.init_unet, scratch)))
-        with torch.random.fork_rng(devices=[]):  # a random init (no pretrained_sd) is the same in every worker
-            torch.manual_seed(RANDOM_INIT_SEED)
-            unet = build_unet(model_cfg, device)
+    model_cfg = dataclasses.replace(exp_cfg.model, gradient_checkpointing=False)  # inference
+    if resolved.kind == "init":
+        with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
+            if model_cfg.init_unet and is_s3(model_cfg.init_unet):
+                model_cfg = dataclasses.replace(model_cfg, init_unet=str(storage.localize(model_cfg.init_unet, scratch)))
+            with torch.random.fork_rng(devices=[]):  # new modules' random init: the same in every worker
+                torch.manual_seed(RANDOM_INIT_SEED)
+                unet = build_unet(model_cfg, device)
+    else:
+        state = checkpoint_state_dict(resolved, storage)
+        unet = build_unet(model_cfg, "meta")
+        missing, unexpected = sorted(set(unet.state_dict()) - set(state)), sorted(set(state) - set(unet.state_dict()))
+        if missing or unexpected:
+            raise ValueError(f"checkpoint {resolved.ref!r}: weights do not fit model.unet (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+        try:
+            unet.load_state_dict(state, strict=True, assign=True)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())[:300]
+            raise ValueError(f"checkpoint {resolved.ref!r}: weights do not fit model.unet ({detail})") from None
+        unet = unet.to(device=device, dtype=torch.float32)
     return unet.eval().requires_grad_(False)

@@ -1,0 +1,98 @@
+"""Checkpoint references without MLflow or DeepSpeed: init, exported UNet folders, run directories, errors.
+(Training checkpoints, S3 and MLflow run ids: tests/integration/test_evaluate_checkpoints.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from asva_model.build import build_unet
+from asva_model.pretrained import make_tiny_pretrained
+from asva_platform.checkpoints import (
+    checkpoint_fingerprint,
+    is_run_ref,
+    load_trained_unet,
+    resolve_checkpoint,
+)
+from asva_platform.errors import UserError
+from asva_platform.schema import ExperimentConfig
+from asva_platform.storage import Storage
+
+
+@pytest.fixture(scope="module")
+def exp(tmp_path_factory) -> ExperimentConfig:
+    model = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    return dataclasses.replace(ExperimentConfig(), model=model)
+
+
+def _perturbed_unet(exp) -> torch.nn.Module:
+    unet = build_unet(exp.model)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "_temp" in name or "_audio" in name:
+                p.add_(0.01 * torch.randn_like(p))
+    return unet
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_is_the_pretrained_initialisation(exp):
+    resolved = resolve_checkpoint("init", Storage())
+    assert resolved.kind == "init" and resolved.label == "init"
+    unet = load_trained_unet(exp, "init", Storage())
+    torch.manual_seed(0)  # the new (temporal/audio) modules' init is seeded, so every worker gets the same
+    assert _same_weights(unet, build_unet(exp.model)) and not any(p.requires_grad for p in unet.parameters())
+    assert not unet.training
+
+
+def test_exported_folder_loads_its_weights(exp, tmp_path):
+    trained = _perturbed_unet(exp)
+    trained.save_pretrained(tmp_path / "step_00000040" / "export")
+    ref = str(tmp_path / "step_00000040" / "export")
+    resolved = resolve_checkpoint(ref, Storage())
+    assert (resolved.kind, resolved.step, resolved.label) == ("export", 40, "step-40")
+    loaded = load_trained_unet(exp, ref, Storage())
+    assert _same_weights(loaded, trained) and not _same_weights(loaded, build_unet(exp.model))
+
+
+def test_exported_folder_of_another_geometry_is_refused(exp, tmp_path):
+    other = dataclasses.replace(exp.model, preset="full", pretrained_sd="",
+                                unet=dataclasses.replace(exp.model.resolved().unet, block_out_channels=[16, 32]))
+    build_unet(other).save_pretrained(tmp_path / "export")
+    with pytest.raises(ValueError, match="do not fit model.unet"):
+        load_trained_unet(exp, str(tmp_path / "export"), Storage())
+
+
+def test_a_run_directory_means_its_latest_training_checkpoint(tmp_path):
+    for step in (10, 200, 30):
+        d = tmp_path / f"step_{step:08d}"
+        d.mkdir()
+        (d / "trainer_state.json").write_text(json.dumps({"step": step}))
+    resolved = resolve_checkpoint(str(tmp_path), Storage())
+    assert resolved.kind == "training" and resolved.step == 200 and resolved.uri.endswith("step_00000200")
+
+
+def test_fingerprint_changes_when_the_folder_is_rewritten(exp, tmp_path):
+    folder = tmp_path / "export"
+    build_unet(exp.model).save_pretrained(folder)
+    before = checkpoint_fingerprint(resolve_checkpoint(str(folder), Storage()), Storage())
+    assert before == checkpoint_fingerprint(resolve_checkpoint(str(folder), Storage()), Storage())
+    _perturbed_unet(exp).save_pretrained(folder)
+    assert checkpoint_fingerprint(resolve_checkpoint(str(folder), Storage()), Storage()) != before
+
+
+def test_bad_references_are_one_line_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_checkpoint(str(tmp_path / "nope"), Storage())
+    with pytest.raises(UserError, match="neither an exported UNet"):
+        resolve_checkpoint(str(tmp_path / "empty"), Storage())
+    with pytest.raises(UserError, match="no tracking URI"):
+        resolve_checkpoint("0123456789abcdef0123456789abcdef", Storage())
+    assert is_run_ref("runs:/0123456789abcdef0123456789abcdef") and not is_run_ref("s3://b/0123")
