@@ -21,7 +21,6 @@ collectives in step.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import logging
 from collections import deque
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.data.collate_fn import NumpyBatchCollateFn
 
 from asva_model.objective import LossInputs, prepare_cached_batch, prepare_online_batch
 
@@ -82,6 +82,19 @@ def _to(batch: dict, key: str, device: torch.device) -> torch.Tensor:
 # Cached mode
 
 
+class _CacheCollate(NumpyBatchCollateFn):
+    """Cache rows -> loss-input tensors (``collate_training_batch``), run in Ray Data's prefetch threads."""
+
+    def __init__(self, text, null_audio, rng, use_flips: bool) -> None:
+        super().__init__()
+        self.text, self.null_audio, self.rng, self.use_flips = text, null_audio, rng, use_flips
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict:
+        from asva_platform.preprocess.cache import collate_training_batch
+
+        return collate_training_batch(batch, self.text, self.null_audio, self.rng, self.use_flips)
+
+
 class CachedSource:
     """Batches from the latent cache (see module doc)."""
 
@@ -100,10 +113,7 @@ class CachedSource:
                              f"sampling.num_frames is {exp.sampling.num_frames}")
 
     def _collate(self, rng, use_flips: bool):
-        from asva_platform.preprocess.cache import collate_training_batch
-
-        return functools.partial(collate_training_batch, text=self.text, null_audio=self.null_audio, rng=rng,
-                                 use_flips=use_flips)
+        return _CacheCollate(self.text, self.null_audio, rng, use_flips)
 
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         t = self.exp.train

@@ -16,12 +16,16 @@ from asva_platform.storage import Storage, is_s3
 from asva_platform.training.checkpoint import TrainerState, consolidated_state_dict
 
 
-def local_checkpoint(storage: Storage, checkpoint_uri: str, scratch: str) -> Path:
-    """A local directory with the whole checkpoint (downloaded when it lives on S3)."""
+def local_checkpoint(storage: Storage, checkpoint_uri: str, scratch: str | Path) -> Path:
+    """A local directory with the whole checkpoint (downloaded when it lives on S3). pyarrow copies the tree
+    because Ray's S3 writes leave directory-marker objects that a plain object-by-object copy trips on."""
     if not is_s3(checkpoint_uri):
         return Path(checkpoint_uri)
+    import pyarrow.fs as pafs
+
     dest = Path(scratch) / "checkpoint"
-    storage.download_dir(checkpoint_uri, dest)
+    fs, path = storage.filesystem(checkpoint_uri)
+    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
     return dest
 
 

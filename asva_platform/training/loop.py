@@ -167,9 +167,9 @@ class WorkerTrainer:
             m["mfu"] = flops_mod.mfu(self.flops, samples_per_s / self.info.world, self.peak)
         return m
 
-    def _validate(self, metrics: dict[str, float]) -> None:
+    def _validate(self, metrics: dict[str, float], with_samples: bool = True) -> None:
         val = self.validator.loss(self.engine, self.noise_scheduler)
-        samples = self.validator.samples(self.engine)
+        samples = self.validator.samples(self.engine) if with_samples else []
         val_metrics: dict[str, float] = {}
         if val is not None:
             val_metrics["val_loss"] = val
@@ -217,6 +217,8 @@ class WorkerTrainer:
 
             ray.train.report({**self.state.extra.get("last_metrics", {}), "step": float(self.state.step)})
             return
+        if self.state.step == 0 and t.validate_every > 0:
+            self._validate({}, with_samples=False)  # the untrained baseline of the held-out loss, at step 0
         self.engine.train()
         window = Window()
         ga = t.gradient_accumulation_steps

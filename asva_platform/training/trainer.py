@@ -142,16 +142,20 @@ def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, data
     )
 
 
-def _training_dataset(pre: Preflight):
+def _training_dataset(pre: Preflight, in_memory: bool):
     handle = pre.dataset
     columns = [c for c in CACHE_COLUMNS if c in handle.layout.columns]
-    return {"train": handle.ray_dataset("train", columns=columns).randomize_block_order()}
+    ds = handle.ray_dataset("train").select_columns(columns)
+    if in_memory:
+        ds = ds.materialize()  # read once; every epoch (and every restart) streams from the object store
+    return {"train": ds.randomize_block_order()}
 
 
 def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
-                 storage_path: str | None = None, parent_run_id: str = "",
+                 storage_path: str | None = None, parent_run_id: str = "", run_tags: dict[str, str] | None = None,
                  log_fn: Callable[[str], None] = print) -> TrainResult:
-    """Train ``exp_cfg`` end to end and return the result (see the module doc for the order of work)."""
+    """Train ``exp_cfg`` end to end and return the result (see the module doc for the order of work).
+    ``run_tags`` are added to the MLflow run's tags (a sweep's trial id, for one)."""
     from asva_platform.cluster import init_ray
 
     t = exp_cfg.train
@@ -159,14 +163,14 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
     pre = preflight(exp_cfg, storage_path)
     run_uri = join(pre.runs_root, name)
     tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
-            TAG_DATA_MODE: t.data_mode}
+            TAG_DATA_MODE: t.data_mode, **(run_tags or {})}
     run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)
     log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
            f"{run_uri}")
     spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
     try:
         init_ray(exp_cfg.cluster)
-        datasets = _training_dataset(pre) if t.data_mode == "cached" else None
+        datasets = _training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
         trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
         result = trainer.fit()
         if result.error is not None:

@@ -1,0 +1,61 @@
+"""FLOPs per training clip from the model config (meta device) and the MFU arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from asva_model.build import build_unet
+from asva_model.config import ModelConfig
+from asva_model.data.config import SamplingConfig
+from asva_model.models.trainable import apply_trainable
+from asva_platform.training.flops import estimate_unet_flops, mfu, peak_flops, training_flops_per_sample
+
+
+@pytest.fixture(scope="module")
+def meta_unet():
+    return build_unet(ModelConfig(preset="tiny", gradient_checkpointing=False), device="meta")
+
+
+def count_forward(model, frames=4, hw=(4, 4), audio_tokens=229) -> float:
+    dev = torch.device("meta")
+    c = model.config
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 4, frames, *hw, device=dev), torch.zeros(1, device=dev),
+              torch.zeros(1, 77, c.cross_attention_dim, device=dev),
+              torch.zeros(1, audio_tokens, c.audio_cross_attention_dim, device=dev),
+              torch.ones(1, frames, audio_tokens, dtype=torch.bool, device=dev))
+    return float(counter.get_total_flops())
+
+
+def test_forward_is_the_exact_count_and_backward_follows_the_trainable_split(meta_unet):
+    est = estimate_unet_flops(meta_unet, 4, (4, 4), 77, 229)
+    assert est.forward == count_forward(meta_unet)
+    # the paper's split: only _temp/_audio layers train -> between 1x (all frozen) and 2x (all trainable)
+    assert est.forward < est.backward < 2 * est.forward
+    assert 0 < est.trainable_forward_fraction < 1
+
+    apply_trainable(meta_unet, [""])  # every parameter trains: backward = 2 x forward exactly
+    try:
+        assert estimate_unet_flops(meta_unet, 4, (4, 4), 77, 229).backward == pytest.approx(2 * est.forward)
+    finally:
+        apply_trainable(meta_unet, ["_temp", "_audio"])
+
+
+def test_flops_scale_with_clip_size():
+    small = training_flops_per_sample(ModelConfig(preset="tiny"), SamplingConfig(image_size=[16, 16]))
+    large = training_flops_per_sample(ModelConfig(preset="tiny"), SamplingConfig(image_size=[32, 32]))
+    # 4x the latent positions: convolutions and per-position layers scale 4x, spatial attention more
+    assert 3.5 < large.per_sample / small.per_sample < 6
+
+
+def test_peak_table_and_mfu():
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp16") == 312e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB", "fp32") == 0  # no fp32 entry: MFU is not reported
+    assert peak_flops("cpu", "fp32", override_tflops=2.0) == 2e12
+    assert mfu(5e12, 10.0, 100e12) == pytest.approx(0.5)
+    assert mfu(5e12, 10.0, 0.0) == 0.0
