@@ -14,11 +14,9 @@ energy column, which ``use_energy=False`` leaves out.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import soxr
-import torch
 
 from asva_model.data.config import SamplingConfig
 
@@ -31,8 +29,8 @@ def _kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def kaldi_mel_banks(num_bins: int, fft_size: int, sample_rate: float,
-                    low_freq: float = 20.0, high_freq: float = 0.0) -> torch.Tensor:
-    """Triangular mel filters (num_bins, fft_size // 2 + 1), Kaldi style; the Nyquist column is zero."""
+                    low_freq: float = 20.0, high_freq: float = 0.0) -> np.ndarray:
+    """Triangular mel filters (num_bins, fft_size // 2 + 1) float32, Kaldi style; the Nyquist column is zero."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
         high_freq += nyquist
@@ -47,40 +45,46 @@ def kaldi_mel_banks(num_bins: int, fft_size: int, sample_rate: float,
     down = (right - fft_mel) / (right - center)
     banks = np.maximum(0.0, np.minimum(up, down))
     banks = np.pad(banks, ((0, 0), (0, 1)))  # no weight on the Nyquist bin
-    return torch.from_numpy(banks.astype(np.float32))
+    banks = banks.astype(np.float32)
+    banks.flags.writeable = False  # cached: shared by every caller
+    return banks
 
 
-def kaldi_fbank(waveform: np.ndarray | torch.Tensor, sample_rate: int, num_mel_bins: int = 128,
+@functools.lru_cache(maxsize=8)
+def _hann(size: int) -> np.ndarray:
+    """Symmetric Hann window (torch.hann_window(periodic=False), Kaldi's "hanning")."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / (size - 1))).astype(np.float32)
+
+
+def kaldi_fbank(waveform: np.ndarray, sample_rate: int, num_mel_bins: int = 128,
                 frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
-                preemphasis: float = 0.97) -> torch.Tensor:
-    """Log mel filterbank (frames, num_mel_bins) of a mono waveform, matching ImageBind's kaldi.fbank call."""
-    x = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+                preemphasis: float = 0.97) -> np.ndarray:
+    """Log mel filterbank (frames, num_mel_bins) float32 of a mono waveform, matching ImageBind's kaldi.fbank
+    call. numpy, single-threaded on purpose: per-clip work this small gains nothing from a thread pool."""
+    x = np.asarray(waveform, dtype=np.float32).reshape(-1)
     win = int(sample_rate * frame_length_ms * 1e-3)
     shift = int(sample_rate * frame_shift_ms * 1e-3)
     fft_size = 1 << (win - 1).bit_length()  # round_to_power_of_two
-    if x.numel() < win:
-        return torch.zeros(0, num_mel_bins)
-    frames = x.unfold(0, win, shift)  # snip_edges: whole frames only
-    frames = frames - frames.mean(dim=1, keepdim=True)  # remove_dc_offset
-    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)  # x[j-1], with x[-1] = x[0]
-    frames = frames - preemphasis * previous
-    frames = frames * torch.hann_window(win, periodic=False, dtype=torch.float32)  # "hanning"
-    power = torch.fft.rfft(frames, n=fft_size).abs().pow(2.0)
+    if x.size < win:
+        return np.zeros((0, num_mel_bins), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::shift]  # snip_edges: whole frames only
+    frames = frames - frames.mean(axis=1, keepdims=True)  # remove_dc_offset
+    previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)  # x[j-1], with x[-1] = x[0]
+    frames = (frames - preemphasis * previous) * _hann(win)
+    spectrum = np.fft.rfft(frames, n=fft_size)
+    power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
     mel = power @ kaldi_mel_banks(num_mel_bins, fft_size, float(sample_rate)).T
-    return mel.clamp_min(_EPS).log()
+    return np.log(np.maximum(mel, _EPS)).astype(np.float32, copy=False)
 
 
-def waveform_to_mel(waveform: np.ndarray | torch.Tensor, cfg: SamplingConfig) -> np.ndarray:
+def waveform_to_mel(waveform: np.ndarray, cfg: SamplingConfig) -> np.ndarray:
     """ImageBind's audio input: (1, num_mel_bins, mel_target_length) float32, normalised."""
-    x = torch.as_tensor(waveform, dtype=torch.float32).reshape(-1)
+    x = np.asarray(waveform, dtype=np.float32).reshape(-1)
     fbank = kaldi_fbank(x - x.mean(), cfg.audio_sample_rate, cfg.num_mel_bins).T  # (bins, frames)
-    n = fbank.shape[1]
-    if n < cfg.mel_target_length:
-        fbank = torch.nn.functional.pad(fbank, (0, cfg.mel_target_length - n))  # zeros, as ImageBind
-    else:
-        fbank = fbank[:, : cfg.mel_target_length]
-    mel = (fbank - cfg.mel_mean) / cfg.mel_std
-    return mel.unsqueeze(0).numpy().astype(np.float32, copy=False)
+    out = np.zeros((cfg.num_mel_bins, cfg.mel_target_length), dtype=np.float32)  # zero padding, as ImageBind
+    n = min(fbank.shape[1], cfg.mel_target_length)
+    out[:, :n] = fbank[:, :n]
+    return ((out - cfg.mel_mean) / cfg.mel_std)[None].astype(np.float32, copy=False)
 
 
 def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from asva_model.data.config import DatasetConfig
-from asva_model.data.errors import SkipReason, Skipped
+from asva_model.data.errors import Skipped, SkipReason
 
 AVSYNC15_CLASSES: tuple[str, ...] = (
     "baby_babbling_crying",

@@ -16,7 +16,10 @@ from asva_model.data.config import SamplingConfig
 from asva_model.data.errors import BadClipError, SkipReason
 from asva_model.data.sampling import probe, probe_entries, sample_clip, sample_grid_windows
 from asva_model.data.synth import make_spec, write_clip
-from tests.unit.data_fixtures import dataset_cfg, small_cfg  # noqa: F401  (fixture)
+from tests.unit import data_fixtures as fx
+from tests.unit.data_fixtures import dataset_cfg
+
+small_cfg = fx.small_cfg  # shared fixture
 
 
 def _good_clip(path: Path, duration: float = 3.0, **changes) -> Path:

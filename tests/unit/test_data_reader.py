@@ -13,7 +13,11 @@ import pytest
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, open_file, read_class_mapping, read_split
 from asva_model.data.errors import SkipReason
 from asva_model.data.sampling import sample_clip
-from tests.unit.data_fixtures import dataset_cfg, small_cfg, synth_root  # noqa: F401  (fixtures)
+from tests.unit import data_fixtures as fx
+from tests.unit.data_fixtures import dataset_cfg
+
+small_cfg = fx.small_cfg  # shared fixture
+synth_root = fx.synth_root  # shared fixture
 
 
 def _list_lines(root: Path, name: str) -> list[str]:

@@ -8,7 +8,10 @@ import pytest
 from asva_model.data.audio import window_samples
 from asva_model.data.sampling import decode_windows, probe, window_from_decoded
 from asva_model.metrics.sync import motion_energy, sync_score
-from tests.unit.data_fixtures import small_cfg, synth_root  # noqa: F401  (fixtures)
+from tests.unit import data_fixtures as fx
+
+small_cfg = fx.small_cfg  # shared fixture
+synth_root = fx.synth_root  # shared fixture
 
 SHIFTS = (0.25, -0.25, 0.5, -0.5)
 
@@ -55,7 +58,7 @@ def test_ranks_synced_above_shifted_and_other_audio(decoded_clips):
 def test_lag_search_recovers_a_known_audio_delay(decoded_clips):
     cfg, clips = decoded_clips
     errors = []
-    for _, windows, dec in clips:
+    for _, _, dec in clips:
         for d in (0.25, 0.5):
             if d in [round(s, 9) for s in dec.starts]:
                 clip = window_from_decoded(dec, 0.0, cfg)

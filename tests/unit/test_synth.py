@@ -24,7 +24,9 @@ from asva_model.data.synth import (
     make_spec,
     synthesize,
 )
-from tests.unit.data_fixtures import synth_root  # noqa: F401  (fixture)
+from tests.unit import data_fixtures as fx
+
+synth_root = fx.synth_root  # shared fixture
 
 
 def test_default_specs_look_like_avsync15():
@@ -84,6 +86,10 @@ def test_generator_is_deterministic_for_a_seed(tmp_path):
     assert da == digest(b.out_dir) and len(da) == 15 + 4
     again = synthesize(tmp_path / "a", seed=3, workers=1, **kw)
     assert again.reused and again.seconds == 0.0 and digest(a.out_dir) == da
+    (tmp_path / "a" / "videos" / "mine.txt").write_text("not the generator's")
+    redo = synthesize(tmp_path / "a", seed=4, workers=2, **kw)  # other clips: the old ones are removed
+    names = {str(p.relative_to(tmp_path / "a" / "videos")) for p in (tmp_path / "a" / "videos").rglob("*.*")}
+    assert not redo.reused and names == set(load_ground_truth(tmp_path / "a")) | {"mine.txt"}
     other_seed = [make_spec(4, c, 0, 2.0, 2.3) for c in range(15)]
     assert all(s.onsets != make_spec(3, c, 0, 2.0, 2.3).onsets for c, s in enumerate(other_seed))
 
