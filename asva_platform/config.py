@@ -309,9 +309,11 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
     for text in overrides:
         key, value = parse_override(text)
         try:
-            check_key_path(cls, key)
+            tp = check_key_path(cls, key)
         except ConfigError as err:
             raise ConfigError(f"override {text!r}: {err}") from None
+        if tp is str:  # a string key keeps the text as typed (a run id like 1e5a... is not a number)
+            value = text.split("=", 1)[1].strip()
         set_dotted(data, key, value)
     if overrides:
         source += " + overrides"

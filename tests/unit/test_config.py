@@ -48,6 +48,9 @@ def test_dotted_overrides_are_typed(tmp_path):
     assert c.model.audio_cond_drop_prob == 0.1
     assert c.sampling.image_size == [32, 48]
     assert c.name == "run-7"
+    # String keys keep the text as typed: YAML would read these as a number / a bool.
+    c = load_experiment(CONFIGS / "tiny.yaml", ["eval.checkpoint=123e4567", "name=yes"])
+    assert c.eval.checkpoint == "123e4567" and c.name == "yes"
 
 
 @pytest.mark.parametrize(
