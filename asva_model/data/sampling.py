@@ -128,22 +128,25 @@ def frame_cutoff(start: float, cfg: SamplingConfig) -> float:
 
 def transform_frames(rgb: Sequence[np.ndarray], cfg: SamplingConfig, flip: bool = False) -> np.ndarray:
     """uint8 HxWx3 frames -> float32 (3, N, H, W) in [0, 1]: centre crop to the output aspect ratio,
-    antialiased bilinear resize, optional horizontal flip."""
-    x = torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).float().div_(255.0)  # (N, 3, h, w)
+    antialiased bilinear resize (torch, as torchvision's Resize on tensors), optional horizontal flip.
+    Only the resize runs in torch; the rest is numpy, so a busy machine's thread pool costs one op."""
+    x = np.stack(rgb)  # (N, h, w, 3)
     th, tw = cfg.image_size
-    h, w = x.shape[-2:]
+    h, w = x.shape[1:3]
     if th / tw >= h / w:  # output is relatively taller: trim width
         cw = int(h / (th / tw))
-        x = x[..., (w - cw) // 2: (w - cw) // 2 + cw]
+        x = x[:, :, (w - cw) // 2: (w - cw) // 2 + cw]
     else:
         ch = int(w * (th / tw))
-        x = x[..., (h - ch) // 2: (h - ch) // 2 + ch, :]
-    if tuple(x.shape[-2:]) != (th, tw):
-        x = torch.nn.functional.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-    x = x.clamp_(0.0, 1.0)
+        x = x[:, (h - ch) // 2: (h - ch) // 2 + ch]
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255.0)  # (N, 3, h, w)
+    if x.shape[-2:] != (th, tw):
+        x = torch.nn.functional.interpolate(torch.from_numpy(x), size=(th, tw), mode="bilinear",
+                                            align_corners=False, antialias=True).numpy()
+    np.clip(x, 0.0, 1.0, out=x)
     if flip:
-        x = x.flip(-1)
-    return x.permute(1, 0, 2, 3).contiguous().numpy()
+        x = x[..., ::-1]
+    return np.ascontiguousarray(x.transpose(1, 0, 2, 3))
 
 
 # ---------------------------------------------------------------------------------------------
