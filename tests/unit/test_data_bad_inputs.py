@@ -110,6 +110,11 @@ def test_the_good_reference_clip_decodes(bad_dir, small_cfg):
     assert clip.frames.shape == (3, 12, 64, 64)
     assert (bad_dir / "faststart.mp4").stat().st_size > 0
     assert len(sample_grid_windows(bad_dir / "faststart.mp4", small_cfg)) == 7  # 3 s: starts 0 .. 1 s
+    with open(bad_dir / "good.mp4", "rb") as f:  # one file object, used again and again (as from S3)
+        info = probe(f, small_cfg)
+        again = sample_clip(f, 0.5, small_cfg, False, info)
+        assert len(sample_grid_windows(f, small_cfg)) == 7 and not f.closed
+    np.testing.assert_array_equal(again.frames, clip.frames)
 
 
 def test_file_objects_report_the_same_reasons(bad_dir, small_cfg):
