@@ -7,8 +7,10 @@ directory first).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import hashlib
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,7 +30,9 @@ def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: st
     remote = {f: getattr(model_cfg, f) for f in _PATH_FIELDS if is_s3(getattr(model_cfg, f))}
     if not remote:
         return model_cfg
-    cache_dir = cache_dir or tempfile.mkdtemp(prefix="asva-weights-")
+    if cache_dir is None:  # private to this process (actors on one node must not write the same files)
+        cache_dir = tempfile.mkdtemp(prefix="asva-weights-")
+        atexit.register(shutil.rmtree, cache_dir, True)
     return dataclasses.replace(model_cfg, **{f: str(storage.localize(uri, cache_dir)) for f, uri in remote.items()})
 
 

@@ -299,19 +299,21 @@ def check_cluster_resources(prep: Prepared) -> None:
 def run_ray_pipeline(prep: Prepared, todo: list[ShardPlan]) -> list[dict]:
     """Build the ``todo`` shards with Ray Data (streaming); returns each written shard's metadata."""
     import ray.data
+    from ray.data import ActorPoolStrategy
 
     p = prep.cfg.preprocess
     decode, encode, write = stage_kwargs(prep, todo)
     tasks = [t for s in todo for t in s.tasks]
     ds = ray.data.from_items(tasks, override_num_blocks=len(tasks))  # one clip per block: decode parallelism
     ds = ds.map_batches(DecodeClips, fn_constructor_kwargs=decode, batch_format="numpy",
-                        batch_size=p.decode_batch_size, concurrency=p.decode_concurrency,
+                        batch_size=p.decode_batch_size, compute=ActorPoolStrategy(size=p.decode_concurrency),
                         num_cpus=p.decode_num_cpus, memory=p.decode_memory_gb * GB)
     ds = ds.map_batches(EncodeWindows, fn_constructor_kwargs=encode, batch_format="numpy",
-                        batch_size=p.batch_size, concurrency=p.encode_concurrency, num_cpus=p.encode_num_cpus,
+                        batch_size=p.batch_size, compute=ActorPoolStrategy(size=p.encode_concurrency),
+                        num_cpus=p.encode_num_cpus,
                         num_gpus=p.encode_num_gpus or None, memory=p.encode_memory_gb * GB)
     ds = ds.map_batches(ShardWriter, fn_constructor_kwargs=write, batch_format="numpy", batch_size=None,
-                        concurrency=1, num_cpus=WRITER_NUM_CPUS, memory=p.write_memory_gb * GB)
+                        compute=ActorPoolStrategy(size=1), num_cpus=WRITER_NUM_CPUS, memory=p.write_memory_gb * GB)
     return [json.loads(row["meta"]) for row in ds.iter_rows()]  # tiny summary rows only
 
 

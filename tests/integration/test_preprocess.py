@@ -1,5 +1,5 @@
 """The preprocessing job end to end on real parts: a synthetic AVSync15 (2 clips per class, one of them
-corrupted) on the moto S3 server, tiny real-format weights, a real local Ray, a real MLflow server.
+corrupted) and tiny real-format weights on the moto S3 server, a real local Ray, a real MLflow server.
 
 Checks the issue's "done when": manifest counts = clips x windows x flips minus skipped; a cached row equals
 the same window encoded directly; a second run writes nothing; a deleted shard is restored exactly; the
@@ -24,7 +24,7 @@ from asva_model.objective import encode_frames
 from asva_platform import config as cfgmod
 from asva_platform.errors import run_guarded
 from asva_platform.preprocess.cache import collate_training_batch, open_cache, shard_name
-from asva_platform.preprocess.encoders import load_frozen_encoders
+from asva_platform.preprocess.encoders import load_frozen_encoders, localize_model_paths
 from asva_platform.preprocess.fixtures import tiny_inputs
 from asva_platform.schema import load_experiment
 from asva_platform.storage import Storage, join, parse_uri
@@ -37,7 +37,8 @@ WINDOWS = 2
 
 @pytest.fixture(scope="module")
 def job(s3_server, tmp_path_factory):
-    """Dataset uploaded to S3 with one clip overwritten by garbage; returns (work dir, config, overrides, corrupt)."""
+    """Dataset and weights uploaded to S3, one clip overwritten by garbage; returns (work dir, config, overrides,
+    corrupt clip)."""
     work = tmp_path_factory.mktemp("preprocess")
     _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0)
     storage = Storage()
@@ -45,10 +46,15 @@ def job(s3_server, tmp_path_factory):
     storage.upload_dir(work / "data", prefix)
     corrupt = (work / "data" / "train.txt").read_text().split()[3]
     storage.write_bytes(join(prefix, "videos", corrupt), b"\x00\x00\x00\x18ftypmp42 truncated garbage")
+    weights = f"s3://{s3_server.bucket}/weights/{work.name}"
+    storage.upload_dir(work / "weights", weights)
     config = work / "preprocess.yaml"
     config.write_text("name: preprocess-test\n")
-    overrides = [o for o in overrides if not o.startswith("dataset.root=")] + [
-        f"dataset.root={prefix}", f"storage.root=s3://{s3_server.bucket}/pp-{work.name}",
+    local_paths = ("dataset.root=", "model.pretrained_sd=", "model.audio_encoder_weights=", "model.text_encodings=")
+    overrides = [o for o in overrides if not o.startswith(local_paths)] + [
+        f"dataset.root={prefix}", f"model.pretrained_sd={weights}/sd",
+        f"model.audio_encoder_weights={weights}/imagebind_audio.pth", f"model.text_encodings={weights}/text_encodings.pt",
+        f"storage.root=s3://{s3_server.bucket}/pp-{work.name}",
         f"preprocess.windows_per_clip={WINDOWS}", "preprocess.clips_per_shard=4"]
     return work, config, overrides, corrupt
 
@@ -117,7 +123,8 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
     # actor's settings (1 thread as encode_num_cpus=1; the clip's windows as one audio batch).
     row = next(r for r in handle.iter_rows("train") if r["start"] > 0)
     local = str(work / "data" / "videos" / str(row["clip"]))
-    vae, audio = load_frozen_encoders(model_config_from_dict(cfgmod.to_dict(cfg.model), "model"))
+    model_cfg = localize_model_paths(model_config_from_dict(cfgmod.to_dict(cfg.model), "model"), storage)
+    vae, audio = load_frozen_encoders(model_cfg)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
