@@ -114,12 +114,21 @@ def get_or_create_experiment(client, name: str) -> str:
             client.restore_experiment(exp.experiment_id)
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=_local_artifact_root(client, name))
     except Exception:  # a concurrent creator won the race
         exp = client.get_experiment_by_name(name)
         if exp is None:
             raise
         return exp.experiment_id
+
+
+def _local_artifact_root(client, experiment: str) -> str | None:
+    """Artifacts of a local sqlite store go beside the database, not into ./mlruns of whatever the cwd is."""
+    uri = client._tracking_client.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server assigns its own artifact root
+    db_dir = Path(uri[len("sqlite:///"):]).parent
+    return (db_dir / "artifacts" / experiment).resolve().as_uri()
 
 
 def log_params_batched(client, run_id: str, params: dict[str, str]) -> None:
