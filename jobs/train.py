@@ -26,11 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     from asva_platform.cluster import apply_runtime_defaults
 
     apply_runtime_defaults()  # before ray/deepspeed are imported
+    import ray
+
     from asva_platform.schema import load_experiment
     from asva_platform.training.trainer import result_line, run_training
 
     cfg = load_experiment(args.config, args.overrides)
+    started_ray = not ray.is_initialized()
     result = run_training(cfg)
+    if started_ray:
+        ray.shutdown()  # flushes worker log lines, so the JSON below really is the last line
     if args.json:
         print(result_line(result), flush=True)
     return 0

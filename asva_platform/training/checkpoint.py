@@ -104,8 +104,9 @@ def consolidated_state_dict(directory: str | Path, ema: bool = False) -> dict[st
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if TrainerState.load(directory).zero_stage == 0 and not any(Path(directory, DS_TAG).glob("*optim_states.pt")):
-        # plain data parallel in fp32: no ZeRO partitions, the full weights are in the model states file
+    if TrainerState.load(directory).zero_stage == 0:
+        # plain data parallel: the full weights are in the model states file (zero_to_fp32 cannot read this
+        # layout; under bf16/fp16 these are the 16-bit weights, not the fp32 masters)
         module = torch.load(Path(directory, DS_TAG, "mp_rank_00_model_states.pt"), map_location="cpu",
                             weights_only=False)["module"]
         state = dict(module)

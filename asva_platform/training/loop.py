@@ -193,8 +193,9 @@ class WorkerTrainer:
     def _report(self, metrics: dict[str, float], with_checkpoint: bool) -> None:
         import ray.train
 
-        if self.logger is not None:  # the step is MLflow's x-axis, not a metric of its own
-            self.logger.log("train", self.state.step, {k: v for k, v in metrics.items() if k != "step"})
+        if self.logger is not None:  # step is MLflow's x-axis; val_* went to the "val" group already
+            self.logger.log("train", self.state.step,
+                            {k: v for k, v in metrics.items() if k != "step" and not k.startswith("val_")})
         if not with_checkpoint:
             ray.train.report(metrics)
             return

@@ -78,6 +78,7 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
     from asva_platform.tracking import resolve_tracking_uri
 
     t = exp_cfg.train
+    check_local_cluster_fits(t, exp_cfg.cluster)
     tracking_uri = resolve_tracking_uri(exp_cfg.tracking)
     storage = Storage.from_config(exp_cfg.storage)
     runs_root = storage_path or exp_cfg.storage.runs_root
@@ -107,6 +108,26 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
         if not exp_cfg.model.text_encodings:
             raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
     return pre
+
+
+def check_local_cluster_fits(t, cluster_cfg) -> None:
+    """A local Ray (no cluster to join) can never grow, so more workers than it holds would make Ray Train
+    wait for resources forever: fail now, before Ray starts. A joined cluster may autoscale; not checked."""
+    import os
+
+    if cluster_cfg.address or os.environ.get("RAY_ADDRESS"):
+        return
+    cpus = cluster_cfg.num_cpus or os.cpu_count() or 1
+    need = t.num_workers * t.cpus_per_worker
+    if need > cpus:
+        raise UserError(f"train.num_workers: {t.num_workers} workers x cpus_per_worker {t.cpus_per_worker} need "
+                        f"{need:g} CPUs but the local Ray has {cpus} (cluster.num_cpus)")
+    if t.use_gpu:
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if t.num_workers > gpus:
+            raise UserError(f"train.num_workers: {t.num_workers} GPU workers but this machine has {gpus} GPUs")
 
 
 def scaling_config(t):

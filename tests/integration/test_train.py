@@ -93,8 +93,9 @@ def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, z
     if stage == 2:
         cfg, result = zero2_run
     else:
+        # ZeRO-3 also exercises bf16 (buffer dtype) and gradient checkpointing over partitioned weights
         cfg = config(setup, "name=zero3", "train.zero_stage=3", "train.max_steps=8", "train.checkpoint_every=8",
-                     "train.validate_every=8")
+                     "train.validate_every=8", "train.precision=bf16", "model.gradient_checkpointing=true")
         result = run_training(cfg)
     _, _, storage = setup
     assert result.final_step == 8
@@ -197,6 +198,15 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray
     assert [s for s, _ in history(client, first.run_id, "loss")] == [2, 4, 6]
     assert client.get_run(first.run_id).data.tags["asva.resumes"] == "1"
     assert "train.max_steps" in client.get_run(first.run_id).data.tags["asva.resume_1.changed"]
+
+
+def test_online_mode_trains_from_raw_clips(setup, ray_cluster, mlflow_server):
+    """No cache: clips are decoded and encoded by the frozen VAE + audio encoder inside the loop."""
+    result = run_training(config(setup, "name=online", "train.data_mode=online", "train.cache=", "train.max_steps=2",
+                                 "train.checkpoint_every=2", "train.validate_every=0", "train.export=false"))
+    assert result.final_step == 2 and result.final_loss > 0
+    tags = mlflow_client(mlflow_server).get_run(result.run_id).data.tags
+    assert tags["asva.data_mode"] == "online" and "asva.cache_id" not in tags
 
 
 def _our_train_workers():

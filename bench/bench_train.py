@@ -1,0 +1,238 @@
+"""Training benchmark: the issue's four ratios, measured side by side in one run on the tiny model.
+
+1. cached vs online training throughput (samples/s): two TorchTrainer + DeepSpeed fits of the same config,
+   one streaming the latent cache, one decoding clips and running the frozen VAE + audio encoder in the loop;
+2. TorchTrainer + DeepSpeed step time vs a plain ``torch.distributed`` DDP loop (gloo, same model, batch,
+   precision, AdamW + clipping, inputs already in memory, 1 torch thread per rank like a Ray worker);
+3. ZeRO-3 vs ZeRO-0 bytes per rank of parameters + optimizer state (fp32 masters + Adam moments), 2 ranks,
+   measured after one optimizer step in the training precision (bf16 by default: the GPU recipe);
+4. the data-wait fraction of the cached fit (time blocked on the next batch / wall time).
+
+Throughput and step time are means over the report windows after the first (which holds start-up).
+Nothing is asserted; results go to stdout and bench/results/train.json.
+
+``python -m bench train`` or ``python -m bench.bench_train [--steps N] [--image-size S] ...``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "train.json"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str]):
+    p = argparse.ArgumentParser(prog="bench_train", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=24, help="optimizer steps per fit")
+    p.add_argument("--log-every", type=int, default=4, help="report window (steps)")
+    p.add_argument("--image-size", type=int, default=32, help="frame size (the tiny VAE halves it)")
+    p.add_argument("--clips-per-class", type=int, default=2, help="synthetic clips per class (15 classes)")
+    p.add_argument("--windows-per-clip", type=int, default=4, help="cached windows per clip")
+    p.add_argument("--ddp-steps", type=int, default=12, help="measured DDP steps (after 3 warm-up steps)")
+    p.add_argument("--bytes-precision", default="bf16", choices=["bf16", "fp32"])
+    p.add_argument("--num-cpus", type=int, default=4, help="logical CPUs of the local Ray")
+    p.add_argument("--work-dir", default="", help="keep inputs here (default: a temp dir, removed)")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def prepare_inputs(args, work: Path) -> tuple[list[str], str]:
+    """Synthetic data + tiny weights + their latent cache (local storage, sqlite MLflow)."""
+    from asva_platform.preprocess.fixtures import tiny_inputs
+    from asva_platform.preprocess.job import build_cache, prepare, run_sequential
+    from asva_platform.schema import load_experiment
+    from asva_platform.storage import Storage
+
+    _, overrides = tiny_inputs(work, clips_per_class=args.clips_per_class, max_duration=4.0,
+                               image_size=args.image_size)
+    overrides += [f"storage.root={work / 'store'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+                  f"preprocess.windows_per_clip={args.windows_per_clip}"]
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
+    prep = prepare(cfg, Storage.from_config(cfg.storage), log=lambda _: None)
+    build_cache(prep, run_sequential, log=lambda _: None)
+    return overrides + [f"train.cache={prep.cache_id}"], prep.cache_id
+
+
+def fit(overrides: list[str], name: str, args) -> dict:
+    """One training run; returns per-window metric histories from its MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    from asva_platform.schema import load_experiment
+    from asva_platform.training.trainer import run_training
+
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml", [
+        *overrides, f"name={name}", f"train.max_steps={args.steps}", f"train.log_every={args.log_every}",
+        f"train.checkpoint_every={args.steps}", "train.validate_every=0", "train.export=false"])
+    t0 = time.perf_counter()
+    result = run_training(cfg, log_fn=lambda _: None)
+    wall = time.perf_counter() - t0
+    client = MlflowClient(tracking_uri=cfg.tracking.resolved_uri())
+    hist = {k: [m.value for m in sorted(client.get_metric_history(result.run_id, k), key=lambda m: m.step)]
+            for k in ("samples_per_s", "step_time_s", "data_wait_frac")}
+    steady = {k: statistics.mean(v[1:] or v) for k, v in hist.items()}  # drop the start-up window
+    return {**steady, "windows": hist, "wall_s": wall, "run_id": result.run_id}
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain torch.distributed baselines (spawned processes, same model and inputs)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _batches(cfg, n: int):
+    """``n`` training batches of loss inputs from the cache (the same tensors a cached fit sees)."""
+    import itertools
+
+    import numpy as np
+    import torch
+
+    from asva_platform.preprocess.cache import collate_training_batch, open_cache
+    from asva_platform.storage import Storage
+    from asva_platform.training.data import audio_mask
+
+    handle = open_cache(Storage.from_config(cfg.storage), cfg.train.cache, cfg.storage.cache_root)
+    rows = list(itertools.islice(handle.iter_rows("train"), cfg.train.batch_size_per_worker))
+    batch = collate_training_batch({k: np.stack([r[k] for r in rows]) for k in rows[0]}, handle.text_encodings(),
+                                   handle.null_audio_tokens(), np.random.default_rng(0))
+    mask = audio_mask(cfg.model, cfg.sampling.num_frames)
+    return [(batch, mask, torch.Generator().manual_seed(i)) for i in range(n)]
+
+
+def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, steps: int, precision: str,
+            out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from asva_model.build import build_noise_scheduler, build_unet
+    from asva_model.objective import loss_from_inputs, prepare_cached_batch
+    from asva_platform.schema import load_experiment
+
+    torch.set_num_threads(1)  # what a Ray Train worker with 1 CPU gets
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
+    torch.manual_seed(cfg.train.seed)
+    unet = build_unet(cfg.model)
+    sched = build_noise_scheduler(cfg.model)
+    batches = _batches(cfg, steps + 3)
+    result: dict = {}
+
+    def loss_of(model, item):
+        batch, mask, gen = item
+        inputs = prepare_cached_batch(batch["mean"], batch["std"], batch["audio_tokens"], batch["null_audio_tokens"],
+                                      mask, batch["text"], gen)
+        return loss_from_inputs(model, sched, inputs, cfg.model.audio_cond_drop_prob, gen)
+
+    if what == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(unet)
+        params = [p for p in unet.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        times = []
+        for i, item in enumerate(batches):
+            t0 = time.perf_counter()
+            loss = loss_of(model, item)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+        result["step_time_s"] = statistics.mean(times)
+    else:  # "bytes": per-rank parameter + optimizer bytes for ZeRO-0 and ZeRO-3 after one step
+        import dataclasses
+
+        from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
+
+        for stage in (0, 3):
+            torch.manual_seed(cfg.train.seed)
+            t = dataclasses.replace(cfg.train, zero_stage=stage, precision=precision, gradient_accumulation_steps=1)
+            engine = initialize_engine(build_unet(cfg.model), t, world)
+            engine.backward(loss_of(engine, batches[0]))
+            engine.step()
+            result[f"zero{stage}_bytes"] = state_bytes(engine)
+            del engine
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
+    import torch.multiprocessing as mp
+
+    out = work / f"{what}.json"
+    mp.spawn(_worker, args=(2, _free_port(), overrides, what, args.ddp_steps, args.bytes_precision, str(out)),
+             nprocs=2)
+    return json.loads(out.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench logs to its own sqlite store
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="asva-bench-train-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        import ray
+
+        t0 = time.perf_counter()
+        overrides, cache_id = prepare_inputs(args, work)
+        print(f"inputs + cache {cache_id}: {time.perf_counter() - t0:.1f}s", flush=True)
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        cached = fit(overrides, "bench-cached", args)
+        online = fit([*overrides, "train.data_mode=online"], "bench-online", args)
+        ray.shutdown()
+        ddp = spawn(overrides, "ddp", args, work)
+        sizes = spawn(overrides, "bytes", args, work)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+    ratios = {
+        "cached_vs_online_samples_per_s": cached["samples_per_s"] / online["samples_per_s"],
+        "trainer_deepspeed_vs_ddp_step_time": cached["step_time_s"] / ddp["step_time_s"],
+        "zero3_vs_zero0_bytes_per_rank": sizes["zero3_bytes"] / sizes["zero0_bytes"],
+        "cached_data_wait_fraction": cached["data_wait_frac"],
+    }
+    goals = {"cached_vs_online_samples_per_s": ">= 3", "trainer_deepspeed_vs_ddp_step_time": "<= 1.10",
+             "zero3_vs_zero0_bytes_per_rank": "<= 0.55", "cached_data_wait_fraction": "<= 0.05"}
+    print(f"\n{'':38s}{'value':>12s}  goal")
+    print(f"{'cached samples/s':38s}{cached['samples_per_s']:12.2f}")
+    print(f"{'online samples/s':38s}{online['samples_per_s']:12.2f}")
+    print(f"{'TorchTrainer+DeepSpeed step (s)':38s}{cached['step_time_s']:12.3f}")
+    print(f"{'plain DDP step (s)':38s}{ddp['step_time_s']:12.3f}")
+    print(f"{'ZeRO-0 bytes/rank':38s}{sizes['zero0_bytes']:12d}")
+    print(f"{'ZeRO-3 bytes/rank':38s}{sizes['zero3_bytes']:12d}")
+    for k, v in ratios.items():
+        print(f"{k:38s}{v:12.3f}  {goals[k]}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"args": vars(args), "ratios": ratios, "goals": goals, "cached": cached,
+                                   "online": online, "ddp": ddp, "bytes": sizes}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
