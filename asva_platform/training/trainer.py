@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -181,19 +182,22 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
 
     t = exp_cfg.train
     name = run_name or exp_cfg.name
+    clock = _Clock()
     pre = preflight(exp_cfg, storage_path)
     run_uri = join(pre.runs_root, name)
     tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
             TAG_DATA_MODE: t.data_mode, **(run_tags or {})}
     run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)
     log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
-           f"{run_uri}")
+           f"{run_uri} ({clock.lap('preflight')})")
     spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
     try:
         init_ray(exp_cfg.cluster)
         datasets = _training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
+        clock.lap("ray + data")
         trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
         result = trainer.fit()
+        clock.lap("fit")
         if result.error is not None:
             raise result.error
         if result.checkpoint is None:
@@ -211,14 +215,32 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
             if t.ema:
                 out.export_ema_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet_ema"),
                                                        ema=True, storage=pre.storage)
+            clock.lap("export")
     except BaseException:
         finish_run(pre.tracking_uri, run_id, "FAILED")
         raise
     finish_run(pre.tracking_uri, run_id, "FINISHED",
                {TAG_CHECKPOINT: out.checkpoint_uri, **({TAG_EXPORT: out.export_uri} if out.export_uri else {})})
     log_fn(f"finished at step {out.final_step}: loss {out.final_loss:.4f}, {out.samples_per_s:.2f} samples/s; "
-           f"checkpoint {out.checkpoint_uri}")
+           f"checkpoint {out.checkpoint_uri} ({clock.summary()})")
     return out
+
+
+class _Clock:
+    """Wall time of the job's phases, for the closing log line."""
+
+    def __init__(self) -> None:
+        self.t = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> str:
+        now = time.perf_counter()
+        self.laps.append((name, now - self.t))
+        self.t = now
+        return f"{name} {self.laps[-1][1]:.1f}s"
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {s:.1f}s" for n, s in self.laps)
 
 
 def result_line(result: TrainResult) -> str:
