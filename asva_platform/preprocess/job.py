@@ -378,11 +378,11 @@ def shard_sizes(prep: Prepared) -> dict[str, int]:
     return {s.name: int(i.size or 0) for s, i in zip(prep.shards, fs.get_file_info(paths))}
 
 
-def result_from_manifest(prep_or_uri: str, manifest: dict, seconds: float, **kw: Any) -> PreprocessResult:
+def result_from_manifest(cache_uri: str, manifest: dict, seconds: float, **kw: Any) -> PreprocessResult:
     t = manifest["totals"]
     skipped = [{"path": s["path"], "reason": s["reason"], "detail": s["detail"], "split": s["split"]}
                for split in manifest["splits"].values() for s in split["skipped"]]
-    return PreprocessResult(prep_or_uri, manifest["cache_id"], t["clips"], t["windows"], t["rows"], t["samples"],
+    return PreprocessResult(cache_uri, manifest["cache_id"], t["clips"], t["windows"], t["rows"], t["samples"],
                             skipped, seconds, **kw)
 
 

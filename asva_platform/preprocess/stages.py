@@ -87,6 +87,11 @@ def _span(value: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def entry_id(clip: str, start: float | None, end: float | None) -> str:
+    """A list entry's id: the clip path, plus its span for `clip` lists (one file may be listed twice)."""
+    return clip if start is None else f"{clip}[{start:g}:{end if end is not None else ''}]"
+
+
 def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = None) -> dict:
     """Every grid window of one clip (``count`` evenly spread ones if > 0), decoded once.
 
@@ -106,10 +111,10 @@ def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = N
     )
 
     f_count = sampling.num_frames
-    h, w = sampling.image_size
-    base = {k: task[k] for k in ("split", "clip", "path", "class_dir", "shard", "order")}
     entry = ClipEntry(_str(task["path"]), _str(task["clip"]), _str(task["class_dir"]), "",
                       _span(task["span_start"]), _span(task["span_end"]))
+    base = {**{k: task[k] for k in ("split", "clip", "path", "class_dir", "shard", "order")},
+            "entry_id": entry_id(entry.name, entry.start, entry.end)}
     try:
         with open_file(root, entry.path, filesystem) as src:
             info = probe(src, sampling)
@@ -223,10 +228,10 @@ class EncodeWindows:
             mel = torch.from_numpy(np.ascontiguousarray(rec["mel"]))
             tokens = [self.audio.encode(m.to(self.device)) for m in mel.split(self.audio_chunk)]
             out["audio_tokens"] = torch.cat(tokens).to(torch.float16).cpu().numpy()
-        fps_index = np.round(np.asarray(rec["starts"]) * 1000).astype(np.int64)  # ms: unique per window
-        clip = _str(rec["clip"])
+        start_ms = np.round(np.asarray(rec["starts"]) * 1000).astype(np.int64)
+        clip, eid = _str(rec["clip"]), _str(rec["entry_id"])
         meta = {
-            "window_id": np.array([f"{clip}@{ms:07d}ms" for ms in fps_index], dtype=object),
+            "window_id": np.array([f"{eid}@{ms:07d}ms" for ms in start_ms], dtype=object),
             "clip": np.array([clip] * n, dtype=object),
             "class_dir": np.array([_str(rec["class_dir"])] * n, dtype=object),
             "split": np.array([_str(rec["split"])] * n, dtype=object),
@@ -263,19 +268,19 @@ class EncodeWindows:
 
 
 class ShardAssembler:
-    """Collects window rows by shard; a shard is complete once every one of its clips has delivered all its
-    windows or its skip marker. Rows of a completed shard are sorted (clip order, start), so a shard's
-    content does not depend on the order work finished in."""
+    """Collects window rows by shard; a shard is complete once every one of its entries (identified by their
+    ``order`` in the shard) has delivered all its windows or its skip marker. Rows of a completed shard are
+    sorted (entry order, start), so a shard's content does not depend on the order work finished in."""
 
     def __init__(self, plan: dict[str, list[str]], split_of: dict[str, str], cache_id: str) -> None:
         self.plan = plan
         self.split_of = split_of
         self.cache_id = cache_id
         self.parts: dict[str, list[dict]] = defaultdict(list)
-        self.seen: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self.expected: dict[str, dict[str, int]] = defaultdict(dict)
-        self.skipped: dict[str, list[dict]] = defaultdict(list)
-        self.class_of: dict[str, str] = {}
+        self.seen: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self.expected: dict[str, dict[int, int]] = defaultdict(dict)
+        self.skipped: dict[str, dict[int, dict]] = defaultdict(dict)
+        self.class_of: dict[str, dict[int, str]] = defaultdict(dict)
 
     def add(self, batch: dict[str, np.ndarray]) -> list[tuple[str, dict[str, np.ndarray], dict]]:
         """Add rows; returns ``(shard, columns, meta)`` for every shard this batch completed."""
@@ -286,48 +291,45 @@ class ShardAssembler:
         for shard in dict.fromkeys(shards.tolist()):
             if shard not in self.plan:
                 raise ValueError(f"row for unknown shard {shard!r}")
-            mask = shards == shard
-            rows = {k: v[mask] for k, v in batch.items()}
-            for clip, cls in zip(rows["clip"], rows["class_dir"]):
-                self.class_of[_str(clip)] = _str(cls)
+            rows = {k: v[shards == shard] for k, v in batch.items()}
+            for i, order in enumerate(rows["order"].tolist()):
+                self.class_of[shard][order] = _str(rows["class_dir"][i])
+                if _str(rows["skip_reason"][i]):
+                    self.skipped[shard][order] = {"path": _str(rows["clip"][i]), "reason": _str(rows["skip_reason"][i]),
+                                                  "detail": _str(rows["skip_detail"][i])}
+                    self.expected[shard][order] = 0
+                else:
+                    self.seen[shard][order] += 1
+                    self.expected[shard][order] = int(rows["clip_windows"][i])
             ok = np.array([not _str(r) for r in rows["skip_reason"]], dtype=bool)
-            for i in np.flatnonzero(~ok):
-                self.skipped[shard].append({"path": _str(rows["clip"][i]), "reason": _str(rows["skip_reason"][i]),
-                                            "detail": _str(rows["skip_detail"][i])})
-                self.expected[shard][_str(rows["clip"][i])] = 0
             if ok.any():
-                good = {k: v[ok] for k, v in rows.items()}
-                self.parts[shard].append(good)
-                for clip, total in zip(good["clip"], good["clip_windows"]):
-                    self.seen[shard][_str(clip)] += 1
-                    self.expected[shard][_str(clip)] = int(total)
+                self.parts[shard].append({k: v[ok] for k, v in rows.items()})
             touched.append(shard)
         return [self._complete(s) for s in touched if self._is_complete(s)]
 
     def _is_complete(self, shard: str) -> bool:
-        exp = self.expected[shard]
-        return all(c in exp and self.seen[shard].get(c, 0) >= exp[c] for c in self.plan[shard])
+        exp, seen = self.expected[shard], self.seen[shard]
+        return all(o in exp and seen.get(o, 0) >= exp[o] for o in range(len(self.plan[shard])))
 
     def _complete(self, shard: str) -> tuple[str, dict[str, np.ndarray], dict]:
         cols = concat_batches(self.parts.pop(shard, []))
-        clips = self.plan[shard]
-        skipped = sorted(self.skipped.pop(shard, []), key=lambda s: clips.index(s["path"]))
         if cols:
             order = np.lexsort((cols["start"], cols["order"]))
             cols = {k: v[order] for k, v in cols.items() if k not in PIPELINE_COLUMNS}
+        skipped_by_order = self.skipped.pop(shard, {})
+        classes = self.class_of.pop(shard, {})
         per_class: dict[str, int] = defaultdict(int)
         clips_per_class: dict[str, int] = defaultdict(int)
         for c in cols.get("class_dir", []):
             per_class[_str(c)] += 1
-        skipped_paths = {s["path"] for s in skipped}
-        for clip in clips:
-            cls = self.class_of.pop(clip, "")
-            if clip not in skipped_paths:
-                clips_per_class[cls] += 1
+        for o in range(len(self.plan[shard])):
+            if o not in skipped_by_order:
+                clips_per_class[classes[o]] += 1
+        clips = self.plan[shard]
         meta = {"cache_id": self.cache_id, "shard": shard, "split": self.split_of[shard], "clips": list(clips),
-                "rows": int(len(cols.get("window_id", []))), "clips_ok": len(clips) - len(skipped),
+                "rows": int(len(cols.get("window_id", []))), "clips_ok": len(clips) - len(skipped_by_order),
                 "per_class": dict(sorted(per_class.items())), "clips_per_class": dict(sorted(clips_per_class.items())),
-                "skipped": skipped}
+                "skipped": [skipped_by_order[o] for o in sorted(skipped_by_order)]}
         self.seen.pop(shard, None)
         self.expected.pop(shard, None)
         return shard, cols, meta
