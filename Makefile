@@ -58,8 +58,10 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# After `make demo`: check the demo's sweep in the MLflow UI; screenshots land in out/ui-check/.
 ui-check: setup chromium
-	$(PY) -m pytest -q tests/integration/test_ui_check.py
+	ASVA_UI_CHECK_URI=$${ASVA_UI_CHECK_URI:-http://127.0.0.1:5100} ASVA_UI_CHECK_OUT=out/ui-check \
+	  $(PY) -m pytest -q tests/integration/test_ui_check.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache
