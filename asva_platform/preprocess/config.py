@@ -47,9 +47,9 @@ class PreprocessConfig:
     batch_size: int = 2
     """Clips per encoder `map_batches` batch."""
     vae_chunk_frames: int = 16
-    """Frames per VAE forward pass (bounds activation memory; results do not depend on it)."""
+    """Frames per VAE forward pass (bounds activation memory; may change results in the last bits)."""
     audio_chunk_windows: int = 16
-    """Windows per audio-encoder forward pass."""
+    """Windows per audio-encoder forward pass (bounds memory; may change results in the last bits)."""
     encode_memory_gb: float = 2.0
     """Memory reserved per encoder actor (Ray Data cannot prevent OOMs without it)."""
     write_memory_gb: float = 1.0

@@ -36,6 +36,13 @@ def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: st
     return dataclasses.replace(model_cfg, **{f: str(storage.localize(uri, cache_dir)) for f, uri in remote.items()})
 
 
+def absolute_model_paths(model_cfg: ModelConfig) -> ModelConfig:
+    """Local weight paths made absolute, so actors (whatever their working directory) find them."""
+    local = {f: str(Path(getattr(model_cfg, f)).resolve()) for f in _PATH_FIELDS
+             if getattr(model_cfg, f) and not is_s3(getattr(model_cfg, f))}
+    return dataclasses.replace(model_cfg, **local)
+
+
 def load_frozen_encoders(model_cfg: ModelConfig, device: str | torch.device = "cpu", dtype: str = "fp32"):
     """``(vae, audio_encoder)`` in eval mode (no drop-path: the cache is deterministic), on ``device``."""
     with torch.random.fork_rng(devices=[]):

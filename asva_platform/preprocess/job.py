@@ -59,7 +59,7 @@ class Prepared:
     filesystem: Any
     listings: dict
     model: dict
-    """The model section as a plain dict (weight paths localized), for the encoder actors."""
+    """The model section as a plain dict, for the encoder actors (which copy s3:// weights to their node)."""
     layout: fmt.CacheLayout
     text: dict[str, np.ndarray]
     null_audio: np.ndarray
@@ -148,6 +148,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     from asva_model.config import model_config_from_dict
     from asva_model.text import load_text_encodings
     from asva_platform.preprocess.encoders import (
+        absolute_model_paths,
         latent_downsample,
         load_frozen_encoders,
         localize_model_paths,
@@ -165,7 +166,8 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     if not any(listing.entries for listing in listings.values()):
         raise UserError(f"dataset {cfg.dataset.root}: no usable clips in split(s) {', '.join(p.splits)}")
 
-    model_cfg = model_config_from_dict(cfgmod.to_dict(cfg.model), "model")
+    model_cfg = absolute_model_paths(model_config_from_dict(cfgmod.to_dict(cfg.model), "model"))
+    model_for_actors = cfgmod.to_dict(model_cfg)  # s3:// paths stay remote: each actor copies them to its node
     if not model_cfg.text_encodings:
         raise UserError("model.text_encodings: required (the cache stores each class prompt's encoding)")
     try:
@@ -198,7 +200,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
                               vae_fingerprint=state_fingerprint(vae), audio_fingerprint=state_fingerprint(audio),
                               text_fingerprint=hashlib.sha256(fmt.npz_bytes(text)).hexdigest())
     cache_id = compute_cache_id(identity)
-    return Prepared(cfg, storage, root, fs, listings, cfgmod.to_dict(model_cfg), layout, text, null_audio, identity,
+    return Prepared(cfg, storage, root, fs, listings, model_for_actors, layout, text, null_audio, identity,
                     cache_id, join(cfg.storage.cache_root, cache_id), plan_shards(listings, p.clips_per_shard))
 
 

@@ -40,7 +40,7 @@ def job(s3_server, tmp_path_factory):
     """Dataset and weights uploaded to S3, one clip overwritten by garbage; returns (work dir, config, overrides,
     corrupt clip)."""
     work = tmp_path_factory.mktemp("preprocess")
-    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0)
+    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=3.0)
     storage = Storage()
     prefix = f"s3://{s3_server.bucket}/datasets/{work.name}"
     storage.upload_dir(work / "data", prefix)
