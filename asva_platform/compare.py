@@ -126,7 +126,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.best{font-weight:bold;background:#e6f4e6}
 .clips th{position:sticky;top:0;z-index:1}
 .clips video{width:192px;display:block;background:#000}
-.clips td.name{max-width:200px;word-break:break-all;font-size:12px}
+.clips td.name{min-width:150px;max-width:220px;word-break:break-all;font-size:12px}
 button{font-size:12px;margin-top:4px}
 """
 
