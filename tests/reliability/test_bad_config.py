@@ -1,6 +1,6 @@
 """Case 5, bad config: each mistake is one ``error: ...`` line (exit 2) before any Ray resources are taken.
 
-The jobs' real ``main`` functions run in a subprocess (all cases in one, see badconfig_probe.py) with
+The jobs' real ``main`` functions run in a subprocess (all cases in one, see job_probe.py) with
 ``RAY_TMPDIR`` pointed at an empty folder: Ray creates its session directory there the moment a Ray instance
 starts, so an empty folder and ``ray.is_initialized()`` false prove no Ray (hence no Train worker, Tune trial
 or job) was started.
@@ -8,13 +8,14 @@ or job) was started.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.reliability.job_probe import run_jobs
 
 pytestmark = pytest.mark.integration
 
@@ -47,32 +48,18 @@ def test_bad_configs_fail_in_one_line_before_ray(storage_overrides, tmp_path):
     bad_yaml.write_text(f"base: {TINY}\ntrain:\n  zero_stage: 4\n")
     train = ["--config", TINY, *storage_overrides]
     cases = {
-        "unknown key": (["jobs.train", [*train, "train.lrr=1e-4"]], ["train.lrr", "unknown key"]),
-        "wrong type": (["jobs.train", [*train, "train.max_steps=many"]], ["train.max_steps"]),
-        "ZeRO stage 4": (["jobs.train", [*train, "train.zero_stage=4"]], ["zero_stage", "must be 0, 1, 2 or 3"]),
-        "ZeRO stage 4 in a file": (["jobs.train", ["--config", str(bad_yaml)]], ["bad.yaml", "zero_stage"]),
-        "negative lr": (["jobs.train", [*train, "train.lr=-1e-4"]], ["lr", "must be > 0"]),
-        "too many workers": (["jobs.train", [*train, "train.num_workers=64"]],
+        "unknown key": ("jobs.train", [*train, "train.lrr=1e-4"], ["train.lrr", "unknown key"]),
+        "wrong type": ("jobs.train", [*train, "train.max_steps=many"], ["train.max_steps"]),
+        "ZeRO stage 4": ("jobs.train", [*train, "train.zero_stage=4"], ["zero_stage", "must be 0, 1, 2 or 3"]),
+        "ZeRO stage 4 in a file": ("jobs.train", ["--config", str(bad_yaml)], ["bad.yaml", "zero_stage"]),
+        "negative lr": ("jobs.train", [*train, "train.lr=-1e-4"], ["lr", "must be > 0"]),
+        "too many workers": ("jobs.train", [*train, "train.num_workers=64"],
                              ["train.num_workers", "64 workers", "local Ray has 4"]),
-        "missing cache": (["jobs.train", [*train, "train.cache=no-such-cache"]], ["no-such-cache"]),
-        "sweep over unknown key": (["jobs.sweep", [str(sweep_file(tmp_path))]],
+        "missing cache": ("jobs.train", [*train, "train.cache=no-such-cache"], ["no-such-cache"]),
+        "sweep over unknown key": ("jobs.sweep", [str(sweep_file(tmp_path))],
                                    ["sweep.yaml", "search_space", "train.learning_rate"]),
     }
-    ray_tmp = tmp_path / "ray-tmp"
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "tests.reliability.badconfig_probe",
-                           json.dumps([c for c, _ in cases.values()])],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    for (name, (_, needles)), res in zip(cases.items(), results, strict=True):
-        lines = res["stderr"].strip().splitlines()
-        assert res["rc"] == 2, f"{name}: rc={res['rc']}\n{res['stderr'][-3000:]}"
-        assert len(lines) == 1 and lines[0].startswith("error: "), f"{name}: not one line:\n{res['stderr'][-3000:]}"
-        assert all(n in lines[0] for n in needles), f"{name}: {lines[0]}"
-        assert not res["ray_initialized"] and not res["ray_session_dir"], f"{name}: Ray was started"
-    assert not ray_tmp.exists() or not any(ray_tmp.iterdir())
+    run_jobs(cases, tmp_path)
 
 
 def test_cli_error_is_one_line_without_traceback(tmp_path):
