@@ -6,8 +6,8 @@ intervals. By default (``audio_feature="loudness_flux"``) that is the absolute f
 librosa's linear RMS loudness (10 ms hop): onsets *and* offsets, because things move when a sound starts
 and when it dies away (a hammer recoils, a pulse shrinks). ``audio_feature="onset_strength"`` uses
 ``librosa.onset.onset_strength`` (positive spectral flux of the log-mel spectrogram) instead; measured on
-synthetic AVSync15 2-s windows at 6 fps it ranks synced audio above audio shifted by 0.25-0.5 s only ~76 %
-of the time against ~97 % for the loudness flux (log-mel flux is dominated by changes in quiet parts;
+synthetic AVSync15 2-s windows at 6 fps it ranks synced audio above audio shifted by 0.25-0.5 s only 75 %
+of the time against 97.5 % for the loudness flux (log-mel flux is dominated by changes in quiet parts;
 see docs/data.md). The score is the Pearson correlation of the two series; a lag search shifts the audio
 against the video in ``lag_step_s`` steps up to ``max_lag_s`` and reports the best lag. The score itself is
 the best correlation within ``tolerance_s`` of zero lag (half a frame interval by default), so a clip whose
