@@ -162,8 +162,8 @@ class ModelConfig:
                  f"must be in [0, 1], got {self.audio_cond_drop_prob}")
         _require(bool(self.trainable_modules), "trainable_modules", "must name at least one module pattern")
         if self.preset == "tiny":
-            for name in ("unet", "audio_encoder", "vae"):
-                _require(getattr(self, name) == getattr(ModelConfig(), name), name,
+            for name, tiny in TINY_GEOMETRY.items():
+                _require(getattr(self, name) == tiny, name,
                          "is set by preset 'tiny'; remove these keys or use preset: full")
         geo = self.resolved()
         _require(geo.unet.audio_cross_attention_dim == geo.audio_encoder.embed_dim, "unet.audio_cross_attention_dim",
@@ -171,17 +171,25 @@ class ModelConfig:
         _require(geo.vae.latent_channels == geo.unet.in_channels == geo.unet.out_channels, "vae.latent_channels",
                  "must equal unet.in_channels and unet.out_channels")
 
+    def __post_init__(self) -> None:
+        # The preset's geometry is filled in at construction, so the config object (and what is dumped or
+        # logged from it) always holds the real widths; sections left at their defaults take the preset's.
+        if self.preset == "tiny":
+            defaults = {"unet": UNetConfig(), "audio_encoder": AudioEncoderConfig(), "vae": VAEConfig()}
+            for name, tiny in TINY_GEOMETRY.items():
+                if getattr(self, name) == defaults[name]:
+                    setattr(self, name, dataclasses.replace(tiny))
+
     def resolved(self) -> ModelConfig:
-        """This config with the preset's geometry filled in (identity for `full`)."""
-        if self.preset == "full":
-            return self
-        return dataclasses.replace(self, unet=TINY_UNET, audio_encoder=TINY_AUDIO_ENCODER, vae=TINY_VAE)
+        """This config with the preset's geometry filled in (already done at construction)."""
+        return self
 
 
 TINY_UNET = UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attention_head_dim=2,
                        cross_attention_dim=32, audio_cross_attention_dim=32, norm_num_groups=8)
 TINY_AUDIO_ENCODER = AudioEncoderConfig(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
 TINY_VAE = VAEConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
+TINY_GEOMETRY = {"unet": TINY_UNET, "audio_encoder": TINY_AUDIO_ENCODER, "vae": TINY_VAE}
 
 
 def model_config_from_dict(data: dict, source: str = "<dict>") -> ModelConfig:

@@ -122,7 +122,8 @@ def test_every_field_has_a_docstring():
 def test_flatten_gives_dotted_params():
     flat = cfg.flatten(load_experiment(CONFIGS / "tiny.yaml"))
     assert flat["train.lr"] == 1e-4
-    assert flat["model.unet.block_out_channels"] == [320, 640, 1280, 1280]
+    # The tiny preset's real widths are what gets logged, not the full-size defaults.
+    assert flat["model.unet.block_out_channels"] == [32, 64]
 
 
 def test_replace_dotted_revalidates():
