@@ -19,6 +19,7 @@ produce must pass that key's type and range checks, before anything starts::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,10 +63,12 @@ class SweepSpec:
     """Dotted overrides applied to the base config before the search space."""
     checkpoint: str = ""
     """Guidance sweeps: the checkpoint to evaluate (storage URI, or an MLflow run id of a training run)."""
-    metric: str = "loss"
-    """Metric Tune optimizes (reported by every trial)."""
-    mode: Literal["min", "max"] = "min"
-    """Whether lower or higher `metric` is better."""
+    metric: str = ""
+    """Metric Tune optimizes (reported by every trial); empty = `loss` for train sweeps, `AlignSync` (else
+    `Sync`) for guidance sweeps."""
+    mode: Literal["", "min", "max"] = ""
+    """Whether lower or higher `metric` is better; empty = the metric's known direction (loss, FID, FVD,
+    SyncLag_s: min; IA, IT, RelSync, AlignSync, Sync: max)."""
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Dotted config key -> one distribution: {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]},
     {loguniform: [lo, hi]}, {randint: [lo, hi)}."""
@@ -81,6 +84,9 @@ class SweepSpec:
     """Resources of each trial's driver (guidance trials do their work there; e.g. {CPU: 1, GPU: 1})."""
     storage_path: str = ""
     """Where Tune keeps its state (default: <storage.root>/sweeps); re-running the sweep resumes from it."""
+    plot_metrics: list[str] = field(default_factory=list)
+    """Reported metrics plotted against each swept parameter on the parent run, besides `metric`
+    (e.g. FVD next to Sync for a guidance sweep)."""
 
     def validate(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
@@ -93,6 +99,11 @@ class SweepSpec:
         if self.search == "grid":
             bad = [k for k, d in self.search_space.items() if next(iter(d)) != "grid"]
             require(not bad, "search", f"`grid` needs grid distributions, not for {bad}")
+        if self.search == "optuna":
+            bad = [k for k, d in self.search_space.items() if next(iter(d)) == "grid"]
+            require(not bad, "search", f"`optuna` samples distributions; use choice instead of grid for {bad}")
+        require(not (self.scheduler.type == "asha" and self.kind == "guidance"), "scheduler.type",
+                "asha needs intermediate results; guidance trials report once (use fifo)")
 
 
 def _check_distribution(key: str, dist: dict[str, Any]) -> None:
@@ -161,7 +172,55 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                 raise ConfigError(f"{path}: search_space.{key}: value {value!r} is invalid ({reason})") from None
     if spec.kind == "guidance" and not spec.checkpoint:
         raise ConfigError(f"{path}: checkpoint: a guidance sweep needs a checkpoint URI or MLflow run id")
+    reported = reported_metrics(spec.kind, base)
+    spec = _with_default_objective(spec, reported, path)
+    checks = [("metric", [spec.metric]), ("plot_metrics", spec.plot_metrics)]
+    if spec.scheduler.type == "asha":
+        checks.append(("scheduler.time_attr", [spec.scheduler.time_attr]))
+    for key, names in checks:
+        unknown = [n for n in names if n not in reported]
+        if unknown:
+            raise ConfigError(f"{path}: {key}: {', '.join(unknown)} is not reported by every {spec.kind} trial "
+                              f"of this config (choose from {', '.join(sorted(reported))})")
     return LoadedSweep(spec, base, path)
+
+
+# What each evaluation metric (eval.metrics.metrics) reports (asva_model.metrics.compute.summarize).
+EVAL_REPORTED = {"fid": ("FID",), "fvd": ("FVD",), "ia": ("IA",), "it": ("IT",), "relsync": ("RelSync",),
+                 "alignsync": ("AlignSync",), "sync": ("Sync", "Sync_gt", "SyncLag_s")}
+# Metrics every training report carries (asva_platform.training.loop); val_loss only when validation runs
+# at every report step.
+TRAIN_REPORTED = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s")
+
+
+LOWER_IS_BETTER = ("loss", "val_loss", "FID", "FVD", "SyncLag_s", "step_time_s")
+HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt", "samples_per_s")
+
+
+def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> SweepSpec:
+    """Fill an empty ``metric``/``mode`` from the kind's default metric and the metric's known direction."""
+    metric = spec.metric
+    if not metric:
+        candidates = ["loss"] if spec.kind == "train" else ["AlignSync", "Sync"]
+        metric = next((m for m in candidates if m in reported), candidates[0])
+    mode = spec.mode
+    if not mode:
+        if metric not in LOWER_IS_BETTER + HIGHER_IS_BETTER:
+            raise ConfigError(f"{path}: mode: set min or max (the direction of {metric!r} is not known)")
+        mode = "min" if metric in LOWER_IS_BETTER else "max"
+    return dataclasses.replace(spec, metric=metric, mode=mode)
+
+
+def reported_metrics(kind: str, base: ExperimentConfig) -> set[str]:
+    """Metrics every trial of ``kind`` reports to Tune with this base config: what `metric` (and ASHA's
+    intermediate decisions) may use."""
+    if kind == "guidance":
+        return {key for name in base.eval.metrics.metrics for key in EVAL_REPORTED[name]}
+    t = base.train
+    out = set(TRAIN_REPORTED)
+    if t.validate_every and t.val_windows and all(n % t.validate_every == 0 for n in (t.log_every, t.checkpoint_every)):
+        out.add("val_loss")
+    return out
 
 
 def tune_search_space(spec: SweepSpec) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""``python -m jobs.sweep sweeps/<file>.yaml [dotted overrides] [--json]``: a Ray Tune sweep logged to MLflow.
+
+Overrides target the sweep file (``num_samples=8``, ``checkpoint=<run id>``) or, prefixed with ``base.``,
+the experiment config the trials start from (``base.train.max_steps=200``). Re-running a sweep whose
+driver died resumes it (finished trials are kept, their MLflow runs are not duplicated). With ``--json`` the
+last stdout line is one JSON object: experiment, parent_run_id, trials (count), best {params, metric, ...}.
+See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from asva_platform.errors import run_guarded
+
+
+def parse_args(argv: list[str] | None):
+    p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("sweep", help="sweep YAML (e.g. sweeps/guidance_scale_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides: sweep keys, or base.<key> for the base config")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from asva_platform.cluster import apply_runtime_defaults
+
+    apply_runtime_defaults()  # before ray/deepspeed are imported
+    from sweeps.spec import load_sweep
+    from sweeps.tune_runner import run_sweep
+
+    loaded = load_sweep(args.sweep, args.overrides)
+    result = run_sweep(loaded)
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()  # flushes worker output, so the JSON line below really is the last one
+    if args.json:
+        print(json.dumps(result.to_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main, sys.argv[1:]))

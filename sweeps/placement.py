@@ -1,0 +1,89 @@
+"""Free the worker reservations of train trials that Tune stops.
+
+When a scheduler (ASHA) stops a trial, Tune kills the trial's actor, and with it the Train V2 controller
+the trial started. The controller's placement group (its workers' CPUs/GPUs) belongs to the *job*, not to
+the controller, so it outlives it. Ray Train's own ``PlacementGroupCleaner`` would remove it, but it learns
+of the controller's death through the state API, which needs the dashboard and a single Ray instance per
+machine; without them (a local run, CI) every stopped trial leaks its workers' resources and the next
+trial waits forever for them.
+
+So the sweep keeps its own ledger: :class:`RecordPlacementGroups` (a callback of the trial's
+TorchTrainer, run in the controller) sends each worker group's placement group to the sweep's
+:class:`PlacementGroupLedger` actor; when Tune is done with the trial the driver calls
+:func:`release_trial`, and the ledger removes the trial's groups -- and any the dying controller still
+creates afterwards (a restart attempt), the moment they are recorded.
+
+The callback base class is Ray Train's internal worker-group hook (Train V2 passes non-user callbacks
+from ``RunConfig.callbacks`` to the controller for exactly this kind of workaround); ray is pinned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import ray
+from ray.train.v2._internal.execution.callback import WorkerGroupCallback
+from ray.util.placement_group import remove_placement_group
+
+log = logging.getLogger(__name__)
+
+
+def ledger_name(sweep_uri: str) -> str:
+    return "asva-sweep-pg-ledger-" + hashlib.sha1(sweep_uri.encode()).hexdigest()[:12]
+
+
+@ray.remote(num_cpus=0)
+class PlacementGroupLedger:
+    """Placement groups of each trial's training workers; removes a trial's groups once it is released."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list] = {}
+        self.released: set[str] = set()
+
+    def record(self, trial_id: str, group) -> None:
+        if trial_id in self.released:
+            _remove(group)
+        else:
+            self.groups.setdefault(trial_id, []).append(group)
+
+    def release(self, trial_id: str) -> int:
+        self.released.add(trial_id)
+        groups = self.groups.pop(trial_id, [])
+        for group in groups:
+            _remove(group)
+        return len(groups)
+
+
+def _remove(group) -> None:
+    try:
+        remove_placement_group(group)
+    except Exception as err:  # noqa: BLE001 - already removed by a controller that shut down cleanly
+        log.debug("placement group %s: %s", group.id, err)
+
+
+def start_ledger(sweep_uri: str):
+    """The sweep's ledger (one per driver; named so a restored Tune callback finds it)."""
+    return PlacementGroupLedger.options(name=ledger_name(sweep_uri), get_if_exists=True).remote()
+
+
+def release_trial(sweep_uri: str, trial_id: str) -> int:
+    """Remove the placement groups of ``trial_id`` (now and whenever its controller makes another)."""
+    try:
+        ledger = ray.get_actor(ledger_name(sweep_uri))
+    except ValueError:  # no train trials in this driver
+        return 0
+    return ray.get(ledger.release.remote(trial_id), timeout=30)
+
+
+class RecordPlacementGroups(WorkerGroupCallback):
+    """TorchTrainer callback (runs in the controller): report each worker group's placement group."""
+
+    def __init__(self, sweep_uri: str, trial_id: str) -> None:
+        self.sweep_uri = sweep_uri
+        self.trial_id = trial_id
+
+    def after_worker_group_start(self, worker_group) -> None:
+        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+        ledger = ray.get_actor(ledger_name(self.sweep_uri))
+        ray.get(ledger.record.remote(self.trial_id, group), timeout=30)

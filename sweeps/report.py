@@ -1,0 +1,206 @@
+"""The sweep's summary on its parent run: a table of trials, the best trial, and plots.
+
+* ``summary/trials.csv`` and ``summary/trials.json`` (an MLflow table, rendered in the UI): one row per
+  trial with its run, status (finished / stopped_early / failed), swept values and final metrics;
+* ``plots/<metric>_vs_<param>.png``: each plotted metric (the sweep's ``metric`` and ``plot_metrics``)
+  against each swept parameter, trials ASHA stopped drawn hollow;
+* ``plots/<metric>_curves.png`` (train sweeps): the metric's history of every trial against ``step``;
+* metrics ``best_<metric>``, ``trials``, ``trials_stopped_early``, ``trials_failed`` and tags naming the
+  best trial's run. Re-logging an unchanged summary (a re-run of a finished sweep) adds no history.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeps.mlflow_sweep import TAG_BEST_RUN, TAG_BEST_TRIAL
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    run_name: str
+    params: dict[str, Any]
+    status: str
+    """`finished`, `stopped_early` or `failed`."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The trial's last reported numeric metrics."""
+    run_id: str = ""
+    """Its child run in MLflow ('' if it never opened one)."""
+    history: list[tuple[float, float]] = field(default_factory=list)
+    """(time_attr, metric) of every report (train trials)."""
+    error: str = ""
+    checkpoint: str = ""
+    """Train trials: the last checkpoint the trial reported (storage URI)."""
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(float(value))
+
+
+def best_row(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | None:
+    """The trial with the best final ``metric`` among those that did not fail."""
+    scored = [r for r in rows if r.status != "failed" and finite(r.metrics.get(metric))]
+    if not scored:
+        return None
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda r: float(r.metrics[metric]))
+
+
+def table_columns(rows: list[TrialRow], metrics: list[str]) -> list[str]:
+    keys = sorted({k for r in rows for k in r.params})
+    return ["run_name", "status", *keys, *metrics, "trial_id", "run_id"]
+
+
+def table_rows(rows: list[TrialRow], metrics: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for r in sorted(rows, key=lambda r: r.run_name):
+        row: dict[str, Any] = {"run_name": r.run_name, "status": r.status, **r.params}
+        row.update({m: r.metrics.get(m) for m in metrics})
+        row.update({"trial_id": r.trial_id, "run_id": r.run_id})
+        out.append(row)
+    return out
+
+
+def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    return buf.getvalue()
+
+
+def _numeric(values: list[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Path, log_x: bool) -> bool:
+    """One scatter/line plot; False when no trial has both values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(r.params[param], float(r.metrics[metric]), r.status) for r in rows
+              if param in r.params and finite(r.metrics.get(metric))]
+    if not points:
+        return False
+    numeric = _numeric([p[0] for p in points])
+    if numeric:
+        points.sort(key=lambda p: p[0])
+        xs = [float(p[0]) for p in points]
+    else:
+        labels = sorted({str(p[0]) for p in points})
+        xs = [labels.index(str(p[0])) for p in points]
+    ys = [p[1] for p in points]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    finished = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] != "stopped_early"]
+    stopped = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] == "stopped_early"]
+    if finished:
+        ax.plot(*zip(*finished), "o-" if numeric and len(set(xs)) == len(xs) else "o", color="C0", label="finished")
+    if stopped:
+        ax.plot(*zip(*stopped), "o", mfc="none", color="C3", label="stopped early")
+    if numeric and log_x and min(xs) > 0:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {param.rsplit('.', 1)[-1]}")
+    ax.grid(alpha=0.3)
+    if stopped:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_curves(rows: list[TrialRow], metric: str, time_attr: str, path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [r for r in rows if r.history]
+    if not drawn:
+        return False
+    fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=100)
+    for i, r in enumerate(sorted(drawn, key=lambda r: r.run_name)):
+        xs, ys = zip(*r.history)
+        ax.plot(xs, ys, "--" if r.status == "stopped_early" else "-", marker=".", color=f"C{i % 10}",
+                label=r.run_name)
+    ax.set_xlabel(time_attr)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} per trial (dashed: stopped early)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def _log_x(dist: dict[str, Any]) -> bool:
+    kind, args = next(iter(dist.items()))
+    if kind == "loguniform":
+        return True
+    values = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= 100
+
+
+def plot_names(spec) -> list[str]:
+    return [spec.metric, *[m for m in spec.plot_metrics if m != spec.metric]]
+
+
+def write_plots(rows: list[TrialRow], spec, out_dir: Path) -> list[Path]:
+    """Every plot of the sweep under ``out_dir``."""
+    written = []
+    for param, dist in spec.search_space.items():
+        leaf = param.replace(".", "_")
+        for metric in plot_names(spec):
+            path = out_dir / f"{metric}_vs_{leaf}.png"
+            if plot_metric_vs_param(rows, param, metric, path, _log_x(dist)):
+                written.append(path)
+    if spec.kind == "train":
+        path = out_dir / f"{spec.metric}_curves.png"
+        if plot_curves(rows, spec.metric, spec.scheduler.time_attr, path):
+            written.append(path)
+    return written
+
+
+def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow]) -> TrialRow | None:
+    """Table, plots, best trial and counts on the parent run; returns the best trial."""
+    from mlflow.entities import Metric
+
+    metrics = plot_names(spec)
+    columns = table_columns(rows, metrics)
+    table = table_rows(rows, metrics)
+    client.log_text(parent_run_id, to_csv(table, columns), "summary/trials.csv")
+    if table:
+        client.log_table(parent_run_id, data={c: [row.get(c) for row in table] for c in columns},
+                         artifact_file="summary/trials.json")
+    with tempfile.TemporaryDirectory(prefix="asva-sweep-plots-") as tmp:
+        for path in write_plots(rows, spec, Path(tmp)):
+            client.log_artifact(parent_run_id, str(path), "plots")
+    best = best_row(rows, spec.metric, spec.mode)
+    counts = {"trials": len(rows), "trials_stopped_early": sum(r.status == "stopped_early" for r in rows),
+              "trials_failed": sum(r.status == "failed" for r in rows)}
+    if best is not None:
+        counts[f"best_{spec.metric}"] = float(best.metrics[spec.metric])
+        client.set_tag(parent_run_id, TAG_BEST_RUN, best.run_id)
+        client.set_tag(parent_run_id, TAG_BEST_TRIAL, best.run_name)
+    have = client.get_run(parent_run_id).data.metrics
+    now = int(time.time() * 1000)
+    changed = [Metric(k, float(v), now, 0) for k, v in counts.items() if have.get(k) != float(v)]
+    if changed:
+        client.log_batch(parent_run_id, metrics=changed)
+    return best
