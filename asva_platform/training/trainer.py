@@ -131,6 +131,35 @@ def check_local_cluster_fits(t, cluster_cfg) -> None:
             raise UserError(f"train.num_workers: {t.num_workers} GPU workers but this machine has {gpus} GPUs")
 
 
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
+
+
+def latest_checkpoint_uri(storage: Storage, run_uri: str) -> str | None:
+    """The checkpoint a re-run with this name would resume from (Ray Train's snapshot), if any."""
+    snapshot = join(run_uri, SNAPSHOT)
+    if not storage.exists(snapshot):
+        return None
+    latest = (storage.read_json(snapshot).get("latest_checkpoint_result") or {}).get("checkpoint_dir_name")
+    return join(run_uri, latest) if latest else None
+
+
+def check_resumable(exp_cfg, storage: Storage, run_uri: str) -> str | None:
+    """Before taking resources: a run that will resume must match its checkpoint's ZeRO layout (shards are
+    per rank), else one clear error instead of every restart failing the same way."""
+    from asva_platform.training.checkpoint import STATE_FILE
+
+    ckpt = latest_checkpoint_uri(storage, run_uri)
+    if ckpt is None:
+        return None
+    state = storage.read_json(join(ckpt, STATE_FILE))
+    t = exp_cfg.train
+    if state.get("zero_stage") != t.zero_stage or (t.zero_stage > 0 and state.get("world_size") != t.num_workers):
+        raise UserError(f"run {run_uri} resumes from {ckpt}, written by {state.get('world_size')} workers with ZeRO "
+                        f"stage {state.get('zero_stage')}; set train.num_workers={state.get('world_size')} "
+                        f"train.zero_stage={state.get('zero_stage')} or use a new name")
+    return ckpt
+
+
 def scaling_config(t):
     from ray.train import ScalingConfig
 
@@ -185,11 +214,12 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
     clock = _Clock()
     pre = preflight(exp_cfg, storage_path)
     run_uri = join(pre.runs_root, name)
+    resume_from = check_resumable(exp_cfg, pre.storage, run_uri)
     tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
             TAG_DATA_MODE: t.data_mode, **(run_tags or {})}
     run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)
     log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
-           f"{run_uri} ({clock.lap('preflight')})")
+           f"{run_uri}{f', resuming from {resume_from}' if resume_from else ''} ({clock.lap('preflight')})")
     spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
     try:
         init_ray(exp_cfg.cluster)
