@@ -13,8 +13,8 @@ Order of work, so bad input costs nothing:
    died before Tune first saved its state) are deleted, so the parent has exactly one child per trial.
 
 Storage layout under ``<spec.storage_path or storage.root/sweeps>/<name>/``: Tune's experiment state and
-trial folders (``trial_<id>/``), ``asva-sweep.json``, and for train sweeps ``runs/<run name>/`` (each trial's
-training checkpoints).
+trial folders (``trial_<id>/``), ``asva-sweep.json``, and for train sweeps ``runs/<Tune run id>/<run name>/``
+(each trial's training checkpoints).
 """
 
 from __future__ import annotations
@@ -296,6 +296,21 @@ def finalize_children(client, rows: list[TrialRow]) -> None:
         wanted = "FAILED" if row.status == "failed" else "FINISHED"
         if run.info.status != wanted:
             client.set_terminated(row.run_id, status=wanted)
+
+
+def saved_trial_statuses(storage: Storage, sweep_uri: str) -> dict[str, str]:
+    """``{trial_id: status}`` as of Tune's last saved experiment state (what a restore would start from);
+    empty before the first save."""
+    base = sweep_uri.rstrip("/") + "/"
+    states = sorted(u for u in storage.list(sweep_uri)
+                    if "/" not in u[len(base):] and u[len(base):].startswith("experiment_state-"))
+    if not states:
+        return {}
+    out = {}
+    for trial_json, _ in storage.read_json(states[-1]).get("trial_data", []):
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        out[str(trial.get("trial_id"))] = str(trial.get("status"))
+    return out
 
 
 def reconcile_children(client, experiment_id: str, parent_run_id: str, trial_ids: set[str],
