@@ -5,7 +5,8 @@
 2. TorchTrainer + DeepSpeed step time vs a plain ``torch.distributed`` DDP loop (gloo, same model, batch,
    precision, AdamW + clipping, inputs already in memory, 1 torch thread per rank like a Ray worker);
 3. ZeRO-3 vs ZeRO-0 bytes per rank of parameters + optimizer state (fp32 masters + Adam moments), 2 ranks,
-   measured after one optimizer step in the training precision (bf16 by default: the GPU recipe);
+   measured after one optimizer step in bf16 (the GPU recipe's kind of precision; fp32 is printed too: there
+   ZeRO-3 keeps an fp32 master partition besides the fp32 weight partition, so it saves less);
 4. the data-wait fraction of the cached fit (time blocked on the next batch / wall time).
 
 Throughput and step time are means over the report windows after the first (which holds start-up).
@@ -124,6 +125,8 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, s
     from asva_platform.schema import load_experiment
 
     torch.set_num_threads(1)  # what a Ray Train worker with 1 CPU gets
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world))  # what Ray Train sets; DeepSpeed checks them
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
     torch.manual_seed(cfg.train.seed)
@@ -160,14 +163,16 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, s
 
         from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
 
-        for stage in (0, 3):
-            torch.manual_seed(cfg.train.seed)
-            t = dataclasses.replace(cfg.train, zero_stage=stage, precision=precision, gradient_accumulation_steps=1)
-            engine = initialize_engine(build_unet(cfg.model), t, world)
-            engine.backward(loss_of(engine, batches[0]))
-            engine.step()
-            result[f"zero{stage}_bytes"] = state_bytes(engine)
-            del engine
+        for prec in dict.fromkeys([precision, "bf16", "fp32"]):
+            for stage in (0, 3):
+                torch.manual_seed(cfg.train.seed)
+                t = dataclasses.replace(cfg.train, zero_stage=stage, precision=prec, gradient_accumulation_steps=1)
+                engine = initialize_engine(build_unet(cfg.model), t, world)
+                engine.backward(loss_of(engine, batches[0]))
+                engine.step()
+                key = f"zero{stage}_bytes" + ("" if prec == precision else f"_{prec}")
+                result[key] = state_bytes(engine)
+                del engine
     if rank == 0:
         Path(out).write_text(json.dumps(result))
     dist.destroy_process_group()
@@ -185,6 +190,12 @@ def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def show(what: str, result: dict) -> dict:
+    """Print each side as soon as it is measured (a later failure does not hide it)."""
+    print(f"{what}: " + json.dumps({k: v for k, v in result.items() if k != "windows"}), flush=True)
+    return result
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -200,11 +211,11 @@ def main(argv: list[str]) -> int:
         overrides, cache_id = prepare_inputs(args, work)
         print(f"inputs + cache {cache_id}: {time.perf_counter() - t0:.1f}s", flush=True)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
-        cached = fit(overrides, "bench-cached", args)
-        online = fit([*overrides, "train.data_mode=online"], "bench-online", args)
+        cached = show("cached fit", fit(overrides, "bench-cached", args))
+        online = show("online fit", fit([*overrides, "train.data_mode=online"], "bench-online", args))
         ray.shutdown()
-        ddp = spawn(overrides, "ddp", args, work)
-        sizes = spawn(overrides, "bytes", args, work)
+        ddp = show("plain DDP", spawn(overrides, "ddp", args, work))
+        sizes = show("ZeRO bytes", spawn(overrides, "bytes", args, work))
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -224,6 +235,8 @@ def main(argv: list[str]) -> int:
     print(f"{'plain DDP step (s)':38s}{ddp['step_time_s']:12.3f}")
     print(f"{'ZeRO-0 bytes/rank':38s}{sizes['zero0_bytes']:12d}")
     print(f"{'ZeRO-3 bytes/rank':38s}{sizes['zero3_bytes']:12d}")
+    other = "fp32" if args.bytes_precision == "bf16" else "bf16"
+    print(f"{'ZeRO-3 / ZeRO-0 bytes in ' + other:38s}{sizes[f'zero3_bytes_{other}'] / sizes[f'zero0_bytes_{other}']:12.3f}")
     for k, v in ratios.items():
         print(f"{k:38s}{v:12.3f}  {goals[k]}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -133,17 +133,16 @@ class CachedSource:
     def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
         return self.to_inputs(batch, generator)
 
-    def val_batches(self) -> list[dict]:
+    def val_items(self) -> list[dict]:
         """This rank's equal share of the first ``val_windows`` windows of the cache's ``test`` split."""
         n = self.exp.train.val_windows
         if n == 0 or "test" not in self.handle.splits:
             return []
         rows = list(itertools.islice(self.handle.iter_rows("test"), n))
-        mine = equal_share(rows, self.info.rank, self.info.world)
-        collate = self._collate(None, use_flips=False)
-        bs = self.exp.train.batch_size_per_worker
-        return [collate({k: np.stack([r[k] for r in mine[i:i + bs]]) for k in mine[0]})
-                for i in range(0, len(mine), bs)]
+        return equal_share(rows, self.info.rank, self.info.world)
+
+    def val_batch(self, items: list[dict]) -> dict:
+        return self._collate(None, use_flips=False)({k: np.stack([r[k] for r in items]) for k in items[0]})
 
     def text_for(self, class_dir: str, prompt: str) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.text[class_dir], dtype=np.float32))
@@ -227,18 +226,16 @@ class OnlineSource:
         return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
                                     _to(batch, "text", dev), generator, self.scaling, audio_drop_path=self.drop_path)
 
-    def val_batches(self) -> list[dict]:
-        """Centre windows of the first ``val_windows`` test clips, this rank's equal share."""
-        clips = test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows)
-        mine = equal_share(clips, self.info.rank, self.info.world)
-        bs = self.exp.train.batch_size_per_worker
-        out = []
-        for i in range(0, len(mine), bs):
-            part = mine[i:i + bs]
-            out.append({"frames": torch.from_numpy(np.stack([c.frames for c in part])),
-                        "mel": torch.from_numpy(np.stack([c.mel for c in part])),
-                        "text": torch.stack([self.text_table.get(c.prompt) for c in part])})
-        return out
+    def val_items(self) -> list:
+        """Centre windows of this rank's equal share of ``val_windows`` test clips (clips that fail to decode
+        are left out; the validator evens the counts out across ranks)."""
+        return test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, self.info.rank,
+                          self.info.world)
+
+    def val_batch(self, items: list) -> dict:
+        return {"frames": torch.from_numpy(np.stack([c.frames for c in items])),
+                "mel": torch.from_numpy(np.stack([c.mel for c in items])),
+                "text": torch.stack([self.text_table.get(c.prompt) for c in items])}
 
     def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
         dev = self.info.device
@@ -265,9 +262,10 @@ class TestClip:
     start: float
 
 
-def test_clips(exp, dataset, fs, count: int) -> list[TestClip]:
+def test_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) -> list[TestClip]:
     """The centre evaluation window of ``count`` test clips spread evenly over the test list (classes
-    are listed in order, so this covers several); clips that fail to decode are left out."""
+    are listed in order, so this covers several), or of rank ``rank``'s equal share of them; clips that
+    fail to decode are left out."""
     from asva_model.data.avsync15 import open_file, read_split
     from asva_model.data.errors import BadClipError
     from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts
@@ -278,6 +276,7 @@ def test_clips(exp, dataset, fs, count: int) -> list[TestClip]:
     if not entries:
         return []
     picks = sorted({int(i) for i in np.linspace(0, len(entries) - 1, min(count, len(entries)))})
+    picks = equal_share(picks, rank, world) if world > 1 else picks
     s = exp.sampling
     out = []
     for i in picks:

@@ -102,16 +102,20 @@ def state_bytes(engine) -> int:
         seen.add(key)
         total += t.untyped_storage().nbytes()
 
+    def add_all(items) -> None:
+        for item in items or []:
+            add_all(item) if isinstance(item, (list, tuple)) else add(item)
+
     for p in engine.module.parameters():
         add(p.ds_tensor if is_partitioned(p) else p)
     opt = engine.optimizer
-    inner = getattr(opt, "optimizer", opt)  # ZeRO wraps the torch optimizer
+    inner = getattr(opt, "optimizer", opt)  # DeepSpeed wraps the torch optimizer
     for group in inner.param_groups:
-        for p in group["params"]:
-            add(p)
-            for value in inner.state.get(p, {}).values():
-                add(value)
-    for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition"):
-        for t in getattr(opt, name, None) or []:
-            add(t)
+        add_all(group["params"])
+    for key, values in inner.state.items():  # ZeRO-3 empties param_groups between steps; the state stays
+        add(key if isinstance(key, torch.Tensor) else None)
+        add_all(list(values.values()))
+    for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition",
+                 "fp32_groups"):  # fp32 master copies, by optimizer wrapper
+        add_all(getattr(opt, name, None))
     return total

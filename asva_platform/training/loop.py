@@ -24,7 +24,7 @@ from asva_platform.storage import Storage, join
 from asva_platform.training import flops as flops_mod
 from asva_platform.training.checkpoint import TrainerState, load_engine, save_engine, trainable_checksum
 from asva_platform.training.data import CachedSource, OnlineSource, WorkerInfo, seeded_generator
-from asva_platform.training.validation import Validator, reduce_sum
+from asva_platform.training.validation import Validator, reduce_values
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class RunSpec:
     tracking_uri: str
     """MLflow server (rank 0 logs there)."""
     mlflow_run_id: str
-    """The run to log into (a checkpoint's stored id wins on resume)."""
+    """The run to log into (found by the driver; the same run on every resume)."""
     run_uri: str
     """``<storage>/<name>``: milestone checkpoints go under ``<run_uri>/milestones``."""
     cache_uri: str = ""
@@ -75,6 +75,7 @@ class WorkerTrainer:
         from asva_platform.preprocess.encoders import localize_model_paths
         from asva_platform.training.deepspeed_setup import initialize_engine
 
+        self.t_start = time.perf_counter()
         self.exp, self.spec, self.t = exp, spec, exp.train
         ctx = ray.train.get_context()
         self.info = WorkerInfo(ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device())
@@ -131,8 +132,10 @@ class WorkerTrainer:
         if self.rank0 and state.param_checksum and checksum != state.param_checksum:
             raise RuntimeError(f"checkpoint {ckpt.path}: weights after loading do not match the saved checksum")
         state.world_size, state.zero_stage = self.info.world, self.t.zero_stage
-        state.mlflow_run_id = state.mlflow_run_id or self.spec.mlflow_run_id
-        state.extra.setdefault("resumes", []).append({"step": state.step, "checksum": checksum, "from": ckpt.path})
+        # the driver found the run by its tag; the id in the checkpoint is kept in the resume record
+        state.extra.setdefault("resumes", []).append({"step": state.step, "checksum": checksum, "from": ckpt.path,
+                                                      "mlflow_run_id": state.mlflow_run_id})
+        state.mlflow_run_id = self.spec.mlflow_run_id
         self.state = state
         if self.rank0:
             print(f"resumed from {ckpt.path} at step {state.step} (epoch {state.epoch}, "
@@ -140,7 +143,7 @@ class WorkerTrainer:
 
     # -- reporting -----------------------------------------------------------------------------
     def _window_metrics(self, w: Window) -> dict[str, float]:
-        loss_sum, micro, wait = reduce_sum([w.loss, float(w.micro), w.wait / w.elapsed()], self.info.device)
+        loss_sum, micro, wait = reduce_values([w.loss, float(w.micro), w.wait / w.elapsed()], self.info.device)
         t = self.t
         samples_per_s = w.steps * t.global_batch_size / w.elapsed()
         m = {
@@ -212,6 +215,8 @@ class WorkerTrainer:
             from asva_platform.training.run_tracking import StepLogger
 
             self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
+            print(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
+                  f"step {self.state.step} to {self.t.max_steps}", flush=True)
         t = self.t
         if self.state.step >= t.max_steps:  # re-run of a finished run: nothing to train
             import ray.train

@@ -3,7 +3,7 @@
 * The driver finds the run by the tag ``asva.train_run`` (the run's checkpoint location) or creates it
   (params = flattened config, standard tags + training tags). Re-running the job with the same name, or
   a FailureConfig restart, therefore logs into the SAME MLflow run; the run id is also stored in every
-  checkpoint, and the checkpoint's id wins when both exist.
+  checkpoint (for the record).
 * Rank 0 logs through :class:`StepLogger`: each metric group (``train``, ``val``) keeps a high-water
   mark in a run tag that is written in the same ``log_batch`` request as the metrics. After a restart
   from an older checkpoint, steps up to the mark are skipped, so the metric history never holds a step

@@ -20,11 +20,11 @@ log = logging.getLogger(__name__)
 VAL_SEED_OFFSET = 1_000_003  # keeps validation noise disjoint from training noise
 
 
-def reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Element-wise sum over ranks (on the backend's device: CPU for gloo, GPU for NCCL)."""
+def reduce_values(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
+    """Element-wise sum (or min) over ranks, on the backend's device (CPU for gloo, GPU for NCCL)."""
     t = torch.tensor(values, dtype=torch.float64,
                      device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t.tolist()
 
 
@@ -40,11 +40,20 @@ class Validator:
         self._encoders = None
 
     # -- held-out loss ------------------------------------------------------------------------
+    def _val_batches(self) -> list[dict]:
+        """This rank's validation batches; every rank gets the same count and sizes (ZeRO-3 forwards are
+        collective), so all ranks keep as many items as the rank with the fewest."""
+        items = self.source.val_items()
+        n = int(reduce_values([float(len(items))], self.info.device, op="min")[0])
+        items = items[:n]
+        bs = self.exp.train.batch_size_per_worker
+        return [self.source.val_batch(items[i:i + bs]) for i in range(0, n, bs)]
+
     @torch.no_grad()
     def loss(self, engine, scheduler) -> float | None:
         """Mean loss over the held-out windows (conditional: no audio dropout), identical noise each time."""
         if self._batches is None:
-            self._batches = self.source.val_batches()
+            self._batches = self._val_batches()
         module = engine.module
         was_training = module.training
         module.eval()
@@ -59,7 +68,7 @@ class Validator:
                 count += n
         finally:
             module.train(was_training)
-        total, count = reduce_sum([total, count], self.info.device)
+        total, count = reduce_values([total, count], self.info.device)
         return total / count if count else None
 
     # -- sample videos -------------------------------------------------------------------------
@@ -81,7 +90,7 @@ class Validator:
             except Exception as err:  # samples are a diagnostic: never lose a training run over them
                 log.warning("sample videos disabled: %s: %s", type(err).__name__, err)
                 self._clips = []
-        ok = reduce_sum([1.0 if self._clips else 0.0], self.info.device)[0]
+        ok = reduce_values([1.0 if self._clips else 0.0], self.info.device)[0]
         return ok == self.info.world
 
     @torch.no_grad()

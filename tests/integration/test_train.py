@@ -176,9 +176,12 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray
 
     _, _, storage = setup
     first = run_training(config(setup, "name=resume", "train.max_steps=4", "train.checkpoint_every=4",
-                                "train.validate_every=0", "train.export=false"))
+                                "train.validate_every=0", "train.export=false", "train.milestone_every=4"))
     saved = trainer_state(storage, first.checkpoint_uri)
     assert saved["step"] == 4 and saved["extra"]["resumes"] == []
+    milestone = {Path(u).name for u in storage.list(first.checkpoint_uri.replace("/step_", "/milestones/step_"))}
+    assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+            STATE_FILE} <= milestone  # kept outside Ray's keep-last-K rotation
 
     overrides, _, _ = setup
     rc = run_guarded(main, ["--config", TINY, "--json", *overrides, *FAST, "name=resume", "train.max_steps=6",
@@ -196,6 +199,12 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray
 
     client = mlflow_client(mlflow_server)
     assert [s for s, _ in history(client, first.run_id, "loss")] == [2, 4, 6]
+    assert resumed[0]["mlflow_run_id"] == first.run_id
+
+    # ZeRO shards are per rank: resuming on another world size is refused up front, in one line
+    rc = run_guarded(main, ["--config", TINY, *overrides, "name=resume", "train.max_steps=8", "train.num_workers=1"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.startswith("error: run ") and "train.num_workers=2" in err
     assert client.get_run(first.run_id).data.tags["asva.resumes"] == "1"
     assert "train.max_steps" in client.get_run(first.run_id).data.tags["asva.resume_1.changed"]
 
