@@ -113,10 +113,13 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
 
 def check_local_cluster_fits(t, cluster_cfg) -> None:
     """A local Ray (no cluster to join) can never grow, so more workers than it holds would make Ray Train
-    wait for resources forever: fail now, before Ray starts. A joined cluster may autoscale; not checked."""
+    wait for resources forever: fail now, before Ray starts. A joined cluster may autoscale, and inside Ray
+    (a Tune trial, an already connected driver) this process's CPUs/GPUs are not the cluster's: not checked."""
     import os
+    import sys
 
-    if cluster_cfg.address or os.environ.get("RAY_ADDRESS"):
+    ray = sys.modules.get("ray")
+    if cluster_cfg.address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
         return
     cpus = cluster_cfg.num_cpus or os.cpu_count() or 1
     need = t.num_workers * t.cpus_per_worker
