@@ -60,6 +60,22 @@ def _pick_threads(prep) -> tuple[int, dict[int, float]]:
     return best, times
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and all its descendants (Ray's daemons and workers included;
+    exited workers count through their parent's children times)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -87,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         threads, thread_times = _pick_threads(seq_prep)
         print(f"sequential baseline: torch threads {threads} (encode of one clip: "
               + ", ".join(f"{n} thread(s) {t:.2f} s" for n, t in thread_times.items()) + ")", flush=True)
+        cpu0 = tree_cpu_seconds()
         seq_manifest, seq = build_cache(seq_prep, run_sequential, quiet)
+        seq_cpu = tree_cpu_seconds() - cpu0
 
         # --- Ray Data job
         import ray
@@ -98,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ray_cfg = load_experiment(None, [*common, f"storage.root={work}/store-ray"])
             ray_prep = prepare(ray_cfg, storage, quiet)
+            cpu0 = tree_cpu_seconds()
             ray_manifest, par = build_cache(ray_prep, run_ray_pipeline, quiet)
+            ray_cpu = tree_cpu_seconds() - cpu0
         finally:
             ray.shutdown()
 
@@ -115,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             "sequential_torch_threads": threads,
             "ray_s": round(par.pipeline_seconds, 2), "ray_clips_per_s": round(par.clips_per_s, 3),
             "ray_init_s": round(init_s, 2), "ray_vs_sequential": round(ratio, 2),
+            "sequential_cpu_s": round(seq_cpu, 1), "ray_cpu_s": round(ray_cpu, 1),
             "decode_concurrency": args.decode_concurrency, "encode_concurrency": args.encode_concurrency,
             "cache_bytes": totals["bytes"], "bytes_per_clip": round(totals["bytes"] / totals["clips"]),
             "bytes_per_window": round(totals["bytes"] / totals["windows"]),
@@ -123,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'':24}{'sequential':>12}{'ray data':>12}")
         print(f"{'seconds':24}{seq.pipeline_seconds:12.1f}{par.pipeline_seconds:12.1f}")
         print(f"{'clips/s':24}{seq.clips_per_s:12.3f}{par.clips_per_s:12.3f}")
+        print(f"{'CPU seconds (all procs)':24}{seq_cpu:12.1f}{ray_cpu:12.1f}")
         print(f"ray data vs sequential: {ratio:.2f}x clips/s end to end "
               f"({totals['clips']} clips, {totals['windows']} windows, {args.decode_concurrency} decode + "
               f"{args.encode_concurrency} encode actors; goal >= 1.7x; load average {os.getloadavg()[0]:.1f} "

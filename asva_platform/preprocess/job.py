@@ -13,7 +13,6 @@ Order of work, so that bad input costs nothing and nothing is ever half-visible:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -30,6 +29,7 @@ from asva_platform.preprocess import cache as fmt
 from asva_platform.preprocess.plan import (
     CODE_VERSION,
     ShardPlan,
+    arrays_fingerprint,
     build_identity,
     compute_cache_id,
     dataset_identity,
@@ -198,7 +198,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
         null_audio = audio.null_audio_tokens()[0].float().cpu().numpy()
     identity = build_identity(dataset=dataset, sampling_cfg=s, preprocess_cfg=p,
                               vae_fingerprint=state_fingerprint(vae), audio_fingerprint=state_fingerprint(audio),
-                              text_fingerprint=hashlib.sha256(fmt.npz_bytes(text)).hexdigest())
+                              text_fingerprint=arrays_fingerprint(text))
     cache_id = compute_cache_id(identity)
     return Prepared(cfg, storage, root, fs, listings, model_for_actors, layout, text, null_audio, identity,
                     cache_id, join(cfg.storage.cache_root, cache_id), plan_shards(listings, p.clips_per_shard))

@@ -75,6 +75,16 @@ def dataset_identity(dataset_cfg, root_uri: str, splits: list[str], filesystem: 
     return {"root": root_uri, "files": files, "settings": settings}
 
 
+def arrays_fingerprint(arrays: dict) -> str:
+    """sha256 of named numpy arrays (names, dtypes, shapes, bytes), independent of any file format."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = arrays[name]
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def compute_cache_id(identity: dict) -> str:
     return _sha(json.dumps(identity, sort_keys=True, default=str))[:16]
 
