@@ -129,6 +129,9 @@ def resolve_checkpoint(ref: str, storage: Storage, tracking_uri: str = "") -> Re
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from asva_platform.tracking import check_tracking_server
+
+    check_tracking_server(tracking_uri)  # a quick one-line error instead of MLflow's retries
     try:
         tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
     except MlflowException as err:
