@@ -16,21 +16,16 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from asva_platform.preprocess.fixtures import tiny_inputs
-from asva_platform.preprocess.job import build_cache, prepare, run_sequential
-from asva_platform.schema import load_experiment
 from asva_platform.stack import start_mlflow_server, start_s3_server
-from asva_platform.storage import Storage
+from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny.yaml")
 SECRET = f"asvaSeCrEt{secrets.token_hex(12)}"
 ACCESS_KEY = "AKIAASVARELIABILITY1"
 BUCKET = "secrets-test"
@@ -68,17 +63,9 @@ def scan_text(where: str, data: bytes | str, found: list[str]) -> None:
 
 def test_secret_key_appears_nowhere(stack):
     work, s3, mlflow = stack
-    _, overrides = tiny_inputs(work, clips_per_class=1, max_duration=3.0, image_size=16)
-    overrides += [f"storage.root=s3://{BUCKET}/root", "preprocess.windows_per_clip=1", f"tracking.uri={mlflow.uri}"]
-    cfg = load_experiment(TINY, overrides)
-    storage = Storage.from_config(cfg.storage)
-    prep = prepare(cfg, storage, log=lambda _: None)
-    build_cache(prep, run_sequential, log=lambda _: None)
-
-    ray_tmp = Path(tempfile.mkdtemp(prefix="asva-rs-", dir="/tmp"))  # AF_UNIX socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "MLFLOW_TRACKING_URI": mlflow.uri}
-    env.pop("RAY_ADDRESS", None)
-    job_args = [*overrides, f"train.cache={prep.cache_id}", "name=secret-run", "train.max_steps=2",
+    overrides, storage = tiny_cache(work, f"s3://{BUCKET}/root", mlflow.uri)
+    env, ray_tmp = job_env(mlflow.uri)
+    job_args = [*overrides, "name=secret-run", "train.max_steps=2",
                 "train.checkpoint_every=2", "train.log_every=1", "train.validate_every=2", "train.val_windows=2",
                 "train.num_samples=1", "eval.num_inference_steps=2", "train.batch_size_per_worker=1",
                 "train.ema=true"]
