@@ -151,7 +151,7 @@ def start_s3_server(port: int = 0, bucket: str = DEFAULT_BUCKET, log_dir: Path |
             raise StackError(f"port {port} is taken by something that is not an S3 server")
         log = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"moto-{port}.log"
         proc = _spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], log, dict(os.environ))
-        wait_until(lambda: _s3_healthy(url), 60, f"S3 server on port {port}", proc, log)
+        wait_until(lambda: _s3_healthy(url), 120, f"S3 server on port {port}", proc, log)
         service.pid, service.started_here, service._proc = proc.pid, True, proc
     from asva_platform.storage import Storage
 
@@ -204,7 +204,7 @@ def start_mlflow_server(workdir: Path, artifacts_uri: str, s3: S3Service, port: 
     ]
     log = workdir / "mlflow.log"
     proc = _spawn(cmd, log, env)
-    wait_until(lambda: mlflow_healthy(url), 90, f"MLflow server on port {port}", proc, log)
+    wait_until(lambda: mlflow_healthy(url), 240, f"MLflow server on port {port}", proc, log)
     service.pid, service.started_here, service._proc = proc.pid, True, proc
     return service
 
@@ -265,7 +265,7 @@ def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port
         rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         raise StackError(f"`ray start --head` failed (exit {rc}); see {log}")
-    wait_until(lambda: _dashboard_healthy(url), 60, "Ray dashboard", log=log)
+    wait_until(lambda: _dashboard_healthy(url), 120, "Ray dashboard", log=log)
     service.started_here = True
     return service
 

@@ -31,7 +31,7 @@ def sweep_experiment(tmp_path_factory, request):
         return uri, os.environ.get("ASVA_UI_CHECK_EXPERIMENT", "guidance-scale-tiny")
     mlflow_server = request.getfixturevalue("mlflow_server")
     s3 = request.getfixturevalue("s3_server")
-    _, overrides = tiny_inputs(tmp_path_factory.mktemp("ui-inputs"), clips_per_class=1, max_duration=2.6)
+    _, overrides = tiny_inputs(tmp_path_factory.mktemp("ui-inputs"), clips_per_class=2, max_duration=2.6)
     out = subprocess.run(
         [sys.executable, "-m", "jobs.sweep", "sweeps/guidance_scale_tiny.yaml", "checkpoint=init",
          "name=ui-check-sweep", f"storage_path=s3://{s3.bucket}/ui-check/sweeps",
