@@ -60,20 +60,51 @@ def _pick_threads(prep) -> tuple[int, dict[int, float]]:
     return best, times
 
 
-def tree_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and all its descendants (Ray's daemons and workers included;
-    exited workers count through their parent's children times)."""
-    import psutil
+class CpuMeter:
+    """CPU seconds used by this process and all its descendants while active (Ray's daemons and workers
+    included). Polled, because an exited Ray worker's time is not added to its parent's children times."""
 
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except psutil.Error:
-            pass
-    return total
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.start: dict[tuple, float] = {}
+        self.last: dict[tuple, float] = {}
+        self._stop = None
+
+    def _poll(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                key = (proc.pid, proc.create_time())
+                self.last[key] = t.user + t.system
+            except psutil.Error:
+                pass
+
+    def __enter__(self) -> CpuMeter:
+        import threading
+
+        self._poll()
+        self.start = dict(self.last)
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                self._poll()
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+
+    @property
+    def seconds(self) -> float:
+        return sum(v - self.start.get(k, 0.0) for k, v in self.last.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         threads, thread_times = _pick_threads(seq_prep)
         print(f"sequential baseline: torch threads {threads} (encode of one clip: "
               + ", ".join(f"{n} thread(s) {t:.2f} s" for n, t in thread_times.items()) + ")", flush=True)
-        cpu0 = tree_cpu_seconds()
-        seq_manifest, seq = build_cache(seq_prep, run_sequential, quiet)
-        seq_cpu = tree_cpu_seconds() - cpu0
+        with CpuMeter() as seq_meter:
+            seq_manifest, seq = build_cache(seq_prep, run_sequential, quiet)
+        seq_cpu = seq_meter.seconds
 
         # --- Ray Data job
         import ray
@@ -116,9 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ray_cfg = load_experiment(None, [*common, f"storage.root={work}/store-ray"])
             ray_prep = prepare(ray_cfg, storage, quiet)
-            cpu0 = tree_cpu_seconds()
-            ray_manifest, par = build_cache(ray_prep, run_ray_pipeline, quiet)
-            ray_cpu = tree_cpu_seconds() - cpu0
+            with CpuMeter() as ray_meter:
+                ray_manifest, par = build_cache(ray_prep, run_ray_pipeline, quiet)
+            ray_cpu = ray_meter.seconds
         finally:
             ray.shutdown()
 

@@ -217,3 +217,11 @@ def test_bad_input_fails_in_one_line_before_ray_starts(job, s3_server, mlflow_se
     assert "cannot reach MLflow tracking server at http://127.0.0.1:9" in messages[2]
     assert "preprocess.windows_per_clip: must be >= 0" in messages[3]
     assert messages[4].startswith("error: model: ") and "missing.pt" in messages[4]
+
+
+def test_a_local_ray_too_small_for_the_actors_fails_in_one_line(job, ray_cluster, mlflow_server, capsys):
+    _, config, overrides, _ = job
+    rc = run_guarded(main, ["--config", str(config), *overrides, "preprocess.windows_per_clip=1",
+                            "preprocess.decode_concurrency=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error: preprocess needs 9.25 CPUs (cluster has 4)"), err[-3:]
