@@ -29,7 +29,7 @@ def test_defaults_are_the_papers_protocol():
     ("eval.audio_guidance_scale=-1", "eval.audio_guidance_scale"),
     ("eval.num_workers=-2", "eval.num_workers"),
     ("eval.cpus_per_worker=0", "eval.cpus_per_worker"),
-    ("eval.checkpoint=' '", "eval.checkpoint"),
+    ("eval.checkpoint=", "eval.checkpoint"),
     ("eval.device=tpu", "eval.device"),
     ("eval.log_to=elsewhere", "eval.log_to"),
     ("eval.metrics.metrics=[fid, psnr]", "eval.metrics.metrics"),
