@@ -6,6 +6,7 @@
     asva model-info                  parameter counts of a model config (built on the meta device)
     asva submit STAGE --config ...   submit preprocess|train|sweep|evaluate|generate as a Ray job
     asva jobs list|status|logs|stop  follow Ray jobs
+    asva compare RUN [RUN ...]       side-by-side videos of runs (or a sweep's children) as one HTML page
 """
 
 from __future__ import annotations
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in [
         ("synth", "write a synthetic AVSync15 dataset"),
         ("model-info", "parameter counts of a model config"),
+        ("compare", "side-by-side comparison page of runs (or a sweep's children)"),
     ]:
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 PASSTHROUGH = {
     "synth": ("asva_model.data.synth", "main"),
     "model-info": ("asva_model.info", "main"),
+    "compare": ("asva_platform.compare", "main"),
 }
 
 
