@@ -206,7 +206,8 @@ def config_from_2d(config2d: dict, audio_cross_attention_dim: int) -> dict:
             "cross_attention_dim", "norm_num_groups", "norm_eps", "flip_sin_to_cos", "freq_shift", "act_fn",
             "downsample_padding", "mid_block_scale_factor", "down_block_types", "mid_block_type",
             "up_block_types", "sample_size")
-    kwargs = {k: config2d[k] for k in keys if k in config2d}
+    # A saved AudioUNet3D config holds null block types (it derives them); absent and null mean the same.
+    kwargs = {k: config2d[k] for k in keys if config2d.get(k) is not None}
     kwargs["block_out_channels"] = tuple(kwargs["block_out_channels"])
     for k in ("down_block_types", "up_block_types"):
         if k in kwargs:

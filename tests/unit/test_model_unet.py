@@ -186,6 +186,10 @@ def test_save_load_round_trip_is_bit_exact(tiny, tmp_path):
     sample, t, text, audio = _inputs()
     with torch.no_grad():
         assert torch.equal(model(sample, t, text, audio), loaded(sample, t, text, audio))
+    # The same folder through `model.init_unet`'s loader (its config has derived, null block types).
+    again = load_unet(tmp_path / "unet").eval()
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
 
 
 def test_loads_the_authors_released_layout(tiny, tmp_path):
