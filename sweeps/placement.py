@@ -63,7 +63,8 @@ def _remove(group) -> None:
 
 
 def start_ledger(sweep_uri: str):
-    """The sweep's ledger (one per driver; named so a restored Tune callback finds it)."""
+    """The sweep's ledger (one per driver; named so a restored Tune callback finds it). Keep the returned
+    handle for the whole sweep: a named actor nobody holds a handle to is collected."""
     return PlacementGroupLedger.options(name=ledger_name(sweep_uri), get_if_exists=True).remote()
 
 
@@ -84,6 +85,10 @@ class RecordPlacementGroups(WorkerGroupCallback):
         self.trial_id = trial_id
 
     def after_worker_group_start(self, worker_group) -> None:
-        group = worker_group.get_worker_group_state().placement_group_handle.placement_group
-        ledger = ray.get_actor(ledger_name(self.sweep_uri))
-        ray.get(ledger.record.remote(self.trial_id, group), timeout=30)
+        try:
+            group = worker_group.get_worker_group_state().placement_group_handle.placement_group
+            ledger = ray.get_actor(ledger_name(self.sweep_uri))
+            ray.get(ledger.record.remote(self.trial_id, group), timeout=30)
+        except Exception as err:  # noqa: BLE001 - bookkeeping must never fail the training run
+            log.warning("sweep trial %s: could not record its workers' placement group (%s); if the trial is "
+                        "stopped early its workers' resources stay reserved until the sweep ends", self.trial_id, err)

@@ -349,10 +349,11 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         ray = init_ray(base.cluster)
         remote = bool(base.cluster.address or os.environ.get("RAY_ADDRESS"))
         check_cluster_fits(spec, base, ray.cluster_resources(), remote)
+        ledger = None  # held until the sweep ends (see sweeps.placement)
         if spec.kind == "train":
             from sweeps.placement import start_ledger
 
-            start_ledger(prep.sweep_uri)
+            ledger = start_ledger(prep.sweep_uri)
         tuner, restored = build_tuner(ctx, prep, log)
         results = tuner.fit()
         trial_ids = {_trial_id_of(r) for r in results}
@@ -360,6 +361,7 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         rows = collect_rows(results, spec, base, children, "s3://" if is_s3(prep.sweep_uri) else "")
         finalize_children(client, rows)
         best = log_summary(client, parent_id, spec, rows)
+        del ledger
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
         client.set_terminated(parent_id, status=status)

@@ -37,7 +37,7 @@ def tiny(s3_server, tmp_path_factory):
     from asva_platform.storage import Storage
 
     work = tmp_path_factory.mktemp("sweep-inputs")
-    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0)
+    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0, image_size=32)
     root = f"s3://{s3_server.bucket}/sweep-tests-{uuid.uuid4().hex[:8]}"
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", [*overrides, f"storage.root={root}",
                                                             "preprocess.splits=[train]", "preprocess.windows_per_clip=2"])

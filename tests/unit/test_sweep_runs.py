@@ -164,3 +164,17 @@ def test_the_cli_fails_in_one_line_before_ray_starts(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint ") and "does not exist" in err, err
     assert ray.is_initialized() == was_up
+
+
+def test_optuna_search_needs_optuna_installed():
+    import importlib.util
+
+    from sweeps.tune_runner import prepare_sweep
+
+    with pytest.raises(ConfigError, match="`optuna` samples distributions; use choice instead of grid"):
+        load_sweep(SWEEPS / "train_tiny.yaml", ["search=optuna"])
+    loaded = load_sweep(SWEEPS / "train_tiny.yaml", ["search=optuna", "search_space={train.lr: {loguniform: [1.0e-5, 1.0e-3]}}"])
+    if importlib.util.find_spec("optuna") is not None:
+        pytest.skip("optuna is installed here")
+    with pytest.raises(UserError, match=r"search: optuna is not installed \(pip install optuna\)"):
+        prepare_sweep(loaded)
