@@ -97,11 +97,19 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     return Submission(stage, entrypoint, runtime_env, sub_id)
 
 
-def submit(sub: Submission, address: str | None = None, num_gpus: float = 0) -> str:
+def submit(sub: Submission, address: str | None = None, num_gpus: float = 0, agent_wait_s: float = 180) -> str:
     c = client(address)
     kwargs = {"entrypoint_num_gpus": num_gpus} if num_gpus else {}
-    return c.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env, submission_id=sub.submission_id,
-                        **kwargs)
+    deadline = time.monotonic() + agent_wait_s
+    while True:
+        try:
+            return c.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env,
+                                submission_id=sub.submission_id, **kwargs)
+        except RuntimeError as err:
+            # A freshly started head answers before its job agent has registered; that passes.
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
 
 def wait(job_id: str, address: str | None = None, follow: bool = False, timeout: float = 0, out=sys.stdout) -> str:
