@@ -258,6 +258,11 @@ def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port
         "--node-ip-address", HOST, "--port", str(port),
         "--dashboard-host", HOST, "--dashboard-port", str(dashboard_port),
         "--num-cpus", str(num_cpus), "--temp-dir", temp_dir, "--disable-usage-stats",
+        # Ray's agents default to fixed ports (e.g. 52365); another Ray on this machine (a test cluster, a
+        # colleague's) would hold them and the job agent would never come up. Take free ones.
+        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+        "--ray-client-server-port", str(free_port()),
     ]
     log = state_dir / "logs" / "ray-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
