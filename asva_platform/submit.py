@@ -29,7 +29,8 @@ DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # Never uploaded with the working dir: environments, state, data and build outputs.
 WORKING_DIR_EXCLUDES = [
     ".venv/", ".asva/", ".git/", "**/__pycache__/", "*.egg-info/", ".pytest_cache/", ".ruff_cache/",
-    "bench/results/", "datasets/", "data/", "out/", "*.mp4", "*.pt", "*.pth", "*.safetensors", "*.bin",
+    # Anchored with "/": an unanchored "data/" would also drop the package asva_model/data/.
+    "/bench/results/", "/datasets/", "/data/", "/out/", "*.mp4", "*.pt", "*.pth", "*.safetensors", "*.bin",
     ".whl/", ".gl/",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
