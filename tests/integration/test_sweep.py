@@ -105,7 +105,8 @@ def test_train_sweep_with_asha_is_one_parent_with_four_children(train_sweep, tin
         steps = [m.step for m in client().get_metric_history(c.info.run_id, "loss")]
         assert steps == sorted(set(steps)) and len(steps) >= 2  # intermediate history, no step twice
         early = c.data.tags["asva.sweep.stopped_early"] == "true"
-        assert max(steps) == (2 if early else 4)
+        # a stopped trial's workers may log a step past the rung before Tune's kill reaches them
+        assert max(steps) < 4 if early else max(steps) == 4
         # every trial's last checkpoint is on S3 and named on its run
         assert Storage().exists(c.data.tags["asva.checkpoint_uri"] + "/trainer_state.json")
     assert sum(c.data.tags["asva.sweep.stopped_early"] == "true" for c in children) == out["stopped_early"]
