@@ -88,10 +88,10 @@ def zero2_run(setup, ray_cluster):
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, zero2_run, ray_cluster,
-                                                                 mlflow_server, tmp_path):
+def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, ray_cluster, mlflow_server, tmp_path,
+                                                                 request):
     if stage == 2:
-        cfg, result = zero2_run
+        cfg, result = request.getfixturevalue("zero2_run")
     else:
         # ZeRO-3 also exercises bf16 (buffer dtype) and gradient checkpointing over partitioned weights
         cfg = config(setup, "name=zero3", "train.zero_stage=3", "train.max_steps=8", "train.checkpoint_every=8",
@@ -106,8 +106,8 @@ def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, z
     assert val[8] < val[0] * 0.97, f"held-out loss did not drop: {val}"
 
     names = {Path(uri).name for uri in storage.list(result.checkpoint_uri)}
-    for rank in (0, 1):
-        assert f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in names
+    for rank in (0, 1):  # (bf16_)zero_pp_rank_<r>_...: one optimizer shard per rank, written by that rank
+        assert any(n.endswith(f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt") for n in names), names
         if stage == 3:
             assert f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt" in names
     assert {"latest", STATE_FILE, "zero_to_fp32.py"} <= names
