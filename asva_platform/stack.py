@@ -230,6 +230,8 @@ def ray_temp_dir(state_dir: Path) -> str:
 
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
+    # Job entrypoints run `python ...` through the raylet's PATH: make that this environment's python.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.setdefault("RAY_AUTH_MODE", "disabled")  # loopback-only cluster; see README (Ray 2.60 token auth)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("DS_ACCELERATOR", "cpu")
