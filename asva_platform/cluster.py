@@ -48,6 +48,19 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _job_runtime_env() -> dict:
+    """The runtime env of the Ray job this process is the entrypoint of ({} outside a job)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return json.loads(raw).get("runtime_env") or {}
+    except json.JSONDecodeError:
+        return {}
+
+
 def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
     """Join the configured cluster ($RAY_ADDRESS or ``cluster.address``), else start a local Ray."""
     apply_runtime_defaults()
@@ -56,7 +69,12 @@ def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
     if ray.is_initialized():
         return ray
     address = cluster_cfg.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs = {"runtime_env": {"env_vars": worker_env(extra_env)}, "log_to_driver": True}
+    env_vars = worker_env(extra_env)
+    # Inside a Ray job, Ray refuses a driver runtime env that repeats keys of the job's own; the job's
+    # env vars already reach every worker, so pass only what it lacks.
+    job_env = _job_runtime_env().get("env_vars") or {}
+    env_vars = {k: v for k, v in env_vars.items() if k not in job_env}
+    kwargs = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True} if env_vars else {"log_to_driver": True}
     if address and address.startswith("http"):
         # RAY_ADDRESS for the job CLI is the dashboard URL; a driver inside a job joins the running cluster.
         address = "auto"
