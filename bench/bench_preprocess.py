@@ -5,7 +5,10 @@ tiny real-format weights. Also reports the cache size per clip.
 Both sides build a complete cache from scratch (own storage root) and are timed from the first clip to the
 last shard written, model loading included (the Ray side also pays for starting its actors; ``ray.init``
 is excluded: jobs run on an already running cluster). The sequential side runs torch with whichever thread
-count (1 or the default) encodes faster on this machine, measured first.
+count (1 or the default) encodes faster on this machine, measured first. CPU seconds of every process
+(Ray's daemons and actors included) are metered for both sides: Ray's fixed cost (actor start-up: each
+actor imports torch/diffusers and loads its models; daemons) is ~20 CPU-s here, so the workload is sized
+(75 clips at 128x128, every window) for that cost to be small next to the work itself.
 
 ``python -m bench preprocess`` or ``python -m bench.bench_preprocess [--clips-per-class N] ...``
 """
@@ -25,7 +28,7 @@ RESULTS = Path(__file__).parent / "results" / "preprocess.json"
 
 def parse_args(argv: list[str]):
     p = argparse.ArgumentParser(prog="bench_preprocess", description=__doc__.splitlines()[0])
-    p.add_argument("--clips-per-class", type=int, default=2, help="synthetic clips per class (15 classes)")
+    p.add_argument("--clips-per-class", type=int, default=5, help="synthetic clips per class (15 classes)")
     p.add_argument("--image-size", type=int, default=128, help="frame size (the tiny VAE halves it)")
     p.add_argument("--windows-per-clip", type=int, default=0, help="0 = every grid window")
     p.add_argument("--max-duration", type=float, default=4.0, help="longest synthetic clip, seconds")
@@ -64,21 +67,26 @@ class CpuMeter:
     """CPU seconds used by this process and all its descendants while active (Ray's daemons and workers
     included). Polled, because an exited Ray worker's time is not added to its parent's children times."""
 
-    def __init__(self, interval: float = 0.2) -> None:
+    def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
+        self.polls = 0
         self.start: dict[tuple, float] = {}
         self.last: dict[tuple, float] = {}
+        self.names: dict[tuple, str] = {}
         self._stop = None
 
     def _poll(self) -> None:
         import psutil
 
         me = psutil.Process()
+        self.polls += 1
         for proc in [me, *me.children(recursive=True)]:
             try:
                 t = proc.cpu_times()
                 key = (proc.pid, proc.create_time())
                 self.last[key] = t.user + t.system
+                if key not in self.names or self.polls % 10 == 0:  # ray:: process titles are set after start
+                    self.names[key] = (proc.cmdline() or [proc.name()])[0][-50:]
             except psutil.Error:
                 pass
 
@@ -105,6 +113,14 @@ class CpuMeter:
     @property
     def seconds(self) -> float:
         return sum(v - self.start.get(k, 0.0) for k, v in self.last.items())
+
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds per process name (processes with the same name summed)."""
+        out: dict[str, float] = {}
+        for k, v in self.last.items():
+            name = self.names.get(k, "?")
+            out[name] = out.get(name, 0.0) + v - self.start.get(k, 0.0)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "ray_s": round(par.pipeline_seconds, 2), "ray_clips_per_s": round(par.clips_per_s, 3),
             "ray_init_s": round(init_s, 2), "ray_vs_sequential": round(ratio, 2),
             "sequential_cpu_s": round(seq_cpu, 1), "ray_cpu_s": round(ray_cpu, 1),
+            "ray_cpu_s_by_process": {k: round(v, 1) for k, v in ray_meter.by_process().items() if v >= 0.1},
             "decode_concurrency": args.decode_concurrency, "encode_concurrency": args.encode_concurrency,
             "cache_bytes": totals["bytes"], "bytes_per_clip": round(totals["bytes"] / totals["clips"]),
             "bytes_per_window": round(totals["bytes"] / totals["windows"]),
