@@ -69,14 +69,14 @@ def prepare_inputs(args, work: Path) -> tuple[list[str], str]:
 
 
 def fit(overrides: list[str], name: str, args) -> dict:
-    """One training run; returns per-window metric histories from its MLflow run."""
+    """One fresh training run (a unique name: a reused one would resume); returns its window metrics."""
     from mlflow.tracking import MlflowClient
 
     from asva_platform.schema import load_experiment
     from asva_platform.training.trainer import run_training
 
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", [
-        *overrides, f"name={name}", f"train.max_steps={args.steps}", f"train.log_every={args.log_every}",
+        *overrides, f"name={name}-{time.strftime('%Y%m%d-%H%M%S')}", f"train.max_steps={args.steps}", f"train.log_every={args.log_every}",
         f"train.checkpoint_every={args.steps}", "train.validate_every=0", "train.export=false"])
     t0 = time.perf_counter()
     result = run_training(cfg, log_fn=lambda _: None)
