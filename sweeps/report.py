@@ -83,14 +83,14 @@ def _numeric(values: list[Any]) -> bool:
 
 
 def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Path, log_x: bool) -> bool:
-    """One scatter/line plot; False when no trial has both values."""
+    """One scatter/line plot of the trials that did not fail; False when none has both values."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     points = [(r.params[param], float(r.metrics[metric]), r.status) for r in rows
-              if param in r.params and finite(r.metrics.get(metric))]
+              if r.status != "failed" and param in r.params and finite(r.metrics.get(metric))]
     if not points:
         return False
     numeric = _numeric([p[0] for p in points])

@@ -106,6 +106,8 @@ def test_plots_are_written_for_each_metric_and_parameter(tmp_path):
     assert names == ["loss_curves.png", "loss_vs_train_lr.png", "lr_vs_train_lr.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    # a failed trial's numbers are not plotted
+    assert write_plots([r for r in rows() if r.status == "failed"], spec, tmp_path / "failed") == []
 
 
 def test_a_resumed_sweep_must_keep_its_settings(tmp_path, monkeypatch):
