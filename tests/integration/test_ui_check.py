@@ -70,7 +70,9 @@ def test_mlflow_ui_shows_sweep_parent_children_and_chart(sweep_experiment, tmp_p
         page.goto(f"{uri}/#/experiments/{exp.experiment_id}/runs?compareRunsMode=CHART")
         page.get_by_text("Model metrics").first.wait_for(timeout=30_000)
         page.get_by_text(metric).first.wait_for(timeout=30_000)
-        charts = page.locator(".js-plotly-plot, svg.main-svg, canvas").count()
+        chart = page.locator(".js-plotly-plot, svg.main-svg, canvas")
+        chart.first.wait_for(timeout=60_000)  # charts render after the run data arrives
+        charts = chart.count()
         page.screenshot(path=str(tmp_path / "mlflow-chart.png"))
     assert charts >= 1
     assert (tmp_path / "mlflow-runs.png").stat().st_size > 10_000
