@@ -9,19 +9,16 @@ num_clips, clips_generated, skipped, seconds, workers, parallel, mlflow_run_id.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from asva_platform.errors import run_guarded
+from asva_platform.job_cli import job_parser
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
+    p = job_parser("jobs.evaluate", __doc__, "eval.audio_guidance_scale=8")
     p.add_argument("--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.audio_guidance_scale=8")
     return p.parse_args(argv)
 
 

@@ -10,16 +10,15 @@ outputs [{image, audio, prompt, out, audio_start, frames, seconds}], checkpoint,
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from asva_platform.errors import UserError, run_guarded
+from asva_platform.job_cli import job_parser
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.generate", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
+    p = job_parser("jobs.generate", __doc__, "eval.audio_guidance_scale=8")
     p.add_argument("--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)")
     p.add_argument("--image", help="first frame (png/jpg; local or s3://)")
     p.add_argument("--audio", help="audio file (wav/flac/ogg; local or s3://)")
@@ -27,8 +26,6 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--out", help="output .mp4 (local or s3://)")
     p.add_argument("--audio-start", type=float, default=0.0, help="seconds into the audio where the 2 s window starts")
     p.add_argument("--batch", help="CSV/JSONL list of items (image,audio,prompt,out[,audio_start])")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.audio_guidance_scale=8")
     return p.parse_args(argv)
 
 

@@ -7,18 +7,15 @@ skipped [{path, reason, ...}], seconds (plus samples, bytes_written, clips_per_s
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from asva_platform.errors import run_guarded
+from asva_platform.job_cli import job_parser
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.preprocess", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. dataset.root=s3://bucket/AVSync15")
+    p = job_parser("jobs.preprocess", __doc__, "dataset.root=s3://bucket/AVSync15")
     return p.parse_args(argv)
 
 

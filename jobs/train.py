@@ -7,17 +7,14 @@ final_step, final_loss, samples_per_s (plus export_uri, export_ema_uri). See doc
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from asva_platform.errors import run_guarded
+from asva_platform.job_cli import job_parser
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__.splitlines()[0])
-    p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.cache=<cache_id> train.zero_stage=3")
+    p = job_parser("jobs.train", __doc__, "train.cache=<cache_id> train.zero_stage=3")
     return p.parse_args(argv)
 
 
