@@ -4,6 +4,7 @@ Overrides target the sweep file (``num_samples=8``, ``checkpoint=<run id>``) or,
 the experiment config the trials start from (``base.train.max_steps=200``). Re-running a sweep whose
 driver died resumes it (finished trials are kept, their MLflow runs are not duplicated). With ``--json`` the
 last stdout line is one JSON object: experiment, parent_run_id, trials (count), best {params, metric, ...}.
+Exit code 2 for a bad sweep file or unreachable service (nothing started), 1 when every trial failed.
 See docs/sweeps.md.
 """
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()  # flushes worker output, so the JSON line below really is the last one
     if args.json:
         print(json.dumps(result.to_json()), flush=True)
+    if result.trials and all(t.status == "failed" for t in result.trials):
+        print(f"error: every trial of sweep {result.experiment} failed (see the trial errors above)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -31,6 +31,7 @@ from asva_platform import config as cfg
 from asva_platform.errors import UserError
 from asva_platform.storage import Storage, is_s3, join
 from sweeps.mlflow_sweep import (
+    TAG_CACHE_ID,
     TAG_ROLE,
     TAG_STOPPED_EARLY,
     TAG_TRIAL_ID,
@@ -96,7 +97,7 @@ def _checkpoint_cache_id(resolved, tracking_uri: str) -> str:
         return ""
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri).get_run(resolved.run_id).data.tags.get("asva.cache_id", "")
+    return MlflowClient(tracking_uri=tracking_uri).get_run(resolved.run_id).data.tags.get(TAG_CACHE_ID, "")
 
 
 def prepare_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> PreparedSweep:
@@ -371,7 +372,8 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
                       restored or parent_resumed, deleted)
     for row in sorted(rows, key=lambda r: r.run_name):
         value = row.metrics.get(spec.metric)
-        log(f"  {row.run_name:40s} {row.status:14s} {spec.metric}={value if value is None else f'{value:.5g}'}")
+        shown = "-" if value is None else f"{value:.5g}"
+        log(f"  {row.run_name:40s} {row.status:14s} {spec.metric}={shown}" + (f"  ({row.error})" if row.error else ""))
     if best is not None:
         log(f"sweep {spec.name}: best {spec.metric}={best.metrics[spec.metric]:.5g} from {best.run_name} "
             f"(run {best.run_id}); {len(rows)} trial(s)")
