@@ -55,7 +55,7 @@ def run(base_overrides: list[str], scheduler: str, args, tag: str):
     from sweeps.spec import load_sweep
     from sweeps.tune_runner import run_sweep
 
-    lrs = ", ".join(args.lrs.split(","))
+    lrs = ", ".join(f"{float(x):.3e}" for x in args.lrs.split(","))  # YAML reads 1e-4 as text, 1.000e-04 as a number
     loaded = load_sweep(REPO / "sweeps" / "train_tiny.yaml", [
         *[f"base.{o}" for o in base_overrides], f"name=bench-{scheduler}-{tag}",
         f"search_space={{train.lr: {{grid: [{lrs}]}}}}", f"scheduler.type={scheduler}",
