@@ -10,16 +10,15 @@ Videos that cannot be decoded or are too short are reported as skipped, never si
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from asva_model.data.avsync15 import ClipEntry, SplitListing, read_split
-from asva_model.data.config import DatasetConfig, SamplingConfig
+from asva_model.data.config import SamplingConfig
 from asva_model.data.sampling import entry_span, probe_entries, test_window_starts
 from asva_model.metrics.protocol import EvalWindow
+from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
-from asva_platform.storage import Storage, is_s3, parse_uri
+from asva_platform.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -42,19 +41,6 @@ class EvalPlan:
     @property
     def windows(self) -> list[EvalWindow]:
         return [w for t in self.tasks for w in t.windows]
-
-
-def dataset_access(dataset_cfg: DatasetConfig, storage: Storage) -> tuple[str, Any]:
-    """``(root, filesystem)`` the data layer opens the dataset with: a local directory and None, or the
-    ``bucket/prefix`` path inside a pyarrow S3 filesystem."""
-    root = dataset_cfg.root
-    if is_s3(root):
-        fs, path = storage.filesystem(root)
-        return path, fs
-    local = parse_uri(root).key
-    if not os.path.isdir(local):
-        raise UserError(f"dataset.root {root}: directory not found")
-    return local, None
 
 
 def pick_round_robin(entries: list[ClipEntry], limit: int) -> list[ClipEntry]:

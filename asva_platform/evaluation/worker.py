@@ -33,9 +33,10 @@ from asva_model.data.sampling import sample_clip, sample_windows
 from asva_model.metrics.compute import ClipScores, extract_clip_scores
 from asva_model.metrics.config import MetricsConfig
 from asva_platform.checkpoints import ResolvedCheckpoint
+from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
 from asva_platform.evaluation.generation import Animator, pick_device
-from asva_platform.evaluation.plan import VideoTask, dataset_access
+from asva_platform.evaluation.plan import VideoTask
 from asva_platform.storage import Storage, is_s3, join
 
 # Weight fields of each metric network (the BPE file only matters for IT).

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from asva_platform import config as cfgmod
+from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
 from asva_platform.preprocess import cache as fmt
 from asva_platform.preprocess.plan import (
@@ -37,7 +38,7 @@ from asva_platform.preprocess.plan import (
     read_listings,
 )
 from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, ShardWriter, records_to_batch
-from asva_platform.storage import Storage, is_s3, join, parse_uri
+from asva_platform.storage import Storage, is_s3, join
 
 EXPERIMENT = "preprocess"
 TAG_CACHE_URI = "asva.cache_uri"
@@ -126,17 +127,6 @@ class PreprocessResult:
 # Preflight (no Ray)
 
 
-def _dataset_access(cfg, storage: Storage) -> tuple[str, Any]:
-    root = cfg.dataset.root
-    if is_s3(root):
-        fs, path = storage.filesystem(root)
-        return path, fs
-    local = parse_uri(root).key
-    if not os.path.isdir(local):
-        raise UserError(f"dataset.root {root}: directory not found")
-    return local, None
-
-
 def _user_error(what: str, err: BaseException) -> UserError:
     return UserError(f"{what}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
 
@@ -156,7 +146,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     )
 
     p = cfg.preprocess
-    root, fs = _dataset_access(cfg, storage)
+    root, fs = dataset_access(cfg.dataset, storage)
     dataset_cfg = dataclasses.replace(cfg.dataset, root=root)
     try:
         listings = read_listings(dataset_cfg, p.splits, fs)

@@ -53,9 +53,9 @@ def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Gen
 
 def dataset_location(exp, storage) -> tuple[Any, Any]:
     """(DatasetConfig with a root usable by the readers, pyarrow filesystem or None)."""
-    from asva_platform.preprocess.job import _dataset_access
+    from asva_platform.datasets import dataset_access
 
-    root, fs = _dataset_access(exp, storage)
+    root, fs = dataset_access(exp.dataset, storage)
     return dataclasses.replace(exp.dataset, root=root), fs
 
 

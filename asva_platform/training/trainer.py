@@ -103,9 +103,9 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
                             f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}")
         pre.cache_uri, pre.cache_id, pre.dataset = handle.uri, handle.cache_id, handle
     else:
-        from asva_platform.preprocess.job import _dataset_access
+        from asva_platform.datasets import dataset_access
 
-        _dataset_access(exp_cfg, storage)
+        dataset_access(exp_cfg.dataset, storage)
         if not exp_cfg.model.text_encodings:
             raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
     return pre
