@@ -9,11 +9,10 @@ num_clips, clips_generated, skipped, seconds, workers, parallel, mlflow_run_id.
 
 from __future__ import annotations
 
-import json
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import job_parser
+from asva_platform.job_cli import job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -32,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
         cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
     result = run_evaluate_job(cfg)
-    print(result.summary_line(), flush=True)
-    if args.json:
-        print(json.dumps(result.to_json()), flush=True)
+    print_result(result, args.json)
     return 0
 
 

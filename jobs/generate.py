@@ -10,11 +10,10 @@ outputs [{image, audio, prompt, out, audio_start, frames, seconds}], checkpoint,
 
 from __future__ import annotations
 
-import json
 import sys
 
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.job_cli import job_parser
+from asva_platform.job_cli import job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         items = [GenerateItem(args.image, args.audio, args.prompt, args.out, args.audio_start)]
     result = run_generate_job(cfg, items)
-    print(result.summary_line(), flush=True)
-    if args.json:
-        print(json.dumps(result.to_json()), flush=True)
+    print_result(result, args.json)
     return 0
 
 

@@ -7,11 +7,10 @@ skipped [{path, reason, ...}], seconds (plus samples, bytes_written, clips_per_s
 
 from __future__ import annotations
 
-import json
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import job_parser
+from asva_platform.job_cli import job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -26,9 +25,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_experiment(args.config, args.overrides)
     result = run_preprocess(cfg)
-    print(result.summary_line(), flush=True)
-    if args.json:
-        print(json.dumps(result.to_json()), flush=True)
+    print_result(result, args.json)
     return 0
 
 
