@@ -13,16 +13,13 @@ Also reports where a clip's time goes (generation vs scoring).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).parent / "results" / "evaluate.json"
+from bench.common import work_dir, write_results
 
 
 def parse_args(argv: list[str]):
@@ -45,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from asva_platform.evaluation.runner import evaluate_checkpoint
     from asva_platform.schema import load_experiment
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-evaluate-"))
+    work = work_dir(args.work_dir, "bench-evaluate-")
     quiet = lambda _msg: None  # noqa: E731
     try:
         t0 = time.perf_counter()
@@ -87,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.cpu_count()} CPUs)")
         print(f"in process, per clip: generation + mp4 + re-decode {out['generate_s_per_clip']:.2f} s, "
               f"scoring {out['score_s_per_clip']:.2f} s; largest per-clip sync difference between sides {gap:.2g}")
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"results: {RESULTS}")
+        print(f"results: {write_results('evaluate', out)}")
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

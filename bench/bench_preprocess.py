@@ -16,14 +16,11 @@ actor imports torch/diffusers and loads its models; daemons) is ~20 CPU-s here, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "preprocess.json"
+from bench.common import work_dir, write_results
 
 
 def parse_args(argv: list[str]):
@@ -132,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from asva_platform.schema import load_experiment
     from asva_platform.storage import Storage
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench-preprocess-"))
+    work = work_dir(args.work_dir, "bench-preprocess-")
     try:
         t0 = time.perf_counter()
         _, overrides = tiny_inputs(work, clips_per_class=args.clips_per_class, max_duration=args.max_duration,
@@ -199,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
               f"on {os.cpu_count()} CPUs)")
         print(f"cache size: {out['bytes_per_clip'] / 2**20:.2f} MiB per clip, {out['bytes_per_window'] / 2**10:.0f} KiB "
               f"per window (latent {out['latent']}, audio tokens {out['audio_tokens']}; both flips)")
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-        print(f"results: {RESULTS}")
+        print(f"results: {write_results('preprocess', out)}")
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

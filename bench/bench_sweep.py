@@ -19,16 +19,14 @@ Nothing is asserted; results go to stdout and bench/results/sweep.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
-RESULTS = Path(__file__).parent / "results" / "sweep.json"
+from bench.common import local_ray_defaults, work_dir, write_results
+
 REPO = Path(__file__).resolve().parents[1]
 # Learning rates in the order trials run (a fixed shuffle of a log grid: a grid is not sorted by quality).
 DEFAULT_LRS = "1e-4,3e-3,1e-6,1e-3,1e-5,3e-4"
@@ -106,12 +104,8 @@ def show_table(grid_rows, asha_rows) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench logs to its own sqlite store
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="asva-bench-sweep-"))
-    work.mkdir(parents=True, exist_ok=True)
+    local_ray_defaults(own_tracking=True)
+    work = work_dir(args.work_dir, "asva-bench-sweep-")
     try:
         import ray
 
@@ -146,10 +140,8 @@ def main(argv: list[str]) -> int:
         print(f"ASHA reached it with {out['asha_reached']['run_name']} (loss {out['asha_reached']['loss']:.4f})")
         print(f"{'ASHA steps to reach grid best / grid steps':44s}{ratio:10.3f}  goal <= 0.5")
     print(f"{'ASHA total steps / grid steps':44s}{out['asha_total_steps_vs_grid']:10.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), **out,
-                                   "grid": [vars(r) for r in grid_rows], "asha": [vars(r) for r in asha_rows]},
-                                  indent=2, default=str))
+    write_results("sweep", {"args": vars(args), **out,
+                            "grid": [vars(r) for r in grid_rows], "asha": [vars(r) for r in asha_rows]})
     return 0
 
 

@@ -25,11 +25,11 @@ import os
 import shutil
 import socket
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results" / "train.json"
+from bench.common import local_ray_defaults, work_dir, write_results
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -200,12 +200,8 @@ def show(what: str, result: dict) -> dict:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench logs to its own sqlite store
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="asva-bench-train-"))
-    work.mkdir(parents=True, exist_ok=True)
+    local_ray_defaults(own_tracking=True)
+    work = work_dir(args.work_dir, "asva-bench-train-")
     try:
         import ray
 
@@ -253,10 +249,8 @@ def main(argv: list[str]) -> int:
     print(f"{'ZeRO-3 / ZeRO-0 bytes in ' + other:38s}{sizes[f'zero3_bytes_{other}'] / sizes[f'zero0_bytes_{other}']:12.3f}")
     for k, v in ratios.items():
         print(f"{k:38s}{v:12.3f}  {goals[k]}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"args": vars(args), "ratios": ratios, "goals": goals, "cached": cached,
-                                   "online": online, "online_prefetch": online_prefetch, "ddp": ddp,
-                                   "bytes": sizes}, indent=2))
+    write_results("train", {"args": vars(args), "ratios": ratios, "goals": goals, "cached": cached,
+                            "online": online, "online_prefetch": online_prefetch, "ddp": ddp, "bytes": sizes})
     return 0
 
 

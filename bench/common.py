@@ -1,0 +1,36 @@
+"""What the Ray benchmarks share: process defaults, a work directory, and the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def local_ray_defaults(own_tracking: bool = False) -> None:
+    """Env for a benchmark's local Ray (see README gotchas); ``own_tracking`` drops any MLflow server URI
+    so the benchmark logs to its own sqlite store."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if own_tracking:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def work_dir(given: str | None, prefix: str) -> Path:
+    """``given`` (kept afterwards) or a new temporary directory."""
+    work = Path(given or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def write_results(name: str, out: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json``; returns its path."""
+    path = RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return path
