@@ -8,7 +8,6 @@ second on CPU; paths and training knobs apply to both presets.
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -190,51 +189,3 @@ TINY_UNET = UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attentio
 TINY_AUDIO_ENCODER = AudioEncoderConfig(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
 TINY_VAE = VAEConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
 TINY_GEOMETRY = {"unet": TINY_UNET, "audio_encoder": TINY_AUDIO_ENCODER, "vae": TINY_VAE}
-
-
-def model_config_from_dict(data: dict, source: str = "<dict>") -> ModelConfig:
-    """Strictly build a ModelConfig from a plain mapping (unknown keys / wrong types raise ValueError).
-
-    The platform's loader (`asva_platform.config`) does the same for the whole experiment; this small
-    one exists because asva_model may not import the platform (used by `asva_model.info.main`).
-    """
-    return _build(ModelConfig, data, source)
-
-
-def _build(cls, data, key):
-    if not isinstance(data, dict):
-        raise ValueError(f"{key}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for name, value in data.items():
-        where = f"{key}.{name}"
-        if name not in fields:
-            raise ValueError(f"{where}: unknown key")
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            value = _build(tp, value, where)
-        elif typing.get_origin(tp) is Literal:
-            if value not in typing.get_args(tp):
-                raise ValueError(f"{where}: must be one of {typing.get_args(tp)}, got {value!r}")
-        elif typing.get_origin(tp) is list:
-            (item,) = typing.get_args(tp)
-            if not isinstance(value, list) or not all(_is(v, item) for v in value):
-                raise ValueError(f"{where}: expected a list of {item.__name__}, got {value!r}")
-        elif not _is(value, tp):
-            raise ValueError(f"{where}: expected {tp.__name__}, got {value!r}")
-        kwargs[name] = float(value) if tp is float else value
-    obj = cls(**kwargs)
-    try:
-        obj.validate()
-    except ValueError as err:
-        raise ValueError(f"{key}.{err}") from None
-    return obj
-
-
-def _is(value, tp) -> bool:
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)

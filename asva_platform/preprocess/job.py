@@ -135,7 +135,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     """Check every input and decide the cache identity and shards; raises UserError/StorageError (one line)."""
     import torch
 
-    from asva_model.config import model_config_from_dict
+    from asva_model.config import ModelConfig
     from asva_model.text import load_text_encodings
     from asva_platform.preprocess.encoders import (
         absolute_model_paths,
@@ -156,7 +156,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     if not any(listing.entries for listing in listings.values()):
         raise UserError(f"dataset {cfg.dataset.root}: no usable clips in split(s) {', '.join(p.splits)}")
 
-    model_cfg = absolute_model_paths(model_config_from_dict(cfgmod.to_dict(cfg.model), "model"))
+    model_cfg = absolute_model_paths(cfgmod.from_dict(ModelConfig, cfgmod.to_dict(cfg.model), "model"))
     model_for_actors = cfgmod.to_dict(model_cfg)  # s3:// paths stay remote: each actor copies them to its node
     if not model_cfg.text_encodings:
         raise UserError("model.text_encodings: required (the cache stores each class prompt's encoding)")

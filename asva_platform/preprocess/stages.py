@@ -191,14 +191,15 @@ class EncodeWindows:
                  endpoint_url: str = "", region: str = "") -> None:
         import torch
 
-        from asva_model.config import model_config_from_dict
+        from asva_model.config import ModelConfig
+        from asva_platform.config import from_dict
         from asva_platform.preprocess.encoders import load_frozen_encoders, localize_model_paths
         from asva_platform.storage import Storage
 
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        model_cfg = localize_model_paths(model_config_from_dict(model, "model"), Storage(endpoint_url, region))
+        model_cfg = localize_model_paths(from_dict(ModelConfig, model, "model"), Storage(endpoint_url, region))
         self.vae, self.audio = load_frozen_encoders(model_cfg, self.device, dtype)
         self.layout = CacheLayout.from_dict(layout)
         self.vae_chunk = vae_chunk_frames

@@ -113,9 +113,10 @@ def estimate_unet_flops(model: torch.nn.Module, num_frames: int, latent_hw: tupl
 @functools.lru_cache(maxsize=8)
 def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int, int]) -> FlopsEstimate:
     from asva_model.build import build_audio_encoder, build_unet
-    from asva_model.config import model_config_from_dict
+    from asva_model.config import ModelConfig
+    from asva_platform.config import from_dict
 
-    model_cfg = model_config_from_dict(json.loads(model_cfg_json))
+    model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
     # Geometry only: no weight files are read on the meta device.
     meta_cfg = dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", gradient_checkpointing=False)
     unet = build_unet(meta_cfg, device="meta")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from asva_model.config import model_config_from_dict
+from asva_model.config import ModelConfig
 from asva_model.data.sampling import grid_window_starts, probe_duration, sample_clip, sample_grid_windows
 from asva_model.objective import encode_frames
 from asva_platform import config as cfgmod
@@ -123,7 +123,7 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
     # actor's settings (1 thread as encode_num_cpus=1; the clip's windows as one audio batch).
     row = next(r for r in handle.iter_rows("train") if r["start"] > 0)
     local = str(work / "data" / "videos" / str(row["clip"]))
-    model_cfg = localize_model_paths(model_config_from_dict(cfgmod.to_dict(cfg.model), "model"), storage)
+    model_cfg = localize_model_paths(cfgmod.from_dict(ModelConfig, cfgmod.to_dict(cfg.model), "model"), storage)
     vae, audio = load_frozen_encoders(model_cfg)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

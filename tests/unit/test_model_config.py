@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from asva_model import info
 from asva_model.config import (
     AudioEncoderConfig,
     ModelConfig,
     NoiseSchedulerConfig,
     UNetConfig,
     VAEConfig,
-    model_config_from_dict,
 )
+from asva_platform.config import ConfigError, from_dict
+from asva_platform.schema import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,14 +58,11 @@ def test_tiny_preset_and_its_guard():
     ({"unet": {"layers": 2}}, "unet.layers: unknown key"),
 ])
 def test_bad_values_name_the_key(data, message):
-    with pytest.raises(ValueError, match=message):
-        model_config_from_dict(data, "f.yaml: model")
+    with pytest.raises(ConfigError, match=message):
+        from_dict(ModelConfig, data, "f.yaml: model")
 
 
 def test_platform_loader_accepts_the_section(tmp_path):
-    from asva_platform.config import ConfigError
-    from asva_platform.schema import load_experiment
-
     path = tmp_path / "exp.yaml"
     path.write_text("base: " + str(REPO / "configs/model/tiny.yaml") + "\nmodel:\n  audio_cond_drop_prob: 0.1\n")
     cfg = load_experiment(str(path))
@@ -75,15 +74,21 @@ def test_platform_loader_accepts_the_section(tmp_path):
 
 def test_shipped_model_yamls_load():
     for name in ("full", "tiny"):
-        cfg = info.load_model_config(REPO / "configs" / "model" / f"{name}.yaml")
+        cfg = load_experiment(REPO / "configs" / "model" / f"{name}.yaml").model
         assert cfg.preset == name
 
 
-def test_model_info_cli_prints_one_json_line(capsys, tmp_path):
+def asva_model_info(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asva_platform.cli", "model-info", *args], capture_output=True,
+                          text=True, cwd=REPO)
+
+
+def test_model_info_cli_prints_one_json_line(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("base: " + str(REPO / "configs/model/tiny.yaml") + "\n")
-    assert info.main(["--config", str(path), "--json"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    done = asva_model_info("--config", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
     assert len(lines) == 1
     out = json.loads(lines[0])
     assert out["total"] == out["trainable"] + out["frozen"] == sum(out["groups"].values())
@@ -91,5 +96,5 @@ def test_model_info_cli_prints_one_json_line(capsys, tmp_path):
     assert out["trainable"] == out["groups"]["ff_temporal_conv"] + out["groups"]["temporal_attn"] + \
         out["groups"]["audio_cross_attn"]
     path.write_text("model:\n  preset: huge\n")
-    assert info.main(["--config", str(path), "--json"]) == 2
-    assert "preset" in capsys.readouterr().err
+    done = asva_model_info("--config", str(path), "--json")
+    assert done.returncode == 2 and "preset" in done.stderr
