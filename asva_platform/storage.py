@@ -204,7 +204,9 @@ class Storage:
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call(u, lambda: list(paginator.paginate(Bucket=u.bucket, Prefix=prefix)))
         for page in pages:
-            out.extend(f"s3://{u.bucket}/{obj['Key']}" for obj in page.get("Contents", []))
+            # Keys ending in "/" are directory markers (Ray writes them), not files.
+            out.extend(f"s3://{u.bucket}/{obj['Key']}" for obj in page.get("Contents", [])
+                       if not obj["Key"].endswith("/"))
         return sorted(out)
 
     def read_bytes(self, uri: str) -> bytes:

@@ -45,6 +45,16 @@ def test_upload_download_dir(root, tmp_path):
     assert (out / "x" / "y" / "f.txt").read_text() == "deep" and (out / "top.txt").read_text() == "top"
 
 
+def test_directory_markers_are_not_files(s3_server, tmp_path):
+    st = Storage()
+    root = f"s3://{s3_server.bucket}/markers/{tmp_path.name}"
+    st.write_bytes(join(root, "ckpt") + "/", b"")  # the empty "directory" objects Ray writes to S3
+    st.write_bytes(join(root, "ckpt", "shard.pt"), b"weights")
+    assert st.list(root) == [join(root, "ckpt", "shard.pt")]
+    st.download_dir(root, tmp_path / "out")
+    assert (tmp_path / "out" / "ckpt" / "shard.pt").read_bytes() == b"weights"
+
+
 def test_pyarrow_filesystem_sees_the_same_objects(root):
     st = Storage()
     uri = join(root, "pa", "obj.txt")
