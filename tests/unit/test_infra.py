@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 from fnmatch import fnmatch
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -789,13 +790,14 @@ def test_weights_fetch_command_downloads_the_weights_prefix(s3_server, tmp_path)
     """Runs the manifests' own fetch code against a real S3 server (moto), into a temporary directory."""
     from asva_platform.storage import Storage
 
-    bucket = s3_server.bucket
+    # The S3 server is shared by the session, so this test owns a prefix that no other test writes under.
+    root = f"s3://{s3_server.bucket}/{uuid.uuid4().hex}"
     store = Storage()
-    store.write_bytes(f"s3://{bucket}/weights/stable-diffusion-v1-5/vae/config.json", b'{"a": 1}')
-    store.write_bytes(f"s3://{bucket}/weights/imagebind_huge.pth", b"\x00\x01weights")
-    store.write_bytes(f"s3://{bucket}/not-weights/other.bin", b"no")
+    store.write_bytes(f"{root}/weights/stable-diffusion-v1-5/vae/config.json", b'{"a": 1}')
+    store.write_bytes(f"{root}/weights/imagebind_huge.pth", b"\x00\x01weights")
+    store.write_bytes(f"{root}/not-weights/other.bin", b"no")
     code = weights_fetch_codes()["k8s/rayjob-train.yaml:gpu-train"]
-    code = code.replace(f"s3://{SAMPLE['ASVA_DATA_BUCKET']}/", f"s3://{bucket}/").replace("/home/ray/weights", str(tmp_path))
+    code = code.replace(f"s3://{SAMPLE['ASVA_DATA_BUCKET']}/", f"{root}/").replace("/home/ray/weights", str(tmp_path))
     env = {**os.environ, **s3_server.env}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=120)
