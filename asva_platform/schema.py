@@ -30,12 +30,16 @@ class StorageConfig:
     """S3 endpoint (e.g. the local S3 server); empty = $AWS_ENDPOINT_URL, else AWS itself."""
     region: str = "us-east-1"
     """S3 region."""
+    max_attempts: int = 8
+    """Attempts per S3 request (boto3 and pyarrow, standard retry mode, exponential backoff). 8 rides out an
+    S3 outage of about 50 s in pyarrow (checkpoints, cache reads) and 10 s in boto3; raise it for longer ones."""
 
     def validate(self) -> None:
         require(bool(self.root), "root", "must not be empty")
         if self.endpoint_url:
             require(self.endpoint_url.startswith(("http://", "https://")), "endpoint_url",
                     f"must start with http:// or https://, got {self.endpoint_url!r}")
+        require(self.max_attempts >= 1, "max_attempts", "must be >= 1")
 
     def resolved_endpoint(self) -> str:
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")

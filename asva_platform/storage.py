@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,21 @@ from urllib.parse import urlparse
 
 class StorageError(RuntimeError):
     """A storage problem phrased as one line naming the URI/endpoint (never credentials)."""
+
+
+# How pyarrow (AWS SDK), botocore and our own Storage say the endpoint could not be reached
+_CONNECTION_LOST = (re.compile(r"AWS Error NETWORK_CONNECTION during \w+ operation"),
+                    re.compile(r"Could not connect to the endpoint URL"),
+                    re.compile(r"cannot reach s3://\S+ at \S+: connection refused or endpoint down"))
+
+
+def _chain(err: BaseException):
+    """``err`` and its causes/contexts."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
 
 
 @dataclass(frozen=True)
@@ -67,15 +84,20 @@ def is_s3(uri: str) -> bool:
 class Storage:
     """Object operations on S3 (boto3) or the local filesystem, selected by URI."""
 
-    def __init__(self, endpoint_url: str = "", region: str = "") -> None:
+    def __init__(self, endpoint_url: str = "", region: str = "", max_attempts: int = 8) -> None:
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        self.max_attempts = max_attempts
         self._client = None
 
     @classmethod
     def from_config(cls, storage_cfg: Any) -> Storage:
         """From the experiment's ``storage`` section."""
-        return cls(storage_cfg.resolved_endpoint(), storage_cfg.region)
+        return cls(storage_cfg.resolved_endpoint(), storage_cfg.region, storage_cfg.max_attempts)
+
+    def params(self) -> dict[str, Any]:
+        """``Storage(**params)`` rebuilds this storage in another process (Ray tasks and actors)."""
+        return {"endpoint_url": self.endpoint_url, "region": self.region, "max_attempts": self.max_attempts}
 
     # ---- clients -------------------------------------------------------------------------------
     def _where(self, u: URI) -> str:
@@ -95,7 +117,7 @@ class Storage:
                 config=Config(
                     connect_timeout=5,
                     read_timeout=60,
-                    retries={"max_attempts": 8, "mode": "standard"},
+                    retries={"max_attempts": self.max_attempts, "mode": "standard"},
                     signature_version="s3v4",
                     s3={"addressing_style": "path"},
                 ),
@@ -114,10 +136,9 @@ class Storage:
             parsed = urlparse(self.endpoint_url)
             kwargs["endpoint_override"] = parsed.netloc or parsed.path
             kwargs["scheme"] = parsed.scheme or "https"
-        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=8)
         kwargs["connect_timeout"] = 5
         kwargs["request_timeout"] = 60
-        return pafs.S3FileSystem(**kwargs), f"{u.bucket}/{u.key}".rstrip("/")
+        return retrying_s3_filesystem(self.max_attempts, **kwargs), f"{u.bucket}/{u.key}".rstrip("/")
 
     def _call(self, u: URI, fn, *args, **kwargs):
         """Run a boto3 call, turning transport/permission errors into one-line StorageErrors."""
@@ -136,6 +157,18 @@ class Storage:
             raise
         except BotoCoreError as err:
             raise StorageError(f"storage error on {u} at {self.endpoint_url or 'AWS S3'}: {type(err).__name__}") from None
+
+    def lost_connection(self, err: BaseException) -> str | None:
+        """One line saying this storage became unreachable, when ``err`` (however deeply Ray wrapped it) says
+        so; None for any other error."""
+        text = " ".join(str(e) for e in _chain(err))
+        for pattern in _CONNECTION_LOST:
+            found = pattern.search(text)
+            if found:
+                where = self.endpoint_url or "AWS S3"
+                return (f"S3 at {where} became unreachable ({found.group(0)}, {self.max_attempts} attempts; "
+                        f"storage.max_attempts sets how many)")
+        return None
 
     # ---- checks --------------------------------------------------------------------------------
     def check_reachable(self, uri: str) -> None:
@@ -301,3 +334,24 @@ class Storage:
         else:
             self.download_dir(uri, dest)
         return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# A pyarrow S3 filesystem that keeps its retry strategy when pickled
+
+
+def retrying_s3_filesystem(max_attempts: int, **kwargs: Any):
+    """A ``pyarrow.fs.S3FileSystem`` with the standard retry strategy. pyarrow (25) drops ``retry_strategy``
+    when it pickles an S3FileSystem, so the copy Ray ships to the Train controller, its workers and Ray Data
+    tasks would fall back to 3 quick attempts (about 1.6 s), and a short S3 outage would fail the run. This
+    subclass pickles as a call to this function, retry strategy included."""
+    import pyarrow.fs as pafs
+
+    class RetryingS3FileSystem(pafs.S3FileSystem):
+        def __init__(self) -> None:
+            super().__init__(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts), **kwargs)
+
+        def __reduce__(self):
+            return functools.partial(retrying_s3_filesystem, max_attempts, **kwargs), ()
+
+    return RetryingS3FileSystem()

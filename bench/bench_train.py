@@ -11,6 +11,10 @@
    ZeRO-3 keeps an fp32 master partition besides the fp32 weight partition, so it saves less);
 4. the data-wait fraction of the cached fit (time blocked on the next batch / wall time).
 
+Beside ratio 1 it prints the compute-only online/cached ratio, (UNet training + frozen encoder FLOPs) /
+UNet training FLOPs per clip, for this bench's model and for the full-size recipe (configs/avsync15.yaml):
+the ratio caching reaches when decoding keeps up; more needs an online loop that waits on decoding.
+
 Throughput and step time are means over the report windows after the first (which holds start-up).
 Nothing is asserted; results go to stdout and bench/results/train.json.
 
@@ -192,6 +196,16 @@ def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 
+def compute_only_ratio(config: Path, overrides: list[str]) -> float:
+    """(training + frozen encoder FLOPs) / training FLOPs per clip, counted on the meta device."""
+    from asva_platform.schema import load_experiment
+    from asva_platform.training.flops import online_encoder_flops_per_sample, training_flops_per_sample
+
+    cfg = load_experiment(config, overrides)
+    train = training_flops_per_sample(cfg.model, cfg.sampling).per_sample
+    return (train + online_encoder_flops_per_sample(cfg.model, cfg.sampling)) / train
+
+
 def show(what: str, result: dict) -> dict:
     """Print each side as soon as it is measured (a later failure does not hide it)."""
     print(f"{what}: " + json.dumps({k: v for k, v in result.items() if k != "windows"}), flush=True)
@@ -227,6 +241,8 @@ def main(argv: list[str]) -> int:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
+    flops_ratio = {"this_model": compute_only_ratio(REPO / "configs" / "tiny.yaml", overrides),
+                   "full_size": compute_only_ratio(REPO / "configs" / "avsync15.yaml", [])}
     ratios = {
         "cached_vs_online_samples_per_s": cached["samples_per_s"] / online["samples_per_s"],
         "cached_vs_online_prefetch_samples_per_s": cached["samples_per_s"] / online_prefetch["samples_per_s"],
@@ -247,10 +263,13 @@ def main(argv: list[str]) -> int:
     print(f"{'ZeRO-3 bytes/rank':38s}{sizes['zero3_bytes']:12d}")
     other = "fp32" if args.bytes_precision == "bf16" else "bf16"
     print(f"{'ZeRO-3 / ZeRO-0 bytes in ' + other:38s}{sizes[f'zero3_bytes_{other}'] / sizes[f'zero0_bytes_{other}']:12.3f}")
+    print(f"{'compute-only online/cached, this model':38s}{flops_ratio['this_model']:12.3f}")
+    print(f"{'compute-only online/cached, full size':38s}{flops_ratio['full_size']:12.3f}")
     for k, v in ratios.items():
         print(f"{k:38s}{v:12.3f}  {goals[k]}")
     write_results("train", {"args": vars(args), "ratios": ratios, "goals": goals, "cached": cached,
-                            "online": online, "online_prefetch": online_prefetch, "ddp": ddp, "bytes": sizes})
+                            "online": online, "online_prefetch": online_prefetch, "ddp": ddp, "bytes": sizes,
+                            "compute_only_online_vs_cached": flops_ratio})
     return 0
 
 

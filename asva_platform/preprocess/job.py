@@ -252,16 +252,16 @@ def write_side_files(prep: Prepared) -> int:
 
 def stage_kwargs(prep: Prepared, todo: list[ShardPlan]) -> tuple[dict, dict, dict]:
     cfg, p = prep.cfg, prep.cfg.preprocess
-    endpoint, region = cfg.storage.resolved_endpoint(), cfg.storage.region
+    storage = prep.storage.params()  # each stage rebuilds it in its own process
     decode = dict(sampling=cfgmod.to_dict(cfg.sampling), windows_per_clip=p.windows_per_clip,
                   root_uri=cfg.dataset.root if is_s3(cfg.dataset.root) else prep.dataset_root,
-                  endpoint_url=endpoint, region=region)
+                  storage=storage)
     encode = dict(model=prep.model, layout=prep.layout.to_dict(), dtype=p.encode_dtype, use_gpu=p.encode_num_gpus > 0,
                   vae_chunk_frames=p.vae_chunk_frames, audio_chunk_windows=p.audio_chunk_windows,
-                  num_threads=max(1, int(p.encode_num_cpus)), endpoint_url=endpoint, region=region)
+                  num_threads=max(1, int(p.encode_num_cpus)), storage=storage)
     write = dict(cache_uri=prep.cache_uri, cache_id=prep.cache_id, layout=prep.layout.to_dict(),
                  plan={s.name: s.clips for s in todo}, split_of={s.name: s.split for s in todo},
-                 endpoint_url=endpoint, region=region)
+                 storage=storage)
     return decode, encode, write
 
 

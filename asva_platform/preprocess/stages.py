@@ -160,15 +160,14 @@ def _empty_decoded(sampling) -> dict:
 class DecodeClips:
     """Ray Data UDF (CPU): a batch of clip tasks -> a batch of decoded clip records."""
 
-    def __init__(self, sampling: dict, windows_per_clip: int, root_uri: str, endpoint_url: str = "",
-                 region: str = "") -> None:
+    def __init__(self, sampling: dict, windows_per_clip: int, root_uri: str, storage: dict | None = None) -> None:
         from asva_model.data.config import SamplingConfig
         from asva_platform.storage import Storage, is_s3
 
         self.sampling = SamplingConfig(**sampling)
         self.count = windows_per_clip
         if is_s3(root_uri):
-            self.filesystem, self.root = Storage(endpoint_url, region).filesystem(root_uri)
+            self.filesystem, self.root = Storage(**(storage or {})).filesystem(root_uri)
         else:
             self.filesystem, self.root = None, root_uri
 
@@ -188,7 +187,7 @@ class EncodeWindows:
 
     def __init__(self, model: dict, layout: dict, dtype: str = "fp32", use_gpu: bool = False,
                  vae_chunk_frames: int = 16, audio_chunk_windows: int = 16, num_threads: int = 0,
-                 endpoint_url: str = "", region: str = "") -> None:
+                 storage: dict | None = None) -> None:
         import torch
 
         from asva_model.config import ModelConfig
@@ -199,7 +198,7 @@ class EncodeWindows:
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        model_cfg = localize_model_paths(from_dict(ModelConfig, model, "model"), Storage(endpoint_url, region))
+        model_cfg = localize_model_paths(from_dict(ModelConfig, model, "model"), Storage(**(storage or {})))
         self.vae, self.audio = load_frozen_encoders(model_cfg, self.device, dtype)
         self.layout = CacheLayout.from_dict(layout)
         self.vae_chunk = vae_chunk_frames
@@ -345,10 +344,10 @@ class ShardWriter:
     Must run with concurrency 1: every row of a shard has to reach the same assembler."""
 
     def __init__(self, cache_uri: str, cache_id: str, layout: dict, plan: dict[str, list[str]],
-                 split_of: dict[str, str], endpoint_url: str = "", region: str = "") -> None:
+                 split_of: dict[str, str], storage: dict | None = None) -> None:
         from asva_platform.storage import Storage
 
-        self.storage = Storage(endpoint_url, region)
+        self.storage = Storage(**(storage or {}))
         self.cache_uri = cache_uri
         self.layout = CacheLayout.from_dict(layout)
         self.assembler = ShardAssembler(plan, split_of, cache_id)

@@ -12,6 +12,10 @@ Formula (documented in docs/training.md):
   trainable `_temp`/`_audio` layers 3x.
 * Training FLOPs per clip = F_fwd + F_bwd. Gradient-checkpoint recomputation is NOT counted (MFU, not
   hardware FLOPs utilisation), nor are the frozen VAE/audio encoder of the online mode.
+* The online mode adds, per clip, the frozen VAE encoder's forward over the clip's frames and the frozen
+  audio encoder's forward over its mel (``online_encoder_flops_per_sample``; the null audio, encoded once
+  per batch, is left out). (F_fwd + F_bwd + encoders) / (F_fwd + F_bwd) is the compute-only online/cached
+  cost ratio: what caching saves when decoding keeps up.
 * MFU = FLOPs per clip x clips/s per accelerator / peak dense FLOP/s of one accelerator at the training
   precision.
 """
@@ -149,3 +153,30 @@ def peak_flops(device_name: str, precision: str, override_tflops: float = 0.0) -
 def mfu(flops_per_sample: float, samples_per_s_per_device: float, peak: float) -> float:
     """Model FLOPs utilisation in [0, 1]; 0 when the peak is unknown."""
     return flops_per_sample * samples_per_s_per_device / peak if peak > 0 else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, int]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from asva_model.build import build_audio_encoder, build_vae
+    from asva_model.config import ModelConfig
+    from asva_platform.config import from_dict
+
+    model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
+    meta_cfg = dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="")
+    dev = torch.device("meta")
+    vae = build_vae(meta_cfg, device=dev)
+    audio = build_audio_encoder(meta_cfg, device=dev)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        vae.encode(torch.zeros(num_frames, 3, *image_hw, device=dev))
+        audio.encode(torch.zeros(1, 1, *audio.mel_shape, device=dev))
+    return float(counter.get_total_flops())
+
+
+def online_encoder_flops_per_sample(model_cfg, sampling_cfg) -> float:
+    """Forward FLOPs of the frozen VAE encoder (every frame of one clip) and audio encoder (its mel): what the
+    online data mode computes per clip that the latent cache has precomputed."""
+    data = asdict(model_cfg)
+    return _encoders_cached(json.dumps(data, sort_keys=True), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asva_platform.errors import UserError
-from asva_platform.storage import Storage, join
+from asva_platform.storage import Storage, StorageError, join
 from asva_platform.training.loop import RunSpec, loop_config, train_loop_per_worker
 from asva_platform.training.run_tracking import (
     TAG_CACHE_ID,
@@ -229,10 +229,18 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
         datasets = _training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
         clock.lap("ray + data")
         trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+            if result.error is not None:
+                raise result.error
+        except Exception as err:
+            lost = pre.storage.lost_connection(err)
+            if lost is None:
+                raise
+            # Ray Train records a checkpoint only once its upload finished, so the latest one is whole
+            raise StorageError(f"training stopped: {lost}; every checkpoint recorded under {run_uri} is complete: "
+                               f"re-run the same command to resume from the latest") from err
         clock.lap("fit")
-        if result.error is not None:
-            raise result.error
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
         fs, _ = pre.storage.filesystem(pre.runs_root)

@@ -10,7 +10,13 @@ from asva_model.build import build_unet
 from asva_model.config import ModelConfig
 from asva_model.data.config import SamplingConfig
 from asva_model.models.trainable import apply_trainable
-from asva_platform.training.flops import estimate_unet_flops, mfu, peak_flops, training_flops_per_sample
+from asva_platform.training.flops import (
+    estimate_unet_flops,
+    mfu,
+    online_encoder_flops_per_sample,
+    peak_flops,
+    training_flops_per_sample,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +65,16 @@ def test_peak_table_and_mfu():
     assert peak_flops("cpu", "fp32", override_tflops=2.0) == 2e12
     assert mfu(5e12, 10.0, 100e12) == pytest.approx(0.5)
     assert mfu(5e12, 10.0, 0.0) == 0.0
+
+
+def test_online_encoder_flops_are_linear_in_frames_and_sized_like_the_paper():
+    tiny = ModelConfig(preset="tiny")
+    f4, f8, f12 = (online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[32, 32], num_frames=n))
+                   for n in (4, 8, 12))
+    assert f8 - f4 == pytest.approx(f12 - f8) and f4 > f8 - f4  # VAE per frame, plus one audio encode
+    assert online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[64, 64])) > f12
+    # full size: SD-1.5's VAE encoder on 12 frames of 256x256 (~3.27 TFLOP) + ImageBind-Huge on one mel
+    full = online_encoder_flops_per_sample(ModelConfig(preset="full"), SamplingConfig())
+    train = training_flops_per_sample(ModelConfig(preset="full"), SamplingConfig()).per_sample
+    assert 3.0e12 < full < 3.6e12
+    assert 1.4 < (train + full) / train < 1.7
