@@ -4,7 +4,8 @@
     asva config show|validate        resolved experiment config (YAML, with field docs)
     asva synth                       write a synthetic AVSync15 (real layout, truly synchronized)
     asva model-info                  parameter counts of a model config (built on the meta device)
-    asva submit STAGE --config ...   submit preprocess|train|sweep|evaluate|generate as a Ray job
+    asva submit STAGE --config ... [-- JOB FLAGS]
+                                     submit preprocess|train|sweep|evaluate|generate as a Ray job
     asva jobs list|status|logs|stop  follow Ray jobs
     asva compare RUN [RUN ...]       side-by-side videos of runs (or a sweep's children) as one HTML page
 """
@@ -60,7 +61,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from asva_platform import submit
 
-    sub = submit.build_submission(args.stage, args.config, args.overrides, args.submission_id or "")
+    sub = submit.build_submission(args.stage, args.config, args.overrides, args.submission_id or "",
+                                  flags=tuple(args.job_flags))
     job_id = submit.submit(sub, args.address, num_gpus=args.entrypoint_num_gpus)
     print(f"submitted {job_id}: {sub.entrypoint}", flush=True)
     if args.no_wait:
@@ -127,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_model_info)
 
     address_help = "Ray dashboard/job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)"
-    p = sub.add_parser("submit", help="submit a stage as a Ray job")
+    p = sub.add_parser("submit", help="submit a stage as a Ray job",
+                       epilog="Stage flags go after `--`, e.g. `asva submit generate --config c.yaml -- --image "
+                              "s3://b/first.png --audio s3://b/a.wav --prompt dog_barking --out s3://b/out.mp4`.")
     p.add_argument("stage", choices=["preprocess", "train", "sweep", "evaluate", "generate"])
     p.add_argument("--config", required=True, help="experiment YAML (for `sweep`: the sweep YAML)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4")
@@ -168,8 +172,13 @@ def _main(argv: list[str] | None) -> int:
 
         module, fn = PASSTHROUGH[argv[0]]
         return int(getattr(importlib.import_module(module), fn)(argv[1:]) or 0)
+    job_flags: list[str] = []
+    if argv and argv[0] == "submit" and "--" in argv:  # what follows `--` goes to the job as is
+        cut = argv.index("--")
+        argv, job_flags = argv[:cut], argv[cut + 1:]
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    args.job_flags = job_flags
     # Dotted overrides may come before or after options; argparse leaves late ones unparsed.
     stray = [u for u in unknown if u.startswith("-") or "=" not in u]
     if stray or (unknown and not hasattr(args, "overrides")):

@@ -4,7 +4,10 @@
 
     ray job submit --working-dir . -- python -m jobs.train --config configs/tiny.yaml train.lr=2e-4
 
-plus: the config is validated here first (nothing reaches the cluster if it is bad), the working dir is
+plus: the job validates its own config and arguments here first (``python -m jobs.<stage> ... --check`` in a
+subprocess, so this module never imports the job layer; nothing reaches the cluster if they are bad);
+stage-specific flags go after ``--`` (``asva submit generate --config c.yaml -- --image s3://... --audio ...``);
+the working dir is
 packed without the venv/state/caches, the runtime env carries the S3 endpoint and MLflow URI from the
 config (never credentials, never in the entrypoint string), and the git commit travels as
 ``ASVA_GIT_COMMIT`` (Ray's upload has no .git). The submission id becomes the MLflow tag
@@ -75,9 +78,6 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     # cluster's own MLflow URI / S3 endpoint.
     env = worker_env()
     if stage == "sweep":
-        from sweeps.spec import load_sweep  # validated the same way the job will
-
-        load_sweep(config_path, overrides)
         args = [config_path, *overrides, *flags]
     else:
         from asva_platform.schema import load_experiment
@@ -86,6 +86,7 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
         if exp.storage.endpoint_url:
             env["AWS_ENDPOINT_URL"] = exp.storage.endpoint_url
         args = ["--config", config_path, *overrides, *flags]
+    check_job_args(stage, args, working_dir)
     from asva_platform.tracking import git_commit
 
     commit = git_commit()
@@ -96,6 +97,20 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     entrypoint = shlex.join(["python", "-m", f"jobs.{stage}", *args])
     runtime_env = {"working_dir": str(working_dir), "excludes": WORKING_DIR_EXCLUDES, "env_vars": env}
     return Submission(stage, entrypoint, runtime_env, sub_id)
+
+
+def check_job_args(stage: str, args: list[str], working_dir: Path) -> None:
+    """Run the job's own validation (``--check``: parse, load and validate the config, start nothing) in a
+    subprocess, the way the cluster will run it; its one-line error becomes ours."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", f"jobs.{stage}", *args, "--check"]
+    proc = subprocess.run(cmd, cwd=working_dir, capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        last = lines[-1] if lines else f"exit code {proc.returncode}"
+        reason = last.split("error: ", 1)[-1]  # ours ("error: ...") and argparse's ("prog: error: ...")
+        raise UserError(f"jobs.{stage} rejected its arguments, nothing submitted: {reason}")
 
 
 def submit(sub: Submission, address: str | None = None, num_gpus: float = 0, agent_wait_s: float = 180) -> str:

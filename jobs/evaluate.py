@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import job_parser, print_result
+from asva_platform.job_cli import checked_only, job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_experiment(args.config, args.overrides)
     if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
         cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
+    if checked_only(args, cfg.name):
+        return 0
     result = run_evaluate_job(cfg)
     print_result(result, args.json)
     return 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.job_cli import job_parser, print_result
+from asva_platform.job_cli import checked_only, job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_experiment(args.config, args.overrides)
     if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
         cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
+    if checked_only(args, cfg.name):  # the item list itself is read by the job (it may live on the cluster's S3)
+        return 0
     if args.batch:
         items = read_item_list(args.batch, Storage.from_config(cfg.storage))
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import job_parser, print_result
+from asva_platform.job_cli import checked_only, job_parser, print_result
 
 
 def parse_args(argv: list[str] | None):
@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     from asva_platform.schema import load_experiment
 
     cfg = load_experiment(args.config, args.overrides)
+    if checked_only(args, cfg.name):
+        return 0
     result = run_preprocess(cfg)
     print_result(result, args.json)
     return 0

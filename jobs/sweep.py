@@ -15,13 +15,15 @@ import json
 import sys
 
 from asva_platform.errors import run_guarded
+from asva_platform.job_cli import add_check_flag, checked_only
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("sweep", help="sweep YAML (e.g. sweeps/guidance_scale_tiny.yaml)")
     p.add_argument("overrides", nargs="*", help="dotted overrides: sweep keys, or base.<key> for the base config")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    add_check_flag(p)
     return p.parse_args(argv)
 
 
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.tune_runner import run_sweep
 
     loaded = load_sweep(args.sweep, args.overrides)
+    if checked_only(args, args.sweep):
+        return 0
     result = run_sweep(loaded)
     import ray
 

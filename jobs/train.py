@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import job_parser
+from asva_platform.job_cli import checked_only, job_parser
 
 
 def parse_args(argv: list[str] | None):
@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     from asva_platform.training.trainer import result_line, run_training
 
     cfg = load_experiment(args.config, args.overrides)
+    if checked_only(args, cfg.name):
+        return 0
     started_ray = not ray.is_initialized()
     result = run_training(cfg)
     if started_ray:

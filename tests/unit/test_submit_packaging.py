@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from ray._private.runtime_env.packaging import _get_excludes
 
+from asva_platform.errors import UserError
 from asva_platform.submit import WORKING_DIR_EXCLUDES, build_submission
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,3 +27,34 @@ def test_submission_carries_no_secrets_and_validates_first(monkeypatch):
     sub = build_submission("train", "configs/tiny.yaml", ["train.lr=2e-4"], submission_id="x")
     assert sub.entrypoint == "python -m jobs.train --config configs/tiny.yaml train.lr=2e-4"
     assert "s3cr3t-value" not in repr(sub)
+
+
+GENERATE_FLAGS = ("--image", "first.png", "--audio", "a.wav", "--prompt", "dog_barking", "--out", "o.mp4")
+
+
+def test_stage_flags_reach_the_entrypoint_after_the_jobs_own_check():
+    sub = build_submission("generate", "configs/tiny.yaml", ["eval.audio_guidance_scale=6"], submission_id="g",
+                           flags=GENERATE_FLAGS)
+    assert sub.entrypoint == ("python -m jobs.generate --config configs/tiny.yaml eval.audio_guidance_scale=6 "
+                              + " ".join(GENERATE_FLAGS))
+
+
+@pytest.mark.parametrize(("stage", "config", "overrides", "flags", "says"), [
+    ("generate", "configs/tiny.yaml", [], ("--image", "first.png"), "single mode needs all of"),
+    ("evaluate", "configs/tiny.yaml", [], ("--checkpointt", "x"), "unrecognized arguments: --checkpointt"),
+    ("sweep", "sweeps/guidance_scale_tiny.yaml", ["num_samplez=3"], (), "num_samplez"),
+])
+def test_the_job_rejects_bad_arguments_before_anything_is_submitted(stage, config, overrides, flags, says):
+    with pytest.raises(UserError, match="nothing submitted") as err:
+        build_submission(stage, config, overrides, submission_id="x", flags=flags)
+    assert says in str(err.value) and "\n" not in str(err.value)
+
+
+def test_cli_passes_what_follows_the_double_dash_to_the_job(capsys):
+    from asva_platform.cli import main
+
+    # no cluster is contacted: the job's own check fails first
+    assert main(["submit", "generate", "--config", "configs/tiny.yaml", "--", "--imag", "x.png"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: jobs.generate rejected its arguments, nothing submitted:")
+    assert err.endswith("unrecognized arguments: --imag")  # not taken as --image: no abbreviations
