@@ -22,7 +22,7 @@ from asva_platform.storage import Storage, is_s3
 
 RANDOM_INIT_SEED = 0
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_PATH_FIELDS = ("pretrained_sd", "audio_encoder_weights", "text_encodings")
+_PATH_FIELDS = ("pretrained_sd", "init_unet", "audio_encoder_weights", "text_encodings")
 
 
 def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: str | None = None) -> ModelConfig:

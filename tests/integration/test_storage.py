@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.fs as pafs
 import pytest
 
@@ -95,3 +97,24 @@ def test_bad_uris():
         parse_uri("gs://bucket/x")
     with pytest.raises(StorageError, match="missing bucket"):
         parse_uri("s3:///x")
+
+
+def test_every_s3_weight_path_of_a_model_config_is_downloaded(s3_server, tmp_path):
+    from asva_model.config import ModelConfig
+    from asva_platform.preprocess.encoders import localize_model_paths
+
+    storage = Storage()
+    root = f"s3://{s3_server.bucket}/weights-{tmp_path.name}"
+    files = {"init_unet": ("unet3d", ["config.json", "diffusion_pytorch_model.safetensors"]),
+             "pretrained_sd": ("sd", ["model_index.json", "vae/config.json"]),
+             "audio_encoder_weights": ("audio.pth", [""]), "text_encodings": ("text.pt", [""])}
+    for name, rels in files.values():
+        for rel in rels:
+            storage.write_bytes(join(root, name, rel), f"{name}/{rel}".encode())
+    cfg = ModelConfig(preset="tiny", **{field: join(root, name) for field, (name, _) in files.items()})
+    local = localize_model_paths(cfg, storage, str(tmp_path / "cache"))
+    for field, (name, rels) in files.items():
+        path = Path(getattr(local, field))
+        assert path.exists() and str(tmp_path / "cache") in str(path), field
+        for rel in rels:
+            assert (path / rel if rel else path).read_bytes() == f"{name}/{rel}".encode(), (field, rel)
