@@ -20,6 +20,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -36,6 +38,20 @@ LOCAL_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY":
 
 class StackError(RuntimeError):
     pass
+
+
+@contextmanager
+def restored_env(keys: Iterable[str]) -> Iterator[None]:
+    """Whatever the block does to these environment variables is undone at its end (unset ones unset again)."""
+    saved = {k: os.environ.get(k) for k in keys}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def free_port() -> int:
@@ -155,16 +171,9 @@ def start_s3_server(port: int = 0, bucket: str = DEFAULT_BUCKET, log_dir: Path |
         service.pid, service.started_here, service._proc = proc.pid, True, proc
     from asva_platform.storage import Storage
 
-    saved = {k: os.environ.get(k) for k in service.env}
-    os.environ.update({k: v for k, v in service.env.items() if k != "AWS_ENDPOINT_URL" and not os.environ.get(k)})
-    try:
+    with restored_env(service.env):
+        os.environ.update({k: v for k, v in service.env.items() if k != "AWS_ENDPOINT_URL" and not os.environ.get(k)})
         Storage(url).ensure_bucket(f"s3://{bucket}")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return service
 
 

@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 from asva_platform.stack import (  # noqa: E402
     MlflowService,
     S3Service,
+    restored_env,
     start_mlflow_server,
     start_s3_server,
 )
@@ -34,15 +35,10 @@ TEST_BUCKET = "asva-test"
 def s3_server(tmp_path_factory) -> S3Service:
     """A real moto S3 server on 127.0.0.1 with bucket ``asva-test``; sets AWS_* env for this process."""
     service = start_s3_server(bucket=TEST_BUCKET, log_dir=tmp_path_factory.mktemp("s3"))
-    saved = {k: os.environ.get(k) for k in service.env}
-    os.environ.update(service.env)
-    yield service
-    service.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    with restored_env(service.env):
+        os.environ.update(service.env)
+        yield service
+        service.stop()
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import start_mlflow_server, start_s3_server
+from asva_platform.stack import restored_env, start_mlflow_server, start_s3_server
 from asva_platform.storage import join
 from asva_platform.training.checkpoint import STATE_FILE, consolidated_state_dict
 from asva_platform.training.export import local_checkpoint
@@ -48,20 +48,15 @@ def servers(tmp_path_factory):
     mlflow = start_mlflow_server(work / "mlflow", f"s3://{BUCKET}/mlartifacts", s3)
     proxy = TcpOutage(s3.port)
     proxy.up()
-    saved = {k: os.environ.get(k) for k in s3.env}
-    os.environ.update(s3.env)  # this process (cache building, checks) talks to moto directly
-    try:
-        overrides, storage = tiny_cache(work, ROOT, mlflow.uri)
-        yield {"s3": s3, "mlflow": mlflow, "proxy": proxy, "overrides": overrides, "storage": storage}
-    finally:
-        proxy.down()
-        mlflow.stop()
-        s3.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with restored_env(s3.env):
+        os.environ.update(s3.env)  # this process (cache building, checks) talks to moto directly
+        try:
+            overrides, storage = tiny_cache(work, ROOT, mlflow.uri)
+            yield {"s3": s3, "mlflow": mlflow, "proxy": proxy, "overrides": overrides, "storage": storage}
+        finally:
+            proxy.down()
+            mlflow.stop()
+            s3.stop()
 
 
 def train_cmd(servers, name: str, *extra: str) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import start_mlflow_server, start_s3_server
+from asva_platform.stack import restored_env, start_mlflow_server, start_s3_server
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,23 +36,18 @@ def stack(tmp_path_factory):
     """Own S3 + MLflow servers started with the fake credentials in the environment."""
     keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION",
             "MLFLOW_TRACKING_URI")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
-    work = tmp_path_factory.mktemp("secrets")
-    s3 = start_s3_server(bucket=BUCKET, log_dir=work / "s3")
-    os.environ.update(s3.env)
-    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
-    mlflow = start_mlflow_server(work / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlartifacts", s3=s3)
-    try:
-        yield work, s3, mlflow
-    finally:
-        mlflow.stop()
-        s3.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with restored_env(keys):
+        os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
+        work = tmp_path_factory.mktemp("secrets")
+        s3 = start_s3_server(bucket=BUCKET, log_dir=work / "s3")
+        os.environ.update(s3.env)
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
+        mlflow = start_mlflow_server(work / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlartifacts", s3=s3)
+        try:
+            yield work, s3, mlflow
+        finally:
+            mlflow.stop()
+            s3.stop()
 
 
 def scan_text(where: str, data: bytes | str, found: list[str]) -> None:
