@@ -110,7 +110,7 @@ def test_every_s3_weight_path_of_a_model_config_is_downloaded(s3_server, tmp_pat
              "audio_encoder_weights": ("audio.pth", [""]), "text_encodings": ("text.pt", [""])}
     for name, rels in files.values():
         for rel in rels:
-            storage.write_bytes(join(root, name, rel), f"{name}/{rel}".encode())
+            storage.write_bytes(join(root, name, rel) if rel else join(root, name), f"{name}/{rel}".encode())
     cfg = ModelConfig(preset="tiny", **{field: join(root, name) for field, (name, _) in files.items()})
     local = localize_model_paths(cfg, storage, str(tmp_path / "cache"))
     for field, (name, rels) in files.items():
