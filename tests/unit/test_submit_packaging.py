@@ -58,3 +58,23 @@ def test_cli_passes_what_follows_the_double_dash_to_the_job(capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: jobs.generate rejected its arguments, nothing submitted:")
     assert err.endswith("unrecognized arguments: --imag")  # not taken as --image: no abbreviations
+
+
+@pytest.mark.parametrize(("stage", "args"), [
+    ("preprocess", ["--config", "configs/tiny.yaml"]),
+    ("train", ["--config", "configs/tiny.yaml", "train.lr=1e-4"]),
+    ("evaluate", ["--config", "configs/tiny.yaml", "--checkpoint", "init"]),
+    ("sweep", ["sweeps/guidance_scale_tiny.yaml", "checkpoint=init"]),
+])
+def test_check_validates_and_starts_nothing(stage, args, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}  # Ray would create its session folder here
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run([sys.executable, "-m", f"jobs.{stage}", *args, "--check"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("ok: ")
+    assert not list(tmp_path.iterdir()), "a Ray session was created"
