@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import free_port, start_mlflow_server, start_s3_server
+from asva_platform.stack import free_port, restored_env, start_mlflow_server, start_s3_server
 from tests.reliability.job_probe import run_jobs
 
 pytestmark = pytest.mark.integration
@@ -51,11 +51,8 @@ def test_mlflow_down_at_start_falls_back_to_local_store_when_optional(tmp_path, 
     cfg = load_experiment(TINY, [f"tracking.uri={uri}", "tracking.required=false"])
     import os
 
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # $MLFLOW_TRACKING_URI wins over tracking.uri
-    try:
+    with restored_env(["MLFLOW_TRACKING_URI"]):
+        os.environ.pop("MLFLOW_TRACKING_URI", None)  # $MLFLOW_TRACKING_URI wins over tracking.uri
         resolved = resolve_tracking_uri(cfg.tracking, state_dir=tmp_path)
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
     assert resolved == f"sqlite:///{tmp_path.resolve()}/mlflow-offline/mlflow.db"
     assert f"MLflow server {uri} unreachable" in capsys.readouterr().out
