@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import boto3
@@ -51,12 +52,17 @@ def test_stack_up_status_down(tmp_path):
                           json={"max_results": 10}, timeout=5)
         assert r.status_code == 200 and "experiments" in r.json()
         assert (state / "mlflow" / "mlflow.db").exists()
-        # Ray: `ray status` sees the head.
-        ray_status = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "--address",
-                                     f"127.0.0.1:{settings.ray_port}"], capture_output=True, text=True,
-                                    env=stack.ray_env() | {"RAY_AUTH_MODE": "disabled"}, timeout=60)
-        assert ray_status.returncode == 0, ray_status.stderr
-        assert "CPU" in ray_status.stdout
+        # Ray: `ray status` sees the head (its first resource report can take a few seconds after start-up)
+        deadline = time.time() + 60
+        while True:
+            ray_status = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "--address",
+                                         f"127.0.0.1:{settings.ray_port}"], capture_output=True, text=True,
+                                        env=stack.ray_env() | {"RAY_AUTH_MODE": "disabled"}, timeout=60)
+            assert ray_status.returncode == 0, ray_status.stderr
+            if "CPU" in ray_status.stdout or time.time() > deadline:
+                break
+            time.sleep(2)
+        assert "CPU" in ray_status.stdout, ray_status.stdout
 
         # Idempotent: a second up finds the running services and starts nothing.
         again = asva(["stack", "up"], env)
