@@ -114,15 +114,26 @@ def estimate_unet_flops(model: torch.nn.Module, num_frames: int, latent_hw: tupl
     return FlopsEstimate(forward, backward, trainable / forward if forward else 0.0)
 
 
-@functools.lru_cache(maxsize=8)
-def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int, int]) -> FlopsEstimate:
-    from asva_model.build import build_audio_encoder, build_unet
+def _cache_key(model_cfg) -> str:
+    """A hashable form of ``model_cfg`` for the lru caches below (dataclasses with lists are not hashable)."""
+    return json.dumps(asdict(model_cfg), sort_keys=True)
+
+
+def _geometry_only(model_cfg_json: str):
+    """The ModelConfig of a cache key with every weight path cleared: meta-device builds read no file."""
     from asva_model.config import ModelConfig
     from asva_platform.config import from_dict
 
     model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
-    # Geometry only: no weight files are read on the meta device.
-    meta_cfg = dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", gradient_checkpointing=False)
+    return dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="",
+                               gradient_checkpointing=False)
+
+
+@functools.lru_cache(maxsize=8)
+def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int, int]) -> FlopsEstimate:
+    from asva_model.build import build_audio_encoder, build_unet
+
+    meta_cfg = _geometry_only(model_cfg_json)
     unet = build_unet(meta_cfg, device="meta")
     audio_tokens = build_audio_encoder(meta_cfg, device="meta").num_tokens
     return estimate_unet_flops(unet, num_frames, latent_hw, 77, audio_tokens)
@@ -133,8 +144,7 @@ def training_flops_per_sample(model_cfg, sampling_cfg) -> FlopsEstimate:
     geo = model_cfg.resolved()
     factor = geo.vae.downsample_factor
     latent_hw = (sampling_cfg.image_size[0] // factor, sampling_cfg.image_size[1] // factor)
-    data = asdict(model_cfg)
-    return _estimate_cached(json.dumps(data, sort_keys=True), sampling_cfg.num_frames, latent_hw)
+    return _estimate_cached(_cache_key(model_cfg), sampling_cfg.num_frames, latent_hw)
 
 
 def peak_flops(device_name: str, precision: str, override_tflops: float = 0.0) -> float:
@@ -160,11 +170,8 @@ def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, 
     from torch.utils.flop_counter import FlopCounterMode
 
     from asva_model.build import build_audio_encoder, build_vae
-    from asva_model.config import ModelConfig
-    from asva_platform.config import from_dict
 
-    model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
-    meta_cfg = dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="")
+    meta_cfg = _geometry_only(model_cfg_json)
     dev = torch.device("meta")
     vae = build_vae(meta_cfg, device=dev)
     audio = build_audio_encoder(meta_cfg, device=dev)
@@ -178,5 +185,4 @@ def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, 
 def online_encoder_flops_per_sample(model_cfg, sampling_cfg) -> float:
     """Forward FLOPs of the frozen VAE encoder (every frame of one clip) and audio encoder (its mel): what the
     online data mode computes per clip that the latent cache has precomputed."""
-    data = asdict(model_cfg)
-    return _encoders_cached(json.dumps(data, sort_keys=True), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))
+    return _encoders_cached(_cache_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))
