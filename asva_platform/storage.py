@@ -27,10 +27,12 @@ class StorageError(RuntimeError):
     """A storage problem phrased as one line naming the URI/endpoint (never credentials)."""
 
 
-# How pyarrow (AWS SDK), botocore and our own Storage say the endpoint could not be reached
+_ENDPOINT_DOWN = "connection refused or endpoint down"
+# How pyarrow (AWS SDK), botocore and our own Storage._call say the endpoint could not be reached (inside a Ray
+# error, ours arrives only as text)
 _CONNECTION_LOST = (re.compile(r"AWS Error NETWORK_CONNECTION during \w+ operation"),
                     re.compile(r"Could not connect to the endpoint URL"),
-                    re.compile(r"cannot reach s3://\S+ at \S+: connection refused or endpoint down"))
+                    re.compile(rf"cannot reach s3://\S+ at \S+: {_ENDPOINT_DOWN}"))
 
 
 def _chain(err: BaseException):
@@ -100,9 +102,13 @@ class Storage:
         return {"endpoint_url": self.endpoint_url, "region": self.region, "max_attempts": self.max_attempts}
 
     # ---- clients -------------------------------------------------------------------------------
+    @property
+    def _endpoint_name(self) -> str:
+        """The endpoint as errors name it."""
+        return self.endpoint_url or "AWS S3"
+
     def _where(self, u: URI) -> str:
-        endpoint = self.endpoint_url or "AWS S3"
-        return f"s3://{u.bucket} at {endpoint}"
+        return f"s3://{u.bucket} at {self._endpoint_name}"
 
     @property
     def client(self):
@@ -147,7 +153,7 @@ class Storage:
         try:
             return fn(*args, **kwargs)
         except EndpointConnectionError:
-            raise StorageError(f"cannot reach {self._where(u)}: connection refused or endpoint down") from None
+            raise StorageError(f"cannot reach {self._where(u)}: {_ENDPOINT_DOWN}") from None
         except ClientError as err:
             code = err.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchBucket",):
@@ -156,7 +162,7 @@ class Storage:
                 raise StorageError(f"access denied to {u} ({code}); check the AWS credential chain") from None
             raise
         except BotoCoreError as err:
-            raise StorageError(f"storage error on {u} at {self.endpoint_url or 'AWS S3'}: {type(err).__name__}") from None
+            raise StorageError(f"storage error on {u} at {self._endpoint_name}: {type(err).__name__}") from None
 
     def lost_connection(self, err: BaseException) -> str | None:
         """One line saying this storage became unreachable, when ``err`` (however deeply Ray wrapped it) says
@@ -165,8 +171,7 @@ class Storage:
         for pattern in _CONNECTION_LOST:
             found = pattern.search(text)
             if found:
-                where = self.endpoint_url or "AWS S3"
-                return (f"S3 at {where} became unreachable ({found.group(0)}, {self.max_attempts} attempts; "
+                return (f"S3 at {self._endpoint_name} became unreachable ({found.group(0)}, {self.max_attempts} attempts; "
                         f"storage.max_attempts sets how many)")
         return None
 
