@@ -20,10 +20,6 @@ class TcpOutage:
     def __init__(self, target_port: int, port: int = 0) -> None:
         self.target_port = target_port
         self.port = port
-        self.accepted = 0
-        """Connections forwarded so far."""
-        self.reset = 0
-        """Open connections cut by ``down()`` calls."""
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -59,7 +55,6 @@ class TcpOutage:
             except OSError:
                 pass
             conn.close()
-        self.reset += len(conns) // 2  # each forwarded connection is a client and a server socket
 
     def _accept(self, listener: socket.socket) -> None:
         while self._listener is listener:
@@ -80,7 +75,6 @@ class TcpOutage:
                     server.close()
                     return
                 self._conns |= {client, server}
-                self.accepted += 1
             threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
 
     def _forward(self, client: socket.socket, server: socket.socket) -> None:
