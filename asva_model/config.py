@@ -152,7 +152,8 @@ class ModelConfig:
     audio_cond_drop_prob: float = 0.2
     """Training: probability per sample of replacing the audio with null audio (classifier-free guidance)."""
     trainable_modules: list[str] = field(default_factory=lambda: ["_temp", "_audio"])
-    """Modules whose qualified name contains any of these train; everything else is frozen."""
+    """Modules whose qualified name contains any of these train; everything else is frozen. `*` trains every
+    module (a UNet without pretrained SD-1.5 weights, e.g. the toy recipe)."""
     gradient_checkpointing: bool = True
     """Recompute resnet/transformer activations in backward (the paper: on)."""
 
@@ -182,6 +183,37 @@ class ModelConfig:
     def resolved(self) -> ModelConfig:
         """This config with the preset's geometry filled in (already done at construction)."""
         return self
+
+
+@dataclass
+class VAEPretrainConfig:
+    steps: int = 1500
+    """Optimizer steps (AdamW, constant learning rate)."""
+    batch_size: int = 16
+    """Frames per step."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term against the pixel MSE (small: reconstruction matters, latents stay near N(0, s²))."""
+    clips: int = 96
+    """Synthetic clips the training frames are drawn from (spread over the classes)."""
+    frames_per_clip: int = 24
+    """Frames drawn per training clip, at random times."""
+    held_out_frames: int = 256
+    """Frames from other clips on which PSNR and the scaling factor are measured."""
+    min_psnr_db: float = 25.0
+    """Fail (and save nothing) when the held-out reconstruction PSNR is below this."""
+    seed: int = 0
+    """Seed of the synthetic clips, frame times, init and batches."""
+    threads: int = 0
+    """torch threads while training (0 = torch's default)."""
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "clips", "frames_per_clip", "held_out_frames"):
+            _require(getattr(self, name) >= 1, name, "must be >= 1")
+        _require(self.lr > 0, "lr", "must be > 0")
+        _require(self.kl_weight >= 0, "kl_weight", "must be >= 0")
+        _require(self.threads >= 0, "threads", "must be >= 0")
 
 
 TINY_UNET = UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attention_head_dim=2,

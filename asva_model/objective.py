@@ -87,8 +87,9 @@ def diffusion_loss(
     text_emb: torch.Tensor,
     drop_prob: float,
     generator: torch.Generator | None = None,
+    per_sample: bool = False,
 ) -> torch.Tensor:
-    """The AVSyncD loss (fp32 scalar).
+    """The AVSyncD loss (fp32 scalar; with ``per_sample`` one value per sample, shape (b,)).
 
     latents: (b, C, f, h, w), already scaled by 0.18215; audio_tokens: (b, S, Da);
     null_audio_tokens: (1 or b, S, Da); audio_mask: (1 or b, f, S) bool; text_emb: (b, 77, Dt).
@@ -117,6 +118,8 @@ def diffusion_loss(
 
     dtype = _model_dtype(unet, latents.dtype)
     pred = unet(noisy.to(dtype), timesteps, text_emb.to(dtype), audio.to(dtype), audio_mask)
+    if per_sample:
+        return (pred[:, :, 1:].float() - target[:, :, 1:].float()).pow(2).flatten(1).mean(dim=1)
     return F.mse_loss(pred[:, :, 1:].float(), target[:, :, 1:].float())
 
 
@@ -129,6 +132,14 @@ class LossInputs:
     null_audio_tokens: torch.Tensor
     audio_mask: torch.Tensor
     text_emb: torch.Tensor
+
+    @classmethod
+    def concat(cls, parts: list[LossInputs]) -> LossInputs:
+        """Batches joined along the sample axis (null audio and a shared (1, f, S) mask are kept once)."""
+        first = parts[0]
+        mask = first.audio_mask if first.audio_mask.shape[0] == 1 else torch.cat([p.audio_mask for p in parts])
+        return cls(torch.cat([p.latents for p in parts]), torch.cat([p.audio_tokens for p in parts]),
+                   first.null_audio_tokens[:1], mask, torch.cat([p.text_emb for p in parts]))
 
 
 @torch.no_grad()
@@ -180,3 +191,74 @@ def loss_from_inputs(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: Lo
     """:func:`diffusion_loss` on a prepared batch (either path)."""
     return diffusion_loss(unet, scheduler, inputs.latents, inputs.audio_tokens, inputs.null_audio_tokens,
                           inputs.audio_mask, inputs.text_emb, drop_prob, generator)
+
+
+@dataclass
+class AudioLossGap:
+    """Held-out denoising loss of one model with each window's own audio, another clip's audio and the
+    null audio, at identical noise and timesteps: if the model uses its audio, the own-audio loss is lower."""
+
+    loss_true: float
+    loss_other_audio: float
+    loss_null_audio: float
+    gap_t: float
+    """Paired t-statistic of (other-audio loss - own-audio loss) over windows (> 0: the audio helps)."""
+    win_rate: float
+    """Fraction of windows whose own-audio loss is below their other-audio loss."""
+    num_windows: int
+
+
+def paired_t(diff: torch.Tensor) -> float:
+    """t-statistic of the mean of paired differences (0 when they are all equal)."""
+    d = diff.double()
+    sd = float(d.std()) if len(d) > 1 else 0.0
+    return float(d.mean()) / (sd / len(d) ** 0.5) if sd > 0 else 0.0
+
+
+def other_clip_index(clip_ids: list[str]) -> torch.Tensor | None:
+    """For each window, a window of the next clip (clips in order of first appearance, cyclic; the j-th
+    window of a clip pairs with the (j mod n)-th of the next): "another clip's audio". None with < 2 clips."""
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(clip_ids):
+        groups.setdefault(c, []).append(i)
+    order = list(groups.values())
+    if len(order) < 2:
+        return None
+    other = torch.empty(len(clip_ids), dtype=torch.long)
+    for k, members in enumerate(order):
+        nxt = order[(k + 1) % len(order)]
+        for j, i in enumerate(members):
+            other[i] = nxt[j % len(nxt)]
+    return other
+
+
+@torch.no_grad()
+def audio_loss_gap(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: LossInputs, other: torch.Tensor,
+                   seed: int = 0, draws: int = 4, batch_size: int = 16) -> AudioLossGap:
+    """Per-window loss with own / other (``inputs.audio_tokens[other]``) / null audio, each averaged over
+    ``draws`` noise draws; the same seed per window and draw makes the three losses see identical noise and
+    timesteps, so their difference is the audio's effect alone. ``other[i] != i`` must hold (pick windows of
+    another clip)."""
+    n = inputs.latents.shape[0]
+    if n < 2 or len(other) != n or bool((other == torch.arange(n)).any()):
+        raise ValueError("audio_loss_gap needs >= 2 windows and other[i] != i for every window")
+    was_training = unet.training
+    unet.eval()
+    variants = {"true": inputs.audio_tokens, "other": inputs.audio_tokens[other],
+                "null": inputs.null_audio_tokens.expand_as(inputs.audio_tokens)}
+    losses = {k: torch.zeros(n) for k in variants}
+    try:
+        for lo in range(0, n, batch_size):
+            sl = slice(lo, min(lo + batch_size, n))
+            for draw in range(draws):
+                for name, audio in variants.items():
+                    gen = torch.Generator().manual_seed(seed * 1_000_003 + lo * 1_009 + draw)
+                    mask = inputs.audio_mask if inputs.audio_mask.shape[0] == 1 else inputs.audio_mask[sl]
+                    losses[name][sl] += diffusion_loss(
+                        unet, scheduler, inputs.latents[sl], audio[sl], inputs.null_audio_tokens, mask,
+                        inputs.text_emb[sl], 0.0, gen, per_sample=True).cpu() / draws
+    finally:
+        unet.train(was_training)
+    diff = losses["other"] - losses["true"]
+    return AudioLossGap(float(losses["true"].mean()), float(losses["other"].mean()), float(losses["null"].mean()),
+                        paired_t(diff), float((diff > 0).double().mean()), n)

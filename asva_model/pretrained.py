@@ -63,17 +63,23 @@ def make_tiny_pretrained(
     weights_format: Literal["safetensors", "bin"] = "safetensors",
     scheduler: Literal["pndm", "ddpm"] = "pndm",
     seed: int = 0,
+    model_cfg: ModelConfig | None = None,
+    write_vae: bool = True,
 ) -> ModelConfig:
-    """Write the tiny pretrained files under ``out_dir``; returns the tiny ModelConfig that loads them."""
+    """Write the tiny pretrained files under ``out_dir``; returns the ModelConfig that loads them.
+
+    ``model_cfg`` gives the geometry (default: the tiny preset). ``write_vae=False`` leaves ``sd/vae``
+    to the caller (e.g. a VAE trained by :mod:`asva_model.vae_pretrain`)."""
     out = Path(out_dir)
     sd = out / "sd"
-    cfg = ModelConfig(preset="tiny")
+    cfg = model_cfg or ModelConfig(preset="tiny")
     geo = cfg.resolved()
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         torch.manual_seed(seed)
         safe = weights_format == "safetensors"
         _unet2d(geo).save_pretrained(sd / "unet", safe_serialization=safe)
-        build_vae(geo).save_pretrained(sd / "vae", safe_serialization=safe)
+        if write_vae:
+            build_vae(dataclasses.replace(geo, pretrained_sd="")).save_pretrained(sd / "vae", safe_serialization=safe)
         sched_cls = PNDMScheduler if scheduler == "pndm" else DDPMScheduler
         extra = dict(skip_prk_steps=True, set_alpha_to_one=False) if scheduler == "pndm" else dict(clip_sample=False)
         n = geo.noise_scheduler
@@ -95,7 +101,7 @@ def make_tiny_pretrained(
     cfg = dataclasses.replace(cfg, pretrained_sd=str(sd), audio_encoder_weights=str(out / "imagebind_audio.pth"),
                               text_encodings=str(out / "text_encodings.pt"),
                               null_text_encoding=str(out / "null_text_encoding.pt"))
-    section = {"preset": "tiny", "pretrained_sd": cfg.pretrained_sd,
+    section = {"preset": cfg.preset, "pretrained_sd": cfg.pretrained_sd,
                "audio_encoder_weights": cfg.audio_encoder_weights, "text_encodings": cfg.text_encodings,
                "null_text_encoding": cfg.null_text_encoding}
     (out / "model.yaml").write_text(yaml.safe_dump({"model": section}, sort_keys=False))

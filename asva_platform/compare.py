@@ -34,7 +34,8 @@ ARTIFACT_PATH = "compare/index.html"
 TAG_COMPARED = "asva.compare.runs"
 TAG_PARENT = "mlflow.parentRunId"
 JOB = "compare"
-METRIC_ORDER = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync")
+# Interval ends and the shifted-audio control (Sync_shifted: no better/worse direction) stay in eval.json.
+METRIC_ORDER = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_win_rate")
 LOWER_IS_BETTER = {"FID", "FVD"}
 SETTING_KEYS = ("audio_guidance_scale", "text_guidance_scale", "num_inference_steps", "seed")
 MAX_DIFF_PARAMS = 12

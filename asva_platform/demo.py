@@ -1,15 +1,18 @@
-"""`make demo`: the whole pipeline on embedded defaults, as Ray jobs on the local stack.
+"""`make demo`: the toy recipe (configs/toy.yaml, docs/toy.md) end to end, as Ray jobs on the local stack.
 
 1. `asva stack up` (S3 server, MLflow server, Ray head on 127.0.0.1);
-2. a small synthetic AVSync15 (real layout, truly synchronized audio and motion) uploaded to the S3 server,
-   and tiny random-init "pretrained" weights in the real formats;
-3. preprocess -> train (tiny, 2 workers, ZeRO-2) -> guidance sweep -> evaluate, each submitted as a Ray job
-   with `asva submit` semantics and waited for; every stage's `--json` result feeds the next;
-4. the MLflow UI URL and the experiment names.
+2. the toy inputs: a synthetic AVSync15 of the recipe's four strongly audio-driven classes (uploaded to
+   the S3 server), random-init UNet / audio-encoder / text files, and a VAE pretrained on synthetic frames
+   (`asva pretrain-vae`; the run stops if it reconstructs below its PSNR floor);
+3. preprocess -> train (2 workers, ZeRO-2, every UNet module) -> guidance sweep (scales 1 / 4 / 8, with
+   the shifted-audio control and CIs) -> evaluate, each submitted as a Ray job with `asva submit`
+   semantics and waited for; every stage's `--json` result feeds the next;
+4. the comparison page of the sweep (videos side by side, with their audio), logged to its parent run;
+5. the MLflow UI URL and what to look at.
 
-Re-running reuses what exists: the dataset and weights, the latent cache (same inputs -> same cache id, a
-no-op), the training run (same name -> resumes at its final step), the sweep (Tune restore).
-Environment: DEMO_CLIPS_PER_CLASS (default 2), DEMO_MAX_STEPS (default 30).
+Re-running reuses what exists: the dataset, the VAE, the latent cache (same inputs -> same cache id), the
+training run (same name -> resumes at its final step), the sweep (Tune restore) and the generated clips.
+Environment: DEMO_CLIPS_PER_CLASS (default 40), DEMO_MAX_STEPS (default: the recipe's train.max_steps).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asva_platform import stack, submit
@@ -24,8 +28,9 @@ from asva_platform.errors import UserError, run_guarded
 from asva_platform.storage import Storage, join
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "configs/tiny.yaml"
-SWEEP = "sweeps/guidance_scale_tiny.yaml"
+CONFIG = "configs/toy.yaml"
+SWEEP = "sweeps/guidance_scale_toy.yaml"
+DEFAULT_CLIPS_PER_CLASS = 40
 
 
 def banner(text: str) -> None:
@@ -46,19 +51,93 @@ def run_stage(stage: str, config: str, overrides: list[str]) -> dict:
     return result
 
 
-def demo_inputs(settings: stack.StackSettings, clips_per_class: int) -> list[str]:
-    """Dataset (uploaded to the S3 server) and tiny weights; returns the overrides pointing at them."""
-    from asva_platform.preprocess.fixtures import tiny_inputs
+@dataclass
+class ToyRun:
+    """What one run of the toy recipe produced (every stage's `--json` result)."""
 
-    work = (settings.state_dir / "demo").resolve()
-    banner(f"synthetic AVSync15 ({clips_per_class} clips/class) and tiny pretrained weights in {work}")
-    data_root, overrides = tiny_inputs(work, clips_per_class=clips_per_class, max_duration=4.0)
-    s3_root = f"s3://{settings.bucket}/datasets/synth-avsync15-{clips_per_class}"
+    overrides: list[str]
+    """The dotted overrides that point configs/toy.yaml at the inputs (the same for every stage)."""
+    vae: dict
+    preprocess: dict
+    train: dict
+    sweep: dict
+    evaluate: dict
+    compare_page: str = ""
+    """Local path of the comparison page."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tuple[list[str], dict]:
+    """Toy inputs (dataset uploaded to the S3 server, weights local); returns overrides and the VAE report."""
+    from asva_platform.preprocess.fixtures import toy_inputs
+    from asva_platform.schema import load_experiment
+
+    exp = load_experiment(str(REPO / CONFIG))
+    work = (settings.state_dir / "demo-toy").resolve()
+    banner(f"toy inputs ({clips_per_class} clips/class of {', '.join(exp.dataset.classes)}) in {work}")
+    data_root, overrides, report = toy_inputs(work, exp, clips_per_class)
+    s3_root = f"s3://{settings.bucket}/datasets/synth-toy-{clips_per_class}"
     storage = Storage(settings.s3_url)
     if not storage.exists(join(s3_root, "train.txt")):
         files = storage.upload_dir(data_root, s3_root)
         print(f"uploaded {len(files)} files to {s3_root}")
-    return [f"dataset.root={s3_root}" if o.startswith("dataset.root=") else o for o in overrides]
+    overrides = [f"dataset.root={s3_root}" if o.startswith("dataset.root=") else o for o in overrides]
+    return overrides, report.to_json()
+
+
+def run_toy(settings: stack.StackSettings, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,
+            max_steps: int = 0, name: str = "demo-toy") -> ToyRun:
+    """The whole toy recipe on a running local stack; ``max_steps`` 0 keeps the recipe's."""
+    from asva_platform.compare import main as compare_main
+
+    times: dict[str, float] = {}
+    t = time.monotonic()
+    inputs, vae = toy_inputs_on_s3(settings, clips_per_class)
+    times["inputs"] = time.monotonic() - t
+
+    def stage(key: str, config: str, overrides: list[str]) -> dict:
+        t0 = time.monotonic()
+        out = run_stage(key, config, overrides)
+        times[key] = time.monotonic() - t0
+        return out
+
+    run = [*inputs, f"name={name}"]
+    steps = [f"train.max_steps={max_steps}"] if max_steps else []
+    pre = stage("preprocess", CONFIG, run)
+    train = stage("train", CONFIG, [*run, f"train.cache={pre['cache_id']}", "train.zero_stage=2", *steps])
+    sweep = stage("sweep", SWEEP, [f"checkpoint={train['run_id']}", *[f"base.{o}" for o in inputs]])
+    evaluate = stage("evaluate", CONFIG, [*run, f"eval.checkpoint={train['run_id']}"])
+    page = settings.state_dir.resolve() / "demo-toy" / "compare.html"
+    banner(f"comparison page of the sweep: {page}")
+    t0 = time.monotonic()
+    compare_main([sweep["parent_run_id"], "--config", str(REPO / CONFIG), "--out", str(page)])
+    times["compare"] = time.monotonic() - t0
+    return ToyRun(inputs, vae, pre, train, sweep, evaluate, str(page), times)
+
+
+def describe(run: ToyRun, settings: stack.StackSettings) -> str:
+    """What the user should look at, with the figures that say whether the model follows its audio."""
+    lines = [f"MLflow UI: {settings.mlflow_url}",
+             f"VAE: {run.vae['psnr_db']:.1f} dB held-out PSNR (random init {run.vae['psnr_random_init_db']:.1f} dB)",
+             f"training: {run.train['final_step']} steps, run {run.train['run_id']} (experiment avsyncd-toy)"]
+    val = run.train.get("validation") or {}
+    if "val_loss_gap_t" in val:
+        lines.append(f"  held-out denoising loss: own audio {val['val_loss_true']:.4f}, another clip's audio "
+                     f"{val['val_loss_other_audio']:.4f}, null audio {val['val_loss_null_audio']:.4f}; "
+                     f"paired t {val['val_loss_gap_t']:.1f}, own audio lower on {val['val_audio_win_rate']:.0%} of windows")
+    comp = run.sweep.get("comparison") or {}
+    if comp.get("rows"):
+        lines.append(f"guidance sweep ({run.sweep.get('experiment')}): Sync with its own audio, 95% CI; "
+                     "gain = paired vs the lowest scale; win = own audio beats the same audio shifted")
+        for r in comp["rows"]:
+            gain = ("gain n/a" if r.get("gain") is None else
+                    f"gain {r['gain']:+.3f} [{r['gain_ci_low']:+.3f}, {r['gain_ci_high']:+.3f}]")
+            lines.append(f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
+                         f"shifted {r['shifted']:.3f}  win {r['win_rate']:.0%}  {gain}  ground truth {r['gt']:.3f}")
+        lines.append(f"  best scale: {comp.get('best')}")
+    lines.append(f"comparison page: {run.compare_page} (also logged to the sweep's parent run)")
+    lines.append("stop the stack with `make stack-down`")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,25 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)
     banner("local stack")
     stack.up(settings)
-    clips = int(os.environ.get("DEMO_CLIPS_PER_CLASS", "2"))
-    steps = int(os.environ.get("DEMO_MAX_STEPS", "30"))
-    inputs = demo_inputs(settings, clips)
-
-    pre = run_stage("preprocess", CONFIG, [*inputs, "name=demo"])
-    train = run_stage("train", CONFIG, [
-        *inputs, "name=demo", f"train.cache={pre['cache_id']}", "train.zero_stage=2", "train.num_workers=2",
-        f"train.max_steps={steps}", f"train.checkpoint_every={max(steps // 2, 1)}",
-    ])
-    sweep = run_stage("sweep", SWEEP, [f"checkpoint={train['run_id']}", *[f"base.{o}" for o in inputs]])
-    evaluate = run_stage("evaluate", CONFIG, [*inputs, "name=demo", f"eval.checkpoint={train['run_id']}"])
-
-    banner(f"done in {time.monotonic() - t0:.0f}s")
-    print(f"MLflow UI: {settings.mlflow_url}")
-    print("experiments: preprocess, avsyncd-tiny (training + evaluation), "
-          f"{sweep.get('experiment', 'guidance-scale-tiny')} (sweep parent + children)")
-    print(f"cache: {pre['cache_uri']}\ncheckpoint: {train['checkpoint_uri']}\n"
-          f"evaluation: {', '.join(f'{k}={v}' for k, v in sorted(evaluate.get('metrics', {}).items()))}")
-    print("stop the stack with `make stack-down`")
+    clips = int(os.environ.get("DEMO_CLIPS_PER_CLASS", str(DEFAULT_CLIPS_PER_CLASS)))
+    steps = int(os.environ.get("DEMO_MAX_STEPS", "0"))
+    run = run_toy(settings, clips, steps)
+    banner(f"done in {(time.monotonic() - t0) / 60:.1f} min")
+    print(describe(run, settings))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from asva_model.config import ModelConfig
+from asva_model.config import ModelConfig, VAEPretrainConfig
 from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_platform import config as cfg
 from asva_platform.config import require
@@ -96,6 +96,8 @@ class ExperimentConfig:
     """Training job."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Generation and evaluation."""
+    vae_pretrain: VAEPretrainConfig = field(default_factory=VAEPretrainConfig)
+    """`asva pretrain-vae`: training a small VAE for toy-scale runs (SD-1.5's VAE is used otherwise)."""
 
     def validate(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")

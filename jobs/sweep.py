@@ -3,7 +3,9 @@
 Overrides target the sweep file (``num_samples=8``, ``checkpoint=<run id>``) or, prefixed with ``base.``,
 the experiment config the trials start from (``base.train.max_steps=200``). Re-running a sweep whose
 driver died resumes it (finished trials are kept, their MLflow runs are not duplicated). With ``--json`` the
-last stdout line is one JSON object: experiment, parent_run_id, trials (count), best {params, metric, ...}.
+last stdout line is one JSON object: experiment, parent_run_id, trials (count), best {params, metric, ...},
+comparison (guidance sweeps on Sync: each value's Sync with 95 % intervals, the shifted-audio control, the
+win rate, and the per-clip gain over the first value; else null).
 Exit code 2 for a bad sweep file or unreachable service (nothing started), 1 when every trial failed.
 See docs/sweeps.md.
 """

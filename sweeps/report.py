@@ -1,10 +1,14 @@
 """The sweep's summary on its parent run: a table of trials, the best trial, and plots.
 
 * ``summary/trials.csv`` and ``summary/trials.json`` (an MLflow table, rendered in the UI): one row per
-  trial with its run, status (finished / stopped_early / failed), swept values and final metrics;
+  trial with its run, status (finished / stopped_early / failed), swept values and final metrics (each
+  followed by the keys that qualify it, e.g. ``Sync_ci_low``, ``Sync_win_rate``);
 * ``plots/<metric>_vs_<param>.png``: each plotted metric (the sweep's ``metric`` and ``plot_metrics``)
-  against each swept parameter, trials ASHA stopped drawn hollow;
+  against each swept parameter, trials ASHA stopped drawn hollow; 95 % error bars, the ground truth's level
+  and the shifted-audio control where the trials report them (Sync);
 * ``plots/<metric>_curves.png`` (train sweeps): the metric's history of every trial against ``step``;
+* guidance sweeps on Sync: ``summary/comparison.json``, the paired comparison with the baseline
+  (:mod:`sweeps.comparison`), and metrics ``best_Sync_gain`` (+ ``_ci_low``/``_ci_high``), ``best_Sync_win_rate``;
 * metrics ``best_<metric>``, ``trials``, ``trials_stopped_early``, ``trials_failed`` and tags naming the
   best trial's run. Re-logging an unchanged summary (a re-run of a finished sweep) adds no history.
 """
@@ -18,9 +22,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from sweeps.mlflow_sweep import TAG_BEST_RUN, TAG_BEST_TRIAL
+
+if TYPE_CHECKING:
+    from sweeps.comparison import SweepComparison
+
+
+COMPARISON_ARTIFACT = "summary/comparison.json"
 
 
 @dataclass
@@ -39,6 +51,8 @@ class TrialRow:
     error: str = ""
     checkpoint: str = ""
     """Train trials: the last checkpoint the trial reported (storage URI)."""
+    eval_uri: str = ""
+    """Guidance trials: where their evaluation wrote clips and per-clip scores (storage URI)."""
 
 
 def finite(value: Any) -> bool:
@@ -52,6 +66,13 @@ def best_row(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | None:
         return None
     pick = min if mode == "min" else max
     return pick(scored, key=lambda r: float(r.metrics[metric]))
+
+
+def with_companions(rows: list[TrialRow], metrics: list[str]) -> list[str]:
+    """``metrics`` each followed by the reported keys that qualify it (``Sync`` -> ``Sync_ci_low``,
+    ``Sync_shifted``, ``Sync_win_rate`` ...; ``IA`` -> ``IA_std``), in the order the trials reported them."""
+    reported = list(dict.fromkeys(k for r in rows for k in r.metrics))
+    return list(dict.fromkeys(k for m in metrics for k in [m, *(k for k in reported if k.startswith(f"{m}_"))]))
 
 
 def table_columns(rows: list[TrialRow], metrics: list[str]) -> list[str]:
@@ -82,14 +103,21 @@ def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
+def _interval(row: TrialRow, metric: str) -> tuple[float, float] | None:
+    low, high = row.metrics.get(f"{metric}_ci_low"), row.metrics.get(f"{metric}_ci_high")
+    return (float(low), float(high)) if finite(low) and finite(high) else None
+
+
 def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Path, log_x: bool) -> bool:
-    """One scatter/line plot of the trials that did not fail; False when none has both values."""
+    """One scatter/line plot of the trials that did not fail; False when none has both values. Where the trials
+    report them: 95 % error bars (``<metric>_ci_low/high``), the ground truth's level (``<metric>_gt``, a
+    horizontal line) and the shifted-audio control (``<metric>_shifted``, dashed), so "good" is visible."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r.params[param], float(r.metrics[metric]), r.status) for r in rows
+    points = [(r.params[param], float(r.metrics[metric]), r.status, r) for r in rows
               if r.status != "failed" and param in r.params and finite(r.metrics.get(metric))]
     if not points:
         return False
@@ -105,9 +133,22 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
     finished = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] != "stopped_early"]
     stopped = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] == "stopped_early"]
     if finished:
-        ax.plot(*zip(*finished), "o-" if numeric and len(set(xs)) == len(xs) else "o", color="C0", label="finished")
+        ax.plot(*zip(*finished), "o-" if numeric and len(set(xs)) == len(xs) else "o", color="C0",
+                label="finished" if stopped else metric)
     if stopped:
         ax.plot(*zip(*stopped), "o", mfc="none", color="C3", label="stopped early")
+    bars = [(x, y, _interval(p[3], metric)) for x, y, p in zip(xs, ys, points)]
+    bars = [(x, y, iv) for x, y, iv in bars if iv is not None]
+    if bars:
+        ax.errorbar([b[0] for b in bars], [b[1] for b in bars], fmt="none", ecolor="C0", capsize=3, alpha=0.6,
+                    yerr=[[y - iv[0] for _, y, iv in bars], [iv[1] - y for _, y, iv in bars]], label="95% CI")
+    gt = [float(p[3].metrics[f"{metric}_gt"]) for p in points if finite(p[3].metrics.get(f"{metric}_gt"))]
+    if gt:  # the same ground-truth clips in every trial: one level
+        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, label=f"{metric}_gt (ground truth)")
+    shifted = [(x, float(p[3].metrics[f"{metric}_shifted"])) for x, p in zip(xs, points)
+               if finite(p[3].metrics.get(f"{metric}_shifted"))]
+    if shifted:
+        ax.plot(*zip(*shifted), "--", marker=".", color="C7", label=f"{metric}_shifted (audio shifted)")
     if numeric and log_x and min(xs) > 0:
         ax.set_xscale("log")
     if not numeric:
@@ -116,8 +157,8 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {param.rsplit('.', 1)[-1]}")
     ax.grid(alpha=0.3)
-    if stopped:
-        ax.legend()
+    if stopped or bars or gt or shifted:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -177,11 +218,13 @@ def write_plots(rows: list[TrialRow], spec, out_dir: Path) -> list[Path]:
     return written
 
 
-def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow]) -> TrialRow | None:
-    """Table, plots, best trial and counts on the parent run; returns the best trial."""
+def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
+                comparison: SweepComparison | None = None) -> TrialRow | None:
+    """Table, plots, best trial, counts and (guidance sweeps) the paired comparison on the parent run;
+    returns the best trial."""
     from mlflow.entities import Metric
 
-    metrics = plot_names(spec)
+    metrics = with_companions(rows, plot_names(spec))
     columns = table_columns(rows, metrics)
     table = table_rows(rows, metrics)
     client.log_text(parent_run_id, to_csv(table, columns), "summary/trials.csv")
@@ -198,6 +241,9 @@ def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow]) -> Trial
         counts[f"best_{spec.metric}"] = float(best.metrics[spec.metric])
         client.set_tag(parent_run_id, TAG_BEST_RUN, best.run_id)
         client.set_tag(parent_run_id, TAG_BEST_TRIAL, best.run_name)
+    if comparison is not None:
+        client.log_dict(parent_run_id, comparison.to_json(), COMPARISON_ARTIFACT)
+        counts.update(comparison.parent_metrics())
     have = client.get_run(parent_run_id).data.metrics
     now = int(time.time() * 1000)
     changed = [Metric(k, float(v), now, 0) for k, v in counts.items() if have.get(k) != float(v)]

@@ -68,7 +68,7 @@ class SweepSpec:
     `Sync`) for guidance sweeps."""
     mode: Literal["", "min", "max"] = ""
     """Whether lower or higher `metric` is better; empty = the metric's known direction (loss, FID, FVD,
-    SyncLag_s: min; IA, IT, RelSync, AlignSync, Sync: max)."""
+    SyncLag_s: min; IA, IT, RelSync, AlignSync, Sync, Sync_ci_low, Sync_win_rate: max)."""
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Dotted config key -> one distribution: {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]},
     {loguniform: [lo, hi]}, {randint: [lo, hi)}."""
@@ -187,14 +187,18 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 # What each evaluation metric (eval.metrics.metrics) reports (asva_model.metrics.compute.summarize).
 EVAL_REPORTED = {"fid": ("FID",), "fvd": ("FVD",), "ia": ("IA",), "it": ("IT",), "relsync": ("RelSync",),
-                 "alignsync": ("AlignSync",), "sync": ("Sync", "Sync_gt", "SyncLag_s")}
+                 "alignsync": ("AlignSync",),
+                 "sync": ("Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate",
+                          "Sync_win_rate_ci_low", "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s")}
 # Metrics every training report carries (asva_platform.training.loop); val_loss only when validation runs
 # at every report step.
 TRAIN_REPORTED = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s")
 
 
 LOWER_IS_BETTER = ("loss", "val_loss", "FID", "FVD", "SyncLag_s", "step_time_s")
-HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt", "samples_per_s")
+# Interval ends: the lower one is the conservative objective; Sync_shifted (a control) has no direction.
+HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_win_rate",
+                    "Sync_win_rate_ci_low", "Sync_gt", "samples_per_s")
 
 
 def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> SweepSpec:

@@ -9,7 +9,8 @@ Both live in the package (Ray workers import them by module path) and get everyt
   ``<sweep>/runs/<Tune run id>/<run name>/`` on the sweep's storage, so a restarted trial resumes from them.
   Its workers' placement groups are recorded (:mod:`sweeps.placement`) so a stopped trial's are freed.
 * ``guidance_trial`` evaluates the sweep's checkpoint in this process (no nested Ray) at the trial's
-  ``eval.*`` values, logs the evaluation to its child run and reports the metrics once.
+  ``eval.*`` values, logs the evaluation to its child run and reports the metrics once, with the
+  evaluation's output URI (``eval_uri``: its per-clip ``scores.npz``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 from asva_platform.schema import ExperimentConfig
 from sweeps.mlflow_sweep import child_tags, open_child_run, trial_run_name
 from sweeps.spec import LoadedSweep
+
+EVAL_URI_KEY = "eval_uri"
+"""Guidance trials report their evaluation's output URI under this key, next to the metrics."""
 
 
 @dataclass
@@ -103,5 +107,6 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
-    tune.report({k: float(v) for k, v in result.metrics.items()})
+    # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
+    tune.report({**{k: float(v) for k, v in result.metrics.items()}, EVAL_URI_KEY: result.eval_uri})
     client.set_terminated(run_id, status="FINISHED")

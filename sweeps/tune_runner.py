@@ -9,8 +9,10 @@ Order of work, so bad input costs nothing:
    through ``<sweep>/asva-sweep.json``;
 3. Ray, then Tune: a sweep whose Tune state exists on storage is restored (finished trials kept, unfinished
    and failed ones run again, their MLflow runs reused by trial id), else a new one starts;
-4. the summary on the parent run (table, plots, best trial); child runs no trial owns (from an attempt that
-   died before Tune first saved its state) are deleted, so the parent has exactly one child per trial.
+4. the summary on the parent run (table, plots, best trial; for a guidance sweep on Sync the paired
+   comparison with the baseline value, also printed and in the result); child runs no trial owns (from an
+   attempt that died before Tune first saved its state) are deleted, so the parent has exactly one child per
+   trial.
 
 Storage layout under ``<spec.storage_path or storage.root/sweeps>/<name>/``: Tune's experiment state and
 trial folders (``trial_<id>/``), ``asva-sweep.json``, and for train sweeps ``runs/<Tune run id>/<run name>/``
@@ -30,6 +32,7 @@ from typing import Any
 from asva_platform import config as cfg
 from asva_platform.errors import UserError
 from asva_platform.storage import Storage, is_s3, join
+from sweeps.comparison import SweepComparison, compare_trials
 from sweeps.mlflow_sweep import (
     TAG_CACHE_ID,
     TAG_ROLE,
@@ -44,7 +47,14 @@ from sweeps.mlflow_sweep import (
 )
 from sweeps.report import TrialRow, log_summary
 from sweeps.spec import LoadedSweep, representative_values, tune_search_space
-from sweeps.trainables import SweepContext, fixed_trial_values, guidance_trial, plain_params, train_trial
+from sweeps.trainables import (
+    EVAL_URI_KEY,
+    SweepContext,
+    fixed_trial_values,
+    guidance_trial,
+    plain_params,
+    train_trial,
+)
 
 STATE_FILE = "asva-sweep.json"
 CHECKPOINT_KEY = "checkpoint_path"
@@ -68,6 +78,8 @@ class SweepResult:
     resumed: bool
     deleted_runs: list[str] = field(default_factory=list)
     """Child runs no trial owned (removed from the sweep, soft-deleted in MLflow)."""
+    comparison: SweepComparison | None = None
+    """Guidance sweeps on Sync: every trial paired against the baseline value (sweeps.comparison)."""
 
     def to_json(self) -> dict[str, Any]:
         best = None
@@ -78,7 +90,7 @@ class SweepResult:
         return {"experiment": self.experiment, "parent_run_id": self.parent_run_id, "trials": len(self.trials),
                 "best": best, "stopped_early": sum(r.status == "stopped_early" for r in self.trials),
                 "failed": sum(r.status == "failed" for r in self.trials), "resumed": self.resumed,
-                "sweep_uri": self.sweep_uri}
+                "sweep_uri": self.sweep_uri, "comparison": self.comparison.to_json() if self.comparison else None}
 
 
 @dataclass
@@ -278,7 +290,7 @@ def collect_rows(results, spec, base, children: dict[str, str], checkpoint_schem
         rows.append(TrialRow(trial_id, trial_run_name(params, trial_id), params, status, metrics,
                              children.get(trial_id, ""), history,
                              str(result.error).splitlines()[0][:300] if result.error is not None else "",
-                             checkpoint))
+                             checkpoint, str((result.metrics or {}).get(EVAL_URI_KEY) or "")))
     return rows
 
 
@@ -361,7 +373,8 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         children, deleted = reconcile_children(client, experiment_id, parent_id, trial_ids, log)
         rows = collect_rows(results, spec, base, children, "s3://" if is_s3(prep.sweep_uri) else "")
         finalize_children(client, rows)
-        best = log_summary(client, parent_id, spec, rows)
+        comparison = compare_trials(rows, spec, prep.storage)
+        best = log_summary(client, parent_id, spec, rows, comparison)
         del ledger
     except BaseException as err:
         status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
@@ -369,11 +382,13 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         raise
     client.set_terminated(parent_id, status="FINISHED")
     out = SweepResult(spec.name, experiment_id, parent_id, prep.sweep_uri, spec.metric, rows, best,
-                      restored or parent_resumed, deleted)
+                      restored or parent_resumed, deleted, comparison)
     for row in sorted(rows, key=lambda r: r.run_name):
         value = row.metrics.get(spec.metric)
         shown = "-" if value is None else f"{value:.5g}"
         log(f"  {row.run_name:40s} {row.status:14s} {spec.metric}={shown}" + (f"  ({row.error})" if row.error else ""))
+    for line in comparison.table() if comparison else []:
+        log(line)
     if best is not None:
         log(f"sweep {spec.name}: best {spec.metric}={best.metrics[spec.metric]:.5g} from {best.run_name} "
             f"(run {best.run_id}); {len(rows)} trial(s)")

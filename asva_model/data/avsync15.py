@@ -186,6 +186,10 @@ def read_split(cfg: DatasetConfig, split: str, filesystem: Any = None, check_fil
     if file_size(cfg.root, list_file, filesystem) is None:
         raise FileNotFoundError(f"{join_path(cfg.root, list_file)}: list file not found")
     mapping = read_class_mapping(cfg, filesystem)
+    unknown = sorted(set(cfg.classes) - set(mapping))
+    if unknown:
+        raise ValueError(f"dataset.classes: {unknown} not in {cfg.class_mapping} ({', '.join(sorted(mapping))})")
+    wanted = set(cfg.classes or mapping)
     listing = SplitListing(split=split)
     seen: set[str] = set()
     per_class: dict[str, int] = {}
@@ -207,6 +211,8 @@ def read_split(cfg: DatasetConfig, split: str, filesystem: Any = None, check_fil
         if class_dir not in mapping:
             skip(SkipReason.UNKNOWN_CLASS, f"class folder {class_dir!r} is not in {cfg.class_mapping}")
             continue
+        if class_dir not in wanted:
+            continue  # a requested subset, not bad input
         key = f"{path},{start},{end}"
         if key in seen:
             skip(SkipReason.BAD_LIST_ENTRY, "duplicate entry")

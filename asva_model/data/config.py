@@ -25,12 +25,16 @@ class DatasetConfig:
     """`video`: one path per line; `clip`: `path,start,end` per line (seconds)."""
     max_clips_per_class: int = 0
     """Keep at most this many list entries per class and split (0 = all); for quick runs."""
+    classes: list[str] = field(default_factory=list)
+    """Keep only list entries of these class folders (empty = every class); e.g. the toy recipe's
+    strongly audio-driven classes."""
     videos_dir: str = "videos"
     """Folder under root that list paths are relative to (the real layout: `<root>/videos/<class_dir>/x.mp4`)."""
 
     def validate(self) -> None:
         _require(bool(self.root), "root", "must not be empty")
         _require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
+        _require(len(set(self.classes)) == len(self.classes), "classes", f"has duplicates: {self.classes}")
         _require(self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}")
 
 

@@ -356,6 +356,29 @@ class _Painter:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def render_frames(spec: ClipSpec, times: np.ndarray) -> np.ndarray:
+    """uint8 (N, height, width, 3) frames of ``spec`` at ``times`` (seconds), as ``write_clip`` draws them
+    before encoding: for training on frames without an mp4 round trip (e.g. the toy VAE)."""
+    t = np.asarray(times, dtype=np.float64)
+    drive = _drive(spec, t)
+    painter = _Painter(spec)
+    return np.stack([painter.frame({k: v[i] for k, v in drive.items()}) for i in range(len(t))])
+
+
+def render_window(spec: ClipSpec, start: float, sampling) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training window of ``spec`` straight from the generator (no codec): frames (3, f, H, W) in [0, 1]
+    at ``sampling.fps`` from ``start``, resized as the reader does; the mono 16 kHz waveform of the window;
+    and its normalised mel (1, bins, T). For tests that isolate the model from decoding."""
+    from asva_model.data.audio import resample, waveform_to_mel, window_samples
+    from asva_model.data.sampling import transform_frames
+
+    times = start + np.arange(sampling.num_frames) / sampling.fps
+    frames = transform_frames(list(render_frames(spec, times)), sampling)
+    mono = resample(render_audio(spec)[0], spec.sample_rate, sampling.audio_sample_rate)
+    wave = window_samples(mono, 0.0, start, sampling)
+    return frames, wave, waveform_to_mel(wave, sampling)
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoding
 
@@ -415,24 +438,41 @@ def _split(seed: int, class_idx: int, n: int) -> set[int]:
     return set(rng.permutation(n)[:n_test].tolist())
 
 
-def _params(clips_per_class: int, seed: int, min_duration: float, max_duration: float) -> dict:
+def _params(clips_per_class: int, seed: int, min_duration: float, max_duration: float,
+            classes: tuple[str, ...]) -> dict:
     # the generator's own source is part of the identity: an edited generator never reuses old output
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-    return {"version": GENERATOR_VERSION, "code": code, "clips_per_class": clips_per_class, "seed": seed,
-            "min_duration": min_duration, "max_duration": max_duration}
+    params = {"version": GENERATOR_VERSION, "code": code, "clips_per_class": clips_per_class, "seed": seed,
+              "min_duration": min_duration, "max_duration": max_duration}
+    return params if classes == AVSYNC15_CLASSES else {**params, "classes": list(classes)}
+
+
+def class_indices(classes=None) -> list[int]:
+    """Indices (in AVSync15 order) of ``classes`` (None or empty = all 15); a clip's content depends on its
+    class index, so a subset holds exactly the clips the full set has for those classes."""
+    if not classes:
+        return list(range(len(AVSYNC15_CLASSES)))
+    unknown = sorted(set(classes) - set(AVSYNC15_CLASSES))
+    if unknown:
+        raise ValueError(f"classes: unknown {unknown}; choose from {', '.join(AVSYNC15_CLASSES)}")
+    return sorted(AVSYNC15_CLASSES.index(c) for c in set(classes))
 
 
 def synthesize(out_dir: str | os.PathLike, clips_per_class: int = 100, seed: int = 0, workers: int = 0,
-               min_duration: float = 2.0, max_duration: float = 10.0, reuse: bool = True) -> SynthSummary:
+               min_duration: float = 2.0, max_duration: float = 10.0, reuse: bool = True,
+               classes=None) -> SynthSummary:
     """Write a synthetic AVSync15 to ``out_dir`` (see the module doc). ``workers`` processes encode in
     parallel (0 = one per CPU). With ``reuse``, a complete dataset already there with the same parameters
-    is kept as is (the ground-truth file is written last and marks completion)."""
+    is kept as is (the ground-truth file is written last and marks completion). ``classes`` (default all
+    15) limits the clips to those class folders; class_mapping.json still names all 15."""
     if clips_per_class < 1:
         raise ValueError(f"clips_per_class: must be >= 1, got {clips_per_class}")
     if not (0 < min_duration <= max_duration):
         raise ValueError(f"durations: need 0 < min_duration <= max_duration, got {min_duration}, {max_duration}")
     out = Path(out_dir)
-    params = _params(clips_per_class, seed, min_duration, max_duration)
+    indices = class_indices(classes)
+    params = _params(clips_per_class, seed, min_duration, max_duration,
+                     tuple(AVSYNC15_CLASSES[c] for c in indices))
     gt_path = out / GROUND_TRUTH_FILE
     if reuse and gt_path.is_file():
         gt = json.loads(gt_path.read_text())
@@ -443,7 +483,7 @@ def synthesize(out_dir: str | os.PathLike, clips_per_class: int = 100, seed: int
     previous = _generated_names(out)  # clips an earlier (maybe interrupted) generation left here
     gt_path.unlink(missing_ok=True)  # an interrupted run must not look complete
     specs, train, test = [], [], []
-    for c in range(len(AVSYNC15_CLASSES)):
+    for c in indices:
         test_idx = _split(seed, c, clips_per_class)
         for i in range(clips_per_class):
             spec = make_spec(seed, c, i, min_duration, max_duration)
@@ -507,10 +547,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per CPU)")
     p.add_argument("--min-duration", type=float, default=2.0, help="shortest clip in seconds (default 2)")
     p.add_argument("--max-duration", type=float, default=10.0, help="longest clip in seconds (default 10)")
+    p.add_argument("--classes", default="", help="comma-separated class folders to generate (default: all 15)")
     p.add_argument("--force", action="store_true", help="regenerate even if a matching dataset exists")
     a = p.parse_args(argv)
     try:
-        s = synthesize(a.out, a.clips_per_class, a.seed, a.workers, a.min_duration, a.max_duration, not a.force)
+        s = synthesize(a.out, a.clips_per_class, a.seed, a.workers, a.min_duration, a.max_duration, not a.force,
+                       [c for c in a.classes.split(",") if c])
     except ValueError as e:
         print(f"asva synth: {e}", file=sys.stderr)
         return 2

@@ -28,7 +28,8 @@ from asva_model.metrics.fid import fid, fid_features
 from asva_model.metrics.fvd import fvd, fvd_features
 from asva_model.metrics.networks import MetricNetworks
 from asva_model.metrics.protocol import PAPER_FPS, as_frames_first, image_metric_frames, reported
-from asva_model.metrics.sync import sync_score
+from asva_model.metrics.stats import mean_interval, wilson_interval
+from asva_model.metrics.sync import circular_shift, sync_score
 
 CHUNK_CLIPS = 16  # clips decoded into one stacked tensor at a time (bounds host memory, not the result)
 
@@ -46,6 +47,7 @@ SCORE_ARRAYS = {
     "sync": "weights-free sync score of the generated clip (clips,)",
     "sync_lag_s": "best audio lag of the generated clip in seconds (clips,)",
     "sync_gt": "weights-free sync score of the GT clip (clips,)",
+    "sync_shifted": "weights-free sync score of the generated clip with its audio rolled by sync_shift_s (clips,)",
 }
 
 
@@ -156,12 +158,16 @@ def _extract_chunk(gt: torch.Tensor, gen: torch.Tensor, audio: Sequence, gen_aud
         out["phi_gt"] = av.avsync_scores(mel_gt, gt, scorer, bs, dev)
         out["phi_gen"] = av.avsync_scores(mel_gen, gen, scorer, bs, dev)
     if "sync" in wanted:
-        gen_wave = audio if gen_audio is None else gen_audio
-        gen_res = [sync_score(gen[i].numpy(), _waveform_np(gen_wave[i]), sample_rate, fps) for i in range(n)]
+        gen_wave = [_waveform_np(w) for w in (audio if gen_audio is None else gen_audio)]
+        gen_res = [sync_score(gen[i].numpy(), gen_wave[i], sample_rate, fps) for i in range(n)]
         gt_res = [sync_score(gt[i].numpy(), _waveform_np(audio[i]), sample_rate, fps) for i in range(n)]
         out["sync"] = np.array([r.score for r in gen_res])
         out["sync_lag_s"] = np.array([r.lag_s for r in gen_res])
         out["sync_gt"] = np.array([r.score for r in gt_res])
+        # the control: the same clip and sounds, out of step; a clip that follows its audio scores lower here
+        out["sync_shifted"] = np.array([
+            sync_score(gen[i].numpy(), circular_shift(gen_wave[i], sample_rate, cfg.sync_shift_s), sample_rate,
+                       fps).score for i in range(n)])
     return ClipScores(out)
 
 
@@ -208,7 +214,8 @@ def extract_clip_scores(
 
 def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool = False) -> dict[str, float]:
     """The reported numbers. FID/FVD pool all clips; IA/IT/RelSync/AlignSync are means x 100 (``*_std``:
-    their std over clips). ``skip_undefined`` drops a Fréchet metric with too few samples instead of raising."""
+    their std over clips); Sync as :func:`sync_summary`. ``skip_undefined`` drops a Fréchet metric with too few
+    samples instead of raising."""
     out: dict[str, float] = {"num_clips": float(len(scores))}
     for name, key, min_rows in (("fid", "FID", 2), ("fvd", "FVD", 2)):
         if name in metrics:
@@ -233,10 +240,20 @@ def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool =
     for key, values in per_clip.items():
         out[key], out[f"{key}_std"] = reported(values)
     if "sync" in metrics:
-        out["Sync"] = float(scores["sync"].mean())
+        out.update(sync_summary(scores["sync"], scores["sync_shifted"]))
         out["Sync_gt"] = float(scores["sync_gt"].mean())
         out["SyncLag_s"] = float(np.abs(scores["sync_lag_s"]).mean())
     return out
+
+
+def sync_summary(sync: np.ndarray, shifted: np.ndarray) -> dict[str, float]:
+    """Mean Sync with its 95 % t interval, the shifted-audio control's mean, and the fraction of clips that
+    score higher with their own audio than with the shifted one (Wilson 95 % interval)."""
+    mean = mean_interval(sync)
+    wins = wilson_interval(int(np.sum(sync > shifted)), len(sync))  # ties (e.g. a static clip: 0 = 0) lose
+    return {"Sync": mean.estimate, "Sync_ci_low": mean.low, "Sync_ci_high": mean.high,
+            "Sync_shifted": float(np.mean(shifted)), "Sync_win_rate": wins.estimate,
+            "Sync_win_rate_ci_low": wins.low, "Sync_win_rate_ci_high": wins.high}
 
 
 def per_class_metrics(scores: ClipScores, class_names: Sequence[str], metrics: Sequence[str]) -> dict[str, dict]:
@@ -259,8 +276,9 @@ def compute_metrics(
 ) -> dict[str, float]:
     """The paper's metrics (those in ``metrics_cfg.metrics``) for paired GT / generated clips.
 
-    Keys: FID, FVD, IA, IT, RelSync, AlignSync (+ ``*_std`` over clips), Sync, Sync_gt, SyncLag_s,
-    num_clips. Inputs as :func:`extract_clip_scores` (which takes the keyword arguments).
+    Keys: FID, FVD, IA, IT, RelSync, AlignSync (+ ``*_std`` over clips), Sync (+ Sync_ci_low/high),
+    Sync_shifted, Sync_win_rate (+ Sync_win_rate_ci_low/high), Sync_gt, SyncLag_s, num_clips. Inputs as
+    :func:`extract_clip_scores` (which takes the keyword arguments).
     """
     scores = extract_clip_scores(gt_clips, gen_clips, audio, prompts, networks, metrics_cfg, **kwargs)
     return summarize(scores, metrics_cfg.metrics)

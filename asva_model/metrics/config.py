@@ -24,6 +24,8 @@ NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
     "sync": (),
 }
 
+MIN_SYNC_SHIFT_S = 0.5
+
 
 def _require(cond: bool, key: str, why: str) -> None:
     if not cond:
@@ -52,6 +54,9 @@ class MetricsConfig:
     """FVD: frames are resized bicubic to this square size before the I3D (the paper: 224)."""
     batch_size: int = 32
     """Images (FID, IA/IT) or clips x frames per network forward; lower it if the device runs out of memory."""
+    sync_shift_s: float = 1.0
+    """Sync control: each generated clip is also scored against its own audio circularly shifted by this many
+    seconds (Sync_shifted, Sync_win_rate); >= 0.5 and below the clip duration (half of it moves audio farthest)."""
 
     def validate(self) -> None:
         _require(len(self.metrics) > 0, "metrics", "must name at least one metric")
@@ -68,6 +73,9 @@ class MetricsConfig:
         _require(self.fid_image_size >= 75, "fid_image_size", f"must be >= 75 (Inception minimum), got {self.fid_image_size}")
         _require(self.fvd_image_size >= 32, "fvd_image_size", f"must be >= 32, got {self.fvd_image_size}")
         _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        # a shorter shift leaves onsets a frame or two from their motion: not a clear mismatch to compare with
+        _require(self.sync_shift_s >= MIN_SYNC_SHIFT_S, "sync_shift_s",
+                 f"must be >= {MIN_SYNC_SHIFT_S} s, got {self.sync_shift_s}")
 
     def required_networks(self) -> list[str]:
         """Networks the selected metrics need, in a fixed order: inception, i3d, imagebind, avsync."""

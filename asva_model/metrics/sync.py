@@ -102,3 +102,14 @@ def sync_score(frames: np.ndarray, waveform: np.ndarray, sample_rate: int, fps: 
     near = np.abs(lags) <= tol + 1e-9
     best = int(np.argmax(corrs))
     return SyncResult(float(corrs[near].max()), float(lags[best]), float(corrs[best]), lags, corrs)
+
+
+def circular_shift(waveform: np.ndarray, sample_rate: int, shift_s: float) -> np.ndarray:
+    """``waveform`` rolled ``shift_s`` seconds later, wrapping around: the same sounds, moved off their motion
+    (the control Sync_shifted scores). The shift must be shorter than the waveform."""
+    x = np.asarray(waveform).reshape(-1)
+    shift = int(round(shift_s * sample_rate))
+    if not 0 < shift < len(x):
+        raise ValueError(f"sync_shift_s {shift_s} s ({shift} samples) must be > 0 and shorter than the audio "
+                         f"window ({len(x)} samples = {len(x) / sample_rate:g} s)")
+    return np.roll(x, shift)

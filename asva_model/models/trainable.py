@@ -20,8 +20,13 @@ PARAM_GROUPS = {
 """UNet parameter groups of the paper's table (supp. Table 2); the rest of the UNet is `unet2d`."""
 
 
+ALL_MODULES = "*"
+"""A ``trainable_modules`` entry that matches every parameter: a UNet trained from random init (the toy
+recipe) must train its 2D parts too, since there is no pretrained SD-1.5 to keep."""
+
+
 def _matches(name: str, patterns: Iterable[str]) -> bool:
-    return any(p in name for p in patterns)
+    return any(p == ALL_MODULES or p in name for p in patterns)
 
 
 def trainable_parameter_names(model: nn.Module, patterns: Iterable[str]) -> list[str]:

@@ -30,7 +30,8 @@ TAG_EVALUATED_RUN = "asva.evaluated_run"
 """On a separate evaluation run: the training run whose checkpoint it evaluated."""
 TAG_CHECKPOINT_REF = "asva.eval.checkpoint"
 """On a separate evaluation run: the checkpoint reference it evaluated."""
-TABLE_COLUMNS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt")
+TABLE_COLUMNS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_ci_high",
+                 "Sync_shifted", "Sync_win_rate", "Sync_gt")
 
 
 def artifact_dir(name: str) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from asva_platform import config as cfgmod
 from asva_platform.checkpoints import ResolvedCheckpoint, checkpoint_fingerprint, resolve_checkpoint
+from asva_platform.errors import UserError
 from asva_platform.evaluation.parallel import map_on_actors
 from asva_platform.evaluation.plan import EvalPlan, plan_evaluation
 from asva_platform.evaluation.worker import EvalWorker, VideoResult, WorkerSpec, check_metric_weights
@@ -65,7 +66,8 @@ class EvalResult:
     checkpoint: ResolvedCheckpoint
     """What was evaluated."""
     metrics: dict[str, float]
-    """The reported numbers: FID, FVD, IA, IT, RelSync, AlignSync (+ *_std), Sync, Sync_gt, SyncLag_s, num_clips."""
+    """The reported numbers: FID, FVD, IA, IT, RelSync, AlignSync (+ *_std), Sync (+ Sync_ci_low/high),
+    Sync_shifted, Sync_win_rate (+ _ci_low/high), Sync_gt, SyncLag_s, num_clips (docs/metrics.md)."""
     per_class: dict[str, dict[str, float]]
     """The same per class."""
     clips: list[dict]
@@ -104,9 +106,21 @@ class EvalResult:
                 "workers": self.workers, "parallel": self.parallel, "mlflow_run_id": self.mlflow_run_id}
 
     def summary_line(self) -> str:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in self.metrics.items() if not k.endswith("_std") and k != "num_clips")
+        shown = ", ".join(format_metrics(self.metrics))
         return (f"evaluate: {self.checkpoint.label} on {len(self.clips)} clip(s) ({self.clips_generated} generated, "
                 f"{len(self.skipped)} video(s) skipped) with {self.workers} worker(s) in {self.seconds:.1f} s: {shown}")
+
+
+def format_metrics(metrics: dict[str, float]) -> list[str]:
+    """``name value`` per reported metric, with its 95 % interval in brackets where it has one
+    (``Sync 0.31 [0.22, 0.4]``); spreads, interval ends and the clip count are left out."""
+    out = []
+    for key, value in metrics.items():
+        if key.endswith(("_std", "_ci_low", "_ci_high")) or key == "num_clips":
+            continue
+        low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+        out.append(f"{key} {value:.4g}" + ("" if low is None or high is None else f" [{low:.4g}, {high:.4g}]"))
+    return out
 
 
 def evaluation_name(checkpoint: ResolvedCheckpoint, eval_cfg) -> str:
@@ -128,6 +142,14 @@ def evaluation_identity(cfg, checkpoint: ResolvedCheckpoint, storage: Storage) -
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def check_sync_shift(cfg) -> None:
+    """The Sync control rolls the clip's audio by ``eval.metrics.sync_shift_s``: it must be shorter than a clip."""
+    m, clip_s = cfg.eval.metrics, cfg.sampling.clip_duration
+    if "sync" in m.metrics and m.sync_shift_s >= clip_s:
+        raise UserError(f"eval.metrics.sync_shift_s: must be below sampling.clip_duration ({clip_s:g} s), "
+                        f"got {m.sync_shift_s:g}")
+
+
 def prepare_evaluation(cfg, checkpoint: str | ResolvedCheckpoint | None = None, storage: Storage | None = None,
                        log: Callable[[str], None] = print) -> PreparedEvaluation:
     """Validate everything and plan the evaluation; raises UserError/StorageError (one line)."""
@@ -137,6 +159,7 @@ def prepare_evaluation(cfg, checkpoint: str | ResolvedCheckpoint | None = None, 
     if not isinstance(checkpoint, ResolvedCheckpoint):
         checkpoint = resolve_checkpoint(checkpoint or cfg.eval.checkpoint, storage, cfg.tracking.resolved_uri())
     check_metric_weights(cfg.eval.metrics, storage)
+    check_sync_shift(cfg)
     plan = plan_evaluation(cfg, storage)
     eval_id = evaluation_identity(cfg, checkpoint, storage)
     name = evaluation_name(checkpoint, cfg.eval)

@@ -107,6 +107,7 @@ class CachedSource:
         self.null_audio = handle.null_audio_tokens()
         self.mask = audio_mask(exp.model, exp.sampling.num_frames)
         self.scaling = exp.model.resolved().vae.scaling_factor
+        self._val_rows: list[dict] | None = None
         layout = handle.layout
         if layout.num_frames != exp.sampling.num_frames:
             raise ValueError(f"cache {handle.cache_id} has {layout.num_frames} frames per window, "
@@ -133,13 +134,18 @@ class CachedSource:
     def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
         return self.to_inputs(batch, generator)
 
-    def val_items(self) -> list[dict]:
-        """This rank's equal share of the first ``val_windows`` windows of the cache's ``test`` split."""
+    def val_items(self, share: bool = True) -> list[dict]:
+        """``val_windows`` windows spread evenly over the cache's ``test`` split (so they come from many
+        clips); this rank's equal share of them, or all of them with ``share=False``."""
         n = self.exp.train.val_windows
         if n == 0 or "test" not in self.handle.splits:
             return []
-        rows = list(itertools.islice(self.handle.iter_rows("test"), n))
-        return equal_share(rows, self.info.rank, self.info.world)
+        if self._val_rows is None:
+            total = self.handle.num_rows("test")
+            picks = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist()) if total else set()
+            self._val_rows = [r for i, r in enumerate(self.handle.iter_rows("test")) if i in picks]
+        rows = self._val_rows
+        return equal_share(rows, self.info.rank, self.info.world) if share else list(rows)
 
     def val_batch(self, items: list[dict]) -> dict:
         return self._collate(None, use_flips=False)({k: np.stack([r[k] for r in items]) for k in items[0]})
@@ -226,11 +232,12 @@ class OnlineSource:
         return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
                                     _to(batch, "text", dev), generator, self.scaling, audio_drop_path=self.drop_path)
 
-    def val_items(self) -> list:
-        """Centre windows of this rank's equal share of ``val_windows`` test clips (clips that fail to decode
-        are left out; the validator evens the counts out across ranks)."""
-        return test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, self.info.rank,
-                          self.info.world)
+    def val_items(self, share: bool = True) -> list:
+        """Centre windows of this rank's equal share of ``val_windows`` test clips, or of all of them with
+        ``share=False`` (clips that fail to decode are left out; the validator evens the counts out across
+        ranks)."""
+        rank, world = (self.info.rank, self.info.world) if share else (0, 1)
+        return test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, rank, world)
 
     def val_batch(self, items: list) -> dict:
         return {"frames": torch.from_numpy(np.stack([c.frames for c in items])),

@@ -172,11 +172,16 @@ class WorkerTrainer:
 
     def _validate(self, metrics: dict[str, float], with_samples: bool = True) -> None:
         val = self.validator.loss(self.engine, self.noise_scheduler)
+        gap = self.validator.audio_gap(self.engine, self.noise_scheduler)
         samples = self.validator.samples(self.engine) if with_samples else []
         val_metrics: dict[str, float] = {}
         if val is not None:
             val_metrics["val_loss"] = val
-            metrics["val_loss"] = val
+        if gap is not None:
+            val_metrics.update(val_loss_true=gap.loss_true, val_loss_other_audio=gap.loss_other_audio,
+                               val_loss_null_audio=gap.loss_null_audio, val_loss_gap_t=gap.gap_t,
+                               val_audio_win_rate=gap.win_rate)
+        metrics.update(val_metrics)
         if self.logger is not None and self.logger.should_log("val", self.state.step):
             if samples:
                 val_metrics["val_samples"] = float(self.validator.log_samples(self.logger, self.state.step, samples))

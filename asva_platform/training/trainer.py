@@ -285,7 +285,9 @@ class _Clock:
 
 
 def result_line(result: TrainResult) -> str:
-    """The ``--json`` line: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export)."""
+    """The ``--json`` line: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export), and
+    ``validation``: the last validation's ``val_*`` metrics (held-out loss, audio gap)."""
     data = result.to_json()
     keys = ("run_id", "checkpoint_uri", "final_step", "final_loss", "samples_per_s", "export_uri", "export_ema_uri")
-    return json.dumps({k: data[k] for k in keys})
+    validation = {k: v for k, v in data["metrics"].items() if k.startswith("val_")}
+    return json.dumps({**{k: data[k] for k in keys}, "validation": validation})

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from asva_model.objective import loss_from_inputs
+from asva_model.objective import AudioLossGap, LossInputs, audio_loss_gap, loss_from_inputs, other_clip_index
 from asva_platform.training.data import seeded_generator, test_clips
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ class Validator:
         self.info = info
         self.storage = storage
         self._batches: list[dict] | None = None
+        self._gap = None
         self._clips = None
         self._encoders = None
 
@@ -70,6 +71,35 @@ class Validator:
             module.train(was_training)
         total, count = reduce_values([total, count], self.info.device)
         return total / count if count else None
+
+    # -- does the model use its audio? ---------------------------------------------------------
+    def _gap_inputs(self) -> tuple[LossInputs, torch.Tensor] | None:
+        """Every held-out window (the same on every rank: forwards stay in lockstep under ZeRO-3) with fixed
+        latent noise, and for each the index of a window of another clip; None with fewer than 2 clips."""
+        if self._gap is None:
+            items = self.source.val_items(share=False)
+            n = int(reduce_values([float(len(items))], self.info.device, op="min")[0])
+            items = items[:n]
+            other = other_clip_index([it["clip"] if isinstance(it, dict) else it.name for it in items])
+            if other is None:
+                self._gap = False
+            else:
+                bs = self.exp.train.batch_size_per_worker
+                parts = [self.source.val_inputs(self.source.val_batch(items[i:i + bs]),
+                                                seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, 7, i))
+                         for i in range(0, n, bs)]
+                self._gap = (LossInputs.concat(parts), other)
+        return self._gap or None
+
+    def audio_gap(self, engine, scheduler) -> AudioLossGap | None:
+        """Held-out loss with each window's own audio, another clip's and the null audio (same noise and
+        timesteps): the training-time evidence that the model animates from its audio."""
+        data = self._gap_inputs()
+        if data is None:
+            return None
+        inputs, other = data
+        return audio_loss_gap(engine.module, scheduler, inputs, other, seed=self.exp.train.seed,
+                              batch_size=self.exp.train.batch_size_per_worker)
 
     # -- sample videos -------------------------------------------------------------------------
     def _prepare_samples(self) -> bool:

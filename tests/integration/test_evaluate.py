@@ -23,6 +23,8 @@ from jobs import evaluate as evaluate_job
 
 pytestmark = pytest.mark.integration
 PAPER_METRICS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync")
+SYNC_CONTROLS = ("Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate", "Sync_win_rate_ci_low",
+                 "Sync_win_rate_ci_high")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,12 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     assert result["mlflow_run_id"] == run_id and result["parallel"] and result["workers"] == 2
     assert result["num_clips"] == 6 and result["clips_generated"] == 6 and not result["skipped"]
     assert result["checkpoint"]["kind"] == "export" and result["checkpoint"]["step"] == 20
-    for key in PAPER_METRICS:
+    for key in PAPER_METRICS + SYNC_CONTROLS:
         assert np.isfinite(result["metrics"][key]), key
+    m = result["metrics"]
+    assert m["Sync_ci_low"] <= m["Sync"] <= m["Sync_ci_high"]
+    assert 0 <= m["Sync_win_rate_ci_low"] <= m["Sync_win_rate"] <= m["Sync_win_rate_ci_high"] <= 1
+    assert round(m["Sync_win_rate"] * 6) == pytest.approx(m["Sync_win_rate"] * 6)  # a fraction of 6 clips
 
     from mlflow.tracking import MlflowClient
 
@@ -72,7 +78,7 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     run = client.get_run(run_id)
     name = run.data.tags[TAG_LATEST]
     assert name == result["name"] == "step-20_ag-4_tg-1_steps-2_seed-0"
-    for key in PAPER_METRICS:
+    for key in PAPER_METRICS + SYNC_CONTROLS:
         (point,) = client.get_metric_history(run_id, f"eval/{key}")
         assert point.step == 20 and point.value == pytest.approx(result["metrics"][key])
 
@@ -84,7 +90,7 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     record = json.loads(open(client.download_artifacts(run_id, f"{folder}/eval.json")).read())
     classes = sorted({c["class"] for c in record["clips"]})
     assert [r["class"] for r in rows] == classes and len(classes) == 2 and all(r["clips"] == 3 for r in rows)
-    assert all(np.isfinite(r[k]) for r in rows for k in PAPER_METRICS)
+    assert all(np.isfinite(r[k]) for r in rows for k in PAPER_METRICS + ("Sync_shifted", "Sync_win_rate"))
 
     # What was scored is what was written: mp4 on the S3 server, 12 frames at 6 fps, 2 s of 16 kHz audio.
     clip = record["clips"][0]

@@ -144,6 +144,27 @@ def test_guidance_sweep_on_the_best_train_run_logs_a_metric_per_scale_and_plots(
     assert out["best"]["run_id"] == best.info.run_id and out["best"]["metric"] == pytest.approx(best.data.metrics["eval/Sync"])
     plots = artifact_paths(parents[0].info.run_id, "plots")
     assert {"plots/Sync_vs_eval_audio_guidance_scale.png", "plots/FVD_vs_eval_audio_guidance_scale.png"} <= plots
+    check_comparison(out, children, [1.0, 4.0, 8.0])
+    parent = client().get_run(out["parent_run_id"])
+    assert "summary/comparison.json" in artifact_paths(parent.info.run_id, "summary")
+    best_row = next(r for r in out["comparison"]["rows"] if r["value"] == out["comparison"]["best"])
+    assert parent.data.metrics["best_Sync_win_rate"] == pytest.approx(best_row["win_rate"])
+    assert parent.data.metrics["best_Sync_gain"] == pytest.approx(best_row["gain"])
+
+
+def check_comparison(out: dict, children: list, scales: list[float]) -> None:
+    """The --json comparison: one row per scale against the first, matching each child's logged metrics."""
+    comp = out["comparison"]
+    assert (comp["param"], comp["metric"], comp["baseline"]) == ("eval.audio_guidance_scale", "Sync", scales[0])
+    assert [r["value"] for r in comp["rows"]] == scales
+    assert comp["best"] == max(comp["rows"], key=lambda r: r["mean"])["value"]
+    logged = {float(c.data.params["eval.audio_guidance_scale"]): c.data.metrics for c in children}
+    for row in comp["rows"]:
+        m = logged[row["value"]]
+        assert row["mean"] == pytest.approx(m["eval/Sync"]) and row["win_rate"] == pytest.approx(m["eval/Sync_win_rate"])
+        assert row["ci_low"] == pytest.approx(m["eval/Sync_ci_low"]) and row["shifted"] == pytest.approx(m["eval/Sync_shifted"])
+        assert row["num_clips"] == m["eval/num_clips"] and row["gain_ci_low"] <= row["gain"] <= row["gain_ci_high"]
+    assert comp["rows"][0]["gain"] == 0.0
 
 
 def sweep_command(tiny, name: str) -> list[str]:
@@ -192,12 +213,14 @@ def test_a_killed_sweep_driver_resumes_without_duplicate_runs(tiny, mlflow_serve
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     out = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert out["resumed"] is True and out["trials"] == 4
+    assert "Sync vs eval.audio_guidance_scale" in rerun.stdout  # the comparison table on the console
 
     parents, children = runs_of(name)
     assert len(parents) == 1 and parents[0].info.run_id == out["parent_run_id"]
     assert parents[0].info.status == "FINISHED"
     assert len(children) == 4 and len({c.data.tags["asva.sweep.trial_id"] for c in children}) == 4
     assert all(c.info.status == "FINISHED" and "eval/Sync" in c.data.metrics for c in children)
+    check_comparison(out, children, [1.0, 2.0, 4.0, 8.0])  # trials kept from the first driver included
     for trial_id in done_before:  # finished trials were kept, not run again
         again = next(c for c in children if c.data.tags["asva.sweep.trial_id"] == trial_id)
         before = finished_before[trial_id]

@@ -11,6 +11,7 @@ params, metrics, tags and a sample video; no MLflow metric has a step twice.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -157,8 +158,13 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(setup, zero2_run, m
     assert tags["asva.checkpoint_uri"] == result.checkpoint_uri
     metrics = run.data.metrics
     for key in ("loss", "lr", "grad_norm", "samples_per_s", "frames_per_s", "data_wait_frac", "step_time_s",
-                "rss_gb", "val_loss", "val_samples"):
+                "rss_gb", "val_loss", "val_samples", "val_loss_true", "val_loss_other_audio", "val_loss_null_audio",
+                "val_loss_gap_t", "val_audio_win_rate"):
         assert key in metrics, key
+    # the audio-gap losses are the held-out loss under three audio conditions at the same noise: all finite,
+    # and the own-audio one is the plain validation loss's condition (averaged over more noise draws)
+    assert all(math.isfinite(metrics[k]) for k in ("val_loss_true", "val_loss_other_audio", "val_loss_null_audio"))
+    assert 0.0 <= metrics["val_audio_win_rate"] <= 1.0
     assert [s for s, _ in history(client, result.run_id, "loss")] == [2, 4, 6, 8]
     assert_no_duplicate_steps(client, result.run_id)
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 def sweep_experiment(tmp_path_factory, request):
     uri = os.environ.get("ASVA_UI_CHECK_URI")
     if uri:
-        return uri, os.environ.get("ASVA_UI_CHECK_EXPERIMENT", "guidance-scale-tiny")
+        return uri, os.environ.get("ASVA_UI_CHECK_EXPERIMENT", "guidance-scale-toy")  # make demo's sweep
     mlflow_server = request.getfixturevalue("mlflow_server")
     s3 = request.getfixturevalue("s3_server")
     _, overrides = tiny_inputs(tmp_path_factory.mktemp("ui-inputs"), clips_per_class=2, max_duration=2.6)

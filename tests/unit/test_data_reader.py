@@ -148,3 +148,10 @@ def test_reads_and_decodes_the_dataset_from_s3(synth_root, s3_server, small_cfg)
     ref = sample_clip(str(synth_root / entry.path), 0.0, small_cfg)
     np.testing.assert_array_equal(clip.frames, ref.frames)
     np.testing.assert_array_equal(clip.waveform, ref.waveform)
+
+
+def test_classes_keeps_only_those_classes_and_names_unknown_ones(synth_root):
+    listing = read_split(dataset_cfg(synth_root, classes=["hammering", "dog_barking"]), "train")
+    assert set(listing.counts_per_class()) == {"hammering", "dog_barking"} and listing.skipped == []
+    with pytest.raises(ValueError, match=r"dataset.classes: \['hammer'\]"):
+        read_split(dataset_cfg(synth_root, classes=["hammer"]), "train")

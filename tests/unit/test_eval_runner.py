@@ -64,10 +64,21 @@ def test_record_scores_and_metrics(run):
     record = storage.read_json(f"{first.eval_uri}/{RECORD_FILE}")
     assert record["name"] == "init_ag-4_tg-1_steps-2_seed-0" and record["metrics"] == first.metrics
     assert [c["name"] for c in record["clips"]] == [c["name"] for c in first.clips]
-    assert set(first.metrics) == {"num_clips", "Sync", "Sync_gt", "SyncLag_s"} and first.metrics["num_clips"] == 3
+    assert set(first.metrics) == {"num_clips", "Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate",
+                                  "Sync_win_rate_ci_low", "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s"}
+    assert first.metrics["num_clips"] == 3
     with np.load(f"{first.eval_uri}/{SCORES_FILE}") as scores:
         assert scores["sync"].shape == (3,) and list(scores["clip_names"]) == [c["name"] for c in first.clips]
         assert first.metrics["Sync"] == pytest.approx(float(scores["sync"].mean()))
+        assert first.metrics["Sync_shifted"] == pytest.approx(float(scores["sync_shifted"].mean()))
+        assert first.metrics["Sync_win_rate"] == pytest.approx(float(np.mean(scores["sync"] > scores["sync_shifted"])))
+    m = first.metrics
+    assert m["Sync_ci_low"] <= m["Sync"] <= m["Sync_ci_high"]
+    assert 0 <= m["Sync_win_rate_ci_low"] <= m["Sync_win_rate"] <= m["Sync_win_rate_ci_high"] <= 1
+    # the console line shows each interval next to its value, not as metrics of their own
+    line = first.summary_line()
+    assert f"Sync {m['Sync']:.4g} [{m['Sync_ci_low']:.4g}, {m['Sync_ci_high']:.4g}]" in line
+    assert "_ci_" not in line and "Sync_win_rate " in line and "Sync_shifted " in line
     (cls,) = first.per_class
     assert first.per_class[cls]["num_clips"] == 3 and cls == first.clips[0]["class"]
 
@@ -86,6 +97,15 @@ def test_a_different_guidance_scale_is_a_different_evaluation(run):
                                                "eval.audio_guidance_scale=8"])
     prep = prepare_evaluation(other, log=lambda _: None)
     assert prep.eval_id != first.eval_id and prep.name == "init_ag-8_tg-1_steps-2_seed-0"
+
+
+def test_a_sync_shift_as_long_as_the_clip_fails_before_any_work(run, tmp_path):
+    _, overrides, _, _ = run
+    bad = load_experiment(None, overrides + [f"storage.root={tmp_path}", "eval.metrics.metrics=[sync]",
+                                             "eval.metrics.sync_shift_s=2.0"])
+    with pytest.raises(UserError, match=r"eval.metrics.sync_shift_s: must be below sampling.clip_duration \(2 s\)"):
+        evaluate_checkpoint(bad, parallel=False, log=lambda _: None)
+    assert not (tmp_path / "evals").exists() or not any((tmp_path / "evals").iterdir())
 
 
 def test_missing_metric_weights_fail_before_any_work(run, tmp_path):

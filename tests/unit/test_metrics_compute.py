@@ -18,6 +18,7 @@ from asva_model.metrics.compute import (
     per_class_metrics,
     summarize,
 )
+from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.networks import MetricNetworks, load_metric_networks
 from asva_model.metrics.networks.tiny import save_tiny_metric_networks
 
@@ -61,10 +62,11 @@ def test_every_metric_is_extracted_with_per_clip_shapes(setup):
     d_fid = nets.inception.feature_dim
     expected = {"fid_gt": (4, 11, d_fid), "fid_gen": (4, 11, d_fid), "fvd_gt": (4, 16), "fvd_gen": (4, 16),
                 "ia": (4, 11), "it": (4, 11), "ia_gt_first": (4,), "phi_gt": (4,), "phi_gen": (4,),
-                "sync": (4,), "sync_lag_s": (4,), "sync_gt": (4,)}
+                "sync": (4,), "sync_lag_s": (4,), "sync_gt": (4,), "sync_shifted": (4,)}
     assert {k: v.shape for k, v in scores.arrays.items()} == expected
     out = summarize(scores, cfg.metrics)
-    for key in ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt", "SyncLag_s"):
+    for key in ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt", "SyncLag_s", "Sync_shifted",
+                "Sync_ci_low", "Sync_ci_high", "Sync_win_rate", "Sync_win_rate_ci_low", "Sync_win_rate_ci_high"):
         assert np.isfinite(out[key]), key
     assert out["FID"] > 0 and out["FVD"] > 0
     assert 0 < out["RelSync"] < 100 and 0 < out["AlignSync"] < out["RelSync"]
@@ -161,8 +163,43 @@ def test_the_weights_free_sync_metric_needs_no_networks(setup):
     _, _, gt, gen, audio, scores = setup
     out = compute_metrics(gt, gen, audio, PROMPTS, MetricNetworks(), dataclasses.replace(setup[0], metrics=["sync"]),
                           sample_rate=SR, fps=FPS)
-    assert set(out) == {"num_clips", "Sync", "Sync_gt", "SyncLag_s"}
+    assert set(out) == {"num_clips", "Sync", "Sync_gt", "SyncLag_s", "Sync_ci_low", "Sync_ci_high", "Sync_shifted",
+                        "Sync_win_rate", "Sync_win_rate_ci_low", "Sync_win_rate_ci_high"}
     assert out["Sync_gt"] == pytest.approx(scores["sync_gt"].mean())
+    assert out["Sync_shifted"] == pytest.approx(scores["sync_shifted"].mean())
+    assert out["Sync_win_rate"] == pytest.approx(np.mean(scores["sync"] > scores["sync_shifted"]))
+
+
+def test_the_sync_control_tells_a_clip_that_follows_its_audio_from_a_static_or_noise_clip():
+    n = 12
+    clips, audio = zip(*(_clip_and_audio(s) for s in range(n)))
+    still = [c[:1].expand_as(c).clone() for c in clips]  # the first frame held: nothing moves
+    rng = torch.Generator().manual_seed(3)
+    noise = [torch.rand(c.shape, generator=rng) for c in clips]
+    cfg = MetricsConfig(metrics=["sync"])
+
+    def summary(gen):
+        scores = extract_clip_scores(clips, gen, audio, [""] * n, MetricNetworks(), cfg, sample_rate=SR, fps=FPS)
+        return summarize(scores, cfg.metrics)
+
+    follows, static, random = summary(clips), summary(still), summary(noise)
+    assert follows["Sync_win_rate"] == 1.0 and follows["Sync_win_rate_ci_low"] > 0.5
+    assert follows["Sync_ci_low"] > follows["Sync_shifted"]
+    assert static["Sync_win_rate"] == 0.0 and static["Sync_win_rate_ci_high"] < 0.5
+    # noise motion syncs no better with its own audio than with the shifted one
+    assert random["Sync_ci_low"] < random["Sync_shifted"] < random["Sync_ci_high"]
+    assert random["Sync_win_rate_ci_low"] < 0.5 < random["Sync_win_rate_ci_high"]
+
+
+def test_the_shift_must_be_shorter_than_the_audio(setup):
+    _, _, gt, gen, audio, scores = setup
+    cfg = MetricsConfig(metrics=["sync"], sync_shift_s=0.5)
+    half = extract_clip_scores(gt, gen, audio, PROMPTS, MetricNetworks(), cfg, sample_rate=SR, fps=FPS)
+    np.testing.assert_array_equal(half["sync"], scores["sync"])  # the shift changes only the control
+    assert not np.array_equal(half["sync_shifted"], scores["sync_shifted"])
+    with pytest.raises(ValueError, match=r"sync_shift_s 2.0 s \(32000 samples\) must be > 0 and shorter than the audio"):
+        extract_clip_scores(gt, gen, audio, PROMPTS, MetricNetworks(), dataclasses.replace(cfg, sync_shift_s=2.0),
+                            sample_rate=SR, fps=FPS)
 
 
 def test_bad_inputs_are_clear_errors(setup):

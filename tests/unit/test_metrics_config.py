@@ -35,6 +35,7 @@ def test_every_field_has_a_docstring():
     ({"imagebind_num_heads": [16, 16]}, "imagebind_num_heads: must be 3 positive ints"),
     ({"fid_image_size": 32}, "fid_image_size: must be >= 75"),
     ({"batch_size": 0}, "batch_size: must be >= 1"),
+    ({"sync_shift_s": 0.25}, "sync_shift_s: must be >= 0.5 s, got 0.25"),
 ])
 def test_validation_names_the_key(change, message):
     with pytest.raises(ValueError, match=message):

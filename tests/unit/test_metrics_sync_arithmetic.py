@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy.stats import binomtest
 
 from asva_model.metrics.avsync import align_prob, alignsync, relsync
 from asva_model.metrics.compute import ClipScores, per_class_metrics, summarize
@@ -55,6 +56,7 @@ def _hand_scores() -> ClipScores:
         "sync": np.array([0.5, 0.1]),
         "sync_lag_s": np.array([-0.2, 0.1]),
         "sync_gt": np.array([0.9, 0.7]),
+        "sync_shifted": np.array([0.2, 0.3]),                         # clip 0 beats its shifted audio, clip 1 not
     })
 
 
@@ -74,6 +76,24 @@ def test_summary_of_hand_made_scores():
     assert out["AlignSync"] == pytest.approx(100 * (0.75 * 0.625 + 0.5 * 0.5) / 2)
     assert out["Sync"] == pytest.approx(0.3) and out["Sync_gt"] == pytest.approx(0.8)
     assert out["SyncLag_s"] == pytest.approx(0.15)
+    # t(0.975, df=1) = 12.7062 (tables); sd of (0.5, 0.1) = 0.2 sqrt 2, se = 0.2
+    assert (out["Sync_ci_low"], out["Sync_ci_high"]) == pytest.approx((0.3 - 12.7062 * 0.2, 0.3 + 12.7062 * 0.2),
+                                                                      abs=1e-4)
+    assert out["Sync_shifted"] == pytest.approx(0.25) and out["Sync_win_rate"] == 0.5
+    wilson = binomtest(1, 2).proportion_ci(0.95, method="wilson")
+    assert (out["Sync_win_rate_ci_low"], out["Sync_win_rate_ci_high"]) == pytest.approx((wilson.low, wilson.high))
+
+
+def test_one_clip_has_no_spread_and_ties_with_the_shifted_audio_are_losses():
+    scores = ClipScores({"sync": np.array([0.0, 0.4]), "sync_shifted": np.array([0.0, 0.1]),
+                         "sync_gt": np.zeros(2), "sync_lag_s": np.zeros(2)})
+    one = summarize(scores.subset([1]), ["sync"])
+    assert one["Sync"] == one["Sync_ci_low"] == one["Sync_ci_high"] == pytest.approx(0.4)
+    assert one["Sync_win_rate"] == 1.0 and one["Sync_win_rate_ci_high"] == 1.0 and one["Sync_win_rate_ci_low"] < 0.25
+    # a clip where nothing moves scores 0 with any audio: not a win
+    assert summarize(scores.subset([0]), ["sync"])["Sync_win_rate"] == 0.0
+    table = per_class_metrics(scores, ["still", "moving"], ["sync"])
+    assert table["still"]["Sync_win_rate"] == 0.0 and table["moving"]["Sync_win_rate"] == 1.0
 
 
 def test_summary_fid_matches_frechet_of_pooled_frames():

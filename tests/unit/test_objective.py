@@ -7,10 +7,13 @@ import torch
 
 from asva_model.build import build_audio_encoder, build_noise_scheduler, build_unet, build_vae
 from asva_model.objective import (
+    LossInputs,
     audio_keep_mask,
+    audio_loss_gap,
     diffusion_loss,
     encode_frames,
     loss_from_inputs,
+    other_clip_index,
     prepare_cached_batch,
     prepare_online_batch,
     sample_latents,
@@ -171,3 +174,61 @@ def test_loss_is_fp32_for_a_bf16_unet(parts):
     loss = _loss(half, sched, _batch())
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     torch.testing.assert_close(loss, _loss(unet, sched, _batch()), rtol=0.05, atol=0.0)
+
+
+def test_per_sample_loss_averages_to_the_batch_loss(parts):
+    _, unet, sched, _, _ = parts
+    batch = _batch(b=3)
+    per = _loss_ps(unet, sched, batch)
+    assert per.shape == (3,)
+    assert float(per.mean()) == pytest.approx(float(_loss(unet, sched, batch)), rel=1e-5)
+
+
+def _loss_ps(model, scheduler, batch, seed=1):
+    return diffusion_loss(model, scheduler, **batch, drop_prob=0.0, generator=torch.Generator().manual_seed(seed),
+                          per_sample=True)
+
+
+def test_other_clip_index_pairs_every_window_with_another_clip():
+    ids = ["a", "a", "a", "b", "c", "c"]
+    other = other_clip_index(ids).tolist()
+    assert all(ids[o] != ids[i] for i, o in enumerate(other))
+    assert other == [3, 3, 3, 4, 0, 1]  # a -> b, b -> c, c -> a (cyclic, j-th window to j mod n-th)
+    assert other_clip_index(["a", "a"]) is None
+
+
+def test_audio_loss_gap_sees_only_the_audio(parts):
+    """Same noise and timesteps for the three audio variants: a model that ignores its audio has no gap, and
+    one whose prediction is the audio itself is told apart with the right sign."""
+    _, unet, sched, _, _ = parts
+    b = _batch(b=6)
+    inputs = LossInputs(b["latents"], b["audio_tokens"], b["null_audio_tokens"], b["audio_mask"], b["text_emb"])
+    other = other_clip_index(["x", "x", "y", "y", "z", "z"])
+    deaf = Recorder(unet, edit=lambda out: out * 0)  # predicts 0 whatever the audio
+    gap = audio_loss_gap(deaf, sched, inputs, other, draws=2)
+    assert gap.loss_true == gap.loss_other_audio == gap.loss_null_audio and gap.gap_t == 0.0
+    assert gap.num_windows == 6
+
+    class Oracle(torch.nn.Module):
+        """Knows the noise when given its own window's audio (and is wrong with anyone else's)."""
+
+        def forward(self, sample, t, text, audio, mask):
+            own = (audio - inputs.audio_tokens[: len(audio)]).abs().flatten(1).sum(1) == 0
+            noise = (sample - sched.alphas_cumprod[t].sqrt()[:, None, None, None, None] * inputs.latents[: len(audio)])
+            noise = noise / (1 - sched.alphas_cumprod[t]).sqrt()[:, None, None, None, None]
+            return torch.where(own[:, None, None, None, None], noise, torch.zeros_like(noise))
+
+    gap = audio_loss_gap(Oracle(), sched, inputs, other, draws=2, batch_size=6)
+    assert gap.loss_true < 1e-6 < gap.loss_other_audio and gap.win_rate == 1.0 and gap.gap_t > 5
+    with pytest.raises(ValueError, match="other"):
+        audio_loss_gap(deaf, sched, inputs, torch.arange(6))
+
+
+def test_loss_inputs_concat_keeps_shared_parts_once():
+    a, b = _batch(b=2, seed=0), _batch(b=3, seed=1)
+    parts_ = [LossInputs(x["latents"], x["audio_tokens"], x["null_audio_tokens"], x["audio_mask"], x["text_emb"])
+              for x in (a, b)]
+    joined = LossInputs.concat(parts_)
+    assert joined.latents.shape[0] == joined.audio_tokens.shape[0] == joined.text_emb.shape[0] == 5
+    assert joined.null_audio_tokens.shape[0] == 1 and joined.audio_mask.shape[0] == 1
+    assert torch.equal(joined.latents[2:], b["latents"])

@@ -7,7 +7,9 @@ import pytest
 
 from asva_model.data.audio import window_samples
 from asva_model.data.sampling import decode_windows, probe, window_from_decoded
-from asva_model.metrics.sync import motion_energy, sync_score
+from asva_model.metrics.config import MetricsConfig
+from asva_model.metrics.stats import wilson_interval
+from asva_model.metrics.sync import circular_shift, motion_energy, sync_score
 from tests.unit import data_fixtures as fx
 
 small_cfg = fx.small_cfg  # shared fixture
@@ -85,3 +87,27 @@ def test_layouts_flat_input_and_bad_arguments():
     with pytest.raises(ValueError, match="audio_feature"):
         sync_score(frames, wave, 16000, 6.0, audio_feature="nope")
     assert isinstance(sync_score(frames, wave, 16000, 6.0, audio_feature="onset_strength").score, float)
+
+
+def test_synced_clips_beat_their_own_audio_circularly_shifted(decoded_clips):
+    """The Sync_shifted control at the default eval.metrics.sync_shift_s (1 s) on the synthetic windows:
+    the win rate (and its Wilson interval) is what summarize() reports as Sync_win_rate."""
+    cfg, clips = decoded_clips
+    wins = []
+    for _, windows, dec in clips:
+        for start in windows:
+            clip = window_from_decoded(dec, start, cfg)
+            synced = sync_score(clip.frames, clip.waveform, 16000, cfg.fps).score
+            rolled = circular_shift(clip.waveform, 16000, MetricsConfig().sync_shift_s)
+            wins.append(synced > sync_score(clip.frames, rolled, 16000, cfg.fps).score)
+    rate = wilson_interval(int(np.sum(wins)), len(wins))
+    print(f"\nwin rate against the 1-s circular shift: {rate.estimate:.3f} [{rate.low:.3f}, {rate.high:.3f}] "
+          f"of {len(wins)}")
+    assert len(wins) >= 40 and rate.low > 0.75, rate
+
+
+def test_circular_shift_rolls_the_audio_later_and_refuses_a_shift_as_long_as_the_window():
+    x = np.arange(8.0)
+    np.testing.assert_array_equal(circular_shift(x, 4, 0.5), [6, 7, 0, 1, 2, 3, 4, 5])
+    with pytest.raises(ValueError, match=r"sync_shift_s 2.0 s \(8 samples\) must be > 0 and shorter"):
+        circular_shift(x, 4, 2.0)

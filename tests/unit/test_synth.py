@@ -11,6 +11,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
 from asva_model.data.synth import (
@@ -130,3 +131,35 @@ def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
     assert len(load_ground_truth(out)) == 15
     assert main(["--out", str(tmp_path / "x"), "--clips-per-class", "0"]) == 2
     assert "clips_per_class" in capsys.readouterr().err
+
+
+def test_a_class_subset_holds_exactly_the_full_sets_clips_of_those_classes(tmp_path):
+    from asva_model.data.synth import class_indices
+
+    s = synthesize(tmp_path / "sub", clips_per_class=2, seed=3, max_duration=2.5, workers=1,
+                   classes=["striking_bowling", "hammering"])
+    lines = (tmp_path / "sub" / "train.txt").read_text().split() + (tmp_path / "sub" / "test.txt").read_text().split()
+    assert s.num_clips == 4 and {n.split("/")[0] for n in lines} == {"hammering", "striking_bowling"}
+    want = {make_spec(3, c, i, max_duration=2.5).name for c in class_indices(["hammering", "striking_bowling"])
+            for i in range(2)}
+    assert set(lines) == want  # same specs (names, content seeds) as in the all-class dataset
+    assert json.loads((tmp_path / "sub" / "class_mapping.json").read_text()) == {c: default_prompt(c)
+                                                                                  for c in AVSYNC15_CLASSES}
+    with pytest.raises(ValueError, match="unknown"):
+        synthesize(tmp_path / "bad", clips_per_class=1, classes=["hammer"])
+
+
+def test_render_window_matches_the_clip_timing():
+    from asva_model.data.config import SamplingConfig
+    from asva_model.data.synth import render_window
+
+    spec = make_spec(0, AVSYNC15_CLASSES.index("hammering"), 0)
+    cfg = SamplingConfig(image_size=[32, 32])
+    frames, wave, mel = render_window(spec, 0.5, cfg)
+    assert frames.shape == (3, 12, 32, 32) and wave.shape == (32000,) and mel.shape == (1, 128, 204)
+    onsets = [o for o in spec.onsets if 0.5 <= o < 2.4]
+    at = [int((o - 0.5) * 16000) for o in onsets]  # the window's audio starts at 0.5 s
+    assert onsets and all(np.abs(wave[i:i + 800]).max() > 10 * np.abs(wave[:40]).max() for i in at)
+    # the object moves exactly when a sound starts: frame differences peak in the interval holding an onset
+    motion = np.abs(np.diff(frames, axis=1)).mean(axis=(0, 2, 3))
+    assert all(motion[min(int((o - 0.5) * 6), 10)] > 0 for o in onsets)

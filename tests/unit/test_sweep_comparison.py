@@ -1,0 +1,170 @@
+"""A guidance sweep's paired comparison on Sync, its plot and its summary on the parent run, from per-clip
+scores written the way the evaluation writes them (no cluster: local storage, a sqlite MLflow store)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib.figure
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from asva_model.metrics.compute import ClipScores, summarize
+from asva_platform.storage import Storage
+from sweeps.comparison import compare_trials
+from sweeps.report import TrialRow, log_summary, write_plots
+from sweeps.spec import EVAL_REPORTED, load_sweep
+from sweeps.tune_runner import SweepResult, collect_rows
+
+SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
+GRID = "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0, 8.0, 12.0]}}"
+CLIPS = ["a_clip-00", "a_clip-01", "b_clip-00", "b_clip-01", "c_clip-00"]
+BASE = np.array([0.10, 0.40, 0.20, 0.05, 0.30])
+
+
+def guidance_spec(*overrides):
+    return load_sweep(SWEEPS / "guidance_scale_tiny.yaml", ["checkpoint=init", GRID, *overrides]).spec
+
+
+def evaluated(tmp_path: Path, scale: float, sync: np.ndarray, shifted: np.ndarray, order=None,
+              status: str = "finished", index: int = 0) -> TrialRow:
+    """A trial row whose evaluation wrote scores.npz as asva_platform.evaluation.runner does (clips in ``order``)."""
+    order = list(range(len(CLIPS))) if order is None else order
+    arrays = {"sync": sync[order], "sync_shifted": shifted[order], "sync_gt": np.full(len(order), 0.8),
+              "sync_lag_s": np.zeros(len(order))}
+    uri = tmp_path / f"eval-{scale:g}"
+    uri.mkdir()
+    np.savez(uri / "scores.npz", **arrays, clip_names=np.asarray(CLIPS)[order])
+    metrics = summarize(ClipScores(arrays), ["sync"])
+    return TrialRow(f"x_{index:05d}", f"audio_guidance_scale={scale:g}_t{index}", {"eval.audio_guidance_scale": scale},
+                    status, metrics, f"run{index}", eval_uri=str(uri))
+
+
+@pytest.fixture
+def rows(tmp_path) -> list[TrialRow]:
+    rng = np.random.default_rng(0)
+    better = BASE + np.array([0.12, 0.08, 0.15, 0.10, 0.11])  # better on every clip
+    return [  # not in grid order, and one trial's clips in another order: pairing goes by name
+        evaluated(tmp_path, 4.0, better, rng.uniform(-0.1, 0.1, 5), index=1),
+        evaluated(tmp_path, 1.0, BASE, BASE + 0.01, index=0),
+        evaluated(tmp_path, 8.0, BASE - 0.02, rng.uniform(-0.1, 0.1, 5), order=[4, 2, 0, 3, 1], index=2),
+        evaluated(tmp_path, 12.0, BASE, BASE, status="failed", index=3),
+    ]
+
+
+def test_every_trial_is_paired_with_the_baseline_on_the_same_clips(rows):
+    comp = compare_trials(rows, guidance_spec(), Storage())
+    assert (comp.param, comp.metric, comp.baseline, comp.best) == ("eval.audio_guidance_scale", "Sync", 1.0, 4.0)
+    assert [r["value"] for r in comp.rows] == [1.0, 4.0, 8.0]  # grid order; the failed trial left out
+    base, four, eight = comp.rows
+    assert base["gain"] == base["gain_ci_low"] == base["gain_ci_high"] == 0.0
+    ref = sps.ttest_rel(BASE + np.array([0.12, 0.08, 0.15, 0.10, 0.11]), BASE).confidence_interval()
+    assert four["gain"] == pytest.approx(0.112) and (four["gain_ci_low"], four["gain_ci_high"]) == pytest.approx(
+        (ref.low, ref.high))
+    assert four["gain_ci_low"] > 0  # better on every clip: the paired interval excludes 0 ...
+    assert four["ci_low"] < base["ci_high"]  # ... although the two means' own intervals overlap
+    # 8.0 stored its clips in another order: matched by name, a constant -0.02 per clip
+    assert (eight["gain"], eight["gain_ci_low"], eight["gain_ci_high"]) == pytest.approx((-0.02, -0.02, -0.02))
+    by_value = {r.params["eval.audio_guidance_scale"]: r.metrics for r in rows}
+    for row in comp.rows:
+        m = by_value[row["value"]]
+        assert (row["mean"], row["ci_low"], row["ci_high"], row["shifted"], row["gt"]) == (
+            m["Sync"], m["Sync_ci_low"], m["Sync_ci_high"], m["Sync_shifted"], m["Sync_gt"])
+        assert (row["win_rate"], row["win_rate_ci_low"], row["win_rate_ci_high"]) == (
+            m["Sync_win_rate"], m["Sync_win_rate_ci_low"], m["Sync_win_rate_ci_high"])
+        assert row["num_clips"] == 5
+    assert base["win_rate"] == 0.0 and four["win_rate"] == 1.0  # BASE lost to BASE + 0.01 on every clip
+    assert comp.parent_metrics() == {"best_Sync_gain": four["gain"], "best_Sync_gain_ci_low": four["gain_ci_low"],
+                                     "best_Sync_gain_ci_high": four["gain_ci_high"], "best_Sync_win_rate": 1.0}
+    out = comp.to_json()
+    assert set(out) == {"param", "metric", "baseline", "best", "rows"}
+    assert set(out["rows"][0]) == {"value", "mean", "ci_low", "ci_high", "shifted", "win_rate", "win_rate_ci_low",
+                                   "win_rate_ci_high", "gt", "gain", "gain_ci_low", "gain_ci_high", "num_clips"}
+    json.dumps(out, allow_nan=False)
+
+
+def test_the_console_table_marks_the_best_value(rows):
+    lines = compare_trials(rows, guidance_spec(), Storage()).table()
+    assert lines[0].startswith("Sync vs eval.audio_guidance_scale") and "gain vs 1.0 [95% CI]" in lines[1]
+    four = next(line for line in lines if line.strip().startswith("4.0"))
+    assert four.strip().startswith("4.0 *") and "+0.112 [+0." in four and four.rstrip().endswith(" 5")
+    assert not any(line.strip().startswith("8.0 *") for line in lines)
+    assert "ground truth Sync 0.800" in lines[-1]
+
+
+def test_without_baseline_scores_the_gain_is_unknown_and_other_sweeps_get_no_comparison(rows):
+    rows[1].eval_uri = ""  # e.g. a trial finished before trials reported their eval URI
+    comp = compare_trials(rows, guidance_spec(), Storage())
+    assert all(r["gain"] is None for r in comp.rows) and comp.rows[1]["mean"] is not None
+    assert comp.parent_metrics() == {"best_Sync_win_rate": 1.0}
+    assert "-" in comp.table()[3].split()
+    assert compare_trials(rows, load_sweep(SWEEPS / "train_tiny.yaml").spec, Storage()) is None
+    two = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0]}, eval.seed: {grid: [0, 1]}}")
+    assert compare_trials(rows, two, Storage()) is None
+    ranged = guidance_spec("search=random", "search_space={eval.audio_guidance_scale: {uniform: [1.0, 8.0]}}")
+    assert compare_trials(rows, ranged, Storage()) is None
+    assert compare_trials([r for r in rows if r.status == "failed"], guidance_spec(), Storage()) is None
+
+
+def test_the_sync_plot_shows_intervals_the_ground_truth_and_the_shifted_control(rows, tmp_path, monkeypatch):
+    drawn = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def capture(fig, path, *args, **kwargs):
+        legend = fig.axes[0].get_legend()
+        drawn[Path(path).name] = sorted(t.get_text() for t in legend.get_texts()) if legend else []
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
+    paths = write_plots(rows, guidance_spec(), tmp_path)
+    assert [p.name for p in paths] == ["Sync_vs_eval_audio_guidance_scale.png", "SyncLag_s_vs_eval_audio_guidance_scale.png"]
+    assert drawn["Sync_vs_eval_audio_guidance_scale.png"] == [
+        "95% CI", "Sync", "Sync_gt (ground truth)", "Sync_shifted (audio shifted)"]
+    assert drawn["SyncLag_s_vs_eval_audio_guidance_scale.png"] == []  # nothing qualifies SyncLag_s: no legend
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_the_parent_run_gets_the_comparison_and_the_best_gain(rows, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "db").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db")
+    exp = client.create_experiment("cmp", artifact_location=(tmp_path / "db" / "artifacts").as_uri())
+    parent = client.create_run(exp).info.run_id
+    spec = guidance_spec()
+    comp = compare_trials(rows, spec, Storage())
+    best = log_summary(client, parent, spec, rows, comp)
+    assert best.params["eval.audio_guidance_scale"] == 4.0
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["best_Sync_gain"] == pytest.approx(0.112) and metrics["best_Sync_win_rate"] == 1.0
+    assert metrics["best_Sync_gain_ci_low"] > 0
+    logged = json.loads(Path(client.download_artifacts(parent, "summary/comparison.json", str(tmp_path))).read_text())
+    assert logged == json.loads(json.dumps(comp.to_json()))
+    header = Path(client.download_artifacts(parent, "summary/trials.csv", str(tmp_path))).read_text().splitlines()[0]
+    assert header.split(",")[3:12] == ["Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate",
+                                       "Sync_win_rate_ci_low", "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s"]
+
+
+def test_trials_hand_their_eval_uri_to_the_driver_and_the_json_result_carries_the_comparison(rows):
+    spec = guidance_spec()
+    results = [SimpleNamespace(metrics={**r.metrics, "trial_id": r.trial_id, "eval_uri": r.eval_uri},
+                               config=dict(r.params), error=None, path=f"/x/trial_{r.trial_id}", metrics_dataframe=None)
+               for r in rows if r.status != "failed"]
+    collected = collect_rows(results, spec, None, {}, "")
+    assert [r.eval_uri for r in collected] == [r.eval_uri for r in rows if r.status != "failed"]
+    comp = compare_trials(collected, spec, Storage())
+    assert comp.to_json() == compare_trials(rows, spec, Storage()).to_json()
+    out = SweepResult("s", "1", "p", "u", "Sync", collected, None, False, comparison=comp).to_json()
+    assert out["comparison"]["best"] == 4.0 and len(out["comparison"]["rows"]) == 3
+    assert SweepResult("s", "1", "p", "u", "Sync", collected, None, False).to_json()["comparison"] is None
+
+
+def test_every_sync_key_the_evaluation_reports_is_usable_as_a_sweep_metric():
+    scores = ClipScores({k: np.zeros(2) for k in ("sync", "sync_shifted", "sync_gt", "sync_lag_s")})
+    assert set(EVAL_REPORTED["sync"]) == set(summarize(scores, ["sync"])) - {"num_clips"}
+    assert guidance_spec("metric=Sync_win_rate", "mode=").mode == "max"
+    assert guidance_spec("metric=Sync_ci_low", "mode=").mode == "max"
