@@ -86,7 +86,7 @@ def table(out: dict) -> str:
 
     row("vae_psnr_db", _fmt(out["vae_psnr_db"]), f">= {TARGETS['vae_psnr_db']}")
     for key in ("loss_true", "loss_other_audio", "loss_null_audio"):
-        row(key, _fmt(out[key]))
+        row(key, "-" if out[key] is None else f"{out[key]:.5f}")
     row("loss_gap_t", _fmt(out["loss_gap_t"]), f">= {TARGETS['loss_gap_t']}")
     for scale, s in out["sync_by_scale"].items():
         row(f"sync @ scale {scale}", f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
