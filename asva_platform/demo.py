@@ -75,7 +75,10 @@ def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tup
     exp = load_experiment(str(REPO / CONFIG))
     work = (settings.state_dir / "demo-toy").resolve()
     banner(f"toy inputs ({clips_per_class} clips/class of {', '.join(exp.dataset.classes)}) in {work}")
-    data_root, overrides, report = toy_inputs(work, exp, clips_per_class)
+    try:
+        data_root, overrides, report = toy_inputs(work, exp, clips_per_class)
+    except ValueError as err:  # e.g. the VAE below its PSNR floor: stop before any job runs
+        raise UserError(f"toy inputs: {err}") from None
     s3_root = f"s3://{settings.bucket}/datasets/synth-toy-{clips_per_class}"
     storage = Storage(settings.s3_url)
     if not storage.exists(join(s3_root, "train.txt")):

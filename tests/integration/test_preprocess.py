@@ -138,7 +138,11 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
         with torch.no_grad():
             tokens = audio.encode(torch.from_numpy(np.stack([w.mel for w in windows])))
         k = [w.start for w in windows].index(row["start"])
-        assert np.array_equal(row["audio_tokens"], tokens[k].half().numpy())
+        # The audio tokens agree to fp16 rounding, not always bit for bit: measured on this 2-core box the direct
+        # encoding differs from the cached one in the last fp16 bit of a few values (kernel order), already at
+        # the commit before this check was relaxed.
+        np.testing.assert_allclose(row["audio_tokens"].astype(np.float32),
+                                   tokens[k].half().numpy().astype(np.float32), rtol=2e-3, atol=2e-3)
     finally:
         torch.set_num_threads(threads)
 
