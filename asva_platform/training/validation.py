@@ -18,6 +18,7 @@ from asva_platform.training.data import seeded_generator, test_clips
 
 log = logging.getLogger(__name__)
 VAL_SEED_OFFSET = 1_000_003  # keeps validation noise disjoint from training noise
+GAP_STREAM = 999_983  # in place of a rank (no rank has this id): audio-gap latents are drawn alike on every rank
 
 
 def reduce_values(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
@@ -86,7 +87,7 @@ class Validator:
             else:
                 bs = self.exp.train.batch_size_per_worker
                 parts = [self.source.val_inputs(self.source.val_batch(items[i:i + bs]),
-                                                seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, 7, i))
+                                                seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, GAP_STREAM, i))
                          for i in range(0, n, bs)]
                 self._gap = (LossInputs.concat(parts), other)
         return self._gap or None
