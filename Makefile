@@ -16,7 +16,7 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 export AWS_DEFAULT_REGION ?= us-east-1
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all test-reliability demo stack-up stack-down stack-status bench lint ui-check clean chromium
+.PHONY: setup test test-fast test-all test-reliability demo stack-up stack-down stack-status bench lint ui-check clean chromium
 
 setup: $(STAMP)
 
@@ -31,8 +31,14 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
 	  || echo "warning: could not install chromium; browser checks will be skipped"
 
+# The default suite, what CI runs: every tier (tests/unit, tests/learning, tests/integration, tests/reliability;
+# see tests/conftest.py) but the tests marked slow.
 test: setup chromium
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The service-free tier alone: tests/unit (no Ray, no S3 or MLflow server; tiny models), a few minutes on 2 cores.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests/unit $(PYTEST_ARGS)
 
 test-reliability: setup
 	$(PY) -m pytest -q tests/reliability $(PYTEST_ARGS)
@@ -41,7 +47,7 @@ test-all: setup chromium
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m asva_platform.demo
+	$(PY) -m asva_platform.dev.demo
 
 stack-up: setup
 	$(PY) -m asva_platform.cli stack up

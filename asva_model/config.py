@@ -1,23 +1,23 @@
 """AVSyncD model config section (pure dataclasses; no Ray, no platform imports).
 
 Defaults are the paper's model (SD-1.5 UNet inflated to 3D + ImageBind-Huge audio branch, see
-docs/model.md). ``preset: tiny`` swaps in a test-size geometry that trains a step in well under a
-second on CPU; paths and training knobs apply to both presets.
+docs/model.md). The test-size geometry (a train step in well under a second on CPU) is data, not code:
+``configs/model/tiny.yaml`` spells out its ``unet``, ``audio_encoder`` and ``vae`` sections.
+
+Every section checks itself in ``__post_init__`` (also when built in Python) and raises
+:class:`~asva_model.errors.ConfigError` ``"<key>: <why>"`` with the key relative to the section; the
+platform's loader prefixes the section path and the file.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+from asva_model.errors import require
+
 VAE_SCALING_FACTOR = 0.18215
 """SD-1.5's latent scaling factor (vae/config.json: scaling_factor)."""
-
-
-def _require(cond: bool, key: str, why: str) -> None:
-    if not cond:
-        raise ValueError(f"{key}: {why}")
 
 
 @dataclass
@@ -41,15 +41,15 @@ class UNetConfig:
     norm_eps: float = 1e-5
     """GroupNorm epsilon of the resnets (SD-1.5: 1e-5)."""
 
-    def validate(self) -> None:
-        _require(len(self.block_out_channels) >= 2, "block_out_channels", "needs at least 2 levels")
-        _require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
-        _require(self.attention_head_dim >= 1, "attention_head_dim", "must be >= 1")
+    def __post_init__(self) -> None:
+        require(len(self.block_out_channels) >= 2, "block_out_channels", "needs at least 2 levels")
+        require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
+        require(self.attention_head_dim >= 1, "attention_head_dim", "must be >= 1")
         for c in self.block_out_channels:
-            _require(c % self.norm_num_groups == 0, "block_out_channels",
-                     f"{c} is not divisible by norm_num_groups={self.norm_num_groups}")
-            _require(c % self.attention_head_dim == 0, "block_out_channels",
-                     f"{c} is not divisible by attention_head_dim={self.attention_head_dim} (heads)")
+            require(c % self.norm_num_groups == 0, "block_out_channels",
+                    f"{c} is not divisible by norm_num_groups={self.norm_num_groups}")
+            require(c % self.attention_head_dim == 0, "block_out_channels",
+                    f"{c} is not divisible by attention_head_dim={self.attention_head_dim} (heads)")
 
 
 @dataclass
@@ -77,12 +77,12 @@ class AudioEncoderConfig:
     drop_path_in_training: bool = True
     """Online training runs the frozen encoder in train mode so drop-path is active, as the original code did."""
 
-    def validate(self) -> None:
-        _require(self.embed_dim % self.num_heads == 0, "embed_dim",
-                 f"{self.embed_dim} is not divisible by num_heads={self.num_heads}")
-        _require(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        _require(self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
-                 "patch_size", "is larger than the mel spectrogram")
+    def __post_init__(self) -> None:
+        require(self.embed_dim % self.num_heads == 0, "embed_dim",
+                f"{self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        require(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        require(self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
+                "patch_size", "is larger than the mel spectrogram")
 
 
 @dataclass
@@ -98,8 +98,8 @@ class VAEConfig:
     scaling_factor: float = VAE_SCALING_FACTOR
     """Latents are multiplied by this before diffusion (SD-1.5: 0.18215); cached latents are stored unscaled."""
 
-    def validate(self) -> None:
-        _require(self.scaling_factor > 0, "scaling_factor", "must be > 0")
+    def __post_init__(self) -> None:
+        require(self.scaling_factor > 0, "scaling_factor", "must be > 0")
 
     @property
     def downsample_factor(self) -> int:
@@ -121,16 +121,14 @@ class NoiseSchedulerConfig:
     steps_offset: int = 1
     """Inference timestep offset (SD-1.5: 1)."""
 
-    def validate(self) -> None:
-        _require(self.num_train_timesteps >= 2, "num_train_timesteps", "must be >= 2")
-        _require(0 < self.beta_start < self.beta_end < 1, "beta_start",
-                 f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+    def __post_init__(self) -> None:
+        require(self.num_train_timesteps >= 2, "num_train_timesteps", "must be >= 2")
+        require(0 < self.beta_start < self.beta_end < 1, "beta_start",
+                f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
 
 
 @dataclass
 class ModelConfig:
-    preset: Literal["full", "tiny"] = "full"
-    """`full`: the geometry below (defaults = the paper). `tiny`: test-size geometry replaces unet/audio_encoder/vae."""
     unet: UNetConfig = field(default_factory=UNetConfig)
     """3D UNet geometry."""
     audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
@@ -157,32 +155,14 @@ class ModelConfig:
     gradient_checkpointing: bool = True
     """Recompute resnet/transformer activations in backward (the paper: on)."""
 
-    def validate(self) -> None:
-        _require(0.0 <= self.audio_cond_drop_prob <= 1.0, "audio_cond_drop_prob",
-                 f"must be in [0, 1], got {self.audio_cond_drop_prob}")
-        _require(bool(self.trainable_modules), "trainable_modules", "must name at least one module pattern")
-        if self.preset == "tiny":
-            for name, tiny in TINY_GEOMETRY.items():
-                _require(getattr(self, name) == tiny, name,
-                         "is set by preset 'tiny'; remove these keys or use preset: full")
-        geo = self.resolved()
-        _require(geo.unet.audio_cross_attention_dim == geo.audio_encoder.embed_dim, "unet.audio_cross_attention_dim",
-                 f"{geo.unet.audio_cross_attention_dim} != audio_encoder.embed_dim {geo.audio_encoder.embed_dim}")
-        _require(geo.vae.latent_channels == geo.unet.in_channels == geo.unet.out_channels, "vae.latent_channels",
-                 "must equal unet.in_channels and unet.out_channels")
-
     def __post_init__(self) -> None:
-        # The preset's geometry is filled in at construction, so the config object (and what is dumped or
-        # logged from it) always holds the real widths; sections left at their defaults take the preset's.
-        if self.preset == "tiny":
-            defaults = {"unet": UNetConfig(), "audio_encoder": AudioEncoderConfig(), "vae": VAEConfig()}
-            for name, tiny in TINY_GEOMETRY.items():
-                if getattr(self, name) == defaults[name]:
-                    setattr(self, name, dataclasses.replace(tiny))
-
-    def resolved(self) -> ModelConfig:
-        """This config with the preset's geometry filled in (already done at construction)."""
-        return self
+        require(0.0 <= self.audio_cond_drop_prob <= 1.0, "audio_cond_drop_prob",
+                f"must be in [0, 1], got {self.audio_cond_drop_prob}")
+        require(bool(self.trainable_modules), "trainable_modules", "must name at least one module pattern")
+        require(self.unet.audio_cross_attention_dim == self.audio_encoder.embed_dim, "unet.audio_cross_attention_dim",
+                f"{self.unet.audio_cross_attention_dim} != audio_encoder.embed_dim {self.audio_encoder.embed_dim}")
+        require(self.vae.latent_channels == self.unet.in_channels == self.unet.out_channels, "vae.latent_channels",
+                "must equal unet.in_channels and unet.out_channels")
 
 
 @dataclass
@@ -208,16 +188,9 @@ class VAEPretrainConfig:
     threads: int = 0
     """torch threads while training (0 = torch's default)."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "clips", "frames_per_clip", "held_out_frames"):
-            _require(getattr(self, name) >= 1, name, "must be >= 1")
-        _require(self.lr > 0, "lr", "must be > 0")
-        _require(self.kl_weight >= 0, "kl_weight", "must be >= 0")
-        _require(self.threads >= 0, "threads", "must be >= 0")
-
-
-TINY_UNET = UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attention_head_dim=2,
-                       cross_attention_dim=32, audio_cross_attention_dim=32, norm_num_groups=8)
-TINY_AUDIO_ENCODER = AudioEncoderConfig(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
-TINY_VAE = VAEConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
-TINY_GEOMETRY = {"unet": TINY_UNET, "audio_encoder": TINY_AUDIO_ENCODER, "vae": TINY_VAE}
+            require(getattr(self, name) >= 1, name, "must be >= 1")
+        require(self.lr > 0, "lr", "must be > 0")
+        require(self.kl_weight >= 0, "kl_weight", "must be >= 0")
+        require(self.threads >= 0, "threads", "must be >= 0")

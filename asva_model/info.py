@@ -16,6 +16,13 @@ from asva_model.models.trainable import PARAM_GROUPS, parameter_group
 GROUPS = (*PARAM_GROUPS, "unet2d", "audio_encoder", "vae")
 
 
+def geometry(model_cfg: ModelConfig) -> str:
+    """The widths in a few words, e.g. ``UNet 320/640/1280/1280 x2, audio encoder 768 x12, VAE 128/256/512/512``."""
+    u, a, v = model_cfg.unet, model_cfg.audio_encoder, model_cfg.vae
+    return (f"UNet {'/'.join(map(str, u.block_out_channels))} x{u.layers_per_block}, "
+            f"audio encoder {a.embed_dim} x{a.num_blocks}, VAE {'/'.join(map(str, v.block_out_channels))}")
+
+
 def model_info(model_cfg: ModelConfig) -> dict:
     unet = build_unet(model_cfg, device="meta")
     groups = dict.fromkeys(GROUPS, 0)
@@ -27,7 +34,7 @@ def model_info(model_cfg: ModelConfig) -> dict:
     groups["vae"] = sum(p.numel() for p in build_vae(model_cfg, device="meta").parameters())
     total = sum(groups.values())
     return {
-        "preset": model_cfg.preset,
+        "geometry": geometry(model_cfg),
         "total": total,
         "trainable": trainable,
         "frozen": total - trainable,
@@ -39,7 +46,7 @@ def model_info(model_cfg: ModelConfig) -> dict:
 
 def describe(info: dict) -> str:
     """:func:`model_info` as a few human-readable lines."""
-    lines = [f"AVSyncD ({info['preset']}): {info['total'] / 1e6:.1f}M parameters, "
+    lines = [f"AVSyncD ({info['geometry']}): {info['total'] / 1e6:.1f}M parameters, "
              f"{info['trainable'] / 1e6:.1f}M trainable, {info['frozen'] / 1e6:.1f}M frozen"]
     lines += [f"  {name:<18} {count / 1e6:10.2f}M" for name, count in info["groups"].items()]
     return "\n".join(lines)

@@ -22,6 +22,8 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.schedulers import SchedulerMixin
 
+from asva_model.build import build_audio_encoder, build_inference_scheduler, build_unet, build_vae
+from asva_model.config import ModelConfig
 from asva_model.models.audio_encoder import AudioEncoder
 from asva_model.models.unet import AudioUNet3D
 
@@ -92,17 +94,11 @@ class AVSyncPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, vae=vae, audio_encoder=audio_encoder, scheduler=scheduler)
 
     @classmethod
-    def from_model_config(cls, model_cfg, device: str | torch.device = "cpu") -> AVSyncPipeline:
+    def from_model_config(cls, model_cfg: ModelConfig, device: str | torch.device = "cpu") -> AVSyncPipeline:
         """Build every part from a ModelConfig (pretrained paths, ``init_unet`` for a trained UNet)."""
-        from asva_model.build import build_audio_encoder, build_inference_scheduler, build_unet, build_vae
-
         unet = build_unet(model_cfg, device).eval().requires_grad_(False)
         return cls(unet, build_vae(model_cfg, device), build_audio_encoder(model_cfg, device),
                    build_inference_scheduler(model_cfg))
-
-    @property
-    def vae_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

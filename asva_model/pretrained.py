@@ -8,7 +8,8 @@ No weights can be downloaded in CI, so tests exercise the real loading code on t
 * ``imagebind_audio.pth``: a torch state dict with ImageBind's key names (``modality_*.audio.*``, plus a
   vision key the loader must skip);
 * ``text_encodings.pt``: dict prompt -> (77, D); ``null_text_encoding.pt``: (1, 77, D);
-* ``model.yaml``: a ``model:`` config section pointing at all of the above (usable via ``base:``).
+* ``model.yaml``: a ``model:`` config section with the geometry and paths that load all of the above
+  (usable via ``base:``).
 
 :func:`write_authors_layout` writes a trained UNet + encoder the way the authors' released checkpoints
 are laid out (``modules/unet``, ``modules/audio_encoder`` with their config class names).
@@ -59,51 +60,48 @@ def imagebind_state_dict(encoder: ImageBindAudioEncoder) -> dict[str, torch.Tens
 
 def make_tiny_pretrained(
     out_dir: str | Path,
+    model_cfg: ModelConfig,
     prompts: tuple[str, ...] = DEFAULT_PROMPTS,
     weights_format: Literal["safetensors", "bin"] = "safetensors",
     scheduler: Literal["pndm", "ddpm"] = "pndm",
     seed: int = 0,
-    model_cfg: ModelConfig | None = None,
     write_vae: bool = True,
 ) -> ModelConfig:
-    """Write the tiny pretrained files under ``out_dir``; returns the ModelConfig that loads them.
+    """Write random-init pretrained files of ``model_cfg``'s geometry under ``out_dir`` (meant for a small one,
+    e.g. ``configs/model/tiny.yaml``'s); returns ``model_cfg`` with its paths pointing at them.
 
-    ``model_cfg`` gives the geometry (default: the tiny preset). ``write_vae=False`` leaves ``sd/vae``
-    to the caller (e.g. a VAE trained by :mod:`asva_model.vae_pretrain`)."""
+    ``write_vae=False`` leaves ``sd/vae`` to the caller (e.g. a VAE trained by :mod:`asva_model.vae_pretrain`)."""
     out = Path(out_dir)
     sd = out / "sd"
-    cfg = model_cfg or ModelConfig(preset="tiny")
-    geo = cfg.resolved()
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         torch.manual_seed(seed)
         safe = weights_format == "safetensors"
-        _unet2d(geo).save_pretrained(sd / "unet", safe_serialization=safe)
+        _unet2d(model_cfg).save_pretrained(sd / "unet", safe_serialization=safe)
         if write_vae:
-            build_vae(dataclasses.replace(geo, pretrained_sd="")).save_pretrained(sd / "vae", safe_serialization=safe)
+            build_vae(dataclasses.replace(model_cfg, pretrained_sd="")).save_pretrained(sd / "vae",
+                                                                                        safe_serialization=safe)
         sched_cls = PNDMScheduler if scheduler == "pndm" else DDPMScheduler
         extra = dict(skip_prk_steps=True, set_alpha_to_one=False) if scheduler == "pndm" else dict(clip_sample=False)
-        n = geo.noise_scheduler
-        sched_cls(num_train_timesteps=n.num_train_timesteps, beta_start=n.beta_start, beta_end=n.beta_end,
-                  beta_schedule=n.beta_schedule, steps_offset=n.steps_offset, **extra).save_pretrained(sd / "scheduler")
+        sched_cls(**dataclasses.asdict(model_cfg.noise_scheduler), **extra).save_pretrained(sd / "scheduler")
         (sd / "model_index.json").write_text(json.dumps({
             "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
             "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", sched_cls.__name__]}, indent=2))
 
-        encoder = build_audio_encoder(geo)
+        encoder = build_audio_encoder(model_cfg)
         state = imagebind_state_dict(encoder)
         state["modality_trunks.vision.blocks.0.norm_1.weight"] = torch.ones(8)  # real files hold all modalities
         torch.save(state, out / "imagebind_audio.pth")
 
-        dim = geo.unet.cross_attention_dim
+        dim = model_cfg.unet.cross_attention_dim
         torch.save({p: torch.randn(77, dim) for p in prompts}, out / "text_encodings.pt")
         torch.save(torch.randn(1, 77, dim), out / "null_text_encoding.pt")
 
-    cfg = dataclasses.replace(cfg, pretrained_sd=str(sd), audio_encoder_weights=str(out / "imagebind_audio.pth"),
+    cfg = dataclasses.replace(model_cfg, pretrained_sd=str(sd), audio_encoder_weights=str(out / "imagebind_audio.pth"),
                               text_encodings=str(out / "text_encodings.pt"),
                               null_text_encoding=str(out / "null_text_encoding.pt"))
-    section = {"preset": cfg.preset, "pretrained_sd": cfg.pretrained_sd,
-               "audio_encoder_weights": cfg.audio_encoder_weights, "text_encodings": cfg.text_encodings,
-               "null_text_encoding": cfg.null_text_encoding}
+    section = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("unet", "audio_encoder", "vae")}
+    section.update(pretrained_sd=cfg.pretrained_sd, audio_encoder_weights=cfg.audio_encoder_weights,
+                   text_encodings=cfg.text_encodings, null_text_encoding=cfg.null_text_encoding)
     (out / "model.yaml").write_text(yaml.safe_dump({"model": section}, sort_keys=False))
     return cfg
 

@@ -30,8 +30,12 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from asva_model.config import ModelConfig, VAEPretrainConfig, _require
+from asva_model.build import build_vae
+from asva_model.config import ModelConfig, VAEPretrainConfig
 from asva_model.data.config import SamplingConfig
+from asva_model.data.sampling import transform_frames
+from asva_model.data.synth import class_indices, make_spec, render_frames
+from asva_model.errors import require
 
 REPORT_FILE = "pretrain.json"
 HELD_OUT_SEED_OFFSET = 7_777  # held-out frames come from clips of another synthetic seed
@@ -62,9 +66,6 @@ def synthetic_frames(classes: list[str], count_clips: int, frames_per_clip: int,
                      seed: int) -> torch.Tensor:
     """(N, 3, H, W) float frames in [0, 1] of ``count_clips`` synthetic clips of ``classes`` (round-robin),
     ``frames_per_clip`` random times each, cropped and resized as the data pipeline does."""
-    from asva_model.data.sampling import transform_frames
-    from asva_model.data.synth import class_indices, make_spec, render_frames
-
     indices = class_indices(classes)
     sampling = SamplingConfig(image_size=list(image_size))
     rng = np.random.default_rng([seed, 1])
@@ -78,8 +79,6 @@ def synthetic_frames(classes: list[str], count_clips: int, frames_per_clip: int,
 
 def build_trainable_vae(model_cfg: ModelConfig) -> AutoencoderKL:
     """A fresh AutoencoderKL of ``model_cfg.vae``'s geometry, in train mode."""
-    from asva_model.build import build_vae
-
     vae = build_vae(dataclasses.replace(model_cfg, pretrained_sd=""))
     return vae.requires_grad_(True).train()
 
@@ -124,13 +123,12 @@ def load_report(vae_dir: str | Path) -> VAEPretrainReport | None:
 def pretrain_vae(model_cfg: ModelConfig, cfg: VAEPretrainConfig, classes: list[str], image_size: list[int],
                  vae_dir: str | Path, log=print) -> VAEPretrainReport:
     """Train (or reuse) the VAE and save it to ``vae_dir``; raises ValueError below ``min_psnr_db``."""
-    cfg.validate()
     vae_dir = Path(vae_dir)
     settings = _settings(model_cfg, cfg, classes, image_size)
     old = load_report(vae_dir)
     if old is not None and old.settings == settings and (vae_dir / "config.json").is_file():
-        _require(old.psnr_db >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
-                 f"the saved VAE at {vae_dir} reconstructs at {old.psnr_db:.2f} dB < {cfg.min_psnr_db} dB")
+        require(old.psnr_db >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
+                f"the saved VAE at {vae_dir} reconstructs at {old.psnr_db:.2f} dB < {cfg.min_psnr_db} dB")
         return dataclasses.replace(old, reused=True, seconds=0.0)
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -172,9 +170,9 @@ def _train(model_cfg, cfg, classes, image_size, vae_dir, settings, log) -> VAEPr
     seconds = time.perf_counter() - t0
     log(f"pretrain-vae: held-out PSNR {psnr:.2f} dB (random init {before:.2f} dB), scaling factor {scale:.5f}, "
         f"{seconds:.0f} s")
-    _require(psnr >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
-             f"the trained VAE reconstructs held-out frames at {psnr:.2f} dB < {cfg.min_psnr_db} dB; "
-             "train longer (vae_pretrain.steps) or widen model.vae")
+    require(psnr >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
+            f"the trained VAE reconstructs held-out frames at {psnr:.2f} dB < {cfg.min_psnr_db} dB; "
+            "train longer (vae_pretrain.steps) or widen model.vae")
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(vae_dir)
     report = VAEPretrainReport(round(psnr, 4), scale, round(before, 4), cfg.steps, round(seconds, 2),

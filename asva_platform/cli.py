@@ -15,9 +15,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
+from asva_model.config import ModelConfig
+from asva_platform import config as cfg
+from asva_platform import submit
+from asva_platform.dev import stack
 from asva_platform.errors import run_guarded
+from asva_platform.experiment import load_experiment
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -26,8 +33,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    from asva_platform import stack
-
     settings = stack.StackSettings.from_env(args.state_dir)
     if args.action == "up":
         stack.up(settings)
@@ -49,9 +54,6 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from asva_platform import config as cfg
-    from asva_platform.schema import load_experiment
-
     exp = load_experiment(args.config, args.overrides)
     if args.action == "show":
         print(cfg.dump_yaml(exp, with_docs=args.docs), end="")
@@ -61,8 +63,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from asva_platform import submit
-
     sub = submit.build_submission(args.stage, args.config, args.overrides, args.submission_id or "",
                                   flags=tuple(args.job_flags))
     job_id = submit.submit(sub, args.address, num_gpus=args.entrypoint_num_gpus)
@@ -75,8 +75,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from asva_platform import submit
-
     if args.action == "list":
         for row in submit.list_jobs(args.address):
             print(f"{row['submission_id']:<44} {row['status']:<10} {row['entrypoint']}")
@@ -96,11 +94,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
-    import json
-
-    from asva_model.config import ModelConfig
-    from asva_model.info import describe, model_info
-    from asva_platform.schema import load_experiment
+    from asva_model.info import describe, model_info  # torch-heavy: only this subcommand pays for it
 
     model_cfg = load_experiment(args.config, args.overrides).model if args.config else ModelConfig()
     info = model_info(model_cfg)
@@ -109,11 +103,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_vae(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from asva_model.vae_pretrain import pretrain_vae
-    from asva_platform.schema import load_experiment
+    from asva_model.vae_pretrain import pretrain_vae  # torch-heavy: only this subcommand pays for it
 
     exp = load_experiment(args.config, args.overrides)
     try:
@@ -150,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("model-info", help="parameter counts of a model config (built on the meta device)")
     p.add_argument("--config", default=None, help="experiment YAML (its `model` section); default: the paper's model")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.preset=tiny")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.unet.block_out_channels=[32,64]")
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_model_info)
 

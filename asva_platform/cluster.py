@@ -9,6 +9,16 @@ stack, workers inherit them from the process that started Ray.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+
+
+@dataclass
+class ClusterConfig:
+    address: str = ""
+    """Ray cluster to join (`auto`, `ray://...`); empty = $RAY_ADDRESS, else start a local Ray."""
+    num_cpus: int = 0
+    """Logical CPUs for a local Ray (0 = Ray's default). Data->Train streaming needs >= 4 (see README)."""
+
 
 # Forwarded to Ray workers when set: endpoints and switches, never secrets.
 FORWARDED_ENV = (

@@ -26,13 +26,20 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from asva_platform.artifacts.evaluation import load_evaluation
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.evaluation.records import TAG_LATEST, load_evaluation
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
+from asva_platform.tracking import (
+    TAG_COMPARED,
+    TAG_EVAL_LATEST,
+    TAG_PARENT,
+    check_tracking_server,
+    run_status,
+    start_run,
+)
 
 ARTIFACT_PATH = "compare/index.html"
-TAG_COMPARED = "asva.compare.runs"
-TAG_PARENT = "mlflow.parentRunId"
 JOB = "compare"
 # Interval ends and the shifted-audio control (Sync_shifted: no better/worse direction) stay in eval.json.
 METRIC_ORDER = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_win_rate")
@@ -86,8 +93,8 @@ def collect_runs(client, run_ids: list[str]) -> Comparison:
                                       order_by=["attributes.start_time ASC"], max_results=1000)
         if children:
             parent = runs[0].info.run_id
-            skipped = [c.info.run_id for c in children if TAG_LATEST not in c.data.tags]
-            runs = [c for c in children if TAG_LATEST in c.data.tags]
+            skipped = [c.info.run_id for c in children if TAG_EVAL_LATEST not in c.data.tags]
+            runs = [c for c in children if TAG_EVAL_LATEST in c.data.tags]
             if not runs:
                 raise UserError(f"run {parent}: none of its {len(children)} child runs has an evaluation")
     compared = [ComparedRun(r.info.run_id, r.info.run_name or r.info.run_id[:8], r.info.experiment_id,
@@ -223,16 +230,16 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
 
 def log_page(client, page: str, comparison: Comparison, log_to: str = "", experiment: str = "") -> str:
     """Log the page as ``compare/index.html``; returns the run it went to."""
-    from asva_platform.tracking import start_run
-
     run_id = log_to or comparison.parent_run_id
     if not run_id:
         exp = experiment or client.get_experiment(comparison.runs[0].experiment_id).name
         ids = ",".join(r.run_id for r in comparison.runs)
         _, run_id = start_run(client.tracking_uri, exp, f"compare-{len(comparison.runs)}-runs",
                               tags={TAG_COMPARED: ids[:5000]}, job=JOB)
-        client.set_terminated(run_id, "FINISHED")
-    with tempfile.TemporaryDirectory(prefix="asva-compare-") as tmp:
+        own_run = True
+    else:
+        own_run = False
+    with run_status(client, run_id, close=own_run), tempfile.TemporaryDirectory(prefix="asva-compare-") as tmp:
         path = Path(tmp) / "index.html"
         path.write_text(page, encoding="utf-8")
         client.log_artifact(run_id, str(path), "compare")
@@ -257,8 +264,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mlflow.tracking import MlflowClient
 
-    from asva_platform.schema import load_experiment
-    from asva_platform.tracking import check_tracking_server
 
     if args.no_log and not args.out:
         raise UserError("--no-log needs --out (otherwise the page goes nowhere)")

@@ -5,8 +5,10 @@
 * Dotted overrides (``train.lr=2e-4``) use the same key paths that Tune search spaces use.
 * Unknown keys, wrong types and out-of-range values raise one :class:`ConfigError` whose message
   names the key and the file, e.g. ``configs/tiny.yaml: train.lr: must be > 0, got -1.0``.
-* A section may define ``validate(self)`` raising ``ValueError("<field>: <why>")``; the loader
-  prefixes the section's key path.
+* A section validates itself in ``__post_init__`` with :func:`~asva_model.errors.require` (so a config
+  built in Python is checked too), raising ``ConfigError("<field>: <why>")``; the loader prefixes the
+  section's key path and the file.
+* ``base:`` names another YAML file (or a list of them, merged in order) that this one extends.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from asva_model.errors import ConfigError, require
+
+__all__ = ["ConfigError", "require", "from_dict", "to_dict", "load", "load_raw", "replace_dotted", "dump_yaml",
+           "flatten", "field_docs", "parse_override", "set_dotted", "check_key_path", "read_yaml"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config problem, phrased as one line that names the file and the key."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,22 +151,10 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str) -> T:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         kwargs[name] = _coerce(value, hints[name], key)
-    obj = cls(**kwargs)
-    _validate(obj, prefix)
-    return obj
-
-
-def _validate(obj: Any, prefix: str) -> None:
-    validate = getattr(obj, "validate", None)
-    if validate is None:
-        return
     try:
-        validate()
-    except ConfigError:
-        raise
-    except ValueError as err:
-        msg = str(err)
-        raise ConfigError(f"{prefix}.{msg}" if prefix else msg) from None
+        return cls(**kwargs)  # nested sections are built (and their errors prefixed) above
+    except ConfigError as err:
+        raise ConfigError(f"{prefix}.{err}" if prefix else str(err)) from None
 
 
 def _closest(name: str, names: set[str]) -> str:
@@ -228,13 +219,6 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def get_dotted(data: Any, key: str) -> Any:
-    node = data
-    for part in key.split("."):
-        node = node[part] if isinstance(node, dict) else getattr(node, part)
-    return node
-
-
 def check_key_path(cls: type, key: str) -> Any:
     """Return the type at dotted ``key`` of dataclass ``cls``; ConfigError if no such key."""
     tp: Any = cls
@@ -291,15 +275,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_raw(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config, following ``base: other.yaml`` (relative to the file) recursively."""
+    """Read a YAML config, following ``base: other.yaml`` or ``base: [a.yaml, b.yaml]`` (relative to the file,
+    merged in order, later files winning, this file last) recursively."""
     path = Path(path)
     data = read_yaml(path)
     base = data.pop("base", None)
     if base is None:
         return data
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: base: expected a file path, got {base!r}")
-    return _merge(load_raw(path.parent / base), data)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: base: expected a file path or a list of them, got {base!r}")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        merged = _merge(merged, load_raw(path.parent / name))
+    return _merge(merged, data)
 
 
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
@@ -370,9 +359,3 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def require(cond: bool, key: str, why: str) -> None:
-    """For ``validate()`` methods: raise ``ValueError("key: why")`` unless ``cond``."""
-    if not cond:
-        raise ValueError(f"{key}: {why}")

@@ -22,8 +22,44 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from asva_model.errors import AsvaError, require
 
-class StorageError(RuntimeError):
+DEFAULT_S3_PORT = 9100
+DEFAULT_BUCKET = "asva"
+
+
+@dataclass
+class StorageConfig:
+    root: str = f"s3://{DEFAULT_BUCKET}"
+    """Where caches, checkpoints and results live: `s3://bucket/prefix` or a local directory."""
+    endpoint_url: str = ""
+    """S3 endpoint (e.g. the local S3 server); empty = $AWS_ENDPOINT_URL, else AWS itself."""
+    region: str = "us-east-1"
+    """S3 region."""
+    max_attempts: int = 8
+    """Attempts per S3 request (boto3 and pyarrow, standard retry mode, exponential backoff). 8 rides out an
+    S3 outage of about 50 s in pyarrow (checkpoints, cache reads) and 10 s in boto3; raise it for longer ones."""
+
+    def __post_init__(self) -> None:
+        require(bool(self.root), "root", "must not be empty")
+        if self.endpoint_url:
+            require(self.endpoint_url.startswith(("http://", "https://")), "endpoint_url",
+                    f"must start with http:// or https://, got {self.endpoint_url!r}")
+        require(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+
+    def resolved_endpoint(self) -> str:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
+
+    @property
+    def cache_root(self) -> str:
+        return self.root.rstrip("/") + "/caches"
+
+    @property
+    def runs_root(self) -> str:
+        return self.root.rstrip("/") + "/runs"
+
+
+class StorageError(AsvaError):
     """A storage problem phrased as one line naming the URI/endpoint (never credentials)."""
 
 
@@ -293,12 +329,6 @@ class Storage:
             self._call(u, self.client.delete_object, Bucket=u.bucket, Key=u.key)
         else:
             Path(u.key).unlink(missing_ok=True)
-
-    def delete_prefix(self, uri: str) -> int:
-        items = self.list(uri)
-        for item in items:
-            self.delete(item)
-        return len(items)
 
     def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
         """Copy every file under ``local_dir`` to prefix ``uri`` (each object written atomically)."""

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from asva_platform.cluster import SECRET_ENV, worker_env
 from asva_platform.errors import UserError
+from asva_platform.experiment import load_experiment
+from asva_platform.tracking import git_commit
 
 STAGES = ("preprocess", "train", "sweep", "evaluate", "generate")
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
@@ -80,14 +82,12 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     if stage == "sweep":
         args = [config_path, *overrides, *flags]
     else:
-        from asva_platform.schema import load_experiment
 
         exp = load_experiment(config_path, overrides)
         if exp.storage.endpoint_url:
             env["AWS_ENDPOINT_URL"] = exp.storage.endpoint_url
         args = ["--config", config_path, *overrides, *flags]
     check_job_args(stage, args, working_dir)
-    from asva_platform.tracking import git_commit
 
     commit = git_commit()
     if commit:

@@ -1,31 +1,106 @@
-"""MLflow tracking: server preflight, run creation with the platform's standard tags, config as params.
+"""MLflow tracking: the ``tracking`` config section, the platform's tag vocabulary, server preflight, and the
+run lifecycle every stage uses.
 
 Every job logs to the tracking server named by ``tracking.uri`` ($MLFLOW_TRACKING_URI wins). Runs get:
 ``mlflow.source.git.commit``, ``asva.ray_submission_id`` (when running as a Ray job), ``asva.job``, and
 whatever the stage adds (``asva.cache_id``, ``asva.deepspeed_stage`` ...). The resolved config is logged
-both as flattened dotted params and as ``config.yaml``.
+both as flattened dotted params and as ``config.yaml``. Every tag name the platform writes or reads is
+defined below, once; a run is opened with :func:`start_run` (or resumed) and closed by :func:`run_status`,
+which marks it FINISHED, KILLED (interrupted) or FAILED (any other error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from asva_model.errors import AsvaError
 from asva_platform import config as cfg
 
+DEFAULT_MLFLOW_PORT = 5100
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
-TAG_SUBMISSION_ID = "asva.ray_submission_id"
-TAG_JOB = "asva.job"
+
+# ---------------------------------------------------------------------------------------------
+# Tag vocabulary: every tag the platform writes or reads.
+
+# MLflow's own
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_PARENT = "mlflow.parentRunId"
+"""Nests a run under another in the UI (sweep trials, compare pages)."""
+# Every run
+TAG_JOB = "asva.job"
+"""The job that made the run: preprocess, train, evaluate, sweep-*, compare."""
+TAG_SUBMISSION_ID = "asva.ray_submission_id"
+"""The Ray job submission id, when the run was made by a submitted job."""
+# Preprocessing
+TAG_CACHE_URI = "asva.cache_uri"
+TAG_CACHE_ID = "asva.cache_id"
+"""The latent cache a run was built from or trained on (preprocess, train, sweep parents)."""
+TAG_NOOP = "asva.preprocess.noop"
+"""`true` when the cache already existed and nothing was written."""
+# Training
+TAG_TRAIN_RUN = "asva.train_run"
+"""A training run's checkpoint location: how a restarted job finds its MLflow run again."""
+TAG_ZERO_STAGE = "asva.deepspeed_stage"
+TAG_WORLD_SIZE = "asva.world_size"
+TAG_DATA_MODE = "asva.data_mode"
+TAG_CHECKPOINT = "asva.checkpoint_uri"
+"""The run's latest checkpoint."""
+TAG_EXPORT = "asva.export_uri"
+"""The run's exported UNet folder (``save_pretrained``)."""
+TAG_RESUMES = "asva.resumes"
+RESUME_CHANGED_TAG = "asva.resume_{n}.changed"
+"""On the n-th resume: the config keys whose values changed (MLflow params cannot be rewritten)."""
+LOGGED_STEP_TAG = "asva.logged_step.{group}"
+"""Per metric group, the last step logged (written with the metrics, so no step is logged twice)."""
+# Evaluation
+TAG_EVAL_LATEST = "asva.eval.latest"
+"""The newest evaluation's name on a run."""
+TAG_EVAL_URI = "asva.eval.uri"
+TAG_EVALUATED_RUN = "asva.evaluated_run"
+"""On a separate evaluation run: the training run whose checkpoint it evaluated."""
+TAG_EVAL_CHECKPOINT = "asva.eval.checkpoint"
+"""On a separate evaluation run: the checkpoint reference it evaluated."""
+# Sweeps
+TAG_SWEEP = "asva.sweep"
+"""The sweep's name, on the parent and every child."""
+TAG_SWEEP_ROLE = "asva.sweep.role"
+"""`parent` or `trial`."""
+TAG_TRIAL_ID = "asva.sweep.trial_id"
+"""Tune's trial id: how a restarted trial (or the driver) finds the trial's run."""
+TAG_SWEEP_URI = "asva.sweep.uri"
+"""Where Tune keeps the sweep's state."""
+TAG_STOPPED_EARLY = "asva.sweep.stopped_early"
+"""`true` on a child whose trial the scheduler stopped before max_t."""
+TAG_BEST_RUN = "asva.sweep.best_run_id"
+TAG_BEST_TRIAL = "asva.sweep.best_run_name"
+TAG_SWEEP_KIND = "asva.sweep.kind"
+# Comparison pages
+TAG_COMPARED = "asva.compare.runs"
 
 
-class TrackingError(RuntimeError):
+@dataclass
+class TrackingConfig:
+    uri: str = f"http://127.0.0.1:{DEFAULT_MLFLOW_PORT}"
+    """MLflow tracking server URI (a server, not a file store, so every node reaches it); $MLFLOW_TRACKING_URI wins."""
+    experiment: str = "avsyncd"
+    """MLflow experiment for this job's runs."""
+    required: bool = True
+    """Fail before starting when the tracking server is unreachable (False: log to a local store instead)."""
+
+    def resolved_uri(self) -> str:
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.uri
+
+
+class TrackingError(AsvaError):
     """The tracking server cannot be used; one line naming the URI."""
 
 
@@ -141,7 +216,7 @@ def log_params_batched(client, run_id: str, params: dict[str, str]) -> None:
 
 def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, tags: dict[str, str] | None = None,
               job: str = "", parent_run_id: str = ""):
-    """Create a run (no global mlflow state) and return ``(client, run_id)``."""
+    """Create a run (no global mlflow state) and return ``(client, run_id)``; close it with :func:`run_status`."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -154,3 +229,22 @@ def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, 
         log_params_batched(client, run.info.run_id, config_params(config_obj))
         client.log_text(run.info.run_id, cfg.dump_yaml(config_obj), "config.yaml")
     return client, run.info.run_id
+
+
+@contextlib.contextmanager
+def run_status(client, run_id: str, close: bool = True) -> Iterator[str]:
+    """The lifecycle of an open run: the body's outcome becomes its status: FINISHED, KILLED (interrupted) or
+    FAILED (any other error, which is re-raised). ``close=False`` leaves the status alone (a run someone else
+    owns, e.g. a training run an evaluation logs into)."""
+    try:
+        yield run_id
+    except (KeyboardInterrupt, SystemExit):
+        if close:
+            client.set_terminated(run_id, status="KILLED")
+        raise
+    except BaseException:
+        if close:
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    if close:
+        client.set_terminated(run_id, status="FINISHED")

@@ -19,6 +19,9 @@ import time
 
 import numpy as np
 
+from asva_platform.dev.fixtures import tiny_eval_overrides
+from asva_platform.evaluation.runner import evaluate_checkpoint
+from asva_platform.experiment import load_experiment
 from bench.common import work_dir, write_results
 
 
@@ -38,9 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from asva_platform.evaluation.fixtures import tiny_eval_overrides
-    from asva_platform.evaluation.runner import evaluate_checkpoint
-    from asva_platform.schema import load_experiment
 
     work = work_dir(args.work_dir, "bench-evaluate-")
     quiet = lambda _msg: None  # noqa: E731

@@ -1,7 +1,7 @@
 """Learning benchmark: does the toy recipe learn to animate in sync with the audio?
 
 Runs the toy recipe (configs/toy.yaml) end to end through the real jobs on the local stack, exactly as
-`make demo` does (``asva_platform.demo.run_toy``): VAE pretraining, synthetic data, Ray Data preprocessing,
+`make demo` does (``asva_platform.dev.demo.run_toy``): VAE pretraining, synthetic data, Ray Data preprocessing,
 TorchTrainer + DeepSpeed training, the Tune guidance sweep and the evaluation job. Then it reads:
 
 * ``vae_psnr_db``: the pretrained VAE's held-out reconstruction PSNR;
@@ -24,13 +24,14 @@ import argparse
 import os
 import time
 
+from asva_platform.dev import stack
+from asva_platform.dev.demo import DEFAULT_CLIPS_PER_CLASS, REPO, run_toy
 from bench.common import local_ray_defaults, write_results
 
 TARGETS = {"win_rate_vs_shifted": 0.75, "loss_gap_t": 5.0, "vae_psnr_db": 25.0, "wall_minutes": 30.0}
 
 
 def parse_args(argv: list[str]):
-    from asva_platform.demo import DEFAULT_CLIPS_PER_CLASS
 
     p = argparse.ArgumentParser(prog="bench_learn", description=__doc__.splitlines()[0])
     p.add_argument("--clips-per-class", type=int, default=DEFAULT_CLIPS_PER_CLASS, help="synthetic clips per class")
@@ -108,8 +109,6 @@ def main(argv: list[str]) -> int:
     import psutil
 
     local_ray_defaults()
-    from asva_platform import stack
-    from asva_platform.demo import REPO, run_toy
 
     args = parse_args(argv)
     settings = stack.StackSettings.from_env()

@@ -17,6 +17,7 @@ inference, next to UNetMotionModel with SD-1.5 widths and the default MotionAdap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -36,6 +38,9 @@ from asva_model.config import ModelConfig  # noqa: E402
 from asva_model.models.attention import FirstFrameAttnProcessor  # noqa: E402
 from asva_model.models.resnet import FFInflatedConv  # noqa: E402
 from asva_model.objective import diffusion_loss  # noqa: E402
+from asva_platform.config import from_dict  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def _timeit(fn, iters: int, device: torch.device) -> float:
@@ -56,14 +61,22 @@ def _timeit(fn, iters: int, device: torch.device) -> float:
 # Models under test
 
 
-def _ours(preset: str, device, dtype, checkpointing: bool):
-    unet = build_unet(ModelConfig(preset=preset, gradient_checkpointing=checkpointing), device="cpu")
+def model_config(model_size: str, **fields) -> ModelConfig:
+    """``tiny``: configs/model/tiny.yaml's geometry; ``full``: the paper's (the defaults). Random init (no paths)."""
+    if model_size == "full":
+        return ModelConfig(**fields)
+    path = CONFIGS / "model" / f"{model_size}.yaml"
+    return dataclasses.replace(from_dict(ModelConfig, yaml.safe_load(path.read_text())["model"], str(path)), **fields)
+
+
+def _ours(model_size: str, device, dtype, checkpointing: bool):
+    unet = build_unet(model_config(model_size, gradient_checkpointing=checkpointing), device="cpu")
     return unet.to(device, dtype)
 
 
-def _motion(preset: str, device, dtype, checkpointing: bool):
+def _motion(model_size: str, device, dtype, checkpointing: bool):
     """diffusers' AnimateDiff UNet with the same 2D widths; only the motion modules train."""
-    u = ModelConfig(preset=preset).resolved().unet
+    u = model_config(model_size).unet
     levels = len(u.block_out_channels)
     unet2d = UNet2DConditionModel(
         block_out_channels=tuple(u.block_out_channels), layers_per_block=u.layers_per_block,
@@ -72,7 +85,7 @@ def _motion(preset: str, device, dtype, checkpointing: bool):
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1))
     adapter = MotionAdapter(block_out_channels=tuple(u.block_out_channels), motion_layers_per_block=u.layers_per_block,
-                            motion_num_attention_heads=8 if preset == "full" else u.attention_head_dim,
+                            motion_num_attention_heads=8 if model_size == "full" else u.attention_head_dim,
                             motion_norm_num_groups=u.norm_num_groups)
     model = UNetMotionModel.from_unet2d(unet2d, adapter)
     model.freeze_unet2d_params()
@@ -81,8 +94,8 @@ def _motion(preset: str, device, dtype, checkpointing: bool):
     return model.to(device, dtype)
 
 
-def _batch(preset: str, batch: int, frames: int, size: int, device, dtype):
-    u = ModelConfig(preset=preset).resolved()
+def _batch(model_size: str, batch: int, frames: int, size: int, device, dtype):
+    u = model_config(model_size)
     g = torch.Generator().manual_seed(0)
     return dict(
         latents=torch.randn(batch, 4, frames, size, size, generator=g).to(device, dtype),
@@ -126,24 +139,24 @@ def _motion_step(model, scheduler, b):
 # Sections
 
 
-def bench_train_steps(preset, device, dtype, batch, frames, size, iters) -> dict:
+def bench_train_steps(model_size, device, dtype, batch, frames, size, iters) -> dict:
     scheduler = build_noise_scheduler(ModelConfig())
-    b = _batch(preset, batch, frames, size, device, dtype)
+    b = _batch(model_size, batch, frames, size, device, dtype)
     out = {}
     for ckpt in (False, True):
-        ours = _ours(preset, device, dtype, ckpt).train()
+        ours = _ours(model_size, device, dtype, ckpt).train()
         out[f"avsyncd_ckpt={ckpt}"] = _timeit(_ours_step(ours, scheduler, b), iters, device)
         del ours
-        motion = _motion(preset, device, dtype, ckpt).train()
+        motion = _motion(model_size, device, dtype, ckpt).train()
         out[f"unet_motion_ckpt={ckpt}"] = _timeit(_motion_step(motion, scheduler, b), iters, device)
         del motion
     return out
 
 
-def bench_inference(preset, device, dtype, batch, frames, size, iters) -> dict:
-    b = _batch(preset, batch, frames, size, device, dtype)
-    ours = _ours(preset, device, dtype, False).eval()
-    motion = _motion(preset, device, dtype, False).eval()
+def bench_inference(model_size, device, dtype, batch, frames, size, iters) -> dict:
+    b = _batch(model_size, batch, frames, size, device, dtype)
+    ours = _ours(model_size, device, dtype, False).eval()
+    motion = _motion(model_size, device, dtype, False).eval()
     t = torch.full((batch,), 500, device=device)
     text = b["text"].repeat_interleave(frames, 0)
     with torch.no_grad():
@@ -231,18 +244,18 @@ def main(argv=None) -> int:
 
     if torch.cuda.is_available() or args.smoke:
         device = torch.device("cuda") if torch.cuda.is_available() and not args.smoke else cpu
-        preset, size = ("tiny", 8) if args.smoke else ("full", 32)
+        model_size, size = ("tiny", 8) if args.smoke else ("full", 32)
         dtype = torch.bfloat16
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke)"
-        print(f"== {name}: {preset} model in bf16, batch {args.batch} x {args.frames} frames, {size}x{size} latents")
+        print(f"== {name}: {model_size} model in bf16, batch {args.batch} x {args.frames} frames, {size}x{size} latents")
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        train = bench_train_steps(preset, device, dtype, args.batch, args.frames, size, args.iters)
-        infer = bench_inference(preset, device, dtype, args.batch, args.frames, size, args.iters)
+        train = bench_train_steps(model_size, device, dtype, args.batch, args.frames, size, args.iters)
+        infer = bench_inference(model_size, device, dtype, args.batch, args.frames, size, args.iters)
         n = args.batch * args.frames
         fps = {k: n / v for k, v in {**{f"train_{k}": v for k, v in train.items()},
                                       **{f"infer_{k}": v for k, v in infer.items()}}.items()}
-        results["gpu"] = {"device": name, "preset": preset, "frames_per_s": fps}
+        results["gpu"] = {"device": name, "model": model_size, "frames_per_s": fps}
         for ck in (False, True):
             a, m = fps[f"train_avsyncd_ckpt={ck}"], fps[f"train_unet_motion_ckpt={ck}"]
             print(f"  train, grad ckpt {'on ' if ck else 'off'}: AVSyncD {a:8.1f} frames/s | UNetMotionModel "

@@ -21,6 +21,11 @@ import os
 import shutil
 import time
 
+from asva_platform.dev.fixtures import tiny_inputs
+from asva_platform.experiment import load_experiment
+from asva_platform.preprocess.job import build_cache, prepare, run_ray_pipeline, run_sequential, stage_kwargs
+from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, records_to_batch
+from asva_platform.storage import Storage
 from bench.common import work_dir, write_results
 
 
@@ -41,8 +46,6 @@ def _encode_times(prep) -> dict[int, float]:
     """Seconds to encode one clip with 1 thread and with torch's default (for the printout)."""
     import torch
 
-    from asva_platform.preprocess.job import stage_kwargs
-    from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, records_to_batch
 
     decode, encode, _ = stage_kwargs(prep, prep.shards[:1])
     encode["num_threads"] = 0
@@ -124,10 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from asva_platform.preprocess.fixtures import tiny_inputs
-    from asva_platform.preprocess.job import build_cache, prepare, run_ray_pipeline, run_sequential
-    from asva_platform.schema import load_experiment
-    from asva_platform.storage import Storage
 
     work = work_dir(args.work_dir, "bench-preprocess-")
     try:

@@ -26,6 +26,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from bench.common import local_ray_defaults, work_dir, write_results
+from sweeps.mlflow_sweep import trial_index
+from sweeps.spec import load_sweep
+from sweeps.tune_runner import run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 # Learning rates in the order trials run (a fixed shuffle of a log grid: a grid is not sorted by quality).
@@ -49,9 +52,6 @@ def parse_args(argv: list[str]):
 
 def run(base_overrides: list[str], scheduler: str, args, tag: str):
     """One sweep; returns its trial rows in execution order."""
-    from sweeps.mlflow_sweep import trial_index
-    from sweeps.spec import load_sweep
-    from sweeps.tune_runner import run_sweep
 
     lrs = ", ".join(f"{float(x):.3e}" for x in args.lrs.split(","))  # YAML reads 1e-4 as text, 1.000e-04 as a number
     loaded = load_sweep(REPO / "sweeps" / "train_tiny.yaml", [

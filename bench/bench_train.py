@@ -34,6 +34,17 @@ import statistics
 import time
 from pathlib import Path
 
+from asva_model.build import build_noise_scheduler, build_unet
+from asva_model.objective import loss_from_inputs, prepare_cached_batch
+from asva_platform.artifacts.cache import open_cache
+from asva_platform.dev.fixtures import tiny_inputs
+from asva_platform.experiment import load_experiment
+from asva_platform.preprocess.job import build_cache, prepare, run_sequential
+from asva_platform.storage import Storage
+from asva_platform.training.data import audio_mask, collate_training_batch
+from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
+from asva_platform.training.flops import online_encoder_flops_per_sample, training_flops_per_sample
+from asva_platform.training.job import run as run_training
 from bench.common import local_ray_defaults, work_dir, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,10 +70,6 @@ def parse_args(argv: list[str]):
 
 def prepare_inputs(args, work: Path) -> tuple[list[str], str]:
     """Synthetic data + tiny weights + their latent cache (local storage, sqlite MLflow)."""
-    from asva_platform.preprocess.fixtures import tiny_inputs
-    from asva_platform.preprocess.job import build_cache, prepare, run_sequential
-    from asva_platform.schema import load_experiment
-    from asva_platform.storage import Storage
 
     _, overrides = tiny_inputs(work, clips_per_class=args.clips_per_class, max_duration=4.0,
                                image_size=args.image_size)
@@ -78,8 +85,6 @@ def fit(overrides: list[str], name: str, args) -> dict:
     """One fresh training run (a unique name: a reused one would resume); returns its window metrics."""
     from mlflow.tracking import MlflowClient
 
-    from asva_platform.schema import load_experiment
-    from asva_platform.training.trainer import run_training
 
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", [
         *overrides, f"name={name}-{time.strftime('%Y%m%d-%H%M%S')}", f"train.max_steps={args.steps}", f"train.log_every={args.log_every}",
@@ -111,9 +116,6 @@ def _batches(cfg, n: int):
     import numpy as np
     import torch
 
-    from asva_platform.preprocess.cache import collate_training_batch, open_cache
-    from asva_platform.storage import Storage
-    from asva_platform.training.data import audio_mask
 
     handle = open_cache(Storage.from_config(cfg.storage), cfg.train.cache, cfg.storage.cache_root)
     rows = list(itertools.islice(handle.iter_rows("train"), cfg.train.batch_size_per_worker))
@@ -128,9 +130,6 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, s
     import torch
     import torch.distributed as dist
 
-    from asva_model.build import build_noise_scheduler, build_unet
-    from asva_model.objective import loss_from_inputs, prepare_cached_batch
-    from asva_platform.schema import load_experiment
 
     torch.set_num_threads(1)  # what a Ray Train worker with 1 CPU gets
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
@@ -169,7 +168,6 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, s
     else:  # "bytes": per-rank parameter + optimizer bytes for ZeRO-0 and ZeRO-3 after one step
         import dataclasses
 
-        from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
 
         for prec in dict.fromkeys([precision, "bf16", "fp32"]):
             for stage in (0, 3):
@@ -200,8 +198,6 @@ def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
 
 def compute_only_ratio(config: Path, overrides: list[str]) -> float:
     """(training + frozen encoder FLOPs) / training FLOPs per clip, counted on the meta device."""
-    from asva_platform.schema import load_experiment
-    from asva_platform.training.flops import online_encoder_flops_per_sample, training_flops_per_sample
 
     cfg = load_experiment(config, overrides)
     train = training_flops_per_sample(cfg.model, cfg.sampling).per_sample

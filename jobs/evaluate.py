@@ -12,30 +12,13 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import checked_only, job_parser, print_result
+from asva_platform.evaluation import job as evaluation
+from asva_platform.job_cli import StageJob
 
-
-def parse_args(argv: list[str] | None):
-    p = job_parser("jobs.evaluate", __doc__, "eval.audio_guidance_scale=8")
-    p.add_argument("--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from asva_platform.config import replace_dotted
-    from asva_platform.evaluation.job import run_evaluate_job
-    from asva_platform.schema import load_experiment
-
-    cfg = load_experiment(args.config, args.overrides)
-    if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
-        cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
-    if checked_only(args, cfg.name):
-        return 0
-    result = run_evaluate_job(cfg)
-    print_result(result, args.json)
-    return 0
+JOB = StageJob("jobs.evaluate", __doc__, lambda cfg, args: evaluation.run(cfg),
+               override_example="eval.audio_guidance_scale=8", checkpoint_option=True)
+main = JOB.main
 
 
 if __name__ == "__main__":
-    sys.exit(run_guarded(main, sys.argv[1:]))
+    sys.exit(run_guarded(JOB.main, sys.argv[1:]))

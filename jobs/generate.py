@@ -10,49 +10,46 @@ outputs [{image, audio, prompt, out, audio_start, frames, seconds}], checkpoint,
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.job_cli import checked_only, job_parser, print_result
+from asva_platform.experiment import ExperimentConfig
+from asva_platform.generation import job as generation
+from asva_platform.job_cli import StageJob
+from asva_platform.storage import Storage
 
 
-def parse_args(argv: list[str] | None):
-    p = job_parser("jobs.generate", __doc__, "eval.audio_guidance_scale=8")
-    p.add_argument("--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="first frame (png/jpg; local or s3://)")
     p.add_argument("--audio", help="audio file (wav/flac/ogg; local or s3://)")
     p.add_argument("--prompt", help="class prompt (a text-encoding key, or a class folder name like dog_barking)")
     p.add_argument("--out", help="output .mp4 (local or s3://)")
     p.add_argument("--audio-start", type=float, default=0.0, help="seconds into the audio where the 2 s window starts")
     p.add_argument("--batch", help="CSV/JSONL list of items (image,audio,prompt,out[,audio_start])")
-    return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from asva_platform.config import replace_dotted
-    from asva_platform.evaluation.generate_job import GenerateItem, read_item_list, run_generate_job
-    from asva_platform.schema import load_experiment
-    from asva_platform.storage import Storage
-
+def check_arguments(args: argparse.Namespace) -> None:
     single = [args.image, args.audio, args.prompt, args.out]
     if bool(args.batch) == any(single):
         raise UserError("give either --batch LIST or all of --image, --audio, --prompt, --out")
     if not args.batch and not all(single):
         raise UserError("single mode needs all of --image, --audio, --prompt, --out")
-    cfg = load_experiment(args.config, args.overrides)
-    if args.checkpoint:  # set as given: a run id must not go through YAML number parsing
-        cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
-    if checked_only(args, cfg.name):  # the item list itself is read by the job (it may live on the cluster's S3)
-        return 0
+
+
+def run(cfg: ExperimentConfig, args: argparse.Namespace) -> generation.Result:
+    # the item list is read here, not at --check: it may live on the cluster's S3
     if args.batch:
-        items = read_item_list(args.batch, Storage.from_config(cfg.storage))
+        items = generation.read_item_list(args.batch, Storage.from_config(cfg.storage))
     else:
-        items = [GenerateItem(args.image, args.audio, args.prompt, args.out, args.audio_start)]
-    result = run_generate_job(cfg, items)
-    print_result(result, args.json)
-    return 0
+        items = [generation.GenerateItem(args.image, args.audio, args.prompt, args.out, args.audio_start)]
+    return generation.run(cfg, items)
+
+
+JOB = StageJob("jobs.generate", __doc__, run, override_example="eval.audio_guidance_scale=8",
+               add_arguments=add_arguments, check_arguments=check_arguments, checkpoint_option=True)
+main = JOB.main
 
 
 if __name__ == "__main__":
-    sys.exit(run_guarded(main, sys.argv[1:]))
+    sys.exit(run_guarded(JOB.main, sys.argv[1:]))

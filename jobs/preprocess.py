@@ -10,26 +10,13 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import checked_only, job_parser, print_result
+from asva_platform.job_cli import StageJob
+from asva_platform.preprocess import job as preprocess
 
-
-def parse_args(argv: list[str] | None):
-    p = job_parser("jobs.preprocess", __doc__, "dataset.root=s3://bucket/AVSync15")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from asva_platform.preprocess.job import run_preprocess
-    from asva_platform.schema import load_experiment
-
-    cfg = load_experiment(args.config, args.overrides)
-    if checked_only(args, cfg.name):
-        return 0
-    result = run_preprocess(cfg)
-    print_result(result, args.json)
-    return 0
+JOB = StageJob("jobs.preprocess", __doc__, lambda cfg, args: preprocess.run(cfg),
+               override_example="dataset.root=s3://bucket/AVSync15")
+main = JOB.main
 
 
 if __name__ == "__main__":
-    sys.exit(run_guarded(main, sys.argv[1:]))
+    sys.exit(run_guarded(JOB.main, sys.argv[1:]))

@@ -16,8 +16,11 @@ import argparse
 import json
 import sys
 
+from asva_platform.cluster import apply_runtime_defaults
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import add_check_flag, checked_only
+from asva_platform.job_cli import add_check_flag, checked_only, ray_running, shutdown_ray_if_started
+from sweeps.spec import load_sweep
+from sweeps.tune_runner import run_sweep
 
 
 def parse_args(argv: list[str] | None):
@@ -30,21 +33,14 @@ def parse_args(argv: list[str] | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from asva_platform.cluster import apply_runtime_defaults
-
     apply_runtime_defaults()  # before ray/deepspeed are imported
-    from sweeps.spec import load_sweep
-    from sweeps.tune_runner import run_sweep
-
+    args = parse_args(argv)
     loaded = load_sweep(args.sweep, args.overrides)
     if checked_only(args, args.sweep):
         return 0
+    was_running = ray_running()
     result = run_sweep(loaded)
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()  # flushes worker output, so the JSON line below really is the last one
+    shutdown_ray_if_started(was_running)
     if args.json:
         print(json.dumps(result.to_json()), flush=True)
     if result.trials and all(t.status == "failed" for t in result.trials):

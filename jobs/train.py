@@ -10,35 +10,13 @@ from __future__ import annotations
 import sys
 
 from asva_platform.errors import run_guarded
-from asva_platform.job_cli import checked_only, job_parser
+from asva_platform.job_cli import StageJob
+from asva_platform.training import job as training
 
-
-def parse_args(argv: list[str] | None):
-    p = job_parser("jobs.train", __doc__, "train.cache=<cache_id> train.zero_stage=3")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from asva_platform.cluster import apply_runtime_defaults
-
-    apply_runtime_defaults()  # before ray/deepspeed are imported
-    import ray
-
-    from asva_platform.schema import load_experiment
-    from asva_platform.training.trainer import result_line, run_training
-
-    cfg = load_experiment(args.config, args.overrides)
-    if checked_only(args, cfg.name):
-        return 0
-    started_ray = not ray.is_initialized()
-    result = run_training(cfg)
-    if started_ray:
-        ray.shutdown()  # flushes worker log lines, so the JSON below really is the last line
-    if args.json:
-        print(result_line(result), flush=True)
-    return 0
+JOB = StageJob("jobs.train", __doc__, lambda cfg, args: training.run(cfg),
+               override_example="train.cache=<cache_id> train.zero_stage=3")
+main = JOB.main
 
 
 if __name__ == "__main__":
-    sys.exit(run_guarded(main, sys.argv[1:]))
+    sys.exit(run_guarded(JOB.main, sys.argv[1:]))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from asva_model.metrics.stats import paired_difference_interval
+from asva_platform.artifacts.evaluation import SCORES_FILE
 from asva_platform.storage import Storage, join
 from sweeps.mlflow_sweep import trial_index
 from sweeps.report import TrialRow, finite
@@ -102,7 +103,6 @@ def baseline_of(spec) -> tuple[str, list[Any]] | None:
 
 def clip_scores(storage: Storage, eval_uri: str) -> dict[str, float] | None:
     """``{clip name: per-clip sync}`` of one evaluation; None when it wrote no scores (or none is known)."""
-    from asva_platform.evaluation.runner import SCORES_FILE
 
     uri = join(eval_uri, SCORES_FILE) if eval_uri else ""
     if not uri or not storage.exists(uri):

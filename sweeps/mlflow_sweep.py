@@ -8,7 +8,7 @@ trial, ``setup_mlflow`` defaults the experiment to the trial name, neither nests
   change them);
 * each **child run** carries ``mlflow.parentRunId`` (what the UI nests by) and ``asva.sweep.trial_id``
   (Tune's trial id, which survives a driver restart), so a restarted trial finds its run instead of making
-  a second one. Train trials' runs are the training job's own run (``run_training(..., parent_run_id,
+  a second one. Train trials' runs are the training job's own run (``asva_platform.training.job.run(..., parent_run_id,
   run_tags)``); guidance trials open theirs with :func:`open_child_run`;
 * :class:`SweepRunsCallback` runs on the Tune driver and closes each child when Tune is done with its trial:
   trials ASHA stops never return from their function, so their runs would otherwise stay RUNNING.
@@ -21,24 +21,21 @@ from typing import Any
 
 from ray.tune import Callback
 
+from asva_platform import config as cfg
 from asva_platform import tracking
+from asva_platform.tracking import (
+    TAG_CACHE_ID,
+    TAG_STOPPED_EARLY,
+    TAG_SWEEP,
+    TAG_SWEEP_KIND,
+    TAG_SWEEP_ROLE,
+    TAG_SWEEP_URI,
+    TAG_TRIAL_ID,
+)
+from sweeps.placement import release_trial
 
 log = logging.getLogger(__name__)
 
-TAG_SWEEP = "asva.sweep"
-"""The sweep's name, on the parent and every child."""
-TAG_ROLE = "asva.sweep.role"
-"""`parent` or `trial`."""
-TAG_TRIAL_ID = "asva.sweep.trial_id"
-"""Tune's trial id: how a restarted trial (or the driver) finds the trial's run."""
-TAG_SWEEP_URI = "asva.sweep.uri"
-"""Where Tune keeps the sweep's state."""
-TAG_STOPPED_EARLY = "asva.sweep.stopped_early"
-"""`true` on a child whose trial the scheduler stopped before max_t."""
-TAG_BEST_RUN = "asva.sweep.best_run_id"
-TAG_BEST_TRIAL = "asva.sweep.best_run_name"
-TAG_KIND = "asva.sweep.kind"
-TAG_CACHE_ID = "asva.cache_id"
 
 
 def _fmt(value: Any) -> str:
@@ -67,14 +64,14 @@ def trial_run_name(params: dict[str, Any], trial_id: str) -> str:
 
 
 def sweep_tags(sweep_name: str, kind: str, cache_id: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
-    tags = {TAG_SWEEP: sweep_name, TAG_KIND: kind, **(extra or {})}
+    tags = {TAG_SWEEP: sweep_name, TAG_SWEEP_KIND: kind, **(extra or {})}
     if cache_id:
         tags[TAG_CACHE_ID] = cache_id
     return tags
 
 
 def child_tags(base_tags: dict[str, str], trial_id: str) -> dict[str, str]:
-    return {**base_tags, TAG_ROLE: "trial", TAG_TRIAL_ID: trial_id}
+    return {**base_tags, TAG_SWEEP_ROLE: "trial", TAG_TRIAL_ID: trial_id}
 
 
 def find_child_run(client, experiment_id: str, parent_run_id: str, trial_id: str) -> str | None:
@@ -131,7 +128,6 @@ class SweepRunsCallback(Callback):
         return stopped_early(last_result, self.time_attr, self.full_t)
 
     def _close(self, trial, status: str) -> None:
-        from sweeps.placement import release_trial
 
         try:
             release_trial(self.sweep_uri, trial.trial_id)
@@ -167,10 +163,9 @@ def stopped_early(last_result: dict | None, time_attr: str, full_t: int) -> bool
 def create_parent_run(uri: str, loaded, sweep_uri: str, tags: dict[str, str]) -> tuple[str, str]:
     """The sweep's parent run: the sweep's settings and search space as params, the sweep file, its resolved
     form and the resolved base config as artifacts. Returns ``(experiment_id, run_id)``."""
-    from asva_platform import config as cfg
 
     spec = loaded.spec
-    client, run_id = tracking.start_run(uri, spec.name, spec.name, None, {**tags, TAG_ROLE: "parent",
+    client, run_id = tracking.start_run(uri, spec.name, spec.name, None, {**tags, TAG_SWEEP_ROLE: "parent",
                                                                           TAG_SWEEP_URI: sweep_uri}, job="sweep")
     tracking.log_params_batched(client, run_id, tracking.config_params(spec))
     client.log_artifact(run_id, str(loaded.path), "sweep")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sweeps.mlflow_sweep import TAG_BEST_RUN, TAG_BEST_TRIAL
+from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL
 
 if TYPE_CHECKING:
     from sweeps.comparison import SweepComparison

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from asva_model.metrics import compute as metric_names
 from asva_platform import config as cfg
 from asva_platform.config import ConfigError, require
-from asva_platform.schema import ExperimentConfig, load_experiment
+from asva_platform.experiment import ExperimentConfig, load_experiment
+from asva_platform.training import job as training
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 
@@ -45,7 +47,7 @@ class SchedulerConfig:
     time_attr: str = "step"
     """The reported metric ASHA measures progress in."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         require(self.grace_period >= 1, "grace_period", "must be >= 1")
         require(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
         require(self.max_t >= 0, "max_t", "must be >= 0")
@@ -88,7 +90,7 @@ class SweepSpec:
     """Reported metrics plotted against each swept parameter on the parent run, besides `metric`
     (e.g. FVD next to Sync for a guidance sweep)."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
         require(bool(self.base_config), "base_config", "must name the experiment YAML the trials start from")
         require(bool(self.search_space), "search_space", "must have at least one key")
@@ -109,21 +111,21 @@ class SweepSpec:
 def _check_distribution(key: str, dist: dict[str, Any]) -> None:
     where = f"search_space.{key}"
     if len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
-        raise ValueError(f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {dist!r}")
+        raise ConfigError(f"{where}: expected one of {{{', '.join(DISTRIBUTIONS)}: ...}}, got {dist!r}")
     kind, args = next(iter(dist.items()))
     if kind in ("choice", "grid"):
         if not isinstance(args, list) or not args:
-            raise ValueError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
+            raise ConfigError(f"{where}.{kind}: expected a non-empty list, got {args!r}")
         return
     if not (isinstance(args, list) and len(args) == 2 and all(isinstance(a, (int, float)) for a in args)):
-        raise ValueError(f"{where}.{kind}: expected [low, high], got {args!r}")
+        raise ConfigError(f"{where}.{kind}: expected [low, high], got {args!r}")
     lo, hi = args
     if not lo < hi:
-        raise ValueError(f"{where}.{kind}: low must be < high, got {args!r}")
+        raise ConfigError(f"{where}.{kind}: low must be < high, got {args!r}")
     if kind == "loguniform" and lo <= 0:
-        raise ValueError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
+        raise ConfigError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
     if kind == "randint" and not all(isinstance(a, int) for a in args):
-        raise ValueError(f"{where}.randint: bounds must be integers, got {args!r}")
+        raise ConfigError(f"{where}.randint: bounds must be integers, got {args!r}")
 
 
 def representative_values(dist: dict[str, Any]) -> list[Any]:
@@ -185,20 +187,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     return LoadedSweep(spec, base, path)
 
 
-# What each evaluation metric (eval.metrics.metrics) reports (asva_model.metrics.compute.summarize).
-EVAL_REPORTED = {"fid": ("FID",), "fvd": ("FVD",), "ia": ("IA",), "it": ("IT",), "relsync": ("RelSync",),
-                 "alignsync": ("AlignSync",),
-                 "sync": ("Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate",
-                          "Sync_win_rate_ci_low", "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s")}
-# Metrics every training report carries (asva_platform.training.loop); val_loss only when validation runs
-# at every report step.
-TRAIN_REPORTED = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s")
-
-
-LOWER_IS_BETTER = ("loss", "val_loss", "FID", "FVD", "SyncLag_s", "step_time_s")
-# Interval ends: the lower one is the conservative objective; Sync_shifted (a control) has no direction.
-HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_win_rate",
-                    "Sync_win_rate_ci_low", "Sync_gt", "samples_per_s")
+# The reported names come from the code that reports them: evaluation (asva_model.metrics.compute) and the
+# training loop (asva_platform.training.job).
+EVAL_REPORTED = metric_names.REPORTED
+TRAIN_REPORTED = training.REPORTED_METRICS
+LOWER_IS_BETTER = training.LOWER_IS_BETTER + metric_names.LOWER_IS_BETTER
+HIGHER_IS_BETTER = training.HIGHER_IS_BETTER + metric_names.HIGHER_IS_BETTER
 
 
 def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> SweepSpec:
@@ -223,7 +217,7 @@ def reported_metrics(kind: str, base: ExperimentConfig) -> set[str]:
     t = base.train
     out = set(TRAIN_REPORTED)
     if t.validate_every and t.val_windows and all(n % t.validate_every == 0 for n in (t.log_every, t.checkpoint_every)):
-        out.add("val_loss")
+        out.add(training.VALIDATION_METRIC)
     return out
 
 

@@ -3,7 +3,7 @@
 Both live in the package (Ray workers import them by module path) and get everything they need from a
 :class:`SweepContext` passed with ``tune.with_parameters``.
 
-* ``train_trial`` runs the training job's own ``run_training`` (a ``TorchTrainer`` under Train V2) with
+* ``train_trial`` runs the training stage's own ``run`` (``asva_platform.training.job``) (a ``TorchTrainer`` under Train V2) with
   ``TuneReportCallback``, so every Train report (``loss``, ``step`` ...) reaches Tune and ASHA can stop the
   trial between rungs. The training run is the trial's child run; its checkpoints go to
   ``<sweep>/runs/<Tune run id>/<run name>/`` on the sweep's storage, so a restarted trial resumes from them.
@@ -18,8 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from asva_platform.schema import ExperimentConfig
+from asva_platform.artifacts.evaluation import log_evaluation
+from asva_platform.evaluation import job as evaluation
+from asva_platform.experiment import ExperimentConfig
+from asva_platform.storage import join
+from asva_platform.tracking import run_status
+from asva_platform.training import job as training
 from sweeps.mlflow_sweep import child_tags, open_child_run, trial_run_name
+from sweeps.placement import RecordPlacementGroups
 from sweeps.spec import LoadedSweep
 
 EVAL_URI_KEY = "eval_uri"
@@ -42,7 +48,7 @@ class SweepContext:
     tags: dict[str, str] = field(default_factory=dict)
     """Tags of every child run (sweep name, kind, cache_id)."""
     checkpoint: Any = None
-    """Guidance sweeps: the resolved checkpoint (asva_platform.checkpoints.ResolvedCheckpoint)."""
+    """Guidance sweeps: the resolved checkpoint (asva_platform.artifacts.checkpoint_ref.ResolvedCheckpoint)."""
 
     def trial_config(self, params: dict[str, Any]) -> ExperimentConfig:
         """The trial's experiment config: the swept values, logged to the sweep's experiment."""
@@ -73,16 +79,13 @@ def train_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """One training run per trial; Train reports reach Tune through ``TuneReportCallback``."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from asva_platform.storage import join
-    from asva_platform.training.trainer import run_training
-    from sweeps.placement import RecordPlacementGroups
 
     trial_id = _trial_id()
     params = plain_params(config)
     # <runs>/<Tune run>/<run name>: a restored trial (same id) finds its checkpoints and MLflow run again; a new
     # Tune run of the same sweep (its state deleted) never picks up an older run's.
     runs_root = join(ctx.runs_root, trial_id.rsplit("_", 1)[0])
-    run_training(ctx.trial_config(params), callbacks=[TuneReportCallback(), RecordPlacementGroups(ctx.sweep_uri, trial_id)],
+    training.run(ctx.trial_config(params), callbacks=[TuneReportCallback(), RecordPlacementGroups(ctx.sweep_uri, trial_id)],
                  run_name=trial_run_name(params, trial_id), storage_path=runs_root,
                  parent_run_id=ctx.parent_run_id, run_tags=child_tags(ctx.tags, trial_id))
 
@@ -92,8 +95,6 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-    from asva_platform.evaluation.records import log_evaluation
-    from asva_platform.evaluation.runner import evaluate_checkpoint
 
     trial_id = _trial_id()
     params = plain_params(config)
@@ -101,12 +102,8 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     run_id = open_child_run(ctx.tracking_uri, ctx.loaded.spec.name, ctx.parent_run_id, trial_id,
                             trial_run_name(params, trial_id), exp_cfg, ctx.tags, job="sweep-guidance")
     client = MlflowClient(tracking_uri=ctx.tracking_uri)
-    try:
-        result = evaluate_checkpoint(exp_cfg, ctx.checkpoint, parallel=False)
+    with run_status(client, run_id):
+        result = evaluation.evaluate_checkpoint(exp_cfg, ctx.checkpoint, parallel=False)
         log_evaluation(client, run_id, result)
-    except BaseException:
-        client.set_terminated(run_id, status="FAILED")
-        raise
-    # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
-    tune.report({**{k: float(v) for k, v in result.metrics.items()}, EVAL_URI_KEY: result.eval_uri})
-    client.set_terminated(run_id, status="FINISHED")
+        # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
+        tune.report({**{k: float(v) for k, v in result.metrics.items()}, EVAL_URI_KEY: result.eval_uri})

@@ -30,14 +30,22 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from asva_platform import config as cfg
+from asva_platform.cluster import init_ray
 from asva_platform.errors import UserError
+from asva_platform.evaluation import job as evaluation
 from asva_platform.storage import Storage, is_s3, join
+from asva_platform.tracking import (
+    TAG_CACHE_ID,
+    TAG_CHECKPOINT,
+    TAG_STOPPED_EARLY,
+    TAG_SWEEP_ROLE,
+    TAG_TRIAL_ID,
+    resolve_tracking_uri,
+    run_status,
+)
+from asva_platform.training import job as training
 from sweeps.comparison import SweepComparison, compare_trials
 from sweeps.mlflow_sweep import (
-    TAG_CACHE_ID,
-    TAG_ROLE,
-    TAG_STOPPED_EARLY,
-    TAG_TRIAL_ID,
     SweepRunsCallback,
     create_parent_run,
     list_child_runs,
@@ -45,6 +53,7 @@ from sweeps.mlflow_sweep import (
     sweep_tags,
     trial_run_name,
 )
+from sweeps.placement import start_ledger
 from sweeps.report import TrialRow, log_summary
 from sweeps.spec import LoadedSweep, representative_values, tune_search_space
 from sweeps.trainables import (
@@ -114,7 +123,6 @@ def _checkpoint_cache_id(resolved, tracking_uri: str) -> str:
 
 def prepare_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> PreparedSweep:
     """Every check that needs no cluster (see the module doc); one-line errors."""
-    from asva_platform.tracking import resolve_tracking_uri
 
     spec, base = loaded.spec, loaded.base
     if spec.search == "optuna":
@@ -128,15 +136,13 @@ def prepare_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> Pr
     storage.check_reachable(sweeps_root)
     prep = PreparedSweep(loaded, tracking_uri, storage, sweeps_root, join(sweeps_root, spec.name))
     if spec.kind == "train":
-        from asva_platform.training.trainer import preflight
 
-        prep.cache_id = preflight(base, storage_path=join(prep.sweep_uri, RUNS_DIR)).cache_id
+        prep.cache_id = training.preflight(base, storage_path=join(prep.sweep_uri, RUNS_DIR)).cache_id
     else:
-        from asva_platform.evaluation.runner import prepare_evaluation
 
         first = {k: representative_values(d)[0] for k, d in spec.search_space.items()}
         trial_cfg = loaded.trial_config({**first, **fixed_trial_values(spec, tracking_uri)})
-        prep.checkpoint = prepare_evaluation(trial_cfg, spec.checkpoint, storage, log=log).checkpoint
+        prep.checkpoint = evaluation.prepare_evaluation(trial_cfg, spec.checkpoint, storage, log=log).checkpoint
         prep.cache_id = _checkpoint_cache_id(prep.checkpoint, tracking_uri)
     return prep
 
@@ -297,7 +303,6 @@ def collect_rows(results, spec, base, children: dict[str, str], checkpoint_schem
 def finalize_children(client, rows: list[TrialRow]) -> None:
     """Every child's final status, early-stop tag and last checkpoint, now that no trial runs: a trial Tune
     stops is killed mid-run, so its run's own bookkeeping may be missing or (a late error) wrong."""
-    from asva_platform.training.run_tracking import TAG_CHECKPOINT
 
     for row in rows:
         if not row.run_id:
@@ -333,7 +338,7 @@ def reconcile_children(client, experiment_id: str, parent_run_id: str, trial_ids
     owned, deleted = {}, []
     for run in list_child_runs(client, experiment_id, parent_run_id):
         tid = run.data.tags.get(TAG_TRIAL_ID, "")
-        if run.data.tags.get(TAG_ROLE) != "trial":
+        if run.data.tags.get(TAG_SWEEP_ROLE) != "trial":
             continue
         if tid in trial_ids and tid not in owned:
             owned[tid] = run.info.run_id
@@ -348,7 +353,6 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
     """Run (or resume) the sweep end to end; see the module doc."""
     from mlflow.tracking import MlflowClient
 
-    from asva_platform.cluster import init_ray
 
     spec, base = loaded.spec, loaded.base
     prep = prepare_sweep(loaded, log)
@@ -357,14 +361,13 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
     ctx = SweepContext(loaded, prep.tracking_uri, experiment_id, parent_id, prep.sweep_uri,
                        join(prep.sweep_uri, RUNS_DIR), sweep_tags(spec.name, spec.kind, prep.cache_id),
                        prep.checkpoint)
-    try:
+    with run_status(client, parent_id):
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_PERIOD_S)
         ray = init_ray(base.cluster)
         remote = bool(base.cluster.address or os.environ.get("RAY_ADDRESS"))
         check_cluster_fits(spec, base, ray.cluster_resources(), remote)
         ledger = None  # held until the sweep ends (see sweeps.placement)
         if spec.kind == "train":
-            from sweeps.placement import start_ledger
 
             ledger = start_ledger(prep.sweep_uri)
         tuner, restored = build_tuner(ctx, prep, log)
@@ -376,11 +379,6 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         comparison = compare_trials(rows, spec, prep.storage)
         best = log_summary(client, parent_id, spec, rows, comparison)
         del ledger
-    except BaseException as err:
-        status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
-        client.set_terminated(parent_id, status=status)
-        raise
-    client.set_terminated(parent_id, status="FINISHED")
     out = SweepResult(spec.name, experiment_id, parent_id, prep.sweep_uri, spec.metric, rows, best,
                       restored or parent_resumed, deleted, comparison)
     for row in sorted(rows, key=lambda r: r.run_name):

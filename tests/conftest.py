@@ -1,4 +1,15 @@
-"""Shared fixtures: real services on loopback (moto S3 server, mlflow server, Ray), started once per session.
+"""Shared fixtures: real services on loopback (moto S3 server, mlflow server, Ray), started once per session,
+and the small inputs several tiers share (``train_inputs``, ``sweep_inputs``), built once per session.
+
+The tiers, one folder each (``make test`` runs them all but the ``slow`` marker; CI runs ``make test``):
+
+* ``tests/unit``: no service (no Ray, no S3 or MLflow server, no listening TCP socket; enforced by
+  ``tests/service_guard.py``), tiny models, seconds per test. ``make test-fast`` runs this tier alone.
+* ``tests/learning``: no service either, but minutes: checks that a tiny model actually learns.
+* ``tests/integration``: real Ray, a real S3 server (moto) and a real ``mlflow server``; marked ``integration``.
+* ``tests/reliability``: fault injection (killed drivers, workers and jobs, S3 and MLflow outages, connection
+  resets, bad inputs). The long ones are also marked ``slow``: ``make test`` leaves them out,
+  ``make test-reliability`` runs the whole folder.
 
 Environment defaults are set at import time, before anything imports ray or deepspeed (see README,
 "Known gotchas"): token auth off for the loopback-only test cluster, DeepSpeed on the CPU accelerator,
@@ -8,6 +19,8 @@ fast Train health checks.
 from __future__ import annotations
 
 import os
+import uuid
+from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -20,7 +33,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import pytest  # noqa: E402
 
-from asva_platform.stack import (  # noqa: E402
+from asva_platform.dev.stack import (  # noqa: E402
     MlflowService,
     S3Service,
     restored_env,
@@ -29,6 +42,21 @@ from asva_platform.stack import (  # noqa: E402
 )
 
 TEST_BUCKET = "asva-test"
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def torch_threads_per_module():
+    """Every test module starts with the session's torch thread count, whatever a module before it set (several
+    pin 1 thread for speed and determinism and never reset it): CPU results depend on the thread count, so a
+    module's numbers must not depend on which modules ran before it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +103,53 @@ def ray_cluster(s3_server):
     )
     yield ray
     ray.shutdown()
+
+
+# The inputs below import the platform's jobs lazily: collecting the unit tier never loads them.
+
+
+@pytest.fixture(scope="session")
+def train_inputs(s3_server, mlflow_server, tmp_path_factory):
+    """Synthetic data + tiny weights locally (2 clips per class, 16x16), their latent cache on S3; returns
+    (overrides a training run starts from, cache id, storage). Used by tests/integration/test_train.py and
+    the fault-injection tests of training in tests/reliability."""
+    from asva_platform.dev.fixtures import tiny_inputs
+    from asva_platform.experiment import load_experiment
+    from asva_platform.preprocess.job import build_cache, prepare, run_sequential
+    from asva_platform.storage import Storage
+
+    work = tmp_path_factory.mktemp("train")
+    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=3.0, image_size=16)
+    overrides += [f"storage.root=s3://{s3_server.bucket}/train-{work.name}", "preprocess.windows_per_clip=1",
+                  f"tracking.uri={mlflow_server.uri}"]
+    cfg = load_experiment(str(TINY), overrides)
+    storage = Storage.from_config(cfg.storage)
+    prep = prepare(cfg, storage, log=lambda _: None)
+    build_cache(prep, run_sequential, log=lambda _: None)
+    return overrides + [f"train.cache={prep.cache_id}"], prep.cache_id, storage
+
+
+@pytest.fixture(scope="session")
+def sweep_inputs(s3_server, tmp_path_factory):
+    """Tiny weights, a synthetic AVSync15 (train + test lists), its latent cache on S3 and tiny metric
+    networks; returns the ``base.*`` overrides every sweep starts from, the storage root and the cache id.
+    Used by tests/integration/test_sweep.py and tests/reliability/test_sweep_driver_killed.py."""
+    from asva_model.metrics.networks.tiny import save_tiny_metric_networks
+    from asva_platform.dev.fixtures import tiny_inputs
+    from asva_platform.experiment import load_experiment
+    from asva_platform.preprocess.job import build_cache, prepare, run_sequential
+    from asva_platform.storage import Storage
+
+    work = tmp_path_factory.mktemp("sweep-inputs")
+    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0, image_size=32)
+    root = f"s3://{s3_server.bucket}/sweep-tests-{uuid.uuid4().hex[:8]}"
+    cfg = load_experiment(TINY, [*overrides, f"storage.root={root}",
+                                 "preprocess.splits=[train]", "preprocess.windows_per_clip=2"])
+    prep = prepare(cfg, Storage.from_config(cfg.storage))
+    build_cache(prep, run_sequential)
+    nets = save_tiny_metric_networks(work / "metric-nets")
+    base = [f"base.{o}" for o in overrides] + [f"base.storage.root={root}", f"base.train.cache={prep.cache_id}",
+                                               "base.eval.metrics.metrics=[sync, fvd]",
+                                               f"base.eval.metrics.i3d_weights={nets.i3d_weights}",
+                                               "base.eval.max_videos=1", "base.eval.num_inference_steps=2"]
+    return {"overrides": base, "root": root, "cache_id": prep.cache_id}

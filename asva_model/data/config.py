@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-
-def _require(cond: bool, key: str, why: str) -> None:
-    if not cond:
-        raise ValueError(f"{key}: {why}")
+from asva_model.errors import require
 
 
 @dataclass
@@ -31,11 +28,11 @@ class DatasetConfig:
     videos_dir: str = "videos"
     """Folder under root that list paths are relative to (the real layout: `<root>/videos/<class_dir>/x.mp4`)."""
 
-    def validate(self) -> None:
-        _require(bool(self.root), "root", "must not be empty")
-        _require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
-        _require(len(set(self.classes)) == len(self.classes), "classes", f"has duplicates: {self.classes}")
-        _require(self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}")
+    def __post_init__(self) -> None:
+        require(bool(self.root), "root", "must not be empty")
+        require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
+        require(len(set(self.classes)) == len(self.classes), "classes", f"has duplicates: {self.classes}")
+        require(self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}")
 
 
 @dataclass
@@ -71,25 +68,22 @@ class SamplingConfig:
     min_source_side: int = 16
     """Videos whose native width or height is below this are skipped as `too_small`."""
 
-    def validate(self) -> None:
-        _require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
-        _require(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
-        _require(self.clip_duration > 0, "clip_duration", f"must be > 0, got {self.clip_duration}")
-        _require(
-            len(self.image_size) == 2 and all(s >= 8 and s % 8 == 0 for s in self.image_size),
-            "image_size",
-            f"must be [height, width], multiples of 8, got {self.image_size}",
-        )
-        _require(self.audio_sample_rate > 0, "audio_sample_rate", "must be > 0")
-        _require(self.mel_std > 0, "mel_std", "must be > 0")
-        _require(self.test_clips_per_video >= 1, "test_clips_per_video", "must be >= 1")
-        _require(0.0 <= self.short_clip_tolerance < self.clip_duration, "short_clip_tolerance",
-                 f"must be in [0, clip_duration), got {self.short_clip_tolerance}")
-        _require(self.min_source_side >= 1, "min_source_side", "must be >= 1")
-        _require(self.num_mel_bins > 3, "num_mel_bins", "must be > 3")
-        _require(self.mel_target_length >= 1, "mel_target_length", "must be >= 1")
-        _require(abs(self.num_frames / self.fps - self.clip_duration) < 1e-6, "clip_duration",
-                 f"must equal num_frames / fps = {self.num_frames / self.fps:g}, got {self.clip_duration}")
+    def __post_init__(self) -> None:
+        require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
+        require(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
+        require(self.clip_duration > 0, "clip_duration", f"must be > 0, got {self.clip_duration}")
+        require(len(self.image_size) == 2 and all(s >= 8 and s % 8 == 0 for s in self.image_size), "image_size",
+                f"must be [height, width], multiples of 8, got {self.image_size}")
+        require(self.audio_sample_rate > 0, "audio_sample_rate", "must be > 0")
+        require(self.mel_std > 0, "mel_std", "must be > 0")
+        require(self.test_clips_per_video >= 1, "test_clips_per_video", "must be >= 1")
+        require(0.0 <= self.short_clip_tolerance < self.clip_duration, "short_clip_tolerance",
+                f"must be in [0, clip_duration), got {self.short_clip_tolerance}")
+        require(self.min_source_side >= 1, "min_source_side", "must be >= 1")
+        require(self.num_mel_bins > 3, "num_mel_bins", "must be > 3")
+        require(self.mel_target_length >= 1, "mel_target_length", "must be >= 1")
+        require(abs(self.num_frames / self.fps - self.clip_duration) < 1e-6, "clip_duration",
+                f"must equal num_frames / fps = {self.num_frames / self.fps:g}, got {self.clip_duration}")
 
     @property
     def clip_samples(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from asva_model.errors import AsvaError
+
 
 class SkipReason(str, Enum):
     """Why a list entry or a clip file cannot be used. The value is what reports and caches record."""
@@ -31,7 +33,7 @@ class SkipReason(str, Enum):
     """The video's native width or height is below the configured minimum (e.g. a 1x1 video)."""
 
 
-class BadClipError(Exception):
+class BadClipError(AsvaError):
     """Raised for one unusable clip; callers record ``reason`` and go on with the next clip."""
 
     def __init__(self, reason: SkipReason, detail: str, path: str = "") -> None:

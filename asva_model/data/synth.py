@@ -32,7 +32,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from asva_model.data.audio import resample, waveform_to_mel, window_samples
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
+from asva_model.data.sampling import transform_frames
 
 GROUND_TRUTH_FILE = "synth_ground_truth.json"
 MANIFEST_FILE = ".synth_in_progress.json"  # names being written; lets the next run clean up after a crash
@@ -369,9 +371,6 @@ def render_window(spec: ClipSpec, start: float, sampling) -> tuple[np.ndarray, n
     """One training window of ``spec`` straight from the generator (no codec): frames (3, f, H, W) in [0, 1]
     at ``sampling.fps`` from ``start``, resized as the reader does; the mono 16 kHz waveform of the window;
     and its normalised mel (1, bins, T). For tests that isolate the model from decoding."""
-    from asva_model.data.audio import resample, waveform_to_mel, window_samples
-    from asva_model.data.sampling import transform_frames
-
     times = start + np.arange(sampling.num_frames) / sampling.fps
     frames = transform_frames(list(render_frames(spec, times)), sampling)
     mono = resample(render_audio(spec)[0], spec.sample_rate, sampling.audio_sample_rate)

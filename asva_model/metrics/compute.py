@@ -199,7 +199,6 @@ def extract_clip_scores(
             raise ValueError(f"{name} has {len(seq)} entries for {n} gt_clips")
     if n == 0:
         raise ValueError("no clips to score")
-    metrics_cfg.validate()
     sampling = sampling or SamplingConfig()
     parts = []
     for lo in range(0, n, CHUNK_CLIPS):
@@ -210,6 +209,20 @@ def extract_clip_scores(
         parts.append(_extract_chunk(gt, gen, audio[lo:hi], None if gen_audio is None else gen_audio[lo:hi],
                                     prompts[lo:hi], networks, metrics_cfg, sample_rate, fps, sampling))
     return ClipScores.concat(parts)
+
+
+REPORTED: dict[str, tuple[str, ...]] = {
+    "fid": ("FID",), "fvd": ("FVD",), "ia": ("IA", "IA_std"), "it": ("IT", "IT_std"),
+    "relsync": ("RelSync", "RelSync_std"), "alignsync": ("AlignSync", "AlignSync_std"),
+    "sync": ("Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate", "Sync_win_rate_ci_low",
+             "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s"),
+}
+"""What :func:`summarize` reports for each metric of ``eval.metrics.metrics`` (besides ``num_clips``)."""
+LOWER_IS_BETTER = ("FID", "FVD", "SyncLag_s")
+HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_win_rate",
+                    "Sync_win_rate_ci_low", "Sync_gt")
+"""Directions of the reported numbers a sweep may optimize (interval ends: the lower one is the conservative
+objective; Sync_shifted, a control, has none)."""
 
 
 def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool = False) -> dict[str, float]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from asva_model.errors import require
+
 MetricName = Literal["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"]
 
 ALL_METRICS: tuple[str, ...] = ("fid", "fvd", "ia", "it", "relsync", "alignsync", "sync")
@@ -25,11 +27,6 @@ NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
 }
 
 MIN_SYNC_SHIFT_S = 0.5
-
-
-def _require(cond: bool, key: str, why: str) -> None:
-    if not cond:
-        raise ValueError(f"{key}: {why}")
 
 
 @dataclass
@@ -58,24 +55,24 @@ class MetricsConfig:
     """Sync control: each generated clip is also scored against its own audio circularly shifted by this many
     seconds (Sync_shifted, Sync_win_rate); >= 0.5 and below the clip duration (half of it moves audio farthest)."""
 
-    def validate(self) -> None:
-        _require(len(self.metrics) > 0, "metrics", "must name at least one metric")
-        _require(len(set(self.metrics)) == len(self.metrics), "metrics", f"has duplicates: {self.metrics}")
+    def __post_init__(self) -> None:
+        require(len(self.metrics) > 0, "metrics", "must name at least one metric")
+        require(len(set(self.metrics)) == len(self.metrics), "metrics", f"has duplicates: {self.metrics}")
         for name in self.metrics:
-            _require(name in ALL_METRICS, "metrics", f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
+            require(name in ALL_METRICS, "metrics", f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
         for net in self.required_networks():
             for key in _WEIGHT_KEYS[net]:
-                _require(bool(getattr(self, key)), key, f"must be set to compute {self._users_of(net)}")
+                require(bool(getattr(self, key)), key, f"must be set to compute {self._users_of(net)}")
         if "it" in self.metrics:
-            _require(bool(self.imagebind_bpe), "imagebind_bpe", "must be set to compute it (the text tokenizer)")
-        _require(len(self.imagebind_num_heads) == 3 and all(h >= 1 for h in self.imagebind_num_heads),
-                 "imagebind_num_heads", f"must be 3 positive ints [vision, text, audio], got {self.imagebind_num_heads}")
-        _require(self.fid_image_size >= 75, "fid_image_size", f"must be >= 75 (Inception minimum), got {self.fid_image_size}")
-        _require(self.fvd_image_size >= 32, "fvd_image_size", f"must be >= 32, got {self.fvd_image_size}")
-        _require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+            require(bool(self.imagebind_bpe), "imagebind_bpe", "must be set to compute it (the text tokenizer)")
+        require(len(self.imagebind_num_heads) == 3 and all(h >= 1 for h in self.imagebind_num_heads),
+                "imagebind_num_heads", f"must be 3 positive ints [vision, text, audio], got {self.imagebind_num_heads}")
+        require(self.fid_image_size >= 75, "fid_image_size", f"must be >= 75 (Inception minimum), got {self.fid_image_size}")
+        require(self.fvd_image_size >= 32, "fvd_image_size", f"must be >= 32, got {self.fvd_image_size}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         # a shorter shift leaves onsets a frame or two from their motion: not a clear mismatch to compare with
-        _require(self.sync_shift_s >= MIN_SYNC_SHIFT_S, "sync_shift_s",
-                 f"must be >= {MIN_SYNC_SHIFT_S} s, got {self.sync_shift_s}")
+        require(self.sync_shift_s >= MIN_SYNC_SHIFT_S, "sync_shift_s",
+                f"must be >= {MIN_SYNC_SHIFT_S} s, got {self.sync_shift_s}")
 
     def required_networks(self) -> list[str]:
         """Networks the selected metrics need, in a fixed order: inception, i3d, imagebind, avsync."""

@@ -9,15 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import numpy as np
 import torch
 
-PAPER_NUM_FRAMES = 12
-"""Frames per evaluation clip."""
 PAPER_FPS = 6.0
 """Frame rate of evaluation clips."""
 PAPER_CLIP_DURATION = 2.0
@@ -138,13 +136,6 @@ def image_metric_frames(clip: torch.Tensor) -> torch.Tensor:
     if clip.shape[0] <= IMAGE_METRIC_FIRST_FRAME:
         raise ValueError(f"a clip needs at least 2 frames for the image metrics, got {clip.shape[0]}")
     return clip[IMAGE_METRIC_FIRST_FRAME:]
-
-
-def check_clip_lengths(clips: Sequence[torch.Tensor], num_frames: int = PAPER_NUM_FRAMES) -> None:
-    """Every clip must have ``num_frames`` frames (FVD and the sync classifier see all of them)."""
-    for i, clip in enumerate(clips):
-        if clip.shape[0] != num_frames:
-            raise ValueError(f"clip {i} has {clip.shape[0]} frames, expected {num_frames}")
 
 
 def reported(per_clip: np.ndarray) -> tuple[float, float]:

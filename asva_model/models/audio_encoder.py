@@ -22,6 +22,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from asva_model.models.imagebind import Trunk, audio_preprocessor, cls_head, patch_grid_size
+from asva_model.weights import WeightsError, load_state_dict_file, load_strict, load_weights_file
+
 # ImageBind checkpoint prefixes of the audio modality -> our module names.
 IMAGEBIND_AUDIO_PREFIXES = {
     "modality_preprocessors.audio.": "preprocessor.",
@@ -97,97 +100,6 @@ class AudioEncoder(nn.Module):
         return next(self.parameters()).device
 
 
-class DropPath(nn.Module):
-    """Stochastic depth: zero a residual branch per sample with probability ``p`` (train mode only)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
-
-
-class _PatchStem(nn.Module):
-    def __init__(self, dim: int, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(1, dim, kernel, stride=stride, bias=False)
-        self.norm_layer = nn.LayerNorm(dim)
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.norm_layer(self.proj(mel).flatten(2).transpose(1, 2))  # b (freq time) dim
-
-
-class _PosEmbedding(nn.Module):
-    def __init__(self, num_tokens: int, dim: int) -> None:
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.randn(1, num_tokens, dim) * dim ** -0.5)
-
-
-class _Preprocessor(nn.Module):
-    def __init__(self, dim: int, kernel: int, stride: int, num_tokens: int) -> None:
-        super().__init__()
-        self.rgbt_stem = _PatchStem(dim, kernel, stride)
-        self.pos_embedding_helper = _PosEmbedding(num_tokens, dim)
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * dim ** -0.5)
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        tokens = self.rgbt_stem(mel)
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        return tokens + self.pos_embedding_helper.pos_embed
-
-
-class _Mlp(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, 4 * dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(4 * dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
-
-
-class _Block(nn.Module):
-    """Pre-norm transformer block; ``attn`` is torch MultiheadAttention with learned k/v bias tokens."""
-
-    def __init__(self, dim: int, heads: int, drop_path: float) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=True, batch_first=True)
-        self.drop_path = DropPath(drop_path)
-        self.norm_1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _Mlp(dim)
-        self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm_1(x)
-        x = x + self.drop_path(self.attn(h, h, h, need_weights=False)[0])
-        return x + self.drop_path(self.mlp(self.norm_2(x)))
-
-
-class _Trunk(nn.Module):
-    def __init__(self, dim: int, heads: int, num_blocks: int, drop_path: float) -> None:
-        super().__init__()
-        rates = np.linspace(0, drop_path, num_blocks).tolist()  # ImageBind's "progressive" schedule
-        self.blocks = nn.Sequential(*[_Block(dim, heads, r) for r in rates])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
-
-
-class _Head(nn.Sequential):
-    """LayerNorm -> CLS -> Linear: ImageBind's pooled embedding (kept for strict checkpoint loading)."""
-
-    def __init__(self, dim: int, out_dim: int) -> None:
-        super().__init__(nn.LayerNorm(dim, eps=1e-6), nn.Identity(), nn.Linear(dim, out_dim, bias=False))
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self[2](self[0](tokens)[:, 0])
-
-
 class _LogitScale(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -207,11 +119,10 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
                  patch_size: int = 16, patch_stride: int = 10, num_mel_bins: int = 128, target_length: int = 204,
                  drop_path: float = 0.1) -> None:
         super().__init__()
-        grid = ((num_mel_bins - patch_size) // patch_stride + 1, (target_length - patch_size) // patch_stride + 1)
-        self._grid = grid
-        self.preprocessor = _Preprocessor(embed_dim, patch_size, patch_stride, 1 + grid[0] * grid[1])
-        self.trunk = _Trunk(embed_dim, num_heads, num_blocks, drop_path)
-        self.head = _Head(embed_dim, head_out_dim)
+        self._grid = patch_grid_size(num_mel_bins, target_length, patch_size, patch_stride)
+        self.preprocessor = audio_preprocessor(embed_dim, patch_size, patch_stride, num_mel_bins, target_length)
+        self.trunk = Trunk(embed_dim, num_blocks, num_heads, add_bias_kv=True, drop_path=drop_path)
+        self.head = cls_head(embed_dim, head_out_dim)  # ImageBind's pooled embedding: unused, kept for strict loading
         self.postprocessor = _Postprocessor()
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
@@ -237,42 +148,27 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         return self.encode(mel)
 
-    def pooled_embedding(self, mel: torch.Tensor) -> torch.Tensor:
-        """ImageBind's own (b, head_out_dim) audio embedding (unused by AVSyncD)."""
-        return self.head(self.trunk(self.preprocessor(mel)))
-
     # ------------------------------------------------------------------------------------------
     # Loading
 
     def load_weights(self, path: str | Path) -> None:
         """Load ImageBind's checkpoint (``imagebind_huge.pth``; only the audio keys are used) or a saved
-        encoder folder (ours / the authors' ``modules/audio_encoder``). Strict: every weight must match.
+        encoder folder (ours / the authors' ``modules/audio_encoder``). Strict: every weight must fit.
 
         The extra ``final_layer_norm`` is absent from ImageBind's file and keeps its identity init.
         """
         path = Path(path)
         if path.is_dir():
-            from asva_model.models.unet import load_weights_file
-
             state = load_weights_file(path)
-        elif path.is_file():
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raw = load_state_dict_file(path, "audio encoder weights (model.audio_encoder_weights)")
             state = {}
             for key, value in raw.items():
                 for prefix, ours in IMAGEBIND_AUDIO_PREFIXES.items():
                     if key.startswith(prefix):
                         state[ours + key[len(prefix):]] = value
             if not state:
-                raise ValueError(f"{path}: no ImageBind audio weights (keys starting with 'modality_*.audio.')")
+                raise WeightsError(f"{path}: no ImageBind audio weights (keys starting with 'modality_*.audio.')")
             for key, value in self.final_layer_norm.state_dict().items():
                 state.setdefault(f"final_layer_norm.{key}", value)
-        else:
-            raise FileNotFoundError(f"{path}: audio encoder weights not found")
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        shapes = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-        if missing or unexpected or shapes:
-            raise ValueError(f"{path}: audio encoder weights do not match the configured geometry "
-                             f"(missing {missing[:4]}, unexpected {unexpected[:4]}, shape mismatch {shapes[:4]})")
-        self.load_state_dict(state, strict=True)
+        load_strict(self, state, f"{path} (audio encoder)")

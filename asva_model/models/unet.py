@@ -10,6 +10,7 @@ which is also the layout of the authors' released ``modules/unet`` folders.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,11 +20,16 @@ from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from asva_model.config import UNetConfig
 from asva_model.models.blocks import DownBlock3D, MidBlock3D, UpBlock3D
 from asva_model.models.resnet import FFInflatedConv, frame_group_norm
 from asva_model.models.trainable import NEW_MODULE_PATTERNS, apply_trainable, trainable_parameter_names
+from asva_model.weights import WeightsError, load_strict, load_weights_file
 
-__all__ = ["AudioUNet3D", "apply_trainable", "trainable_parameter_names", "load_weights_file"]
+__all__ = ["AudioUNet3D", "apply_trainable", "config_from_2d", "trainable_parameter_names"]
+
+UNET_FIELDS = tuple(f.name for f in dataclasses.fields(UNetConfig))
+"""The constructor's arguments: the ``model.unet`` config section's keys."""
 
 # Block types: ours, SD-1.5's 2D names (inflation) and the authors' 3D names (their config.json).
 _BLOCK_ALIASES = {
@@ -36,20 +42,21 @@ _BLOCK_ALIASES = {
     "FFSpatioAudioTempCrossAttnUpBlock3D": "CrossAttnUpBlock3D",
     "UpBlock3D": "UpBlock3D", "UpBlock2D": "UpBlock3D", "FFSpatioTempResUpBlock3D": "UpBlock3D",
 }
-# 2D/authors' config keys whose non-default values this architecture does not implement.
-_UNSUPPORTED = {"use_linear_projection": False, "class_embed_type": None, "addition_embed_type": None,
-                "num_class_embeds": None, "encoder_hid_dim": None, "only_cross_attention": False,
-                "upcast_attention": False, "dual_cross_attention": False, "center_input_sample": False,
-                "resnet_time_scale_shift": "default", "time_embedding_type": "positional",
-                "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
-                "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "time_embedding_dim": None,
-                "time_embedding_act_fn": None, "timestep_post_act": None, "class_embeddings_concat": False,
-                "projection_class_embeddings_input_dim": None, "cross_attention_norm": None}
+# 2D/authors' config keys beyond UNetConfig's, with the only value this architecture implements (SD-1.5's).
+_SD_ONLY = {"flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu", "downsample_padding": 1,
+            "mid_block_scale_factor": 1.0, "use_linear_projection": False, "class_embed_type": None,
+            "addition_embed_type": None, "num_class_embeds": None, "encoder_hid_dim": None,
+            "only_cross_attention": False, "upcast_attention": False, "dual_cross_attention": False,
+            "center_input_sample": False, "resnet_time_scale_shift": "default", "time_embedding_type": "positional",
+            "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3, "resnet_skip_time_act": False,
+            "resnet_out_scale_factor": 1.0, "time_embedding_dim": None, "time_embedding_act_fn": None,
+            "timestep_post_act": None, "class_embeddings_concat": False,
+            "projection_class_embeddings_input_dim": None, "cross_attention_norm": None}
 
 
 def _canonical(name: str) -> str:
     if name not in _BLOCK_ALIASES:
-        raise ValueError(f"unsupported UNet block type {name!r} (supported: {sorted(set(_BLOCK_ALIASES.values()))})")
+        raise WeightsError(f"unsupported UNet block type {name!r} (supported: {sorted(set(_BLOCK_ALIASES))})")
     return _BLOCK_ALIASES[name]
 
 
@@ -66,66 +73,46 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        in_channels: int = 4,
-        out_channels: int = 4,
-        block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280),
+        block_out_channels: tuple[int, ...] | list[int] = (320, 640, 1280, 1280),
         layers_per_block: int = 2,
         attention_head_dim: int = 8,
         cross_attention_dim: int = 768,
         audio_cross_attention_dim: int = 768,
+        in_channels: int = 4,
+        out_channels: int = 4,
         norm_num_groups: int = 32,
         norm_eps: float = 1e-5,
-        flip_sin_to_cos: bool = True,
-        freq_shift: int = 0,
-        act_fn: str = "silu",
-        downsample_padding: int = 1,
-        mid_block_scale_factor: float = 1.0,
-        down_block_types: tuple[str, ...] | None = None,
-        mid_block_type: str | None = None,
-        up_block_types: tuple[str, ...] | None = None,
-        sample_size: int | None = None,
     ) -> None:
+        # The arguments are exactly UNetConfig's fields: AudioUNet3D(**dataclasses.asdict(cfg.unet)). Block
+        # types follow SD-1.5 (attention on every level but the deepest); other 2D configs convert through
+        # config_from_2d.
         super().__init__()
         levels = len(block_out_channels)
-        sd_down, sd_mid, sd_up = _sd_block_types(levels)
-        down_types = [_canonical(t) for t in (down_block_types or sd_down)]
-        up_types = [_canonical(t) for t in (up_block_types or sd_up)]
-        if _canonical(mid_block_type or sd_mid) != "UNetMidBlock3DCrossAttn":
-            raise ValueError(f"unsupported mid block {mid_block_type!r}")
-        if len(down_types) != levels or len(up_types) != levels:
-            raise ValueError(f"need {levels} down and up block types, got {len(down_types)} and {len(up_types)}")
-        if act_fn != "silu" or downsample_padding != 1 or mid_block_scale_factor != 1.0:
-            raise ValueError("only SD-1.5's act_fn=silu, downsample_padding=1, mid_block_scale_factor=1 are supported")
-        if isinstance(attention_head_dim, (list, tuple)):  # SD configs may list it per level
-            if len(set(attention_head_dim)) != 1:
-                raise ValueError(f"per-level attention_head_dim {attention_head_dim} is not supported")
-            attention_head_dim = attention_head_dim[0]
-
         c0 = block_out_channels[0]
         temb = c0 * 4
         common = dict(heads=attention_head_dim, text_dim=cross_attention_dim, audio_dim=audio_cross_attention_dim,
                       groups=norm_num_groups, eps=norm_eps)
         self.conv_in = FFInflatedConv(in_channels, c0, 3, padding=1)
-        self.time_proj = Timesteps(c0, flip_sin_to_cos, freq_shift)
-        self.time_embedding = TimestepEmbedding(c0, temb, act_fn=act_fn)
+        self.time_proj = Timesteps(c0, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(c0, temb, act_fn="silu")
 
         self.down_blocks = nn.ModuleList()
         out_ch = c0
-        for i, kind in enumerate(down_types):
+        for i in range(levels):
             in_ch, out_ch = out_ch, block_out_channels[i]
             self.down_blocks.append(DownBlock3D(
-                in_ch, out_ch, temb, layers_per_block, with_attention=kind.startswith("CrossAttn"),
+                in_ch, out_ch, temb, layers_per_block, with_attention=i < levels - 1,
                 add_downsample=i < levels - 1, **common))
         self.mid_block = MidBlock3D(block_out_channels[-1], temb, **common)
 
         self.up_blocks = nn.ModuleList()
         rev = list(reversed(block_out_channels))
         out_ch = rev[0]
-        for i, kind in enumerate(up_types):
+        for i in range(levels):
             prev, out_ch = out_ch, rev[i]
             in_ch = rev[min(i + 1, levels - 1)]
             self.up_blocks.append(UpBlock3D(
-                in_ch, prev, out_ch, temb, layers_per_block + 1, with_attention=kind.startswith("CrossAttn"),
+                in_ch, prev, out_ch, temb, layers_per_block + 1, with_attention=i > 0,
                 add_upsample=i < levels - 1, **common))
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, c0, eps=norm_eps)
         self.conv_act = nn.SiLU()
@@ -192,30 +179,35 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         state2d = load_weights_file(unet_dir)
         merged, problems = inflate_state_dict(model.state_dict(), state2d)
         if problems:
-            raise ValueError(f"{unet_dir}: 2D weights do not map onto the 3D UNet: {'; '.join(problems)}")
-        model.load_state_dict(merged, strict=True)
-        return model
+            raise WeightsError(f"{unet_dir}: 2D weights do not map onto the 3D UNet: {'; '.join(problems)}")
+        return load_strict(model, merged, str(unet_dir))
 
 
-def config_from_2d(config2d: dict, audio_cross_attention_dim: int) -> dict:
-    """Our constructor kwargs from a UNet2DConditionModel (or the authors' 3D) config.json."""
-    for key, ok in _UNSUPPORTED.items():
-        if key in config2d and config2d[key] != ok:
-            raise ValueError(f"UNet config {key}={config2d[key]!r} is not supported (AVSyncD needs {ok!r})")
-    keys = ("in_channels", "out_channels", "block_out_channels", "layers_per_block", "attention_head_dim",
-            "cross_attention_dim", "norm_num_groups", "norm_eps", "flip_sin_to_cos", "freq_shift", "act_fn",
-            "downsample_padding", "mid_block_scale_factor", "down_block_types", "mid_block_type",
-            "up_block_types", "sample_size")
-    # A saved AudioUNet3D config holds null block types (it derives them); absent and null mean the same.
-    kwargs = {k: config2d[k] for k in keys if config2d.get(k) is not None}
-    kwargs["block_out_channels"] = tuple(kwargs["block_out_channels"])
-    for k in ("down_block_types", "up_block_types"):
-        if k in kwargs:
-            kwargs[k] = tuple(_canonical(t) for t in kwargs[k])
-    if "mid_block_type" in kwargs:
-        kwargs["mid_block_type"] = _canonical(kwargs["mid_block_type"])
-    kwargs["audio_cross_attention_dim"] = config2d.get("audio_cross_attention_dim", audio_cross_attention_dim)
-    return kwargs
+def config_from_2d(config2d: dict, audio_cross_attention_dim: int = 768) -> dict:
+    """Our constructor kwargs (UNetConfig's fields) from a UNet2DConditionModel or the authors' 3D config.json.
+
+    Keys beyond UNetConfig must hold SD-1.5's values (block types included); anything else this architecture
+    does not implement is a one-line error. ``audio_cross_attention_dim`` applies when the config has none.
+    """
+    for key, ok in _SD_ONLY.items():
+        if config2d.get(key, ok) != ok:
+            raise WeightsError(f"UNet config {key}={config2d[key]!r} is not supported (AVSyncD needs {ok!r})")
+    levels = len(config2d["block_out_channels"])
+    # A saved AudioUNet3D config of an older version holds null block types; absent and null mean the same.
+    for key, sd in zip(("down_block_types", "mid_block_type", "up_block_types"), _sd_block_types(levels)):
+        given = config2d.get(key)
+        canonical = [_canonical(t) for t in given] if isinstance(given, list) else given and _canonical(given)
+        if given is not None and canonical != sd:
+            raise WeightsError(f"UNet config {key}={given!r} is not supported (AVSyncD needs SD-1.5's {sd!r}: "
+                               "attention on every level but the deepest)")
+    kwargs = {k: config2d[k] for k in UNET_FIELDS if config2d.get(k) is not None}
+    heads = kwargs.get("attention_head_dim")
+    if isinstance(heads, (list, tuple)):  # SD configs may list it per level
+        if len(set(heads)) != 1:
+            raise WeightsError(f"UNet config attention_head_dim={heads} is not supported (one head count for every level)")
+        kwargs["attention_head_dim"] = heads[0]
+    kwargs.setdefault("audio_cross_attention_dim", audio_cross_attention_dim)
+    return dataclasses.asdict(UNetConfig(**{**kwargs, "block_out_channels": list(kwargs["block_out_channels"])}))
 
 
 def inflate_state_dict(state3d: dict, state2d: dict) -> tuple[dict, list[str]]:
@@ -235,20 +227,6 @@ def inflate_state_dict(state3d: dict, state2d: dict) -> tuple[dict, list[str]]:
     if unused:
         problems.append(f"unused 2D weights {unused[:5]}{'...' if len(unused) > 5 else ''}")
     return merged, problems
-
-
-def load_weights_file(folder: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict of a diffusers model folder: ``*.safetensors`` preferred, else ``*.bin``."""
-    folder = Path(folder)
-    for name in ("diffusion_pytorch_model.safetensors", "model.safetensors"):
-        if (folder / name).is_file():
-            from safetensors.torch import load_file
-
-            return load_file(str(folder / name))
-    for name in ("diffusion_pytorch_model.bin", "pytorch_model.bin"):
-        if (folder / name).is_file():
-            return torch.load(folder / name, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{folder}: no diffusion_pytorch_model.safetensors or .bin weights")
 
 
 def _per_clip(context: torch.Tensor, batch: int, name: str) -> torch.Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from asva_model.errors import require
 from asva_model.metrics.config import MetricsConfig
-from asva_platform.config import require
 
 
 @dataclass
@@ -46,7 +46,7 @@ class EvalConfig:
     """When the checkpoint is an MLflow training run: log `eval/*` metrics into that run, or into a new run
     linked to it by the tag asva.evaluated_run. Other checkpoints always get a new run."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         require(self.audio_guidance_scale >= 0, "audio_guidance_scale", "must be >= 0")
         require(self.text_guidance_scale >= 0, "text_guidance_scale", "must be >= 0")
         require(self.num_inference_steps >= 1, "num_inference_steps", "must be >= 1")
@@ -56,7 +56,3 @@ class EvalConfig:
         require(bool(self.split), "split", "must not be empty")
         require(self.num_workers >= 0, "num_workers", "must be >= 0")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        try:
-            self.metrics.validate()
-        except ValueError as err:  # the loader validated it already; this covers configs built in code
-            raise ValueError(f"metrics.{err}") from None

@@ -12,19 +12,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from asva_platform.evaluation.records import TAG_CHECKPOINT_REF, TAG_EVALUATED_RUN, log_evaluation
-from asva_platform.evaluation.runner import EvalResult, prepare_evaluation, run_evaluation
+from asva_platform.artifacts.checkpoint_ref import resolve_checkpoint
+from asva_platform.artifacts.evaluation import log_evaluation
+from asva_platform.evaluation.runner import (
+    EvalResult,
+    evaluate_checkpoint,
+    prepare_evaluation,
+    run_evaluation,
+)
 from asva_platform.storage import Storage
+from asva_platform.tracking import (
+    TAG_EVAL_CHECKPOINT,
+    TAG_EVALUATED_RUN,
+    resolve_tracking_uri,
+    run_status,
+    start_run,
+)
+
+__all__ = ["Result", "run", "evaluate_checkpoint", "prepare_evaluation"]
+"""The stage's entry (:func:`run`), and the two pieces sweeps drive per trial (checks first, then one evaluation)."""
 
 JOB = "evaluate"
+Result = EvalResult
 
 
-def run_evaluate_job(cfg, log: Callable[[str], None] = print) -> EvalResult:
+def run(cfg, log: Callable[[str], None] = print) -> Result:
     """The whole job for a loaded ExperimentConfig (``eval.checkpoint`` names what to evaluate)."""
     from mlflow.tracking import MlflowClient
 
-    from asva_platform.checkpoints import resolve_checkpoint
-    from asva_platform.tracking import resolve_tracking_uri, start_run
 
     started = time.perf_counter()
     storage = Storage.from_config(cfg.storage)
@@ -35,18 +50,12 @@ def run_evaluate_job(cfg, log: Callable[[str], None] = print) -> EvalResult:
     if checkpoint.run_id and cfg.eval.log_to == "checkpoint_run":
         client, run_id, own_run = MlflowClient(tracking_uri=tracking_uri), checkpoint.run_id, False
     else:
-        tags = {TAG_CHECKPOINT_REF: checkpoint.ref, TAG_EVALUATED_RUN: checkpoint.run_id}
+        tags = {TAG_EVAL_CHECKPOINT: checkpoint.ref, TAG_EVALUATED_RUN: checkpoint.run_id}
         client, run_id = start_run(tracking_uri, cfg.tracking.experiment, f"eval-{prep.name}", cfg, tags=tags, job=JOB)
         own_run = True
     log(f"evaluate: logging to MLflow run {run_id} at {tracking_uri}")
-    try:
+    with run_status(client, run_id, close=own_run):
         result = run_evaluation(prep, log=log, started=started)
         result.mlflow_run_id = run_id
         log_evaluation(client, run_id, result)
-    except BaseException:
-        if own_run:
-            client.set_terminated(run_id, "FAILED")
-        raise
-    if own_run:
-        client.set_terminated(run_id, "FINISHED")
     return result

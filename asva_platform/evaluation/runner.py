@@ -28,17 +28,21 @@ from typing import Any
 
 import numpy as np
 
+from asva_model.metrics.compute import ClipScores, per_class_metrics, summarize
 from asva_platform import config as cfgmod
-from asva_platform.checkpoints import ResolvedCheckpoint, checkpoint_fingerprint, resolve_checkpoint
+from asva_platform.actors import map_on_actors
+from asva_platform.artifacts.checkpoint_ref import (
+    ResolvedCheckpoint,
+    checkpoint_fingerprint,
+    resolve_checkpoint,
+)
+from asva_platform.artifacts.evaluation import RECORD_FILE, SCORES_FILE
 from asva_platform.errors import UserError
-from asva_platform.evaluation.parallel import map_on_actors
 from asva_platform.evaluation.plan import EvalPlan, plan_evaluation
 from asva_platform.evaluation.worker import EvalWorker, VideoResult, WorkerSpec, check_metric_weights
 from asva_platform.storage import Storage, join
 
 EVALS_DIR = "evals"
-RECORD_FILE = "eval.json"
-SCORES_FILE = "scores.npz"
 
 
 @dataclass
@@ -196,7 +200,6 @@ def run_on_ray(prep: PreparedEvaluation, log: Callable[[str], None] = print) -> 
 
 def reduce_results(prep: PreparedEvaluation, results: list[VideoResult], workers: int, parallel: bool,
                    started: float) -> EvalResult:
-    from asva_model.metrics.compute import ClipScores, per_class_metrics, summarize
 
     order = {t.entry.name: i for i, t in enumerate(prep.plan.tasks)}
     results = sorted(results, key=lambda r: order[r.video])  # Ray returns videos as they finish
@@ -234,7 +237,7 @@ def evaluate_checkpoint(exp_cfg, checkpoint_ref: str | ResolvedCheckpoint | None
     """Evaluate ``checkpoint_ref`` (default ``eval.checkpoint``: `init`, a storage URI, or an MLflow run id)
     with the experiment's ``eval`` settings. ``parallel=False`` never touches Ray (for callers already inside
     a Ray task, e.g. a sweep trial); ``parallel=True`` starts or joins Ray and spreads videos over actors.
-    Nothing is logged to MLflow here: see :func:`asva_platform.evaluation.records.log_evaluation`."""
+    Nothing is logged to MLflow here: see :func:`asva_platform.artifacts.evaluation.log_evaluation`."""
     started = time.perf_counter()
     prep = prepare_evaluation(exp_cfg, checkpoint_ref, storage, log)
     return run_evaluation(prep, parallel, log, started)

@@ -32,10 +32,11 @@ from asva_model.data.avsync15 import open_file
 from asva_model.data.sampling import sample_clip, sample_windows
 from asva_model.metrics.compute import ClipScores, extract_clip_scores
 from asva_model.metrics.config import MetricsConfig
-from asva_platform.checkpoints import ResolvedCheckpoint
+from asva_model.metrics.networks import load_metric_networks
+from asva_platform.artifacts.animator import Animator, pick_device
+from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
-from asva_platform.evaluation.generation import Animator, pick_device
 from asva_platform.evaluation.plan import VideoTask
 from asva_platform.storage import Storage, is_s3, join
 
@@ -102,7 +103,6 @@ class VideoResult:
 
 class EvalWorker:
     def __init__(self, spec: WorkerSpec) -> None:
-        from asva_model.metrics.networks import load_metric_networks
 
         if spec.num_threads:
             torch.set_num_threads(spec.num_threads)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from asva_platform.config import require
+from asva_model.errors import require
 
 CONTENT_FIELDS = ("splits", "windows_per_clip", "flips", "clips_per_shard", "encode_dtype")
 """The fields of :class:`PreprocessConfig` that go into the cache_id."""
@@ -55,7 +55,7 @@ class PreprocessConfig:
     write_memory_gb: float = 1.0
     """Memory reserved for the shard writer, which holds the rows of shards still being completed."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         require(bool(self.splits), "splits", "must name at least one split")
         require(all(s in ("train", "test") for s in self.splits), "splits", f"must be train/test, got {self.splits}")
         require(len(set(self.splits)) == len(self.splits), "splits", f"has duplicates: {self.splits}")

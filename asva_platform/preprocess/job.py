@@ -23,10 +23,20 @@ from typing import Any
 
 import numpy as np
 
+from asva_model.config import ModelConfig
+from asva_model.text import load_text_encodings
 from asva_platform import config as cfgmod
+from asva_platform.artifacts import cache as fmt
+from asva_platform.artifacts.weights import (
+    absolute_model_paths,
+    latent_downsample,
+    load_frozen_encoders,
+    localize_model_paths,
+    state_fingerprint,
+)
+from asva_platform.cluster import init_ray
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
-from asva_platform.preprocess import cache as fmt
 from asva_platform.preprocess.plan import (
     CODE_VERSION,
     ShardPlan,
@@ -39,11 +49,16 @@ from asva_platform.preprocess.plan import (
 )
 from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, ShardWriter, records_to_batch
 from asva_platform.storage import Storage, is_s3, join
+from asva_platform.tracking import (
+    TAG_CACHE_ID,
+    TAG_CACHE_URI,
+    TAG_NOOP,
+    resolve_tracking_uri,
+    run_status,
+    start_run,
+)
 
 EXPERIMENT = "preprocess"
-TAG_CACHE_URI = "asva.cache_uri"
-TAG_CACHE_ID = "asva.cache_id"
-TAG_NOOP = "asva.preprocess.noop"
 WRITER_NUM_CPUS = 0.25
 """The shard writer mostly waits on rows and object writes."""
 GB = 1024**3
@@ -79,7 +94,7 @@ class Prepared:
 
 
 @dataclass
-class PreprocessResult:
+class Result:
     cache_uri: str
     cache_id: str
     clips: int
@@ -135,15 +150,6 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     """Check every input and decide the cache identity and shards; raises UserError/StorageError (one line)."""
     import torch
 
-    from asva_model.config import ModelConfig
-    from asva_model.text import load_text_encodings
-    from asva_platform.preprocess.encoders import (
-        absolute_model_paths,
-        latent_downsample,
-        load_frozen_encoders,
-        localize_model_paths,
-        state_fingerprint,
-    )
 
     p = cfg.preprocess
     root, fs = dataset_access(cfg.dataset, storage)
@@ -163,7 +169,7 @@ def prepare(cfg, storage: Storage, log: Callable[[str], None] = print) -> Prepar
     try:
         model_cfg = localize_model_paths(model_cfg, storage)
         vae, audio = load_frozen_encoders(model_cfg)
-        text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.resolved().unet.cross_attention_dim)
+        text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.unet.cross_attention_dim)
     except (FileNotFoundError, ValueError, OSError, KeyError) as err:
         raise _user_error("model", err) from None
     s = cfg.sampling
@@ -370,11 +376,11 @@ def shard_sizes(prep: Prepared) -> dict[str, int]:
     return {s.name: int(i.size or 0) for s, i in zip(prep.shards, fs.get_file_info(paths))}
 
 
-def result_from_manifest(cache_uri: str, manifest: dict, seconds: float, **kw: Any) -> PreprocessResult:
+def result_from_manifest(cache_uri: str, manifest: dict, seconds: float, **kw: Any) -> Result:
     t = manifest["totals"]
     skipped = [{"path": s["path"], "reason": s["reason"], "detail": s["detail"], "split": s["split"]}
                for split in manifest["splits"].values() for s in split["skipped"]]
-    return PreprocessResult(cache_uri, manifest["cache_id"], t["clips"], t["windows"], t["rows"], t["samples"],
+    return Result(cache_uri, manifest["cache_id"], t["clips"], t["windows"], t["rows"], t["samples"],
                             skipped, seconds, **kw)
 
 
@@ -383,7 +389,7 @@ def result_from_manifest(cache_uri: str, manifest: dict, seconds: float, **kw: A
 
 
 def build_cache(prep: Prepared, executor: Callable[[Prepared, list[ShardPlan]], list[dict]] = run_ray_pipeline,
-                log: Callable[[str], None] = print) -> tuple[dict, PreprocessResult]:
+                log: Callable[[str], None] = print) -> tuple[dict, Result]:
     """Write the missing shards with ``executor``, then the manifest. Returns (manifest, result)."""
     t0 = time.perf_counter()
     side_bytes = write_side_files(prep)
@@ -407,13 +413,12 @@ def build_cache(prep: Prepared, executor: Callable[[Prepared, list[ShardPlan]], 
     return manifest, result
 
 
-def _log_run(tracking_uri: str, prep: Prepared, result: PreprocessResult, manifest: dict | None, status: str,
-             run: tuple | None = None) -> str:
-    from asva_platform.tracking import start_run
+def _start_run(tracking_uri: str, prep: Prepared) -> tuple:
+    return start_run(tracking_uri, EXPERIMENT, f"preprocess-{prep.cache_id}", prep.cfg,
+                     tags={TAG_CACHE_URI: prep.cache_uri, TAG_CACHE_ID: prep.cache_id}, job="preprocess")
 
-    client, run_id = run or start_run(tracking_uri, EXPERIMENT, f"preprocess-{prep.cache_id}", prep.cfg,
-                                      tags={TAG_CACHE_URI: prep.cache_uri, TAG_CACHE_ID: prep.cache_id},
-                                      job="preprocess")
+
+def _log_result(client, run_id: str, result: Result, manifest: dict | None) -> str:
     from mlflow.entities import Metric
 
     now = int(time.time() * 1000)
@@ -425,14 +430,11 @@ def _log_run(tracking_uri: str, prep: Prepared, result: PreprocessResult, manife
     client.set_tag(run_id, TAG_NOOP, str(result.noop).lower())
     if manifest is not None:
         client.log_text(run_id, json.dumps(manifest, indent=2, sort_keys=True), "manifest.json")
-    client.set_terminated(run_id, status)
     return run_id
 
 
-def run_preprocess(cfg, log: Callable[[str], None] = print) -> PreprocessResult:
+def run(cfg, log: Callable[[str], None] = print) -> Result:
     """The whole job for a loaded ExperimentConfig (see the module doc)."""
-    from asva_platform.cluster import init_ray
-    from asva_platform.tracking import resolve_tracking_uri, start_run
 
     t0 = time.perf_counter()
     storage = Storage.from_config(cfg.storage)
@@ -446,26 +448,24 @@ def run_preprocess(cfg, log: Callable[[str], None] = print) -> PreprocessResult:
         damaged = damaged_parts(prep, manifest)
         if not damaged:
             result = result_from_manifest(prep.cache_uri, manifest, time.perf_counter() - t0, noop=True)
-            result.mlflow_run_id = _log_run(tracking_uri, prep, result, None, "FINISHED")
+            client, run_id = _start_run(tracking_uri, prep)
+            with run_status(client, run_id):
+                result.mlflow_run_id = _log_result(client, run_id, result, None)
             return result
         # The manifest promises files that are gone: withdraw it (readers must not open a broken cache),
         # then rebuild exactly what is missing.
         log(f"cache {prep.cache_id}: {len(damaged)} file(s) missing or changed ({damaged[0]}...): repairing")
         storage.delete(prep.manifest_uri)
 
-    run = start_run(tracking_uri, EXPERIMENT, f"preprocess-{prep.cache_id}", cfg,
-                    tags={TAG_CACHE_URI: prep.cache_uri, TAG_CACHE_ID: prep.cache_id}, job="preprocess")
-    try:
-        def executor(p: Prepared, todo: list[ShardPlan]) -> list[dict]:
-            init_ray(cfg.cluster)
-            check_cluster_resources(p)
-            return run_ray_pipeline(p, todo)
+    def executor(p: Prepared, todo: list[ShardPlan]) -> list[dict]:
+        init_ray(cfg.cluster)
+        check_cluster_resources(p)
+        return run_ray_pipeline(p, todo)
 
+    client, run_id = _start_run(tracking_uri, prep)
+    with run_status(client, run_id):
         manifest, result = build_cache(prep, executor, log)
-    except BaseException:
-        run[0].set_terminated(run[1], "FAILED")
-        raise
-    result.seconds = time.perf_counter() - t0
-    result.mlflow_run_id = _log_run(tracking_uri, prep, result, manifest, "FINISHED", run)
+        result.seconds = time.perf_counter() - t0
+        result.mlflow_run_id = _log_result(client, run_id, result, manifest)
     return result
 

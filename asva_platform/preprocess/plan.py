@@ -19,7 +19,7 @@ from typing import Any
 
 from asva_model.data.avsync15 import SplitListing, file_size, read_split, read_text
 from asva_platform import config as cfgmod
-from asva_platform.preprocess.cache import FORMAT_VERSION, shard_name
+from asva_platform.artifacts.cache import FORMAT_VERSION, shard_name
 
 CODE_VERSION = 1
 """Bump when a change to the preprocessing code changes what a cache holds (decoding, windowing, encoding,

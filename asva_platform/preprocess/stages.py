@@ -23,13 +23,29 @@ from typing import Any
 
 import numpy as np
 
-from asva_platform.preprocess.cache import (
+from asva_model.config import ModelConfig
+from asva_model.data.avsync15 import ClipEntry, open_file
+from asva_model.data.config import SamplingConfig
+from asva_model.data.decode import check_long_enough
+from asva_model.data.errors import BadClipError, SkipReason
+from asva_model.data.sampling import (
+    decode_windows,
+    entry_span,
+    grid_window_starts,
+    probe,
+    window_from_decoded,
+)
+from asva_model.objective import encode_frames
+from asva_platform.artifacts.cache import (
     FLIP_COLUMNS,
     LATENT_COLUMNS,
     CacheLayout,
     build_shard_table,
     table_bytes,
 )
+from asva_platform.artifacts.weights import load_frozen_encoders, localize_model_paths
+from asva_platform.config import from_dict
+from asva_platform.storage import Storage, is_s3, join
 
 # Columns that only travel inside the pipeline (not stored in shards).
 PIPELINE_COLUMNS = ("shard", "order", "clip_windows", "skip_reason", "skip_detail")
@@ -99,16 +115,6 @@ def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = N
     (W, F) into ``frames`` (N, 3, H, W) float32 unique frames, ``mel`` (W, 1, bins, T); or, for a bad clip,
     ``n_windows`` = 0 with ``skip_reason``/``skip_detail`` set.
     """
-    from asva_model.data.avsync15 import ClipEntry, open_file
-    from asva_model.data.decode import check_long_enough
-    from asva_model.data.errors import BadClipError, SkipReason
-    from asva_model.data.sampling import (
-        decode_windows,
-        entry_span,
-        grid_window_starts,
-        probe,
-        window_from_decoded,
-    )
 
     f_count = sampling.num_frames
     entry = ClipEntry(_str(task["path"]), _str(task["clip"]), _str(task["class_dir"]), "",
@@ -161,8 +167,6 @@ class DecodeClips:
     """Ray Data UDF (CPU): a batch of clip tasks -> a batch of decoded clip records."""
 
     def __init__(self, sampling: dict, windows_per_clip: int, root_uri: str, storage: dict | None = None) -> None:
-        from asva_model.data.config import SamplingConfig
-        from asva_platform.storage import Storage, is_s3
 
         self.sampling = SamplingConfig(**sampling)
         self.count = windows_per_clip
@@ -190,10 +194,6 @@ class EncodeWindows:
                  storage: dict | None = None) -> None:
         import torch
 
-        from asva_model.config import ModelConfig
-        from asva_platform.config import from_dict
-        from asva_platform.preprocess.encoders import load_frozen_encoders, localize_model_paths
-        from asva_platform.storage import Storage
 
         if num_threads > 0:
             torch.set_num_threads(num_threads)
@@ -207,7 +207,6 @@ class EncodeWindows:
     def encode_clip(self, rec: dict) -> dict[str, np.ndarray]:
         import torch
 
-        from asva_model.objective import encode_frames
 
         n = int(rec["n_windows"])
         if n == 0:
@@ -345,7 +344,6 @@ class ShardWriter:
 
     def __init__(self, cache_uri: str, cache_id: str, layout: dict, plan: dict[str, list[str]],
                  split_of: dict[str, str], storage: dict | None = None) -> None:
-        from asva_platform.storage import Storage
 
         self.storage = Storage(**(storage or {}))
         self.cache_uri = cache_uri
@@ -354,7 +352,6 @@ class ShardWriter:
         self.lock = threading.Lock()  # in case the actor runs batches concurrently
 
     def write(self, shard: str, cols: dict[str, np.ndarray], meta: dict) -> int:
-        from asva_platform.storage import join
 
         data = table_bytes(build_shard_table(self.layout, cols, meta))
         self.storage.write_bytes(join(self.cache_uri, shard), data)  # one PUT: whole object or nothing

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from asva_platform.config import require
+from asva_model.errors import require
 
 
 @dataclass
@@ -84,7 +84,7 @@ class TrainConfig:
     seed: int = 123
     """Global seed (the paper: 123)."""
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         require(self.batch_size_per_worker >= 1, "batch_size_per_worker", "must be >= 1")

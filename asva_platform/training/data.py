@@ -33,7 +33,16 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from asva_model.build import build_audio_encoder
+from asva_model.data.avsync15 import open_file, read_split
+from asva_model.data.errors import BadClipError
+from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts, train_window_start
+from asva_model.models.audio_encoder import segment_mask
 from asva_model.objective import LossInputs, prepare_cached_batch, prepare_online_batch
+from asva_model.text import load_text_encodings
+from asva_platform.artifacts.cache import AUDIO_COLUMN
+from asva_platform.artifacts.weights import load_frozen_encoders
+from asva_platform.datasets import dataset_access
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,6 @@ def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Gen
 
 def dataset_location(exp, storage) -> tuple[Any, Any]:
     """(DatasetConfig with a root usable by the readers, pyarrow filesystem or None)."""
-    from asva_platform.datasets import dataset_access
 
     root, fs = dataset_access(exp.dataset, storage)
     return dataclasses.replace(exp.dataset, root=root), fs
@@ -61,8 +69,6 @@ def dataset_location(exp, storage) -> tuple[Any, Any]:
 
 def audio_mask(model_cfg, num_frames: int) -> torch.Tensor:
     """(1, frames, tokens) bool: the per-frame audio windows, from the encoder geometry (no weights)."""
-    from asva_model.build import build_audio_encoder
-    from asva_model.models.audio_encoder import segment_mask
 
     enc = build_audio_encoder(model_cfg, device="meta")
     return segment_mask(num_frames, *enc.patch_grid, enc.has_cls_token)[None]
@@ -82,6 +88,48 @@ def _to(batch: dict, key: str, device: torch.device) -> torch.Tensor:
 # Cached mode
 
 
+def _flip_mask(b: int, rng: np.random.Generator | Any | None) -> np.ndarray:
+    """(b,) bool, each True with probability 1/2."""
+    if isinstance(rng, torch.Generator):
+        return (torch.rand(b, generator=rng) < 0.5).numpy()
+    rng = rng if rng is not None else np.random.default_rng()
+    return rng.random(b) < 0.5
+
+
+def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndarray], null_audio: np.ndarray,
+                           rng: np.random.Generator | Any | None = None, use_flips: bool = True) -> dict:
+    """A batch of cache rows -> the loss inputs of ``asva_model.objective`` as fp32 torch tensors.
+
+    ``mean``/``std`` (b, C, f, h, w) are the chosen flip's latent distribution (a random flip per sample
+    when the cache holds both and ``use_flips``; ``rng`` may be a numpy or torch generator, None = fresh
+    entropy); ``audio_tokens`` (b, S, D); ``null_audio_tokens`` (1, S, D); ``text`` (b, 77, D) looked up by
+    class; plus ``class_dir``/``window_id`` lists and ``flipped`` (b,) bool.
+    """
+    b = len(batch["window_id"])
+    has_flips = "latent_mean_flip" in batch
+    flipped = _flip_mask(b, rng) if (has_flips and use_flips) else np.zeros(b, dtype=bool)
+    sel = flipped[:, None, None, None, None]
+    mean = np.where(sel, batch["latent_mean_flip"], batch["latent_mean"]) if has_flips else batch["latent_mean"]
+    std = np.where(sel, batch["latent_std_flip"], batch["latent_std"]) if has_flips else batch["latent_std"]
+    classes = [str(c) for c in batch["class_dir"]]
+    missing = sorted(set(classes) - set(text))
+    if missing:
+        raise KeyError(f"no text encoding for class(es) {missing}")
+    return {
+        "mean": torch.from_numpy(np.asarray(mean, dtype=np.float32)),
+        "std": torch.from_numpy(np.asarray(std, dtype=np.float32)),
+        "audio_tokens": torch.from_numpy(np.asarray(batch[AUDIO_COLUMN], dtype=np.float32)),
+        "null_audio_tokens": torch.from_numpy(np.asarray(null_audio, dtype=np.float32)).reshape(
+            1, *np.shape(null_audio)[-2:]),
+        "text": torch.from_numpy(np.stack([np.asarray(text[c], dtype=np.float32) for c in classes])),
+        "class_dir": classes,
+        "window_id": [str(w) for w in batch["window_id"]],
+        "flipped": torch.from_numpy(flipped),
+    }
+
+
+
+
 class _CacheCollate(NumpyBatchCollateFn):
     """Cache rows -> loss-input tensors (``collate_training_batch``), run in Ray Data's prefetch threads."""
 
@@ -90,8 +138,6 @@ class _CacheCollate(NumpyBatchCollateFn):
         self.text, self.null_audio, self.rng, self.use_flips = text, null_audio, rng, use_flips
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict:
-        from asva_platform.preprocess.cache import collate_training_batch
-
         return collate_training_batch(batch, self.text, self.null_audio, self.rng, self.use_flips)
 
 
@@ -106,7 +152,7 @@ class CachedSource:
         self.text = handle.text_encodings()
         self.null_audio = handle.null_audio_tokens()
         self.mask = audio_mask(exp.model, exp.sampling.num_frames)
-        self.scaling = exp.model.resolved().vae.scaling_factor
+        self.scaling = exp.model.vae.scaling_factor
         self._val_rows: list[dict] | None = None
         layout = handle.layout
         if layout.num_frames != exp.sampling.num_frames:
@@ -162,9 +208,6 @@ class OnlineSource:
     """Raw clips decoded in the loop, encoded by the frozen VAE/audio encoder on the device."""
 
     def __init__(self, exp, storage, info: WorkerInfo, model_cfg) -> None:
-        from asva_model.data.avsync15 import read_split
-        from asva_model.text import load_text_encodings
-        from asva_platform.preprocess.encoders import load_frozen_encoders
 
         self.exp = exp
         self.info = info
@@ -175,16 +218,14 @@ class OnlineSource:
                              f"num_workers x batch_size_per_worker")
         if not model_cfg.text_encodings:
             raise ValueError("model.text_encodings: required for online training (the class prompt encodings)")
-        self.text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.resolved().unet.cross_attention_dim)
+        self.text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.unet.cross_attention_dim)
         self.vae, self.audio_encoder = load_frozen_encoders(model_cfg, info.device)
-        self.scaling = model_cfg.resolved().vae.scaling_factor
-        self.drop_path = model_cfg.resolved().audio_encoder.drop_path_in_training
+        self.scaling = model_cfg.vae.scaling_factor
+        self.drop_path = model_cfg.audio_encoder.drop_path_in_training
         self.pool = ThreadPoolExecutor(max_workers=max(1, int(exp.train.cpus_per_worker)),
                                        thread_name_prefix="asva-decode")
 
     def _clip(self, entry, rng: np.random.Generator) -> dict:
-        from asva_model.data.avsync15 import open_file
-        from asva_model.data.sampling import entry_span, probe, sample_clip, train_window_start
 
         s = self.exp.sampling
         with open_file(self.dataset.root, entry.path, self.fs) as src:
@@ -197,7 +238,6 @@ class OnlineSource:
 
     def _clip_or_substitute(self, index: int, rng: np.random.Generator) -> dict:
         """A clip that fails to decode is replaced by another (seeded), so every rank keeps its batch count."""
-        from asva_model.data.errors import BadClipError
 
         for _ in range(8):
             entry = self.entries[index]
@@ -237,7 +277,7 @@ class OnlineSource:
         ``share=False`` (clips that fail to decode are left out; the validator evens the counts out across
         ranks)."""
         rank, world = (self.info.rank, self.info.world) if share else (0, 1)
-        return test_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, rank, world)
+        return held_out_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, rank, world)
 
     def val_batch(self, items: list) -> dict:
         return {"frames": torch.from_numpy(np.stack([c.frames for c in items])),
@@ -258,7 +298,7 @@ class OnlineSource:
 
 
 @dataclass
-class TestClip:
+class HeldOutClip:
     name: str
     class_dir: str
     prompt: str
@@ -269,13 +309,10 @@ class TestClip:
     start: float
 
 
-def test_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) -> list[TestClip]:
+def held_out_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) -> list[HeldOutClip]:
     """The centre evaluation window of ``count`` test clips spread evenly over the test list (classes
     are listed in order, so this covers several), or of rank ``rank``'s equal share of them; clips that
     fail to decode are left out."""
-    from asva_model.data.avsync15 import open_file, read_split
-    from asva_model.data.errors import BadClipError
-    from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts
 
     if count <= 0:
         return []
@@ -298,5 +335,5 @@ def test_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) -> l
         except BadClipError as err:
             log.warning("test clip %s unusable: %s", entry.name, err)
             continue
-        out.append(TestClip(entry.name, entry.class_dir, entry.prompt, clip.frames, clip.mel, clip.waveform, start))
+        out.append(HeldOutClip(entry.name, entry.class_dir, entry.prompt, clip.frames, clip.mel, clip.waveform, start))
     return out

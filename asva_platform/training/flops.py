@@ -29,6 +29,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from asva_model.build import build_audio_encoder, build_unet, build_vae
+from asva_model.config import ModelConfig
+from asva_platform.config import from_dict
+
 # Dense (no sparsity) bf16/fp16 tensor-core peak TFLOP/s by device-name fragment, most specific first.
 PEAK_TFLOPS_16BIT = (
     ("H200", 989.4),
@@ -121,8 +125,6 @@ def _cache_key(model_cfg) -> str:
 
 def _geometry_only(model_cfg_json: str):
     """The ModelConfig of a cache key with every weight path cleared: meta-device builds read no file."""
-    from asva_model.config import ModelConfig
-    from asva_platform.config import from_dict
 
     model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
     return dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="",
@@ -131,7 +133,6 @@ def _geometry_only(model_cfg_json: str):
 
 @functools.lru_cache(maxsize=8)
 def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int, int]) -> FlopsEstimate:
-    from asva_model.build import build_audio_encoder, build_unet
 
     meta_cfg = _geometry_only(model_cfg_json)
     unet = build_unet(meta_cfg, device="meta")
@@ -141,7 +142,7 @@ def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int,
 
 def training_flops_per_sample(model_cfg, sampling_cfg) -> FlopsEstimate:
     """FLOPs of one training clip for the configured model geometry and clip size (no weights loaded)."""
-    geo = model_cfg.resolved()
+    geo = model_cfg
     factor = geo.vae.downsample_factor
     latent_hw = (sampling_cfg.image_size[0] // factor, sampling_cfg.image_size[1] // factor)
     return _estimate_cached(_cache_key(model_cfg), sampling_cfg.num_frames, latent_hw)
@@ -169,7 +170,6 @@ def mfu(flops_per_sample: float, samples_per_s_per_device: float, peak: float) -
 def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, int]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from asva_model.build import build_audio_encoder, build_vae
 
     meta_cfg = _geometry_only(model_cfg_json)
     dev = torch.device("meta")

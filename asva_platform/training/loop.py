@@ -18,15 +18,30 @@ from typing import Any
 
 import torch
 
+from asva_model.build import build_noise_scheduler, build_unet
+from asva_model.objective import loss_from_inputs
 from asva_platform import config as cfgmod
-from asva_platform.schema import ExperimentConfig
+from asva_platform.artifacts.cache import open_cache
+from asva_platform.artifacts.weights import localize_model_paths
+from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage, join
 from asva_platform.training import flops as flops_mod
 from asva_platform.training.checkpoint import TrainerState, load_engine, save_engine, trainable_checksum
 from asva_platform.training.data import CachedSource, OnlineSource, WorkerInfo, seeded_generator
+from asva_platform.training.deepspeed_setup import initialize_engine
+from asva_platform.training.ema import TrainableEMA
+from asva_platform.training.run_tracking import StepLogger
 from asva_platform.training.validation import Validator, reduce_values
 
 log = logging.getLogger(__name__)
+
+REPORTED_METRICS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s")
+"""What every training report carries (:meth:`WorkerTrainer._window_metrics`); sweeps may optimize any of them."""
+VALIDATION_METRIC = "val_loss"
+"""Reported too when validation runs at every report step."""
+LOWER_IS_BETTER = ("loss", VALIDATION_METRIC, "step_time_s")
+HIGHER_IS_BETTER = ("samples_per_s",)
+
 
 
 @dataclass
@@ -71,9 +86,6 @@ class WorkerTrainer:
         import ray.train
         import ray.train.torch
 
-        from asva_model.build import build_noise_scheduler, build_unet
-        from asva_platform.preprocess.encoders import localize_model_paths
-        from asva_platform.training.deepspeed_setup import initialize_engine
 
         self.t_start = time.perf_counter()
         self.exp, self.spec, self.t = exp, spec, exp.train
@@ -92,7 +104,6 @@ class WorkerTrainer:
         self.validator = Validator(exp, self.model_cfg, self.source, self.info, self.storage)
         self.ema = None
         if self.t.ema:
-            from asva_platform.training.ema import TrainableEMA
 
             self.ema = TrainableEMA(self.engine.module, self.t.ema_decay, self.rank0)
         self.logger = None
@@ -112,7 +123,6 @@ class WorkerTrainer:
             return OnlineSource(self.exp, self.storage, self.info, self.model_cfg)
         import ray.train
 
-        from asva_platform.preprocess.cache import open_cache
 
         handle = open_cache(self.storage, self.spec.cache_uri, self.exp.storage.cache_root)
         return CachedSource(self.exp, handle, self.info, ray.train.get_dataset_shard("train"))
@@ -217,7 +227,6 @@ class WorkerTrainer:
     def fit(self) -> None:
         self.restore()
         if self.rank0:
-            from asva_platform.training.run_tracking import StepLogger
 
             self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
             print(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
@@ -266,7 +275,6 @@ class WorkerTrainer:
                 self.state.batches_in_epoch = 0
 
     def _micro_step(self, batch: Any, gen: torch.Generator) -> float:
-        from asva_model.objective import loss_from_inputs
 
         inputs = self.source.to_inputs(batch, gen)
         loss = loss_from_inputs(self.engine, self.noise_scheduler, inputs, self.exp.model.audio_cond_drop_prob, gen)

@@ -17,16 +17,7 @@ from typing import Any
 
 from asva_platform import config as cfg
 from asva_platform import tracking
-
-TAG_TRAIN_RUN = "asva.train_run"
-TAG_CACHE_ID = "asva.cache_id"
-TAG_ZERO_STAGE = "asva.deepspeed_stage"
-TAG_WORLD_SIZE = "asva.world_size"
-TAG_DATA_MODE = "asva.data_mode"
-TAG_CHECKPOINT = "asva.checkpoint_uri"
-TAG_EXPORT = "asva.export_uri"
-TAG_RESUMES = "asva.resumes"
-LOGGED_STEP_TAG = "asva.logged_step.{group}"
+from asva_platform.tracking import LOGGED_STEP_TAG, RESUME_CHANGED_TAG, TAG_RESUMES, TAG_TRAIN_RUN
 
 
 def find_run(client, experiment_id: str, run_key: str) -> str | None:
@@ -65,18 +56,9 @@ def open_training_run(uri: str, exp_cfg: Any, run_key: str, run_name: str, tags:
     for key, value in {**tracking.standard_tags("train", tags), TAG_RESUMES: str(resumes)}.items():
         client.set_tag(run_id, key, value)
     if changed:
-        client.set_tag(run_id, f"asva.resume_{resumes}.changed", ",".join(changed)[:5000])
+        client.set_tag(run_id, RESUME_CHANGED_TAG.format(n=resumes), ",".join(changed)[:5000])
         client.log_text(run_id, cfg.dump_yaml(exp_cfg), f"config-resume-{resumes}.yaml")
     return run_id, True
-
-
-def finish_run(uri: str, run_id: str, status: str, tags: dict[str, str] | None = None) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    for k, v in (tags or {}).items():
-        client.set_tag(run_id, k, v)
-    client.set_terminated(run_id, status=status)
 
 
 class StepLogger:

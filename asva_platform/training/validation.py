@@ -13,8 +13,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from asva_model.build import build_inference_scheduler
 from asva_model.objective import AudioLossGap, LossInputs, audio_loss_gap, loss_from_inputs, other_clip_index
-from asva_platform.training.data import seeded_generator, test_clips
+from asva_model.pipeline import AVSyncPipeline
+from asva_model.video_io import write_video
+from asva_platform.artifacts.weights import load_frozen_encoders
+from asva_platform.training.data import dataset_location, held_out_clips, seeded_generator
 
 log = logging.getLogger(__name__)
 VAL_SEED_OFFSET = 1_000_003  # keeps validation noise disjoint from training noise
@@ -107,14 +111,12 @@ class Validator:
         """Decode the sample clips and load the frozen encoders once; every rank must agree they exist."""
         if self._clips is None:
             try:
-                from asva_platform.training.data import dataset_location
 
                 dataset, fs = dataset_location(self.exp, self.storage)
-                self._clips = test_clips(self.exp, dataset, fs, self.exp.train.num_samples)
+                self._clips = held_out_clips(self.exp, dataset, fs, self.exp.train.num_samples)
                 vae = getattr(self.source, "vae", None)
                 audio = getattr(self.source, "audio_encoder", None)
                 if vae is None or audio is None:
-                    from asva_platform.preprocess.encoders import load_frozen_encoders
 
                     vae, audio = load_frozen_encoders(self.model_cfg, self.info.device)
                 self._encoders = (vae, audio)
@@ -129,8 +131,6 @@ class Validator:
         """[(name, frames (f, 3, H, W) in [0, 1], waveform)] generated from each clip's first frame + audio."""
         if self.exp.train.num_samples == 0 or not self._prepare_samples():
             return []
-        from asva_model.build import build_inference_scheduler
-        from asva_model.pipeline import AVSyncPipeline
 
         e, s = self.exp.eval, self.exp.sampling
         vae, audio = self._encoders
@@ -152,7 +152,6 @@ class Validator:
 
     def log_samples(self, logger, step: int, samples) -> int:
         """Rank 0: write each sample as mp4 (with audio) and log it under ``samples/step_XXXXXXXX/``."""
-        from asva_model.video_io import write_video
 
         s = self.exp.sampling
         with tempfile.TemporaryDirectory() as tmp:

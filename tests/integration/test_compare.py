@@ -8,12 +8,12 @@ import os
 
 import pytest
 
-from asva_platform import compare
+from asva_platform import compare, tracking
+from asva_platform.artifacts.evaluation import log_evaluation
+from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import run_guarded
-from asva_platform.evaluation.fixtures import tiny_eval_overrides
-from asva_platform.evaluation.records import log_evaluation
 from asva_platform.evaluation.runner import evaluate_checkpoint
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.tracking import start_run
 from tests.browser import browser_page
 
@@ -84,7 +84,7 @@ def test_page_plays_inside_the_mlflow_artifact_view(sweep, tmp_path, capsys):
     assert run_guarded(compare.main, [children[0], children[1], "--json"]) == 0
     result = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
     run = client.get_run(result["run_id"])
-    assert run.data.tags[compare.TAG_COMPARED] == ",".join(children) and result["run_id"] not in (parent, *children)
+    assert run.data.tags[tracking.TAG_COMPARED] == ",".join(children) and result["run_id"] not in (parent, *children)
     # Why videos are data URIs: a page whose <video> points at a file logged beside it cannot load it there.
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "index.html").write_text('<video src="clip.mp4"></video>')
@@ -105,7 +105,7 @@ def test_page_plays_inside_the_mlflow_artifact_view(sweep, tmp_path, capsys):
 
 
 def _first_clip(client, run_id: str) -> bytes:
-    from asva_platform.evaluation.records import load_evaluation
+    from asva_platform.artifacts.evaluation import load_evaluation
     from asva_platform.storage import Storage
 
     return Storage().read_bytes(load_evaluation(client, run_id)["clips"][0]["video_uri"])

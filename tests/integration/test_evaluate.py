@@ -12,13 +12,11 @@ import pytest
 import torch
 
 from asva_model.build import build_unet
+from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import run_guarded
-from asva_platform.evaluation.fixtures import tiny_eval_overrides
-from asva_platform.evaluation.records import TAG_LATEST
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
-from asva_platform.tracking import start_run
-from asva_platform.training.run_tracking import TAG_CHECKPOINT, TAG_EXPORT
+from asva_platform.tracking import TAG_CHECKPOINT, TAG_EVAL_LATEST, TAG_EXPORT, start_run
 from jobs import evaluate as evaluate_job
 
 pytestmark = pytest.mark.integration
@@ -76,7 +74,7 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
 
     client = MlflowClient(tracking_uri=mlflow.uri)
     run = client.get_run(run_id)
-    name = run.data.tags[TAG_LATEST]
+    name = run.data.tags[TAG_EVAL_LATEST]
     assert name == result["name"] == "step-20_ag-4_tg-1_steps-2_seed-0"
     for key in PAPER_METRICS + SYNC_CONTROLS:
         (point,) = client.get_metric_history(run_id, f"eval/{key}")

@@ -16,12 +16,12 @@ import torch
 
 from asva_model.build import build_unet
 from asva_model.pretrained import make_tiny_pretrained
-from asva_platform.checkpoints import load_trained_unet, resolve_checkpoint
+from asva_platform.artifacts.checkpoint_ref import load_trained_unet, resolve_checkpoint
+from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.errors import UserError
-from asva_platform.schema import ExperimentConfig
+from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage
-from asva_platform.tracking import start_run
-from asva_platform.training.run_tracking import TAG_CHECKPOINT, TAG_EXPORT
+from asva_platform.tracking import TAG_CHECKPOINT, TAG_EXPORT, start_run
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +30,15 @@ pytestmark = pytest.mark.integration
 DEEPSPEED_STEP = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
     from asva_model.build import build_audio_encoder, build_unet
-    from asva_model.config import ModelConfig
-    from asva_platform.training.checkpoint import TrainerState, save_engine
+    from asva_platform.artifacts.checkpoint import TrainerState
+    from asva_platform.dev.fixtures import tiny_model_config
+    from asva_platform.training.checkpoint import save_engine
     from asva_platform.training.config import TrainConfig
     from asva_platform.training.deepspeed_setup import initialize_engine
 
     out, sd = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo", rank=0, world_size=1)
-    cfg = ModelConfig(preset="tiny", pretrained_sd=sd, gradient_checkpointing=False)
+    cfg = tiny_model_config(pretrained_sd=sd, gradient_checkpointing=False)
     torch.manual_seed(0)
     unet = build_unet(cfg)
     train = TrainConfig(num_workers=1, use_gpu=False, precision="fp32", zero_stage=2, batch_size_per_worker=1,
@@ -56,7 +57,7 @@ DEEPSPEED_STEP = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> ExperimentConfig:
-    model = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    model = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
     return dataclasses.replace(ExperimentConfig(), model=model)
 
 
@@ -78,6 +79,7 @@ def _assert_weights(unet, expected: dict[str, torch.Tensor]) -> None:
     state = unet.state_dict()
     assert state.keys() == expected.keys()
     for k, v in expected.items():
+        # exact across processes on purpose: loading copies the saved weights, nothing is recomputed
         torch.testing.assert_close(state[k], v.float(), rtol=0, atol=0, msg=k)
 
 
@@ -89,6 +91,8 @@ def test_deepspeed_training_checkpoint_is_consolidated(exp, training_checkpoint)
     _assert_weights(unet, expected)
     torch.manual_seed(0)
     init = build_unet(exp.model).state_dict()
+    # exact on purpose: a seeded init draws the same numbers in any process (torch's CPU RNG is serial, not
+    # threaded), and frozen weights are loaded, not computed
     changed = [k for k in init if not torch.equal(init[k], expected[k])]
     assert changed and all("_temp" in k or "_audio" in k for k in changed)  # the step moved trainable weights only
 

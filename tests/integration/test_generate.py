@@ -12,10 +12,10 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import run_guarded
-from asva_platform.evaluation.fixtures import tiny_eval_overrides
-from asva_platform.evaluation.generation import load_audio_window
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
+from asva_platform.generation.job import load_audio_window
 from asva_platform.storage import Storage
 from jobs import generate as generate_job
 

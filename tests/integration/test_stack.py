@@ -13,7 +13,7 @@ import psutil
 import pytest
 import requests
 
-from asva_platform import stack
+from asva_platform.dev import stack
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""Storage layer against a real S3-protocol server (moto in server mode) and the local filesystem."""
+"""Storage layer against a real S3-protocol server (moto in server mode) and the local filesystem. Without a
+server (URIs, atomic local writes): tests/unit/test_storage.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.storage import Storage, StorageError, join, parse_uri
 
 pytestmark = pytest.mark.integration
@@ -68,15 +70,6 @@ def test_pyarrow_filesystem_sees_the_same_objects(root):
         assert isinstance(fs, pafs.S3FileSystem) and not path.startswith("s3://")
 
 
-def test_local_writes_are_atomic(tmp_path):
-    st = Storage()
-    target = tmp_path / "f.json"
-    st.write_json(str(target), {"v": 1})
-    st.write_json(str(target), {"v": 2})
-    assert st.read_json(str(target)) == {"v": 2}
-    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp files left behind
-
-
 def test_unreachable_endpoint_is_one_clear_line(s3_server):
     st = Storage("http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(StorageError) as info:
@@ -92,16 +85,8 @@ def test_missing_bucket_is_named(s3_server):
     Storage().check_reachable(f"s3://{s3_server.bucket}/prefix")
 
 
-def test_bad_uris():
-    with pytest.raises(StorageError, match="unsupported URI scheme"):
-        parse_uri("gs://bucket/x")
-    with pytest.raises(StorageError, match="missing bucket"):
-        parse_uri("s3:///x")
-
-
 def test_every_s3_weight_path_of_a_model_config_is_downloaded(s3_server, tmp_path):
-    from asva_model.config import ModelConfig
-    from asva_platform.preprocess.encoders import localize_model_paths
+    from asva_platform.artifacts.weights import localize_model_paths
 
     storage = Storage()
     root = f"s3://{s3_server.bucket}/weights-{tmp_path.name}"
@@ -111,7 +96,7 @@ def test_every_s3_weight_path_of_a_model_config_is_downloaded(s3_server, tmp_pat
     for name, rels in files.values():
         for rel in rels:
             storage.write_bytes(join(root, name, rel) if rel else join(root, name), f"{name}/{rel}".encode())
-    cfg = ModelConfig(preset="tiny", **{field: join(root, name) for field, (name, _) in files.items()})
+    cfg = tiny_model_config(**{field: join(root, name) for field, (name, _) in files.items()})
     local = localize_model_paths(cfg, storage, str(tmp_path / "cache"))
     for field, (name, rels) in files.items():
         path = Path(getattr(local, field))

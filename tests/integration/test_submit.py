@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asva_platform import stack, submit
-from asva_platform.preprocess.fixtures import tiny_inputs
+from asva_platform import submit
+from asva_platform.dev import stack
+from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.tracking import TAG_SUBMISSION_ID
 
 pytestmark = pytest.mark.integration

@@ -3,9 +3,9 @@ a real local Ray (2 CPU workers, gloo), real DeepSpeed, a real MLflow server. Ti
 
 Checks the issue's "done when": ZeRO-2 and ZeRO-3 lower the held-out loss; the S3 checkpoint holds both
 ranks' shards and DeepSpeed's zero_to_fp32 consolidates it (= our export); a re-run with the same name
-resumes at the saved step with the saved weights (checksum) in the same MLflow run; a worker killed
-mid-training is replaced via FailureConfig and the run ends at the right step; the MLflow run holds
-params, metrics, tags and a sample video; no MLflow metric has a step twice.
+resumes at the saved step with the saved weights (checksum) in the same MLflow run; the MLflow run holds
+params, metrics, tags and a sample video; no MLflow metric has a step twice. A worker killed mid-training:
+tests/reliability/test_train_worker_killed.py.
 """
 
 from __future__ import annotations
@@ -15,90 +15,48 @@ import math
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import av
 import pytest
 import torch
 
+from asva_platform.artifacts.checkpoint import STATE_FILE, local_checkpoint
 from asva_platform.errors import run_guarded
-from asva_platform.preprocess.fixtures import tiny_inputs
-from asva_platform.preprocess.job import build_cache, prepare, run_sequential
-from asva_platform.schema import load_experiment
-from asva_platform.storage import Storage, join
-from asva_platform.training.checkpoint import STATE_FILE
-from asva_platform.training.export import local_checkpoint
-from asva_platform.training.trainer import run_training
+from asva_platform.training.job import run as run_training
+from tests.train_helpers import (
+    FAST,
+    TINY,
+    assert_no_duplicate_steps,
+    config,
+    history,
+    mlflow_client,
+    trainer_state,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = str(REPO / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
-def setup(s3_server, mlflow_server, tmp_path_factory):
-    """Synthetic data + tiny weights locally, their latent cache on S3; returns the common overrides."""
-    work = tmp_path_factory.mktemp("train")
-    _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=3.0, image_size=16)
-    overrides += [f"storage.root=s3://{s3_server.bucket}/train-{work.name}", "preprocess.windows_per_clip=1",
-                  f"tracking.uri={mlflow_server.uri}"]
-    cfg = load_experiment(TINY, overrides)
-    storage = Storage.from_config(cfg.storage)
-    prep = prepare(cfg, storage, log=lambda _: None)
-    build_cache(prep, run_sequential, log=lambda _: None)
-    return overrides + [f"train.cache={prep.cache_id}"], prep.cache_id, storage
-
-
-FAST = ["train.lr=1e-3", "train.log_every=2", "train.val_windows=8", "train.num_samples=1",
-        "eval.num_inference_steps=2", "train.prefetch_batches=2"]
-
-
-def config(setup, *extra):
-    overrides, _, _ = setup
-    return load_experiment(TINY, [*overrides, *FAST, *extra])
-
-
-def mlflow_client(mlflow_server):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=mlflow_server.uri)
-
-
-def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    return [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-
-
-def assert_no_duplicate_steps(client, run_id: str) -> None:
-    for key in client.get_run(run_id).data.metrics:
-        steps = [s for s, _ in history(client, run_id, key)]
-        assert len(steps) == len(set(steps)), f"metric {key} has a step twice: {sorted(steps)}"
-
-
-def trainer_state(storage: Storage, checkpoint_uri: str) -> dict:
-    return storage.read_json(join(checkpoint_uri, STATE_FILE))
-
-
-@pytest.fixture(scope="module")
-def zero2_run(setup, ray_cluster):
-    cfg = config(setup, "name=zero2", "train.zero_stage=2", "train.max_steps=8", "train.checkpoint_every=8",
+def zero2_run(train_inputs, ray_cluster):
+    cfg = config(train_inputs, "name=zero2", "train.zero_stage=2", "train.max_steps=8", "train.checkpoint_every=8",
                  "train.validate_every=8", "train.ema=true", "train.ema_decay=0.5")
     return cfg, run_training(cfg)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, ray_cluster, mlflow_server, tmp_path,
+def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, train_inputs, ray_cluster, mlflow_server, tmp_path,
                                                                  request):
     if stage == 2:
         cfg, result = request.getfixturevalue("zero2_run")
     else:
         # ZeRO-3 also exercises bf16 (buffer dtype) and gradient checkpointing over partitioned weights
-        cfg = config(setup, "name=zero3", "train.zero_stage=3", "train.max_steps=8", "train.checkpoint_every=8",
+        cfg = config(train_inputs, "name=zero3", "train.zero_stage=3", "train.max_steps=8", "train.checkpoint_every=8",
                      "train.validate_every=8", "train.precision=bf16", "model.gradient_checkpointing=true")
         result = run_training(cfg)
-    _, _, storage = setup
+    _, _, storage = train_inputs
     assert result.final_step == 8
     assert result.checkpoint_uri == f"{cfg.storage.runs_root}/zero{stage}/step_00000008"
     client = mlflow_client(mlflow_server)
@@ -131,6 +89,7 @@ def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, r
 
     exported = AudioUNet3D.from_pretrained(tmp_path / "export").state_dict()
     assert set(consolidated) == set(exported)
+    # exact on purpose: both are copies of the same saved weights (DeepSpeed's script and ours), no arithmetic
     assert all(torch.equal(consolidated[k].float(), exported[k].float()) for k in exported)
     trained = [k for k in exported if "_temp" in k or "_audio" in k]
     assert trained and any(exported[k].abs().sum() > 0 for k in trained if "conv_temp" in k)  # zero-init, trained
@@ -142,14 +101,14 @@ def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(stage, setup, r
         assert all(torch.equal(ema[k], exported[k]) for k in exported if k not in trained)
 
 
-def test_mlflow_run_has_params_metrics_tags_and_sample_video(setup, zero2_run, mlflow_server, tmp_path):
+def test_mlflow_run_has_params_metrics_tags_and_sample_video(train_inputs, zero2_run, mlflow_server, tmp_path):
     cfg, result = zero2_run
-    _, cache_id, _ = setup
+    _, cache_id, _ = train_inputs
     client = mlflow_client(mlflow_server)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     params = run.data.params
-    assert params["train.zero_stage"] == "2" and params["model.preset"] == "tiny"
+    assert params["train.zero_stage"] == "2" and params["model.unet.block_out_channels"] == "[32, 64]"
     assert params["train.cache"] == cache_id and len(params) > 100
     tags = run.data.tags
     assert tags["asva.cache_id"] == cache_id
@@ -177,11 +136,11 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(setup, zero2_run, m
     assert len(frames) == cfg.sampling.num_frames
 
 
-def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray_cluster, mlflow_server, capsys):
+def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(train_inputs, ray_cluster, mlflow_server, capsys):
     from jobs.train import main
 
-    _, _, storage = setup
-    first = run_training(config(setup, "name=resume", "train.max_steps=4", "train.checkpoint_every=4",
+    _, _, storage = train_inputs
+    first = run_training(config(train_inputs, "name=resume", "train.max_steps=4", "train.checkpoint_every=4",
                                 "train.validate_every=0", "train.export=false", "train.milestone_every=4"))
     saved = trainer_state(storage, first.checkpoint_uri)
     assert saved["step"] == 4 and saved["extra"]["resumes"] == []
@@ -189,7 +148,7 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray
     assert {"zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt",
             STATE_FILE} <= milestone  # kept outside Ray's keep-last-K rotation
 
-    overrides, _, _ = setup
+    overrides, _, _ = train_inputs
     rc = run_guarded(main, ["--config", TINY, "--json", *overrides, *FAST, "name=resume", "train.max_steps=6",
                             "train.checkpoint_every=2", "train.validate_every=0", "train.export=false"])
     captured = capsys.readouterr()
@@ -215,64 +174,17 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(setup, ray
     assert "train.max_steps" in client.get_run(first.run_id).data.tags["asva.resume_1.changed"]
 
 
-def test_online_mode_trains_from_raw_clips(setup, ray_cluster, mlflow_server):
+def test_online_mode_trains_from_raw_clips(train_inputs, ray_cluster, mlflow_server):
     """No cache: clips are decoded and encoded by the frozen VAE + audio encoder inside the loop."""
-    result = run_training(config(setup, "name=online", "train.data_mode=online", "train.cache=", "train.max_steps=2",
+    result = run_training(config(train_inputs, "name=online", "train.data_mode=online", "train.cache=", "train.max_steps=2",
                                  "train.checkpoint_every=2", "train.validate_every=0", "train.export=false"))
     assert result.final_step == 2 and result.final_loss > 0
     tags = mlflow_client(mlflow_server).get_run(result.run_id).data.tags
     assert tags["asva.data_mode"] == "online" and "asva.cache_id" not in tags
 
 
-def _our_train_workers():
-    """RayTrainWorker processes of THIS test session's Ray (never another developer's)."""
-    import psutil
-    import ray
-
-    raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
-    return [p for p in psutil.Process(raylet).children(recursive=True)
-            if "RayTrainWorker" in " ".join(p.cmdline())]
-
-
-def test_killed_worker_recovers_via_failure_config(setup, ray_cluster, mlflow_server):
-    cfg = config(setup, "name=kill", "train.max_steps=12", "train.checkpoint_every=4", "train.log_every=1",
-                 "train.validate_every=0", "train.export=false", "train.max_failures=2")
-    _, _, storage = setup
-    run_dir = join(cfg.storage.runs_root, "kill")
-    killed: list[int] = []
-
-    def kill_after_first_checkpoint():
-        deadline = time.time() + 240
-        snapshot = join(run_dir, "checkpoint_manager_snapshot.json")
-        while time.time() < deadline and not killed:
-            try:
-                if "step_00000004" in storage.read_bytes(snapshot).decode():
-                    workers = _our_train_workers()
-                    if workers:
-                        workers[-1].kill()  # SIGKILL, as an OOM kill or a lost node would
-                        killed.append(workers[-1].pid)
-                        return
-            except Exception:
-                pass
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
-    killer.start()
-    result = run_training(cfg)
-    killer.join(timeout=5)
-    assert killed, "the test never killed a worker (training finished before the first checkpoint was seen?)"
-    assert result.final_step == 12
-    state = trainer_state(storage, result.checkpoint_uri)
-    assert state["step"] == 12
-    assert state["extra"]["resumes"] and state["extra"]["resumes"][0]["step"] >= 4
-    client = mlflow_client(mlflow_server)
-    steps = [s for s, _ in history(client, result.run_id, "loss")]
-    assert steps == list(range(1, 13))  # every step once, although some were trained twice
-    assert_no_duplicate_steps(client, result.run_id)
-
-
-def test_bad_input_fails_in_one_line_before_ray(setup):
-    overrides, _, _ = setup
+def test_bad_input_fails_in_one_line_before_ray(train_inputs):
+    overrides, _, _ = train_inputs
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     for extra, message in (
         (["train.cache=no-such-cache"], "no complete latent cache"),

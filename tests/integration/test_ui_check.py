@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from asva_platform.preprocess.fixtures import tiny_inputs
+from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.tracking import TAG_PARENT
 from tests.browser import browser_page
 

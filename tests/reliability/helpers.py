@@ -6,9 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
-from asva_platform.preprocess.fixtures import tiny_inputs
+from asva_platform.dev.fixtures import tiny_inputs
+from asva_platform.experiment import load_experiment
 from asva_platform.preprocess.job import build_cache, prepare, run_sequential
-from asva_platform.schema import load_experiment
 from asva_platform.storage import Storage
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from asva_model.data.sampling import grid_window_starts, probe_duration
+from asva_platform.artifacts.cache import open_cache
+from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.errors import run_guarded
-from asva_platform.preprocess.cache import open_cache
-from asva_platform.preprocess.fixtures import tiny_inputs
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
 from jobs.preprocess import main
 from tests.unit.test_data_bad_inputs import _good_clip, _write_stream_only

@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from asva_platform.stack import kill_tree
+from asva_platform.artifacts.checkpoint import STATE_FILE
+from asva_platform.dev.stack import kill_tree
 from asva_platform.storage import join
-from asva_platform.training.checkpoint import STATE_FILE
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -18,8 +18,8 @@ import time
 import psutil
 import pytest
 
+from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.errors import run_guarded
-from asva_platform.preprocess.fixtures import tiny_inputs
 from jobs.preprocess import main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

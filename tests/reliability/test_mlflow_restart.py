@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import restored_env, start_mlflow_server, start_s3_server
+from asva_platform.dev.stack import restored_env, start_mlflow_server, start_s3_server
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import restored_env, start_mlflow_server, start_s3_server
+from asva_platform.artifacts.checkpoint import STATE_FILE, consolidated_state_dict, local_checkpoint
+from asva_platform.dev.stack import restored_env, start_mlflow_server, start_s3_server
 from asva_platform.storage import join
-from asva_platform.training.checkpoint import STATE_FILE, consolidated_state_dict
-from asva_platform.training.export import local_checkpoint
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 from tests.reliability.tcp_outage import TcpOutage
 

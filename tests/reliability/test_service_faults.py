@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.stack import free_port, restored_env, start_mlflow_server, start_s3_server
+from asva_platform.dev.stack import free_port, restored_env, start_mlflow_server, start_s3_server
 from tests.reliability.job_probe import run_jobs
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ def test_mlflow_down_at_start_is_one_line_when_required(s3_server, tmp_path):
 
 
 def test_mlflow_down_at_start_falls_back_to_local_store_when_optional(tmp_path, capsys):
-    from asva_platform.schema import load_experiment
+    from asva_platform.experiment import load_experiment
     from asva_platform.tracking import resolve_tracking_uri
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there

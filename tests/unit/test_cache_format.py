@@ -10,12 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from asva_platform.preprocess.cache import (
+from asva_platform.artifacts.cache import (
     MANIFEST,
     CacheError,
     CacheLayout,
     build_shard_table,
-    collate_training_batch,
     open_cache,
     shard_meta_from_schema,
     table_bytes,
@@ -23,6 +22,7 @@ from asva_platform.preprocess.cache import (
 )
 from asva_platform.preprocess.stages import ShardAssembler, concat_batches
 from asva_platform.storage import Storage
+from asva_platform.training.data import collate_training_batch
 
 LAYOUT = CacheLayout(latent=(4, 3, 2, 2), audio=(5, 6), num_frames=3, flips=True)
 

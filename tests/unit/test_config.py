@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from asva_platform import config as cfg
-from asva_platform.schema import ExperimentConfig, load_experiment
+from asva_platform.experiment import ExperimentConfig, load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -122,7 +122,7 @@ def test_every_field_has_a_docstring():
 def test_flatten_gives_dotted_params():
     flat = cfg.flatten(load_experiment(CONFIGS / "tiny.yaml"))
     assert flat["train.lr"] == 1e-4
-    # The tiny preset's real widths are what gets logged, not the full-size defaults.
+    # The tiny geometry (configs/model/tiny.yaml) is what gets logged, not the full-size defaults.
     assert flat["model.unet.block_out_channels"] == [32, 64]
 
 
@@ -147,3 +147,45 @@ def test_stdlib_platform_module_is_not_shadowed():
     out = subprocess.run([sys.executable, "-c", "import platform; print(platform.system())"],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip() == "Linux"
+
+
+def test_a_section_built_in_python_is_validated_too():
+    from asva_platform.training.config import TrainConfig
+
+    with pytest.raises(cfg.ConfigError, match=r"^lr: must be > 0"):
+        TrainConfig(lr=-1)
+    # through the loader the same check names the section's key path and the file
+    with pytest.raises(cfg.ConfigError, match=r"<dict>: train\.lr: must be > 0"):
+        cfg.from_dict(ExperimentConfig, {"train": {"lr": -1}})
+    with pytest.raises(cfg.ConfigError, match=r"^storage\.root|^root: must not be empty"):
+        ExperimentConfig(storage=dataclasses.replace(ExperimentConfig().storage, root=""))
+
+
+def test_base_may_be_a_list_merged_in_order(tmp_path):
+    write(tmp_path, "name: a\ntrain:\n  lr: 0.1\n  max_steps: 5\n", "a.yaml")
+    write(tmp_path, "name: b\ntrain:\n  lr: 0.2\n", "b.yaml")
+    path = write(tmp_path, "base: [a.yaml, b.yaml]\ntrain:\n  max_steps: 7\n")
+    c = load_experiment(path)
+    assert (c.name, c.train.lr, c.train.max_steps) == ("b", 0.2, 7)
+    with pytest.raises(cfg.ConfigError, match="base: expected a file path or a list"):
+        load_experiment(write(tmp_path, "base: 3\n", "bad.yaml"))
+
+
+def test_tiny_geometry_is_written_once_and_reaches_the_recipes():
+    tiny = cfg.load_raw(CONFIGS / "model" / "tiny.yaml")["model"]
+    for recipe in ("tiny.yaml", "toy.yaml"):
+        model = load_experiment(CONFIGS / recipe).model
+        assert model.unet.block_out_channels == tiny["unet"]["block_out_channels"]
+        assert model.audio_encoder.embed_dim == tiny["audio_encoder"]["embed_dim"]
+
+
+def test_every_one_line_error_shares_one_base():
+    from asva_model.data.errors import BadClipError
+    from asva_model.errors import AsvaError
+    from asva_platform.dev.stack import StackError
+    from asva_platform.errors import UserError
+    from asva_platform.storage import StorageError
+    from asva_platform.tracking import TrackingError
+
+    for error in (cfg.ConfigError, UserError, StorageError, TrackingError, StackError, BadClipError):
+        assert issubclass(error, AsvaError), error

@@ -1,4 +1,5 @@
-"""The AVSync15 reader on a generated dataset: counts, list types, bad list entries, S3."""
+"""The AVSync15 reader on a generated dataset: counts, list types, bad list entries (the same reader on an S3
+server: tests/integration/test_data_reader_s3.py)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,13 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pyarrow.fs as pafs
 import pytest
 
-from asva_model.data.avsync15 import AVSYNC15_CLASSES, open_file, read_class_mapping, read_split
+from asva_model.data.avsync15 import AVSYNC15_CLASSES, read_class_mapping, read_split
 from asva_model.data.errors import SkipReason
-from asva_model.data.sampling import sample_clip
 from tests.unit import data_fixtures as fx
 from tests.unit.data_fixtures import dataset_cfg
 
-small_cfg = fx.small_cfg  # shared fixture
 synth_root = fx.synth_root  # shared fixture
 
 
@@ -124,30 +121,6 @@ def test_missing_layout_files_are_clear_errors(synth_root, tmp_path):
     (root / "class_mapping.json").unlink()
     with pytest.raises(FileNotFoundError, match="class_mapping.json"):
         read_class_mapping(dataset_cfg(root))
-
-
-def test_reads_and_decodes_the_dataset_from_s3(synth_root, s3_server, small_cfg):
-    """The same reader on a real S3 server (moto) through a pyarrow filesystem: list, stat, decode."""
-    fs = pafs.S3FileSystem(access_key=s3_server.env["AWS_ACCESS_KEY_ID"],
-                           secret_key=s3_server.env["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=s3_server.url, scheme="http", region="us-east-1")
-    prefix = f"{s3_server.bucket}/datasets/AVSync15"
-    names = _list_lines(synth_root, "test.txt")
-    for rel in ["test.txt", "train.txt", "class_mapping.json"] + [f"videos/{n}" for n in names]:
-        with fs.open_output_stream(f"{prefix}/{rel}") as f:
-            f.write((synth_root / rel).read_bytes())
-    local = read_split(dataset_cfg(synth_root), "test")
-    remote = read_split(dataset_cfg(prefix), "test", filesystem=fs)
-    assert remote.entries == local.entries and remote.skipped == []
-    train = read_split(dataset_cfg(prefix), "train", filesystem=fs)  # videos not uploaded: all missing
-    assert train.entries == [] and set(train.skip_counts()) == {"missing_file"}
-    assert len(train.skipped) == len(_list_lines(synth_root, "train.txt"))
-    entry = remote.entries[0]
-    with open_file(prefix, entry.path, fs) as f:
-        clip = sample_clip(f, 0.0, small_cfg)
-    ref = sample_clip(str(synth_root / entry.path), 0.0, small_cfg)
-    np.testing.assert_array_equal(clip.frames, ref.frames)
-    np.testing.assert_array_equal(clip.waveform, ref.waveform)
 
 
 def test_classes_keeps_only_those_classes_and_names_unknown_ones(synth_root):

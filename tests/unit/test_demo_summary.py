@@ -3,8 +3,8 @@ the sweep's per-scale comparison (with a missing gain shown as such) and where t
 
 from __future__ import annotations
 
-from asva_platform.demo import ToyRun, describe
-from asva_platform.stack import StackSettings
+from asva_platform.dev.demo import ToyRun, describe
+from asva_platform.dev.stack import StackSettings
 
 
 def _row(value, mean, gain):

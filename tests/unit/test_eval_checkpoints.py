@@ -11,20 +11,21 @@ import torch
 
 from asva_model.build import build_unet
 from asva_model.pretrained import make_tiny_pretrained
-from asva_platform.checkpoints import (
+from asva_platform.artifacts.checkpoint_ref import (
     checkpoint_fingerprint,
     is_run_ref,
     load_trained_unet,
     resolve_checkpoint,
 )
+from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.errors import UserError
-from asva_platform.schema import ExperimentConfig
+from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage
 
 
 @pytest.fixture(scope="module")
 def exp(tmp_path_factory) -> ExperimentConfig:
-    model = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    model = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
     return dataclasses.replace(ExperimentConfig(), model=model)
 
 
@@ -62,8 +63,8 @@ def test_exported_folder_loads_its_weights(exp, tmp_path):
 
 
 def test_exported_folder_of_another_geometry_is_refused(exp, tmp_path):
-    other = dataclasses.replace(exp.model, preset="full", pretrained_sd="",
-                                unet=dataclasses.replace(exp.model.resolved().unet, block_out_channels=[16, 32]))
+    other = dataclasses.replace(exp.model, pretrained_sd="",
+                                unet=dataclasses.replace(exp.model.unet, block_out_channels=[16, 32]))
     build_unet(other).save_pretrained(tmp_path / "export")
     with pytest.raises(ValueError, match="do not fit model.unet"):
         load_trained_unet(exp, str(tmp_path / "export"), Storage())

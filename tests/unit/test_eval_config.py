@@ -8,7 +8,7 @@ import pytest
 
 from asva_platform.config import ConfigError, field_docs
 from asva_platform.evaluation.config import EvalConfig
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 
 
 def test_every_eval_field_has_a_docstring():

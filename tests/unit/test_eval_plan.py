@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from asva_model.data.sampling import probe_duration
+from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import UserError
-from asva_platform.evaluation.fixtures import tiny_eval_overrides
 from asva_platform.evaluation.plan import plan_evaluation
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from asva_model.data.sampling import sample_clip
+from asva_platform.artifacts.evaluation import RECORD_FILE, SCORES_FILE
+from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import UserError
-from asva_platform.evaluation.fixtures import tiny_eval_overrides
-from asva_platform.evaluation.runner import RECORD_FILE, SCORES_FILE, evaluate_checkpoint
-from asva_platform.schema import load_experiment
+from asva_platform.evaluation.runner import evaluate_checkpoint
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from asva_model.data.audio import waveform_to_mel
 from asva_model.data.config import SamplingConfig
 from asva_model.metrics.compute import (
+    REPORTED,
     ClipScores,
     compute_metrics,
     extract_clip_scores,
@@ -118,6 +119,13 @@ def test_reported_numbers_follow_from_the_per_clip_scores(setup):
     p_align = (1 / (1 + np.exp(scores["ia_gt_first"][:, None] - scores["ia"]))).mean(axis=1)
     assert out["RelSync"] == pytest.approx(100 * rel.mean())
     assert out["AlignSync"] == pytest.approx(100 * (rel * p_align).mean())
+
+
+@pytest.mark.parametrize("metric", ["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"])
+def test_the_declared_names_are_what_each_metric_reports(setup, metric):
+    # sweeps validate their objective against REPORTED: it must be exactly what summarize returns
+    *_, scores = setup
+    assert set(summarize(scores, [metric])) - {"num_clips"} == set(REPORTED[metric])
 
 
 def test_shards_concatenate_to_the_whole(setup):

@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
+from asva_model.errors import ConfigError
 from asva_model.metrics.config import ALL_METRICS, MetricsConfig
-from asva_platform.config import ConfigError, field_docs, from_dict
+from asva_platform.config import field_docs, from_dict
 
 
 def test_defaults_are_the_paper_metrics_and_validate():
     cfg = MetricsConfig()
-    cfg.validate()
     assert tuple(cfg.metrics) == ALL_METRICS
     assert cfg.fid_image_size == 229 and cfg.fvd_image_size == 224
     assert cfg.required_networks() == ["inception", "i3d", "imagebind", "avsync"]
@@ -38,14 +38,13 @@ def test_every_field_has_a_docstring():
     ({"sync_shift_s": 0.25}, "sync_shift_s: must be >= 0.5 s, got 0.25"),
 ])
 def test_validation_names_the_key(change, message):
-    with pytest.raises(ValueError, match=message):
-        dataclasses.replace(MetricsConfig(), **change).validate()
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(MetricsConfig(), **change)
 
 
 def test_weights_of_unselected_metrics_are_not_required():
     cfg = MetricsConfig(metrics=["sync"], inception_weights="", i3d_weights="", imagebind_weights="",
                         imagebind_bpe="", avsync_classifier="")
-    cfg.validate()
     assert cfg.required_networks() == []
     assert MetricsConfig(metrics=["alignsync"]).required_networks() == ["imagebind", "avsync"]
 

@@ -4,20 +4,24 @@ drop-path behaviour, parameter count."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 
 import pytest
 import torch
 
-from asva_model.build import build_audio_encoder
-from asva_model.config import ModelConfig
+from asva_model.build import AUDIO_ENCODER_RUNTIME_FIELDS, audio_encoder_kwargs, build_audio_encoder
+from asva_model.config import AudioEncoderConfig, ModelConfig
+from asva_model.metrics.networks.imagebind import ImageBindConfig, ImageBindEncoders
 from asva_model.models.audio_encoder import ImageBindAudioEncoder, segment_mask
 from asva_model.pretrained import imagebind_state_dict, make_tiny_pretrained, write_authors_layout
+from asva_platform.dev.fixtures import tiny_model_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch.set_num_threads(1)
-    return make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    return make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
 
 
 def _tiny_encoder(**kw) -> ImageBindAudioEncoder:
@@ -82,7 +86,7 @@ def test_loads_imagebind_checkpoint_keys(tiny):
 def test_rejects_a_checkpoint_of_another_geometry(tmp_path, tiny):
     bigger = ImageBindAudioEncoder(embed_dim=64, num_blocks=2, num_heads=2, head_out_dim=32)
     torch.save(imagebind_state_dict(bigger), tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match=r"weights do not fit ImageBindAudioEncoder \(.*shape mismatch"):
         build_audio_encoder(dataclasses.replace(tiny, audio_encoder_weights=str(tmp_path / "other.pth")))
     torch.save({"modality_trunks.vision.x": torch.zeros(1)}, tmp_path / "vision_only.pth")
     with pytest.raises(ValueError, match="no ImageBind audio weights"):
@@ -120,3 +124,32 @@ def test_full_size_is_imagebind_huge_audio():
     assert enc.num_tokens == 229 and enc.token_dim == 768
     assert sum(p.numel() for p in enc.parameters()) / 1e6 == pytest.approx(86.2, abs=0.1)
     assert [round(b.drop_path.p, 4) for b in enc.trunk.blocks][-1] == 0.1
+
+
+def test_the_encoder_and_the_metric_network_run_one_imagebind_audio_branch(tmp_path):
+    """One implementation: the same trunk/stem/head classes, and from one checkpoint the same numbers."""
+    torch.manual_seed(0)
+    ib = ImageBindEncoders(ImageBindConfig(vision_dim=32, vision_blocks=1, vision_heads=2, vision_patch=32,
+                                           text_dim=32, text_blocks=1, text_heads=2, vocab_size=16,
+                                           audio_dim=32, audio_blocks=2, audio_heads=2, out_dim=32)).eval()
+    state = dict(ib.state_dict(), **{"modality_postprocessors.audio.1.log_logit_scale": torch.tensor(math.log(20.0))})
+    torch.save(state, tmp_path / "imagebind.pth")
+    enc = _tiny_encoder()
+    enc.load_weights(tmp_path / "imagebind.pth")
+    enc.eval()
+    for ours, theirs in ((enc.preprocessor, ib.modality_preprocessors["audio"]), (enc.trunk, ib.modality_trunks["audio"]),
+                         (enc.head, ib.modality_heads["audio"])):
+        assert type(ours) is type(theirs)
+    mel = torch.randn(2, 1, 128, 204)
+    with torch.no_grad():
+        tokens = enc.trunk(enc.preprocessor(mel))
+        assert torch.equal(tokens, ib.modality_trunks["audio"](ib.modality_preprocessors["audio"](mel)))
+        assert torch.equal(enc.head(tokens), ib.modality_heads["audio"](tokens))
+
+
+def test_the_constructor_takes_the_config_section_minus_its_runtime_keys():
+    params = [p for p in inspect.signature(ImageBindAudioEncoder.__init__).parameters if p != "self"]
+    fields = [f.name for f in dataclasses.fields(AudioEncoderConfig)]
+    assert params == [f for f in fields if f not in AUDIO_ENCODER_RUNTIME_FIELDS]
+    assert audio_encoder_kwargs(AudioEncoderConfig()) == {
+        p: v.default for p, v in inspect.signature(ImageBindAudioEncoder.__init__).parameters.items() if p != "self"}

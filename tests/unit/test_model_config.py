@@ -1,4 +1,4 @@
-"""Model config section: presets, validation, YAML files, model-info CLI."""
+"""Model config section: the tiny geometry as data, validation at construction, YAML files, model-info CLI."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from asva_model.config import (
     UNetConfig,
     VAEConfig,
 )
-from asva_platform.config import ConfigError, from_dict
-from asva_platform.schema import load_experiment
+from asva_model.errors import ConfigError
+from asva_platform.config import from_dict
+from asva_platform.dev.fixtures import tiny_model_config
+from asva_platform.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +34,6 @@ def test_every_field_is_documented(cls):
 
 def test_defaults_are_the_paper():
     cfg = ModelConfig()
-    cfg.validate()
     assert cfg.unet.block_out_channels == [320, 640, 1280, 1280] and cfg.unet.attention_head_dim == 8
     assert cfg.vae.scaling_factor == 0.18215 and cfg.audio_cond_drop_prob == 0.2
     assert cfg.trainable_modules == ["_temp", "_audio"]
@@ -40,12 +41,29 @@ def test_defaults_are_the_paper():
     assert (s.num_train_timesteps, s.beta_start, s.beta_end, s.beta_schedule) == (1000, 0.00085, 0.012, "scaled_linear")
 
 
-def test_tiny_preset_and_its_guard():
-    cfg = ModelConfig(preset="tiny")
-    cfg.validate()
-    assert cfg.resolved().unet.block_out_channels == [32, 64]
-    with pytest.raises(ValueError, match="unet: is set by preset 'tiny'"):
-        ModelConfig(preset="tiny", unet=UNetConfig(layers_per_block=3)).validate()
+def test_tiny_geometry_is_the_yaml_file():
+    cfg = tiny_model_config()
+    assert cfg.unet == UNetConfig(block_out_channels=[32, 64], layers_per_block=1, attention_head_dim=2,
+                                  cross_attention_dim=32, audio_cross_attention_dim=32, norm_num_groups=8)
+    assert cfg.audio_encoder == AudioEncoderConfig(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
+    assert cfg.vae == VAEConfig(block_out_channels=[16, 32], layers_per_block=1, norm_num_groups=8)
+    assert cfg.gradient_checkpointing and not tiny_model_config(gradient_checkpointing=False).gradient_checkpointing
+    assert not hasattr(cfg, "preset") and not hasattr(cfg, "resolved")
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: UNetConfig(norm_num_groups=7), "block_out_channels: 320 is not divisible by norm_num_groups=7"),
+    (lambda: AudioEncoderConfig(num_heads=5), "embed_dim: 768 is not divisible by num_heads=5"),
+    (lambda: VAEConfig(scaling_factor=0.0), "scaling_factor: must be > 0"),
+    (lambda: NoiseSchedulerConfig(beta_start=0.5), "beta_start: need 0 < beta_start < beta_end < 1"),
+    (lambda: ModelConfig(audio_cond_drop_prob=-0.1), "audio_cond_drop_prob: must be in"),
+    (lambda: ModelConfig(unet=UNetConfig(audio_cross_attention_dim=512)),
+     "unet.audio_cross_attention_dim: 512 != audio_encoder.embed_dim 768"),
+    (lambda: dataclasses.replace(ModelConfig(), trainable_modules=[]), "trainable_modules: must name"),
+])
+def test_sections_validate_when_built_in_python(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
 
 
 @pytest.mark.parametrize("data, message", [
@@ -66,16 +84,19 @@ def test_platform_loader_accepts_the_section(tmp_path):
     path = tmp_path / "exp.yaml"
     path.write_text("base: " + str(REPO / "configs/model/tiny.yaml") + "\nmodel:\n  audio_cond_drop_prob: 0.1\n")
     cfg = load_experiment(str(path))
-    assert cfg.model.preset == "tiny" and cfg.model.audio_cond_drop_prob == 0.1
+    assert cfg.model == tiny_model_config(audio_cond_drop_prob=0.1)
     path.write_text("model:\n  unet:\n    audio_cross_attention_dim: 64\n")
     with pytest.raises(ConfigError, match="audio_cross_attention_dim"):
         load_experiment(str(path))
 
 
 def test_shipped_model_yamls_load():
-    for name in ("full", "tiny"):
-        cfg = load_experiment(REPO / "configs" / "model" / f"{name}.yaml").model
-        assert cfg.preset == name
+    full = load_experiment(REPO / "configs" / "model" / "full.yaml").model
+    assert (full.unet, full.audio_encoder, full.vae) == (UNetConfig(), AudioEncoderConfig(), VAEConfig())
+    tiny = load_experiment(REPO / "configs" / "model" / "tiny.yaml").model
+    assert tiny == tiny_model_config()
+    # the tiny recipe takes its geometry from the same file
+    assert load_experiment(REPO / "configs" / "tiny.yaml").model.unet == tiny.unet
 
 
 def asva_model_info(*args: str) -> subprocess.CompletedProcess:
@@ -95,6 +116,7 @@ def test_model_info_cli_prints_one_json_line(tmp_path):
     assert set(out["groups"]) >= {"ff_temporal_conv", "temporal_attn", "audio_cross_attn", "unet2d", "audio_encoder"}
     assert out["trainable"] == out["groups"]["ff_temporal_conv"] + out["groups"]["temporal_attn"] + \
         out["groups"]["audio_cross_attn"]
-    path.write_text("model:\n  preset: huge\n")
+    assert out["geometry"] == "UNet 32/64 x1, audio encoder 32 x2, VAE 16/32"
+    path.write_text("model:\n  preset: tiny\n")  # the old preset key: the geometry is data now
     done = asva_model_info("--config", str(path), "--json")
-    assert done.returncode == 2 and "preset" in done.stderr
+    assert done.returncode == 2 and "model.preset: unknown key" in done.stderr

@@ -3,6 +3,8 @@ trainable split, save/load round trips (ours and the authors' layout), full-size
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import math
 
@@ -12,12 +14,13 @@ import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 
 from asva_model.build import build_unet, load_unet
-from asva_model.config import ModelConfig
+from asva_model.config import ModelConfig, UNetConfig
 from asva_model.info import model_info
 from asva_model.models.audio_encoder import ImageBindAudioEncoder
 from asva_model.models.resnet import FFInflatedConv
-from asva_model.models.unet import AudioUNet3D, apply_trainable, trainable_parameter_names
+from asva_model.models.unet import AudioUNet3D, apply_trainable, config_from_2d, trainable_parameter_names
 from asva_model.pretrained import make_tiny_pretrained, write_authors_layout
+from asva_platform.dev.fixtures import tiny_model_config
 
 B, F_, S = 2, 3, 229
 
@@ -25,7 +28,7 @@ B, F_, S = 2, 3, 229
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     torch.set_num_threads(1)
-    return make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    return make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
 
 
 def _inputs(seed=0, frames=F_, size=8, dim=32):
@@ -147,7 +150,7 @@ def test_ff_conv_equals_linear_over_first_prev_current():
 
 
 def test_inflation_reads_bin_weights_and_rejects_mismatch(tmp_path):
-    cfg = make_tiny_pretrained(tmp_path / "bin", weights_format="bin")
+    cfg = make_tiny_pretrained(tmp_path / "bin", tiny_model_config(), weights_format="bin")
     unet_dir = tmp_path / "bin" / "sd" / "unet"
     assert (unet_dir / "diffusion_pytorch_model.bin").is_file()
     model = AudioUNet3D.from_pretrained_2d(unet_dir, 32)
@@ -201,8 +204,6 @@ def test_loads_the_authors_released_layout(tiny, tmp_path):
     loaded = load_unet(modules / "unet").eval()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     # and through the config path, as a training/eval job would: init_unet wins over pretrained_sd
-    import dataclasses
-
     built = build_unet(dataclasses.replace(tiny, init_unet=str(modules / "unet")))
     assert torch.equal(built.state_dict()["conv_in.conv_temp.weight"], model.state_dict()["conv_in.conv_temp.weight"])
 
@@ -274,3 +275,40 @@ def test_full_size_state_dict_is_sd15_plus_new_modules():
     assert all(k in our_state and our_state[k].shape == v.shape for k, v in sd_state.items())
     extra = set(our_state) - set(sd_state)
     assert extra and all("_temp" in k or "_audio" in k for k in extra)
+
+
+def test_the_constructor_takes_the_config_section():
+    params = inspect.signature(AudioUNet3D.__init__).parameters
+    assert [p for p in params if p != "self"] == [f.name for f in dataclasses.fields(UNetConfig)]
+    defaults = dataclasses.asdict(UNetConfig())
+    assert {p: list(v.default) if isinstance(v.default, tuple) else v.default
+            for p, v in params.items() if p != "self"} == defaults
+    with torch.device("meta"):
+        model = AudioUNet3D(**dataclasses.asdict(tiny_model_config().unet))
+    assert {k: model.config[k] for k in defaults} == dataclasses.asdict(tiny_model_config().unet)
+
+
+def test_our_export_loads_with_from_pretrained_and_refuses_weights_that_do_not_fit(tiny, tmp_path):
+    model = build_unet(tiny).eval()
+    model.save_pretrained(tmp_path / "ours")
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert config["_class_name"] == "AudioUNet3D"
+    assert set(config) - {"_class_name", "_diffusers_version"} == {f.name for f in dataclasses.fields(UNetConfig)}
+    config["block_out_channels"] = [16, 64]  # same keys, other shapes
+    (tmp_path / "ours" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"weights do not fit AudioUNet3D \(.*shape mismatch \['conv_in"):
+        load_unet(tmp_path / "ours")
+
+
+def test_only_sd15_block_layouts_convert():
+    sd = {"block_out_channels": [32, 64], "attention_head_dim": [2, 2], "cross_attention_dim": 32,
+          "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "mid_block_type": "UNetMidBlock2DCrossAttn",
+          "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 8, "sample_size": 64,
+          "flip_sin_to_cos": True, "freq_shift": 0}
+    assert config_from_2d(sd, audio_cross_attention_dim=16) == dict(
+        dataclasses.asdict(UNetConfig()), block_out_channels=[32, 64], attention_head_dim=2, cross_attention_dim=32,
+        audio_cross_attention_dim=16, norm_num_groups=8)
+    with pytest.raises(ValueError, match="down_block_types"):
+        config_from_2d(dict(sd, down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]))
+    with pytest.raises(ValueError, match="freq_shift=1 is not supported"):
+        config_from_2d(dict(sd, freq_shift=1))

@@ -19,6 +19,7 @@ from asva_model.objective import (
     sample_latents,
 )
 from asva_model.pretrained import make_tiny_pretrained
+from asva_platform.dev.fixtures import tiny_model_config
 
 F_ = 6
 
@@ -26,7 +27,7 @@ F_ = 6
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
     torch.set_num_threads(1)
-    cfg = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    cfg = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
     unet = build_unet(cfg)
     return cfg, unet, build_noise_scheduler(cfg), build_vae(cfg), build_audio_encoder(cfg)
 

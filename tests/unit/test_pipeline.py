@@ -11,6 +11,7 @@ from asva_model.pipeline import AVSyncPipeline, guided_eps
 from asva_model.pretrained import make_tiny_pretrained
 from asva_model.text import load_null_text_encoding, load_text_encodings
 from asva_model.video_io import write_video
+from asva_platform.dev.fixtures import tiny_model_config
 
 F_ = 6
 
@@ -18,7 +19,7 @@ F_ = 6
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.set_num_threads(1)
-    cfg = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"))
+    cfg = make_tiny_pretrained(tmp_path_factory.mktemp("tiny"), tiny_model_config())
     pipe = AVSyncPipeline.from_model_config(cfg)
     text = load_text_encodings(cfg.text_encodings, expected_dim=32).lookup(["dog barking"])
     null_text = load_null_text_encoding(cfg.null_text_encoding, expected_dim=32)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from asva_platform.config import ConfigError, field_docs
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.training.config import TrainConfig
 from asva_platform.training.deepspeed_setup import deepspeed_config
 

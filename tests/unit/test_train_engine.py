@@ -11,13 +11,12 @@ import torch
 import torch.distributed as dist
 
 from asva_model.build import build_noise_scheduler, build_unet
-from asva_model.config import ModelConfig
 from asva_model.models.audio_encoder import segment_mask
 from asva_model.models.unet import AudioUNet3D
 from asva_model.objective import loss_from_inputs, prepare_cached_batch
+from asva_platform.artifacts.checkpoint import TrainerState, consolidated_state_dict, export_unet
+from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.training.checkpoint import (
-    TrainerState,
-    consolidated_state_dict,
     load_engine,
     save_engine,
     trainable_checksum,
@@ -25,9 +24,8 @@ from asva_platform.training.checkpoint import (
 from asva_platform.training.config import TrainConfig
 from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
 from asva_platform.training.ema import TrainableEMA
-from asva_platform.training.export import export_unet
 
-MODEL = ModelConfig(preset="tiny", gradient_checkpointing=False)
+MODEL = tiny_model_config(gradient_checkpointing=False)
 
 
 @pytest.fixture(scope="module", autouse=True)

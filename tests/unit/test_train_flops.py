@@ -10,6 +10,7 @@ from asva_model.build import build_unet
 from asva_model.config import ModelConfig
 from asva_model.data.config import SamplingConfig
 from asva_model.models.trainable import apply_trainable
+from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.training.flops import (
     estimate_unet_flops,
     mfu,
@@ -21,7 +22,7 @@ from asva_platform.training.flops import (
 
 @pytest.fixture(scope="module")
 def meta_unet():
-    return build_unet(ModelConfig(preset="tiny", gradient_checkpointing=False), device="meta")
+    return build_unet(tiny_model_config(gradient_checkpointing=False), device="meta")
 
 
 def count_forward(model, frames=4, hw=(4, 4), audio_tokens=229) -> float:
@@ -51,8 +52,8 @@ def test_forward_is_the_exact_count_and_backward_follows_the_trainable_split(met
 
 
 def test_flops_scale_with_clip_size():
-    small = training_flops_per_sample(ModelConfig(preset="tiny"), SamplingConfig(image_size=[16, 16]))
-    large = training_flops_per_sample(ModelConfig(preset="tiny"), SamplingConfig(image_size=[32, 32]))
+    small = training_flops_per_sample(tiny_model_config(), SamplingConfig(image_size=[16, 16]))
+    large = training_flops_per_sample(tiny_model_config(), SamplingConfig(image_size=[32, 32]))
     # 4x the latent positions: convolutions and per-position layers scale 4x, spatial attention more
     assert 3.5 < large.per_sample / small.per_sample < 6
 
@@ -68,13 +69,13 @@ def test_peak_table_and_mfu():
 
 
 def test_online_encoder_flops_are_linear_in_frames_and_sized_like_the_paper():
-    tiny = ModelConfig(preset="tiny")
-    f4, f8, f12 = (online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[32, 32], num_frames=n))
+    tiny = tiny_model_config()
+    f4, f8, f12 = (online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[32, 32], num_frames=n, clip_duration=n / 6))
                    for n in (4, 8, 12))
     assert f8 - f4 == pytest.approx(f12 - f8) and f4 > f8 - f4  # VAE per frame, plus one audio encode
     assert online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[64, 64])) > f12
     # full size: SD-1.5's VAE encoder on 12 frames of 256x256 (~3.27 TFLOP) + ImageBind-Huge on one mel
-    full = online_encoder_flops_per_sample(ModelConfig(preset="full"), SamplingConfig())
-    train = training_flops_per_sample(ModelConfig(preset="full"), SamplingConfig()).per_sample
+    full = online_encoder_flops_per_sample(ModelConfig(), SamplingConfig())
+    train = training_flops_per_sample(ModelConfig(), SamplingConfig()).per_sample
     assert 3.0e12 < full < 3.6e12
     assert 1.4 < (train + full) / train < 1.7

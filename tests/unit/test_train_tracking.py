@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 from asva_platform.training.run_tracking import StepLogger, open_training_run
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

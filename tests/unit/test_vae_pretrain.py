@@ -23,8 +23,7 @@ from asva_platform.cli import main as asva
 
 CLASSES = ["hammering", "dog_barking"]
 SIZE = [32, 32]
-MODEL = ModelConfig(preset="full", vae=VAEConfig(block_out_channels=[16, 32, 32], layers_per_block=1,
-                                                 norm_num_groups=8))
+MODEL = ModelConfig(vae=VAEConfig(block_out_channels=[16, 32, 32], layers_per_block=1, norm_num_groups=8))
 QUICK = VAEPretrainConfig(steps=60, batch_size=8, clips=8, frames_per_clip=8, held_out_frames=32, min_psnr_db=0.0)
 
 

@@ -19,6 +19,11 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from asva_model.metrics.config import MetricsConfig
+from asva_model.metrics.networks.avsync_classifier import load_avsync_classifier
+from asva_model.metrics.networks.bpe import BPETokenizer
+from asva_model.metrics.networks.i3d import load_video_detector
+from asva_model.metrics.networks.imagebind import ImageBindEmbedder, load_imagebind
+from asva_model.metrics.networks.inception import load_fid_inception
 
 
 @runtime_checkable
@@ -71,28 +76,17 @@ class MetricNetworks:
 
 def load_metric_networks(cfg: MetricsConfig, device: str | torch.device = "cpu") -> MetricNetworks:
     """Load exactly the networks ``cfg.metrics`` needs from the configured paths (never downloads)."""
-    # Imports are local so selecting e.g. only FID does not import diffusers for the sync classifier.
-    cfg.validate()
     device = torch.device(device)
     nets = MetricNetworks(device=device)
     needed = cfg.required_networks()
     if "inception" in needed:
-        from asva_model.metrics.networks.inception import load_fid_inception
-
         nets.inception = load_fid_inception(cfg.inception_weights, device)
     if "i3d" in needed:
-        from asva_model.metrics.networks.i3d import load_video_detector
-
         nets.i3d = load_video_detector(cfg.i3d_weights, device)
     if "imagebind" in needed:
-        from asva_model.metrics.networks.bpe import BPETokenizer
-        from asva_model.metrics.networks.imagebind import ImageBindEmbedder, load_imagebind
-
         tokenizer = BPETokenizer.from_file(cfg.imagebind_bpe) if "it" in cfg.metrics else None
         nets.imagebind = ImageBindEmbedder(load_imagebind(cfg.imagebind_weights, cfg.imagebind_num_heads, device),
                                            tokenizer)
     if "avsync" in needed:
-        from asva_model.metrics.networks.avsync_classifier import load_avsync_classifier
-
         nets.avsync = load_avsync_classifier(cfg.avsync_classifier, device)
     return nets

@@ -16,7 +16,7 @@ import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from asva_model.metrics.networks.loading import existing_path
+from asva_model.weights import WeightsError, existing_path
 
 
 class _ConvBlock2d(nn.Module):
@@ -150,9 +150,9 @@ def load_avsync_classifier(modules_dir: str | Path, device: str | torch.device =
             safetensors = (sub / "diffusion_pytorch_model.safetensors").exists()  # the released dirs hold .bin
             parts.append(cls.from_pretrained(sub, use_safetensors=safetensors, low_cpu_mem_usage=False))
         except (OSError, ValueError, RuntimeError) as err:
-            raise ValueError(f"avsync_classifier: cannot load {sub}: {err}") from None
+            raise WeightsError(f"avsync_classifier: cannot load {sub}: {err}") from None
     audio, video, head = parts
     if head.config.dim != 8 * audio.config.base_channels or head.config.dim != 8 * video.config.base_channels:
-        raise ValueError(f"avsync_classifier: head dim {head.config.dim} does not fit encoders of width "
+        raise WeightsError(f"avsync_classifier: head dim {head.config.dim} does not fit encoders of width "
                          f"{audio.config.base_channels}/{video.config.base_channels} (expected 8x)")
     return AVSyncClassifier(audio, video, head).to(device).eval().requires_grad_(False)

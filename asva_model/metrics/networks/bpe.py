@@ -16,7 +16,7 @@ from pathlib import Path
 import regex
 import torch
 
-from asva_model.metrics.networks.loading import existing_path
+from asva_model.weights import WeightsError, existing_path
 
 # CLIP keeps the first 49152 - 256 - 2 merges: 256 byte symbols x2 (+ "</w>") + merges + 2 specials = 49408.
 MAX_MERGES = 49152 - 256 - 2
@@ -46,11 +46,11 @@ def read_merges(path: str | Path) -> list[tuple[str, str]]:
     try:
         lines = gzip.open(p, "rt", encoding="utf-8").read().split("\n")
     except OSError as err:
-        raise ValueError(f"imagebind_bpe: {p} is not a gzipped merges file: {err}") from None
+        raise WeightsError(f"imagebind_bpe: {p} is not a gzipped merges file: {err}") from None
     merges = [tuple(line.split()) for line in lines[1:] if line.strip()][:MAX_MERGES]
     bad = next((m for m in merges if len(m) != 2), None)
     if bad is not None:
-        raise ValueError(f"imagebind_bpe: {p}: a merge line must hold two symbols, got {' '.join(bad)!r}")
+        raise WeightsError(f"imagebind_bpe: {p}: a merge line must hold two symbols, got {' '.join(bad)!r}")
     return merges  # type: ignore[return-value]
 
 

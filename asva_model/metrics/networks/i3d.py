@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from asva_model.metrics.networks.loading import existing_path
+from asva_model.weights import WeightsError, existing_path
 
 
 class TorchScriptVideoDetector(nn.Module):
@@ -44,7 +44,7 @@ def load_video_detector(path: str | Path, device: str | torch.device = "cpu") ->
     try:
         detector = _jit(torch.jit.load, str(p), map_location=torch.device(device))
     except Exception as err:  # noqa: BLE001 - not a TorchScript archive: say so with the path
-        raise ValueError(f"i3d_weights: {p} is not a TorchScript module: {err}") from None
+        raise WeightsError(f"i3d_weights: {p} is not a TorchScript module: {err}") from None
     return TorchScriptVideoDetector(detector.eval()).to(device).eval().requires_grad_(False)
 
 

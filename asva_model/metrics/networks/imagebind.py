@@ -3,7 +3,9 @@
 Only the three modalities the metrics use are built; module names follow the released checkpoint
 (``modality_preprocessors.<m>``, ``modality_trunks.<m>``, ``modality_heads.<m>``), so its state dict
 loads after dropping the other modalities' keys. All sizes except the head counts are read from the
-weights, so a tiny random-init checkpoint in the same format loads through the same code.
+weights, so a tiny random-init checkpoint in the same format loads through the same code. The
+transformer trunks, patch stems and CLS heads are :mod:`asva_model.models.imagebind`'s, the same code the
+AVSyncD audio encoder runs.
 
 Embeddings are unit-norm: the paper's IA/IT divide ImageBind's audio/text outputs by their logit scale,
 which leaves the L2-normalised vectors; cosine similarity is then a dot product.
@@ -20,8 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from asva_model.errors import require
 from asva_model.metrics.networks.bpe import BPETokenizer
-from asva_model.metrics.networks.loading import load_state_dict_file
+from asva_model.models.imagebind import PatchPreprocessor, PatchStem, Trunk, audio_preprocessor, cls_head
+from asva_model.weights import WeightsError, load_state_dict_file, load_strict
 
 MODALITIES = ("vision", "text", "audio")
 
@@ -48,10 +52,12 @@ class ImageBindConfig:
     out_dim: int = 1024
     mlp_ratio: int = 4
 
-    @property
-    def audio_grid(self) -> tuple[int, int]:
-        return ((self.mel_bins - self.audio_kernel) // self.audio_stride + 1,
-                (self.mel_frames - self.audio_kernel) // self.audio_stride + 1)
+    def __post_init__(self) -> None:
+        # the head counts come from the config (imagebind_num_heads), the widths from the weights
+        for dim, heads, name in ((self.vision_dim, self.vision_heads, "vision"), (self.text_dim, self.text_heads, "text"),
+                                 (self.audio_dim, self.audio_heads, "audio")):
+            require(heads >= 1 and dim % heads == 0, "imagebind_num_heads",
+                    f"{name} width {dim} is not divisible by {heads} heads")
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], num_heads: Sequence[int]) -> ImageBindConfig:
@@ -79,82 +85,11 @@ class ImageBindConfig:
         )
 
 
-class _Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
-
-
-class _Block(nn.Module):
-    """Pre-norm transformer block (LayerNorm eps 1e-6); audio's attention has learned key/value bias tokens."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: int, add_bias_kv: bool) -> None:
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=add_bias_kv, batch_first=True)
-        self.norm_1 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _Mlp(dim, dim * mlp_ratio)
-        self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        h = self.norm_1(x)
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=attn_mask)[0]
-        return x + self.mlp(self.norm_2(x))
-
-
-class _Trunk(nn.Module):
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int, pre_ln: bool, add_bias_kv: bool) -> None:
-        super().__init__()
-        self.pre_transformer_layer = nn.Sequential(nn.LayerNorm(dim, eps=1e-6) if pre_ln else nn.Identity())
-        self.blocks = nn.ModuleList(_Block(dim, heads, mlp_ratio, add_bias_kv) for _ in range(depth))
-
-    def forward(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.pre_transformer_layer(tokens)
-        for block in self.blocks:
-            x = block(x, attn_mask)
-        return x
-
-
 class _RepeatAsTwoFrames(nn.Module):
     """An image becomes a 2-frame video so the (2, p, p) patch conv sees it (ImageBind's image-as-video stem)."""
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images.unsqueeze(2).repeat(1, 1, 2, 1, 1)
-
-
-class _Stem(nn.Module):
-    def __init__(self, proj: nn.Module, norm_layer: nn.Module | None = None) -> None:
-        super().__init__()
-        self.proj = proj
-        self.norm_layer = norm_layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x).flatten(2).transpose(1, 2)  # (B, D, *grid) -> (B, tokens, D)
-        return x if self.norm_layer is None else self.norm_layer(x)
-
-
-class _PosEmbed(nn.Module):
-    def __init__(self, num_tokens: int, dim: int) -> None:
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
-
-
-class _PatchPreprocessor(nn.Module):
-    """Patch stem + CLS token + learned positions (vision and audio)."""
-
-    def __init__(self, stem: _Stem, num_patches: int, dim: int) -> None:
-        super().__init__()
-        self.rgbt_stem = stem
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
-        self.pos_embedding_helper = _PosEmbed(num_patches + 1, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.rgbt_stem(x)
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        return tokens + self.pos_embedding_helper.pos_embed
 
 
 class _TextPreprocessor(nn.Module):
@@ -178,15 +113,6 @@ class _SelectEOSAndProject(nn.Module):
         return self.proj(x[torch.arange(x.shape[0], device=x.device), ids.argmax(dim=-1)])
 
 
-class _SelectCLS(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, 0]
-
-
-def _cls_head(dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.LayerNorm(dim, eps=1e-6), _SelectCLS(), nn.Linear(dim, out_dim, bias=False))
-
-
 class ImageBindEncoders(nn.Module):
     """ImageBind vision/text/audio encoders -> unit-norm embeddings in the shared space."""
 
@@ -195,27 +121,24 @@ class ImageBindEncoders(nn.Module):
         self.cfg = cfg
         p = cfg.vision_patch
         vision_patches = (cfg.image_size // p) ** 2
-        fh, ft = cfg.audio_grid
         self.modality_preprocessors = nn.ModuleDict({
-            "vision": _PatchPreprocessor(
-                _Stem(nn.Sequential(_RepeatAsTwoFrames(),
-                                    nn.Conv3d(3, cfg.vision_dim, (2, p, p), stride=(2, p, p), bias=False))),
+            "vision": PatchPreprocessor(
+                PatchStem(nn.Sequential(_RepeatAsTwoFrames(),
+                                        nn.Conv3d(3, cfg.vision_dim, (2, p, p), stride=(2, p, p), bias=False))),
                 vision_patches, cfg.vision_dim),
             "text": _TextPreprocessor(cfg.vocab_size, cfg.context_length, cfg.text_dim),
-            "audio": _PatchPreprocessor(
-                _Stem(nn.Conv2d(1, cfg.audio_dim, cfg.audio_kernel, stride=cfg.audio_stride, bias=False),
-                      nn.LayerNorm(cfg.audio_dim)),
-                fh * ft, cfg.audio_dim),
+            "audio": audio_preprocessor(cfg.audio_dim, cfg.audio_kernel, cfg.audio_stride, cfg.mel_bins,
+                                        cfg.mel_frames),
         })
         self.modality_trunks = nn.ModuleDict({
-            "vision": _Trunk(cfg.vision_dim, cfg.vision_blocks, cfg.vision_heads, cfg.mlp_ratio, True, False),
-            "text": _Trunk(cfg.text_dim, cfg.text_blocks, cfg.text_heads, cfg.mlp_ratio, False, False),
-            "audio": _Trunk(cfg.audio_dim, cfg.audio_blocks, cfg.audio_heads, cfg.mlp_ratio, False, True),
+            "vision": Trunk(cfg.vision_dim, cfg.vision_blocks, cfg.vision_heads, cfg.mlp_ratio, pre_ln=True),
+            "text": Trunk(cfg.text_dim, cfg.text_blocks, cfg.text_heads, cfg.mlp_ratio),
+            "audio": Trunk(cfg.audio_dim, cfg.audio_blocks, cfg.audio_heads, cfg.mlp_ratio, add_bias_kv=True),
         })
         self.modality_heads = nn.ModuleDict({
-            "vision": _cls_head(cfg.vision_dim, cfg.out_dim),
+            "vision": cls_head(cfg.vision_dim, cfg.out_dim),
             "text": _SelectEOSAndProject(cfg.text_dim, cfg.out_dim),
-            "audio": _cls_head(cfg.audio_dim, cfg.out_dim),
+            "audio": cls_head(cfg.audio_dim, cfg.out_dim),
         })
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -255,16 +178,8 @@ def load_imagebind(path: str | Path, num_heads: Sequence[int] = (16, 16, 12),
     try:
         cfg = ImageBindConfig.from_state_dict(state, num_heads)
     except KeyError as err:
-        raise ValueError(f"imagebind_weights: {path} is not an ImageBind checkpoint (missing {err.args[0]})") from None
-    for dim, heads, name in ((cfg.vision_dim, cfg.vision_heads, "vision"), (cfg.text_dim, cfg.text_heads, "text"),
-                             (cfg.audio_dim, cfg.audio_heads, "audio")):
-        if dim % heads:
-            raise ValueError(f"imagebind_num_heads: {name} width {dim} is not divisible by {heads} heads")
-    model = ImageBindEncoders(cfg)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"imagebind_weights: {path} does not match the ImageBind layout: {err}") from None
+        raise WeightsError(f"imagebind_weights: {path} is not an ImageBind checkpoint (missing {err.args[0]})") from None
+    model = load_strict(ImageBindEncoders(cfg), state, f"imagebind_weights: {path}")
     return model.to(device).eval().requires_grad_(False)
 
 

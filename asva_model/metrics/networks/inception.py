@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from asva_model.metrics.networks.loading import load_state_dict_file
+from asva_model.weights import WeightsError, load_state_dict_file, load_strict
 
 
 class BasicConv2d(nn.Module):
@@ -184,12 +184,9 @@ def load_fid_inception(path: str | Path, device: str | torch.device = "cpu") -> 
         stem = state["Conv2d_1a_3x3.conv.weight"]
         fc = state["fc.weight"]
     except KeyError as err:
-        raise ValueError(f"{path}: not a FID-Inception state dict (missing {err.args[0]})") from None
+        raise WeightsError(f"{path}: not a FID-Inception state dict (missing {err.args[0]})") from None
     if 32 % stem.shape[0]:
-        raise ValueError(f"{path}: stem has {stem.shape[0]} channels; expected 32 / width_divisor")
+        raise WeightsError(f"{path}: stem has {stem.shape[0]} channels; expected 32 / width_divisor")
     model = FIDInceptionV3(width_divisor=32 // stem.shape[0], num_classes=fc.shape[0])
-    try:
-        model.load_state_dict(state, strict=True)  # BatchNorm tolerates a missing num_batches_tracked
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not match the FID-Inception layout: {err}") from None
+    load_strict(model, state, f"inception_weights: {path}")  # BatchNorm tolerates a missing num_batches_tracked
     return model.to(device).eval().requires_grad_(False)

@@ -1,4 +1,5 @@
-"""The frozen encoders of the cache (VAE, audio encoder), loaded identically on the driver and every actor.
+"""The frozen-weights contract: model weight files localised from storage, and the frozen encoders (VAE, audio
+encoder) loaded identically by every stage, on the driver and on every actor.
 
 Random-init parts (no pretrained path: tests, demos) are built under a fixed seed, so the driver's weight
 fingerprint and every actor's weights agree. Weight paths may be local or ``s3://`` (copied to a local
@@ -22,7 +23,7 @@ from asva_platform.storage import Storage, is_s3
 
 RANDOM_INIT_SEED = 0
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_PATH_FIELDS = ("pretrained_sd", "init_unet", "audio_encoder_weights", "text_encodings")
+_PATH_FIELDS = ("pretrained_sd", "init_unet", "audio_encoder_weights", "text_encodings", "null_text_encoding")
 
 
 def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: str | None = None) -> ModelConfig:
@@ -73,10 +74,3 @@ def state_fingerprint(module: torch.nn.Module) -> str:
 def latent_downsample(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
-
-def file_fingerprint(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from asva_platform.cluster import init_ray
 from asva_platform.errors import UserError
 
 
@@ -45,7 +46,6 @@ def map_on_actors(exp_cfg, worker_cls: type, make_spec: Callable[[str, int], Any
     Returns (results in item order, number of actors, whether they had GPUs). ``worker_cls`` must have
     ``run(item)`` and ``ready()`` (which returns once the actor has loaded its models).
     """
-    from asva_platform.cluster import init_ray
 
     ray = init_ray(exp_cfg.cluster)
     from ray.util import ActorPool

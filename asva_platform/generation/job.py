@@ -21,12 +21,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from asva_model.data.audio import waveform_to_mel
+import numpy as np
+
+from asva_model.data.audio import resample, waveform_to_mel, window_samples
 from asva_model.data.avsync15 import default_prompt
-from asva_platform.checkpoints import ResolvedCheckpoint, resolve_checkpoint
+from asva_model.data.sampling import transform_frames
+from asva_model.text import load_text_encodings
+from asva_platform.actors import map_on_actors
+from asva_platform.artifacts.animator import Animator, pick_device
+from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, resolve_checkpoint
+from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.errors import UserError
-from asva_platform.evaluation.generation import Animator, load_audio_window, load_image, pick_device
-from asva_platform.evaluation.parallel import map_on_actors
 from asva_platform.storage import Storage, is_s3, join, parse_uri
 
 LIST_COLUMNS = ("image", "audio", "prompt", "out")
@@ -97,8 +102,6 @@ def prompt_key(prompt: str, known: set[str]) -> str:
 def check_items(exp_cfg, items: list[GenerateItem], storage: Storage) -> list[GenerateItem]:
     """Every input exists, every prompt has an encoding, outputs are unique .mp4 paths; returns the items
     with prompts normalised to encoding keys."""
-    from asva_model.text import load_text_encodings
-    from asva_platform.evaluation.generation import localize_model
 
     outs = [i.out for i in items]
     dupes = sorted({o for o in outs if outs.count(o) > 1})
@@ -111,7 +114,7 @@ def check_items(exp_cfg, items: list[GenerateItem], storage: Storage) -> list[Ge
         if not item.out.endswith(".mp4"):
             raise UserError(f"output {item.out}: must end in .mp4")
     with tempfile.TemporaryDirectory(prefix="asva-text-") as scratch:
-        model_cfg = localize_model(exp_cfg.model, storage, scratch)
+        model_cfg = localize_model_paths(exp_cfg.model, storage, str(scratch))
         if not model_cfg.text_encodings:
             raise UserError("model.text_encodings: required (AVSyncD is conditioned on the class prompt's encoding)")
         try:
@@ -164,7 +167,7 @@ class GenerateWorker:
 
 
 @dataclass
-class GenerateResult:
+class Result:
     outputs: list[dict]
     """One entry per item: image, audio, prompt, out, audio_start, frames, seconds."""
     checkpoint: ResolvedCheckpoint
@@ -181,7 +184,7 @@ class GenerateResult:
                 f"in {self.seconds:.1f} s")
 
 
-def run_generate_job(cfg, items: list[GenerateItem], log: Callable[[str], None] = print) -> GenerateResult:
+def run(cfg, items: list[GenerateItem], log: Callable[[str], None] = print) -> Result:
     """Check everything, then generate every item (Ray actors when ``eval.parallel``)."""
     t0 = time.perf_counter()
     storage = Storage.from_config(cfg.storage)
@@ -199,4 +202,33 @@ def run_generate_job(cfg, items: list[GenerateItem], log: Callable[[str], None] 
         for item in items:
             outputs.append(worker.run(item))
             log(f"wrote {item.out}")
-    return GenerateResult(outputs, checkpoint, time.perf_counter() - t0, workers, cfg.eval.parallel and len(items) > 1)
+    return Result(outputs, checkpoint, time.perf_counter() - t0, workers, cfg.eval.parallel and len(items) > 1)
+
+
+def load_image(path: str | Path, sampling) -> np.ndarray:
+    """An image file as (3, H, W) float32 in [0, 1], centre-cropped and resized like dataset frames."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise UserError(f"image {path}: cannot read ({type(err).__name__})") from None
+    return transform_frames([rgb], sampling)[:, 0]
+
+
+def load_audio_window(path: str | Path, sampling, start: float = 0.0) -> np.ndarray:
+    """``clip_samples`` mono samples at the sampling rate from ``start`` s of an audio file (zero-padded if the
+    file ends sooner)."""
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, OSError, sf.LibsndfileError) as err:
+        raise UserError(f"audio {path}: cannot read ({str(err).splitlines()[0][:120]})") from None
+    if data.shape[0] == 0:
+        raise UserError(f"audio {path}: no samples")
+    if start < 0 or start >= data.shape[0] / rate:
+        raise UserError(f"audio {path}: start {start} s is outside the file ({data.shape[0] / rate:.2f} s)")
+    mono = resample(data.mean(axis=1), rate, sampling.audio_sample_rate)
+    return window_samples(mono, 0.0, start, sampling)

@@ -1,6 +1,6 @@
 """Driver side of training: preflight, the MLflow run, the TorchTrainer, export, the result.
 
-``run_training(exp_cfg)`` is the whole job (``jobs/train.py`` is a CLI around it). The sweep stage calls
+``run(exp_cfg)`` is the whole job (``jobs/train.py`` is a CLI around it). The sweep stage calls
 it from a Tune function trainable with ``callbacks=[TuneReportCallback()]`` so every report (``loss`` and
 ``step`` included) reaches Tune's scheduler; ``build_trainer`` is the lower-level piece.
 
@@ -10,7 +10,6 @@ then the MLflow run is found (same name = same run) or created; then ``fit``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -18,19 +17,35 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from asva_platform.artifacts.cache import open_cache
+from asva_platform.artifacts.checkpoint import STATE_FILE, export_checkpoint
+from asva_platform.cluster import init_ray
+from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
 from asva_platform.storage import Storage, StorageError, join
-from asva_platform.training.loop import RunSpec, loop_config, train_loop_per_worker
-from asva_platform.training.run_tracking import (
+from asva_platform.tracking import (
     TAG_CACHE_ID,
     TAG_CHECKPOINT,
     TAG_DATA_MODE,
     TAG_EXPORT,
     TAG_WORLD_SIZE,
     TAG_ZERO_STAGE,
-    finish_run,
-    open_training_run,
+    resolve_tracking_uri,
+    run_status,
 )
+from asva_platform.training.loop import (  # the reported metric names are part of the stage's entry
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    REPORTED_METRICS,
+    VALIDATION_METRIC,
+    RunSpec,
+    loop_config,
+    train_loop_per_worker,
+)
+from asva_platform.training.run_tracking import open_training_run
+
+__all__ = ["Result", "run", "preflight", "REPORTED_METRICS", "VALIDATION_METRIC", "LOWER_IS_BETTER",
+           "HIGHER_IS_BETTER"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +54,7 @@ CACHE_COLUMNS = ("window_id", "class_dir", "latent_mean", "latent_std", "latent_
 
 
 @dataclass
-class TrainResult:
+class Result:
     run_id: str
     """MLflow run id."""
     checkpoint_uri: str
@@ -55,8 +70,15 @@ class TrainResult:
     """The last reported metrics."""
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+        """The ``--json`` object: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export), and
+        ``validation``: the last validation's ``val_*`` metrics (held-out loss, audio gap)."""
+        out = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        out = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
+        return {**out, "validation": {k: v for k, v in self.metrics.items() if k.startswith("val_")}}
+
+    def summary_line(self) -> str:
+        return (f"train: step {self.final_step}, loss {self.final_loss:.4f}, {self.samples_per_s:.2f} samples/s; "
+                f"checkpoint {self.checkpoint_uri}" + (f"; export {self.export_uri}" if self.export_uri else ""))
 
 
 @dataclass
@@ -76,8 +98,6 @@ def _with_scheme(fs, path: str) -> str:
 
 def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Preflight:
     """Everything checkable without a cluster; one-line errors (UserError/StorageError/TrackingError)."""
-    from asva_platform.tracking import resolve_tracking_uri
-
     t = exp_cfg.train
     check_local_cluster_fits(t, exp_cfg.cluster)
     tracking_uri = resolve_tracking_uri(exp_cfg.tracking)
@@ -90,7 +110,6 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
             if not t.cache:
                 raise UserError("train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
                                 "or train from raw clips with train.data_mode=online")
-            from asva_platform.preprocess.cache import open_cache
 
             handle = open_cache(storage, t.cache, exp_cfg.storage.cache_root)
         layout = handle.layout
@@ -103,7 +122,6 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
                             f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}")
         pre.cache_uri, pre.cache_id, pre.dataset = handle.uri, handle.cache_id, handle
     else:
-        from asva_platform.datasets import dataset_access
 
         dataset_access(exp_cfg.dataset, storage)
         if not exp_cfg.model.text_encodings:
@@ -149,8 +167,6 @@ def latest_checkpoint_uri(storage: Storage, run_uri: str) -> str | None:
 def check_resumable(exp_cfg, storage: Storage, run_uri: str) -> str | None:
     """Before taking resources: a run that will resume must match its checkpoint's ZeRO layout (shards are
     per rank), else one clear error instead of every restart failing the same way."""
-    from asva_platform.training.checkpoint import STATE_FILE
-
     ckpt = latest_checkpoint_uri(storage, run_uri)
     if ckpt is None:
         return None
@@ -205,13 +221,11 @@ def _training_dataset(pre: Preflight, in_memory: bool):
     return {"train": ds.randomize_block_order()}
 
 
-def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
+def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
                  storage_path: str | None = None, parent_run_id: str = "", run_tags: dict[str, str] | None = None,
-                 log_fn: Callable[[str], None] = print) -> TrainResult:
+                 log_fn: Callable[[str], None] = print) -> Result:
     """Train ``exp_cfg`` end to end and return the result (see the module doc for the order of work).
     ``run_tags`` are added to the MLflow run's tags (a sweep's trial id, for one)."""
-    from asva_platform.cluster import init_ray
-
     t = exp_cfg.train
     name = run_name or exp_cfg.name
     clock = _Clock()
@@ -224,7 +238,10 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
     log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
            f"{run_uri}{f', resuming from {resume_from}' if resume_from else ''} ({clock.lap('preflight')})")
     spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
-    try:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=pre.tracking_uri)
+    with run_status(client, run_id):
         init_ray(exp_cfg.cluster)
         datasets = _training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
         clock.lap("ray + data")
@@ -246,22 +263,18 @@ def run_training(exp_cfg, *, callbacks: list | None = None, run_name: str | None
         fs, _ = pre.storage.filesystem(pre.runs_root)
         checkpoint_uri = _with_scheme(fs, result.checkpoint.path)
         metrics = dict(result.metrics or {})
-        out = TrainResult(run_id, checkpoint_uri, int(metrics.get("step", 0)), float(metrics.get("loss", math.nan)),
+        out = Result(run_id, checkpoint_uri, int(metrics.get("step", 0)), float(metrics.get("loss", math.nan)),
                           float(metrics.get("samples_per_s", math.nan)), metrics=metrics)
         if t.export:
-            from asva_platform.training.export import export_checkpoint
-
             out.export_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet"),
                                                storage=pre.storage)
             if t.ema:
                 out.export_ema_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet_ema"),
                                                        ema=True, storage=pre.storage)
             clock.lap("export")
-    except BaseException:
-        finish_run(pre.tracking_uri, run_id, "FAILED")
-        raise
-    finish_run(pre.tracking_uri, run_id, "FINISHED",
-               {TAG_CHECKPOINT: out.checkpoint_uri, **({TAG_EXPORT: out.export_uri} if out.export_uri else {})})
+        client.set_tag(run_id, TAG_CHECKPOINT, out.checkpoint_uri)
+        if out.export_uri:
+            client.set_tag(run_id, TAG_EXPORT, out.export_uri)
     log_fn(f"finished at step {out.final_step}: loss {out.final_loss:.4f}, {out.samples_per_s:.2f} samples/s; "
            f"checkpoint {out.checkpoint_uri} ({clock.summary()})")
     return out
@@ -282,12 +295,3 @@ class _Clock:
 
     def summary(self) -> str:
         return ", ".join(f"{n} {s:.1f}s" for n, s in self.laps)
-
-
-def result_line(result: TrainResult) -> str:
-    """The ``--json`` line: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export), and
-    ``validation``: the last validation's ``val_*`` metrics (held-out loss, audio gap)."""
-    data = result.to_json()
-    keys = ("run_id", "checkpoint_uri", "final_step", "final_loss", "samples_per_s", "export_uri", "export_ema_uri")
-    validation = {k: v for k, v in data["metrics"].items() if k.startswith("val_")}
-    return json.dumps({**{k: data[k] for k in keys}, "validation": validation})

@@ -5,8 +5,9 @@ cross-attention cut (output projections zeroed) finds no gap at all, so the gap 
 
 The UNet, frozen audio encoder and AVSyncD objective are the model's real code; decoding is bypassed
 (windows come straight from the synthetic generator), the VAE is replaced by pooled pixels and the loop is
-a plain PyTorch one, so it fits the unit tier. The whole recipe with its real VAE and jobs is measured by
-`python -m bench learn` (docs/toy.md).
+a plain PyTorch one: no service, but minutes of training (about 4 on two cores), hence the learning tier rather
+than the unit tier. The whole recipe with its real VAE and jobs is measured by `python -m bench learn`
+(docs/toy.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from asva_model.build import build_audio_encoder, build_noise_scheduler, build_unet
 from asva_model.data.synth import class_indices, make_spec, render_window
 from asva_model.objective import LossInputs, audio_loss_gap, diffusion_loss, other_clip_index
-from asva_platform.schema import load_experiment
+from asva_platform.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["cap_gun_shooting", "dog_barking", "hammering", "striking_bowling"]

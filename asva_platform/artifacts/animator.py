@@ -1,4 +1,5 @@
-"""Generation shared by the evaluation and generation jobs: load AVSyncD once, animate first frames.
+"""A loaded checkpoint as an inference pipeline, shared by the evaluation and generation stages: load AVSyncD
+once, animate first frames.
 
 :class:`Animator` holds the pipeline (the checkpoint's UNet + frozen VAE and audio encoder + PNDM), the
 class-prompt encodings and the ``eval`` settings (steps, guidance scales, seed). Every clip is generated
@@ -13,17 +14,16 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from asva_model.data.audio import resample, window_samples
-from asva_model.data.sampling import transform_frames
+from asva_model.build import build_inference_scheduler
+from asva_model.pipeline import AVSyncPipeline
+from asva_model.text import load_null_text_encoding, load_text_encodings
 from asva_model.video_io import write_video
-from asva_platform.checkpoints import ResolvedCheckpoint, load_trained_unet
+from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, load_trained_unet
+from asva_platform.artifacts.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.errors import UserError
-from asva_platform.storage import Storage, is_s3
-
-_EXTRA_MODEL_PATHS = ("null_text_encoding", "init_unet")
+from asva_platform.storage import Storage
 
 
 def pick_device(setting: str) -> str:
@@ -32,15 +32,6 @@ def pick_device(setting: str) -> str:
     if setting == "cuda" and not available:
         raise UserError("eval.device=cuda but no GPU is visible to this process")
     return "cuda" if setting == "cuda" or (setting == "auto" and available) else "cpu"
-
-
-def localize_model(model_cfg, storage: Storage, scratch: str | Path):
-    """``model_cfg`` with every s3:// weight path replaced by a local copy under ``scratch``."""
-    from asva_platform.preprocess.encoders import localize_model_paths
-
-    model_cfg = localize_model_paths(model_cfg, storage, str(scratch))
-    remote = {f: getattr(model_cfg, f) for f in _EXTRA_MODEL_PATHS if is_s3(getattr(model_cfg, f))}
-    return dataclasses.replace(model_cfg, **{f: str(storage.localize(u, scratch)) for f, u in remote.items()})
 
 
 class Animator:
@@ -56,16 +47,12 @@ class Animator:
     @classmethod
     def load(cls, exp_cfg, checkpoint: ResolvedCheckpoint, storage: Storage, device: str = "cpu",
              scratch: str | Path | None = None) -> Animator:
-        from asva_model.build import build_inference_scheduler
-        from asva_model.pipeline import AVSyncPipeline
-        from asva_model.text import load_null_text_encoding, load_text_encodings
-        from asva_platform.preprocess.encoders import load_frozen_encoders
 
         scratch = scratch or tempfile.mkdtemp(prefix="asva-model-")
-        model_cfg = localize_model(exp_cfg.model, storage, scratch)
+        model_cfg = localize_model_paths(exp_cfg.model, storage, str(scratch))
         if not model_cfg.text_encodings:
             raise UserError("model.text_encodings: required (AVSyncD is conditioned on the class prompt's encoding)")
-        width = model_cfg.resolved().unet.cross_attention_dim
+        width = model_cfg.unet.cross_attention_dim
         try:
             text = load_text_encodings(model_cfg.text_encodings, width)
             null_text = None
@@ -104,36 +91,3 @@ class Animator:
         """An mp4 at the sampling frame rate with ``waveform`` (mono, sampling rate) as its AAC track."""
         s = self.cfg.sampling
         return write_video(path, frames, waveform, fps=s.fps, sample_rate=s.audio_sample_rate)
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs of the generation job: any image file + any audio file.
-
-
-def load_image(path: str | Path, sampling) -> np.ndarray:
-    """An image file as (3, H, W) float32 in [0, 1], centre-cropped and resized like dataset frames."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise UserError(f"image {path}: cannot read ({type(err).__name__})") from None
-    return transform_frames([rgb], sampling)[:, 0]
-
-
-def load_audio_window(path: str | Path, sampling, start: float = 0.0) -> np.ndarray:
-    """``clip_samples`` mono samples at the sampling rate from ``start`` s of an audio file (zero-padded if the
-    file ends sooner)."""
-    import soundfile as sf
-
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, OSError, sf.LibsndfileError) as err:
-        raise UserError(f"audio {path}: cannot read ({str(err).splitlines()[0][:120]})") from None
-    if data.shape[0] == 0:
-        raise UserError(f"audio {path}: no samples")
-    if start < 0 or start >= data.shape[0] / rate:
-        raise UserError(f"audio {path}: start {start} s is outside the file ({data.shape[0] / rate:.2f} s)")
-    mono = resample(data.mean(axis=1), rate, sampling.audio_sample_rate)
-    return window_samples(mono, 0.0, start, sampling)

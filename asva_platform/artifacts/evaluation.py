@@ -1,4 +1,4 @@
-"""Evaluations in MLflow: metrics, the per-class table and the evaluation record of a run.
+"""The evaluation record: the files beside an evaluation's clips, and its metrics, per-class table and record in MLflow.
 
 A logged evaluation puts, on one run:
 
@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 from asva_platform.errors import UserError
+from asva_platform.tracking import TAG_EVAL_LATEST, TAG_EVAL_URI
 
+RECORD_FILE = "eval.json"
+"""Beside an evaluation's clips: its settings, metrics, per-class numbers and every clip's video URIs."""
+SCORES_FILE = "scores.npz"
+"""Beside an evaluation's clips: every clip's scores (what a sweep's paired comparison reads)."""
 METRIC_PREFIX = "eval/"
 ARTIFACT_ROOT = "eval"
-TAG_LATEST = "asva.eval.latest"
-TAG_URI = "asva.eval.uri"
-TAG_EVALUATED_RUN = "asva.evaluated_run"
-"""On a separate evaluation run: the training run whose checkpoint it evaluated."""
-TAG_CHECKPOINT_REF = "asva.eval.checkpoint"
-"""On a separate evaluation run: the checkpoint reference it evaluated."""
 TABLE_COLUMNS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_ci_high",
                  "Sync_shifted", "Sync_win_rate", "Sync_gt")
 
@@ -63,7 +62,7 @@ def log_evaluation(client, run_id: str, result, step: int | None = None) -> None
     values = {**result.metrics, "seconds": result.seconds, "clips_generated": result.clips_generated}
     metrics = [Metric(METRIC_PREFIX + k, float(v), now, int(step or 0)) for k, v in values.items()
                if v is not None and math.isfinite(float(v))]
-    tags = [RunTag(TAG_LATEST, result.name), RunTag(TAG_URI, result.eval_uri)]
+    tags = [RunTag(TAG_EVAL_LATEST, result.name), RunTag(TAG_EVAL_URI, result.eval_uri)]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     folder = artifact_dir(result.name)
     rows = per_class_rows(result.per_class)
@@ -77,9 +76,9 @@ def log_evaluation(client, run_id: str, result, step: int | None = None) -> None
 def load_evaluation(client, run_id: str, name: str = "") -> dict:
     """The ``eval.json`` record of run ``run_id``: evaluation ``name``, default the run's latest."""
     run = client.get_run(run_id)
-    name = name or run.data.tags.get(TAG_LATEST, "")
+    name = name or run.data.tags.get(TAG_EVAL_LATEST, "")
     if not name:
-        raise UserError(f"run {run_id} ({run.info.run_name}) has no evaluation (no {TAG_LATEST} tag); "
+        raise UserError(f"run {run_id} ({run.info.run_name}) has no evaluation (no {TAG_EVAL_LATEST} tag); "
                         "run `python -m jobs.evaluate` on it first")
     with tempfile.TemporaryDirectory(prefix="asva-eval-record-") as tmp:
         try:

@@ -7,8 +7,8 @@ A reference is one of:
 * a storage URI or local path of an **exported UNet folder** (diffusers ``save_pretrained``:
   ``config.json`` + weights), as the training job writes under ``<run>/export``;
 * a storage URI or local path of a **training checkpoint** (Ray Train + DeepSpeed: ``trainer_state.json``,
-  ``ds/`` shards of every rank), consolidated with DeepSpeed's ``zero_to_fp32`` through the training
-  job's own export code; a run directory holding several ``step_*`` checkpoints means its latest one;
+  ``ds/`` shards of every rank), consolidated with DeepSpeed's ``zero_to_fp32``
+  (:mod:`asva_platform.artifacts.checkpoint`); a run directory holding several ``step_*`` checkpoints means its latest one;
 * an **MLflow run id** (or ``runs:/<id>``) of a training run: its ``asva.export_uri`` tag, else its
   ``asva.checkpoint_uri`` tag, is resolved as above.
 
@@ -28,10 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+import torch
+
+from asva_model.build import build_unet
+from asva_model.weights import load_strict
+from asva_platform.artifacts.checkpoint import STATE_FILE, consolidated_state_dict, local_checkpoint
+from asva_platform.artifacts.weights import RANDOM_INIT_SEED
 from asva_platform.errors import UserError
 from asva_platform.storage import Storage, is_s3, join, parse_uri
-from asva_platform.training.checkpoint import STATE_FILE
-from asva_platform.training.run_tracking import TAG_CHECKPOINT, TAG_EXPORT
+from asva_platform.tracking import TAG_CHECKPOINT, TAG_EXPORT, check_tracking_server
 
 INIT_REF = "init"
 EXPORT_MARKER = "config.json"
@@ -129,8 +134,6 @@ def resolve_checkpoint(ref: str, storage: Storage, tracking_uri: str = "") -> Re
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from asva_platform.tracking import check_tracking_server
-
     check_tracking_server(tracking_uri)  # a quick one-line error instead of MLflow's retries
     try:
         tags = MlflowClient(tracking_uri=tracking_uri).get_run(run_id).data.tags
@@ -167,53 +170,29 @@ def checkpoint_fingerprint(resolved: ResolvedCheckpoint, storage: Storage) -> st
     return h.hexdigest()
 
 
-def checkpoint_state_dict(resolved: ResolvedCheckpoint, storage: Storage) -> dict:
-    """The UNet state dict of an exported folder or (consolidated) training checkpoint, on the CPU."""
-    from asva_model.models.unet import load_weights_file
-    from asva_platform.training.checkpoint import consolidated_state_dict
-    from asva_platform.training.export import local_checkpoint
-
-    if resolved.kind not in ("export", "training"):
-        raise ValueError(f"checkpoint {resolved.ref!r} ({resolved.kind}) has no weights of its own")
-    with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
-        if resolved.kind == "export":
-            return load_weights_file(storage.localize(resolved.uri, scratch))
-        return consolidated_state_dict(local_checkpoint(storage, resolved.uri, scratch))
-
-
 def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, device: str = "cpu"):
     """The 3D UNet (eval mode, no grads, fp32) for checkpoint reference ``ref`` and the experiment's model section.
 
-    Trained weights are loaded strictly into the architecture ``exp_cfg.model`` describes (built without
-    weights first, so the pretrained SD weights are not read for nothing); weights that do not fit raise
-    ValueError naming the mismatch.
+    An export is an ``init_unet`` folder (loaded with ``from_pretrained`` and checked against ``model.unet``);
+    a training checkpoint is consolidated and loaded strictly into the architecture ``model`` describes
+    (built without weights first, so the pretrained SD weights are not read for nothing). Weights that do not
+    fit raise ValueError naming the mismatch; ``init`` is the model section's own initialisation.
     """
-    import torch
-
-    from asva_model.build import build_unet
-    from asva_platform.preprocess.encoders import RANDOM_INIT_SEED
-
     resolved = ref if isinstance(ref, ResolvedCheckpoint) else resolve_checkpoint(
         ref, storage, exp_cfg.tracking.resolved_uri())
     model_cfg = dataclasses.replace(exp_cfg.model, gradient_checkpointing=False)  # inference
-    if resolved.kind == "init":
-        with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
-            if model_cfg.init_unet and is_s3(model_cfg.init_unet):
-                model_cfg = dataclasses.replace(model_cfg, init_unet=str(storage.localize(model_cfg.init_unet, scratch)))
+    with tempfile.TemporaryDirectory(prefix="asva-unet-") as scratch:
+        if resolved.kind == "training":
+            unet = build_unet(model_cfg, "meta")
+            state = consolidated_state_dict(local_checkpoint(storage, resolved.uri, scratch))
+            load_strict(unet, state, f"checkpoint {resolved.ref!r} (model.unet)")
+            unet = unet.to(device=device, dtype=torch.float32)
+        else:
+            folder = resolved.uri if resolved.kind == "export" else model_cfg.init_unet
+            if folder and is_s3(folder):
+                folder = str(storage.localize(folder, scratch))
+            model_cfg = dataclasses.replace(model_cfg, init_unet=folder)
             with torch.random.fork_rng(devices=[]):  # new modules' random init: the same in every worker
                 torch.manual_seed(RANDOM_INIT_SEED)
                 unet = build_unet(model_cfg, device)
-    else:
-        state = checkpoint_state_dict(resolved, storage)
-        unet = build_unet(model_cfg, "meta")
-        missing, unexpected = sorted(set(unet.state_dict()) - set(state)), sorted(set(state) - set(unet.state_dict()))
-        if missing or unexpected:
-            raise ValueError(f"checkpoint {resolved.ref!r}: weights do not fit model.unet (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
-        try:
-            unet.load_state_dict(state, strict=True, assign=True)
-        except RuntimeError as err:
-            detail = " ".join(str(err).split())[:300]
-            raise ValueError(f"checkpoint {resolved.ref!r}: weights do not fit model.unet ({detail})") from None
-        unet = unet.to(device=device, dtype=torch.float32)
     return unet.eval().requires_grad_(False)

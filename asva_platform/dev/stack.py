@@ -27,7 +27,9 @@ from pathlib import Path
 
 import requests
 
-from asva_platform.schema import DEFAULT_BUCKET, DEFAULT_MLFLOW_PORT, DEFAULT_S3_PORT
+from asva_model.errors import AsvaError
+from asva_platform.storage import DEFAULT_BUCKET, DEFAULT_S3_PORT, Storage
+from asva_platform.tracking import DEFAULT_MLFLOW_PORT
 
 HOST = "127.0.0.1"
 DEFAULT_RAY_PORT = 6390
@@ -36,7 +38,7 @@ DEFAULT_DASHBOARD_PORT = 8265
 LOCAL_S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
-class StackError(RuntimeError):
+class StackError(AsvaError):
     pass
 
 
@@ -169,7 +171,6 @@ def start_s3_server(port: int = 0, bucket: str = DEFAULT_BUCKET, log_dir: Path |
         proc = _spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], log, dict(os.environ))
         wait_until(lambda: _s3_healthy(url), 120, f"S3 server on port {port}", proc, log)
         service.pid, service.started_here, service._proc = proc.pid, True, proc
-    from asva_platform.storage import Storage
 
     with restored_env(service.env):
         os.environ.update({k: v for k, v in service.env.items() if k != "AWS_ENDPOINT_URL" and not os.environ.get(k)})

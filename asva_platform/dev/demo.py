@@ -23,8 +23,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asva_platform import stack, submit
+from asva_platform import submit
+from asva_platform.compare import main as compare_main
+from asva_platform.dev import stack
+from asva_platform.dev.fixtures import toy_inputs
 from asva_platform.errors import UserError, run_guarded
+from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage, join
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +73,6 @@ class ToyRun:
 
 def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tuple[list[str], dict]:
     """Toy inputs (dataset uploaded to the S3 server, weights local); returns overrides and the VAE report."""
-    from asva_platform.preprocess.fixtures import toy_inputs
-    from asva_platform.schema import load_experiment
 
     exp = load_experiment(str(REPO / CONFIG))
     work = (settings.state_dir / "demo-toy").resolve()
@@ -91,7 +93,6 @@ def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tup
 def run_toy(settings: stack.StackSettings, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,
             max_steps: int = 0, name: str = "demo-toy") -> ToyRun:
     """The whole toy recipe on a running local stack; ``max_steps`` 0 keeps the recipe's."""
-    from asva_platform.compare import main as compare_main
 
     times: dict[str, float] = {}
     t = time.monotonic()

@@ -1,4 +1,4 @@
-"""The latent cache on object storage: on-disk format, the reader training uses, and the batch collation.
+"""The latent-cache contract: the on-disk format on object storage, written by preprocessing, read by training.
 
 Layout of one cache (``<storage.root>/caches/<cache_id>/``, see docs/preprocess.md)::
 
@@ -263,51 +263,3 @@ def open_cache(storage: Storage, ref: str, cache_root: str) -> CacheHandle:
         raise CacheError(f"{manifest_uri}: not a {FORMAT} v{FORMAT_VERSION} manifest "
                          f"(format {manifest.get('format')!r} v{manifest.get('format_version')!r})")
     return CacheHandle(storage, uri, manifest)
-
-
-# ---------------------------------------------------------------------------------------------
-# Training batches
-
-
-def _flip_mask(b: int, rng: np.random.Generator | Any | None) -> np.ndarray:
-    """(b,) bool, each True with probability 1/2."""
-    import torch
-
-    if isinstance(rng, torch.Generator):
-        return (torch.rand(b, generator=rng) < 0.5).numpy()
-    rng = rng if rng is not None else np.random.default_rng()
-    return rng.random(b) < 0.5
-
-
-def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndarray], null_audio: np.ndarray,
-                           rng: np.random.Generator | Any | None = None, use_flips: bool = True) -> dict:
-    """A batch of cache rows -> the loss inputs of ``asva_model.objective`` as fp32 torch tensors.
-
-    ``mean``/``std`` (b, C, f, h, w) are the chosen flip's latent distribution (a random flip per sample
-    when the cache holds both and ``use_flips``; ``rng`` may be a numpy or torch generator, None = fresh
-    entropy); ``audio_tokens`` (b, S, D); ``null_audio_tokens`` (1, S, D); ``text`` (b, 77, D) looked up by
-    class; plus ``class_dir``/``window_id`` lists and ``flipped`` (b,) bool.
-    """
-    import torch
-
-    b = len(batch["window_id"])
-    has_flips = "latent_mean_flip" in batch
-    flipped = _flip_mask(b, rng) if (has_flips and use_flips) else np.zeros(b, dtype=bool)
-    sel = flipped[:, None, None, None, None]
-    mean = np.where(sel, batch["latent_mean_flip"], batch["latent_mean"]) if has_flips else batch["latent_mean"]
-    std = np.where(sel, batch["latent_std_flip"], batch["latent_std"]) if has_flips else batch["latent_std"]
-    classes = [str(c) for c in batch["class_dir"]]
-    missing = sorted(set(classes) - set(text))
-    if missing:
-        raise KeyError(f"no text encoding for class(es) {missing}")
-    return {
-        "mean": torch.from_numpy(np.asarray(mean, dtype=np.float32)),
-        "std": torch.from_numpy(np.asarray(std, dtype=np.float32)),
-        "audio_tokens": torch.from_numpy(np.asarray(batch[AUDIO_COLUMN], dtype=np.float32)),
-        "null_audio_tokens": torch.from_numpy(np.asarray(null_audio, dtype=np.float32)).reshape(
-            1, *np.shape(null_audio)[-2:]),
-        "text": torch.from_numpy(np.stack([np.asarray(text[c], dtype=np.float32) for c in classes])),
-        "class_dir": classes,
-        "window_id": [str(w) for w in batch["window_id"]],
-        "flipped": torch.from_numpy(flipped),
-    }

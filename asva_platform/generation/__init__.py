@@ -1,0 +1,2 @@
+"""The generation stage: animate any image + audio with a checkpoint (``jobs.generate``;
+:func:`asva_platform.generation.job.run`)."""
