@@ -76,11 +76,17 @@ class AudioEncoderConfig:
     """Stochastic-depth rate of the last block (linear from 0; ImageBind-Huge audio: 0.1)."""
     drop_path_in_training: bool = True
     """Online training runs the frozen encoder in train mode so drop-path is active, as the original code did."""
+    drop_path_layout: Literal["per_sample", "authors"] = "per_sample"
+    """What one stochastic-depth draw covers in training: `per_sample` one per clip; `authors` one per token
+    position shared by the batch, as ImageBind's sequence-first trunk draws it. Rates are the same. Set by
+    the `protocol` switch."""
 
     def __post_init__(self) -> None:
         require(self.embed_dim % self.num_heads == 0, "embed_dim",
                 f"{self.embed_dim} is not divisible by num_heads={self.num_heads}")
         require(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
+        require(self.drop_path_layout in ("per_sample", "authors"), "drop_path_layout",
+                f"must be per_sample or authors, got {self.drop_path_layout!r}")
         require(self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
                 "patch_size", "is larger than the mel spectrogram")
 

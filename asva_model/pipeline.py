@@ -131,13 +131,20 @@ class AVSyncPipeline(DiffusionPipeline):
         null_text_emb: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         decode: bool = True,
+        sampler: str = "standard",
     ) -> AVSyncOutput:
         """Animate ``image`` to ``num_frames`` frames following the audio.
 
         image: (b, 3, H, W) in [0, 1] (or PIL / uint8 arrays); text_emb: (b, 77, D) class-prompt encoding;
         mel: (b, 1, 128, 204) normalised log-mel of the 2 s window (or precomputed ``audio_tokens``);
         ``null_text_emb`` (1, 77, D) is required when ``text_guidance_scale != 1``.
+        ``sampler``: ``standard`` hands the scheduler a fresh tensor every step (textbook PNDM); ``authors``
+        writes each step's result into the latents in place, as the paper's pipeline does. PNDM keeps the
+        sample of its first step by reference for its second, so that write changes what it reads there:
+        from step 2 on the trajectory is the authors' own, not PNDM's.
         """
+        if sampler not in ("standard", "authors"):
+            raise ValueError(f"sampler must be standard or authors, got {sampler!r}")
         if (mel is None) == (audio_tokens is None):
             raise ValueError("pass exactly one of mel or audio_tokens")
         if text_guidance_scale != 1.0 and null_text_emb is None:
@@ -167,7 +174,10 @@ class AVSyncPipeline(DiffusionPipeline):
                              audio_guidance_scale, text_guidance_scale)
             # Only frames 1.. are denoised; frame 0 is the fixed condition.
             moving = self.scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:], **step_kwargs).prev_sample
-            latents = torch.cat([latents[:, :, :1], moving.to(dtype)], dim=2)
+            if sampler == "authors":
+                latents[:, :, 1:] = moving  # in place: the scheduler may still hold latents[:, :, 1:]
+            else:
+                latents = torch.cat([latents[:, :, :1], moving.to(dtype)], dim=2)
 
         frames = self.decode_latents(latents) if decode else torch.empty(0)
         return AVSyncOutput(frames=frames, latents=latents)

@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-from asva_model.config import ModelConfig
 from asva_platform import config as cfg
 from asva_platform import submit
 from asva_platform.dev import stack
@@ -96,9 +95,14 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     from asva_model.info import describe, model_info  # torch-heavy: only this subcommand pays for it
 
-    model_cfg = load_experiment(args.config, args.overrides).model if args.config else ModelConfig()
-    info = model_info(model_cfg)
-    print(json.dumps(info) if args.json else describe(info))
+    exp = load_experiment(args.config, args.overrides)
+    # which protocol the config's numbers would follow (docs/metrics.md, "Reproducing the paper")
+    info = {**model_info(exp.model), "protocol": exp.protocol, "protocol_quirks": exp.protocol_quirks()}
+    if args.json:
+        print(json.dumps(info))
+    else:
+        quirks = ", ".join(f"{k.rsplit('.', 1)[1]}={v}" for k, v in info["protocol_quirks"].items())
+        print(f"{describe(info)}\nprotocol: {info['protocol']} ({quirks})")
     return 0
 
 

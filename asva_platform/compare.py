@@ -28,7 +28,7 @@ from pathlib import Path
 
 from asva_platform.artifacts.evaluation import load_evaluation
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.experiment import load_experiment
+from asva_platform.experiment import PROTOCOLS, load_experiment
 from asva_platform.storage import Storage
 from asva_platform.tracking import (
     TAG_COMPARED,
@@ -127,6 +127,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:16px;color:#222}
 h1{font-size:20px;margin:0 0 8px}
 p.note{color:#555;font-size:13px;margin:4px 0 12px}
+p.warning{color:#a00;font-weight:bold;font-size:14px;margin:4px 0 12px}
 table{border-collapse:collapse;font-size:13px}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}
@@ -192,6 +193,20 @@ def header_table(runs: list[ComparedRun]) -> str:
             + "".join(rows) + "</table>")
 
 
+def protocol_warning(runs: list[ComparedRun]) -> str:
+    """A warning when the runs' evaluations followed different protocols (their numbers do not compare), with
+    the quirks that differ; '' when they agree. Records older than the protocol switch count as `exact`."""
+    protocols = {r.label: r.record.get("settings", {}).get("protocol", "exact") for r in runs}
+    quirks = [r.record.get("settings", {}).get("quirks") or PROTOCOLS["exact"] for r in runs]
+    differing = sorted({k for q in quirks for k in q if len({str(other.get(k)) for other in quirks}) > 1})
+    if len(set(protocols.values())) < 2 and not differing:
+        return ""
+    which = ", ".join(f"{label}: {p}" for label, p in protocols.items())
+    detail = f"; differing: {', '.join(differing)}" if differing else ""
+    return (f"Warning: these evaluations followed different protocols ({which}{detail}), so their metrics are "
+            "not comparable: docs/metrics.md, \"Reproducing the paper\".")
+
+
 def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -> tuple[str, int]:
     """The page's HTML and the number of clips shown."""
     runs = comparison.runs
@@ -214,9 +229,11 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
              "every generated clip carries its window's ground-truth audio)."]
     if comparison.skipped_runs:
         notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
+    warning = protocol_warning(runs)
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ASVA comparison</title>"
             f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
             f"<h1>ASVA comparison: {len(runs)} run(s)</h1>"
+            + (f'<p class="warning">{html.escape(warning)}</p>' if warning else "")
             + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
             + header_table(runs)
             + '<h2 style="font-size:16px">Clips</h2><table class="clips"><tr><th>clip</th><th>ground truth</th>'

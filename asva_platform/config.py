@@ -9,6 +9,8 @@
   built in Python is checked too), raising ``ConfigError("<field>: <why>")``; the loader prefixes the
   section's key path and the file.
 * ``base:`` names another YAML file (or a list of them, merged in order) that this one extends.
+* A class may declare switches (``SWITCHES``): a top-level key such as ``protocol: authors`` that sets a
+  group of fields at once, except those the files or overrides set themselves.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import yaml
 from asva_model.errors import ConfigError, require
 
 __all__ = ["ConfigError", "require", "from_dict", "to_dict", "load", "load_raw", "replace_dotted", "dump_yaml",
-           "flatten", "field_docs", "parse_override", "set_dotted", "check_key_path", "read_yaml"]
+           "flatten", "field_docs", "parse_override", "set_dotted", "check_key_path", "read_yaml", "switches_of"]
 
 T = TypeVar("T")
 
@@ -220,7 +222,10 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def check_key_path(cls: type, key: str) -> Any:
-    """Return the type at dotted ``key`` of dataclass ``cls``; ConfigError if no such key."""
+    """Return the type at dotted ``key`` of dataclass ``cls`` (``str`` for one of its switches); ConfigError
+    if no such key."""
+    if key in switches_of(cls):
+        return str
     tp: Any = cls
     walked = []
     for part in key.split("."):
@@ -291,10 +296,39 @@ def load_raw(path: str | Path) -> dict[str, Any]:
     return _merge(merged, data)
 
 
+def switches_of(cls: type) -> dict[str, dict[str, dict[str, Any]]]:
+    """A config class's switches (class attribute ``SWITCHES``): top-level keys that are not fields but set
+    several fields at once, ``{switch: {choice: {dotted key: value}}}``."""
+    return getattr(cls, "SWITCHES", {})
+
+
+def _has_dotted(data: dict[str, Any], key: str) -> bool:
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _apply_switches(cls: type, data: dict[str, Any], chosen: dict[str, Any], explicit: dict[str, Any],
+                    source: str) -> None:
+    """Set every key of each chosen switch setting that ``explicit`` does not set itself."""
+    for name, choice in chosen.items():
+        table = switches_of(cls)[name]
+        if choice not in table:
+            raise ConfigError(f"{source}: {name}: must be one of {', '.join(table)}, got {choice!r}")
+        for key, value in table[choice].items():
+            if not _has_dotted(explicit, key):
+                set_dotted(data, key, value)
+
+
 def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Load ``path`` (may be ``None`` for defaults) into ``cls`` and apply dotted ``overrides``."""
+    """Load ``path`` (may be ``None`` for defaults) into ``cls`` and apply dotted ``overrides``. A switch
+    (see :func:`switches_of`) sets its keys wherever the files and overrides do not set them."""
     data = load_raw(path) if path is not None else {}
     source = str(path) if path is not None else "<defaults>"
+    chosen = {name: data.pop(name) for name in list(data) if name in switches_of(cls)}
     for text in overrides:
         key, value = parse_override(text)
         try:
@@ -303,21 +337,32 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | tu
             raise ConfigError(f"override {text!r}: {err}") from None
         if tp is str:  # a string key keeps the text as typed (a run id like 1e5a... is not a number)
             value = text.split("=", 1)[1].strip()
-        set_dotted(data, key, value)
+        if key in switches_of(cls):
+            chosen[key] = value
+        else:
+            set_dotted(data, key, value)
     if overrides:
         source += " + overrides"
+    _apply_switches(cls, data, chosen, data, source)
     return from_dict(cls, data, source)
 
 
 def replace_dotted(obj: T, values: dict[str, Any], source: str = "<overrides>") -> T:
-    """A copy of config ``obj`` with dotted-key ``values`` applied and re-validated."""
+    """A copy of config ``obj`` with dotted-key ``values`` applied and re-validated; a switch among them sets
+    its keys except those ``values`` sets itself."""
     data = to_dict(obj)
+    chosen, explicit = {}, {}
     for key, value in values.items():
         try:
             check_key_path(type(obj), key)
         except ConfigError as err:
             raise ConfigError(f"{source}: {err}") from None
-        set_dotted(data, key, value)
+        if key in switches_of(type(obj)):
+            chosen[key] = value
+        else:
+            set_dotted(data, key, value)
+            set_dotted(explicit, key, value)
+    _apply_switches(type(obj), data, chosen, explicit, source)
     return from_dict(type(obj), data, source)
 
 

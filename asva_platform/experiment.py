@@ -11,6 +11,7 @@ Search-space keys in sweep files are dotted paths into this tree (``model.audio_
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from asva_model.config import ModelConfig, VAEPretrainConfig
 from asva_model.data.config import DatasetConfig, SamplingConfig
@@ -22,6 +23,39 @@ from asva_platform.preprocess.config import PreprocessConfig
 from asva_platform.storage import StorageConfig
 from asva_platform.tracking import TrackingConfig
 from asva_platform.training.config import TrainConfig
+
+PROTOCOLS: dict[str, dict[str, str]] = {
+    "authors": {
+        "sampling.frame_picking": "authors",
+        "sampling.audio_window": "authors",
+        "sampling.audio_channels": "authors",
+        "sampling.resampler": "sinc",
+        "model.audio_encoder.drop_path_layout": "authors",
+        "eval.sampler": "authors",
+        "eval.audio_encoder_source": "imagebind",
+    },
+    "exact": {
+        "sampling.frame_picking": "exact",
+        "sampling.audio_window": "exact",
+        "sampling.audio_channels": "mean",
+        "sampling.resampler": "soxr",
+        "model.audio_encoder.drop_path_layout": "per_sample",
+        "eval.sampler": "standard",
+        "eval.audio_encoder_source": "checkpoint",
+    },
+}
+"""The `protocol` switch: every place our pipeline can follow the authors' code where it differs from the
+clean choice (docs/metrics.md, "Reproducing the paper", measures each). `authors` reproduces the paper's
+numbers; `exact` is the clean behaviour and the default of each field."""
+
+
+def protocol_of(values: dict[str, Any]) -> str:
+    """`authors` or `exact` when the flattened config ``values`` follow one protocol on every quirk, else
+    `mixed`."""
+    for name, table in PROTOCOLS.items():
+        if all(values.get(key) == value for key, value in table.items()):
+            return name
+    return "mixed"
 
 
 @dataclass
@@ -48,6 +82,20 @@ class ExperimentConfig:
     """Generation and evaluation."""
     vae_pretrain: VAEPretrainConfig = field(default_factory=VAEPretrainConfig)
     """`asva pretrain-vae`: training a small VAE for toy-scale runs (SD-1.5's VAE is used otherwise)."""
+
+    SWITCHES: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"protocol": PROTOCOLS}
+    """`protocol: authors | exact` in a file or the override `protocol=...` sets every field of PROTOCOLS the config
+    does not set itself."""
+
+    @property
+    def protocol(self) -> str:
+        """Which protocol this config follows on every quirk: `authors`, `exact` or `mixed`."""
+        return protocol_of(cfg.flatten(self))
+
+    def protocol_quirks(self) -> dict[str, Any]:
+        """Each quirk's dotted key and value (what an evaluation record keeps beside its numbers)."""
+        values = cfg.flatten(self)
+        return {key: values[key] for key in PROTOCOLS["exact"]}
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")

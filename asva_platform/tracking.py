@@ -61,6 +61,9 @@ RESUME_CHANGED_TAG = "asva.resume_{n}.changed"
 """On the n-th resume: the config keys whose values changed (MLflow params cannot be rewritten)."""
 LOGGED_STEP_TAG = "asva.logged_step.{group}"
 """Per metric group, the last step logged (written with the metrics, so no step is logged twice)."""
+TAG_PROTOCOL = "asva.protocol"
+"""The run config's protocol (`authors`, `exact` or `mixed`: docs/metrics.md, "Reproducing the paper"); the
+compare page warns when the runs it shows differ in it."""
 # Evaluation
 TAG_EVAL_LATEST = "asva.eval.latest"
 """The newest evaluation's name on a run."""
@@ -224,6 +227,9 @@ def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, 
     all_tags = standard_tags(job, tags)
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
+    protocol = getattr(config_obj, "protocol", None)  # an experiment config names the protocol it follows
+    if isinstance(protocol, str):
+        all_tags[TAG_PROTOCOL] = protocol
     run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
     if config_obj is not None:
         log_params_batched(client, run.info.run_id, config_params(config_obj))

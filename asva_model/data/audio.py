@@ -19,6 +19,7 @@ import numpy as np
 import soxr
 
 from asva_model.data.config import SamplingConfig
+from asva_model.data.resample import sinc_resample
 
 _EPS = float(np.finfo(np.float32).eps)  # Kaldi's floor: numeric_limits<float>::epsilon()
 
@@ -87,10 +88,15 @@ def waveform_to_mel(waveform: np.ndarray, cfg: SamplingConfig) -> np.ndarray:
     return ((out - cfg.mel_mean) / cfg.mel_std)[None].astype(np.float32, copy=False)
 
 
-def resample(waveform: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited resampling (soxr, high quality), delay-compensated so sample times are kept."""
+def resample(waveform: np.ndarray, orig_rate: int, target_rate: int, method: str = "soxr") -> np.ndarray:
+    """Band-limited resampling. ``soxr``: soxr HQ, delay-compensated so sample times are kept; ``sinc``:
+    torchaudio's default windowed sinc (:func:`~asva_model.data.resample.sinc_resample`), as the authors."""
     if orig_rate == target_rate:
         return np.asarray(waveform, dtype=np.float32)
+    if method == "sinc":
+        return sinc_resample(np.asarray(waveform, dtype=np.float32), orig_rate, target_rate)
+    if method != "soxr":
+        raise ValueError(f"resampler must be soxr or sinc, got {method!r}")
     out = soxr.resample(np.asarray(waveform, dtype=np.float32), orig_rate, target_rate, quality="HQ")
     return np.asarray(out, dtype=np.float32)
 

@@ -67,6 +67,25 @@ class SamplingConfig:
     often measure a few ms less in their audio stream."""
     min_source_side: int = 16
     """Videos whose native width or height is below this are skipped as `too_small`."""
+    frame_picking: Literal["exact", "authors"] = "exact"
+    """Which native frame stands for time start + k/fps. `exact`: the first frame presented at or after it.
+    `authors`: the official loader's walk (torchvision's video_reader): frame times rounded to whole
+    microseconds, a target that advances by an accumulated 1/fps only when a frame is taken, one target per
+    frame; where a frame's time equals a target the rounding decides (30 fps: frames 0,5,11,15,20,26,...;
+    a 6 fps video read back: 0,1,3,4,...,11,11). Set by the `protocol` switch."""
+    audio_window: Literal["exact", "authors"] = "exact"
+    """`exact`: clip_samples samples from `start` on one sample grid (zero-padded where a short clip ends).
+    `authors`: the whole decoded audio frames whose times (us) lie in [start, start + clip_duration],
+    resampled on their own and centre-cropped to clip_samples (a window shifted by tens to hundreds of
+    samples; a short one is not padded, its mel is). Set by the `protocol` switch."""
+    audio_channels: Literal["mean", "authors"] = "mean"
+    """How a multi-channel track becomes mono. `mean`: the channels' mean. `authors`: row 0 of each decoded
+    frame's samples taken in decoder memory order as (channels, samples), as the official loader's
+    `.view(c, t)`: the first channel for planar codecs (AAC, MP3), the first half of the interleaved samples
+    for packed ones. Set by the `protocol` switch."""
+    resampler: Literal["soxr", "sinc"] = "soxr"
+    """Resampling to audio_sample_rate. `soxr`: soxr HQ. `sinc`: torchaudio's default windowed sinc (Hann,
+    6 zero crossings, rolloff 0.99), as the official loader. Set by the `protocol` switch."""
 
     def __post_init__(self) -> None:
         require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
@@ -80,6 +99,9 @@ class SamplingConfig:
         require(0.0 <= self.short_clip_tolerance < self.clip_duration, "short_clip_tolerance",
                 f"must be in [0, clip_duration), got {self.short_clip_tolerance}")
         require(self.min_source_side >= 1, "min_source_side", "must be >= 1")
+        for name, choices in (("frame_picking", ("exact", "authors")), ("audio_window", ("exact", "authors")),
+                              ("audio_channels", ("mean", "authors")), ("resampler", ("soxr", "sinc"))):
+            require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         require(self.num_mel_bins > 3, "num_mel_bins", "must be > 3")
         require(self.mel_target_length >= 1, "mel_target_length", "must be >= 1")
         require(abs(self.num_frames / self.fps - self.clip_duration) < 1e-6, "clip_duration",

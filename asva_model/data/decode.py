@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import IO, Any
 
 import av
@@ -58,22 +59,36 @@ class MediaInfo:
 
 @dataclass
 class DecodedFrames:
-    """Frames picked for a set of target times: ``frames[key(t)] = (pts, rgb uint8 HxWx3)``."""
+    """The frames each window picked, in order: ``windows[time_key(start)] = [(pts, rgb uint8 HxWx3), ...]``
+    (at most ``num_frames``; fewer where the stream ends first: the window repeats its last one)."""
 
-    frames: dict[int, tuple[float, np.ndarray]]
+    windows: dict[int, list[tuple[float, np.ndarray]]]
 
 
 @dataclass
 class DecodedAudio:
-    """Mono audio at the configured rate; ``samples[0]`` is at time ``start``."""
+    """Mono audio at the configured rate; ``samples[0]`` is at time ``start``. Under
+    ``audio_window: authors`` also the decoded frames themselves (``frames``: (time in whole microseconds,
+    mono samples at ``native_rate``)), since that window is cut from whole frames."""
 
     samples: np.ndarray
     start: float
+    frames: list[tuple[float, np.ndarray]] | None = None
+    native_rate: int = 0
 
 
 def time_key(t: float) -> int:
     """Dictionary key of a target time (microseconds), so every caller computing k/fps agrees."""
     return int(round(t * 1e6))
+
+
+def microsecond_time(pts: int, time_base: Fraction) -> float:
+    """A frame's time as torchvision's video_reader reports it: ``pts * time_base`` rescaled to whole
+    microseconds, halves rounded away from zero (FFmpeg's ``av_rescale_q``), then times 1e-6."""
+    num = pts * time_base.numerator * 1_000_000
+    q, r = divmod(abs(num), time_base.denominator)
+    q += 2 * r >= time_base.denominator
+    return (q if num >= 0 else -q) * 1e-6
 
 
 def _size_of(src: Source) -> int:
@@ -150,16 +165,74 @@ def check_long_enough(duration: float, cfg: SamplingConfig, what: str = "clip") 
                            f"{what} lasts {duration:.3f} s, shorter than a {cfg.clip_duration:g} s window")
 
 
-def decode_frames(container: Any, info: MediaInfo, targets: list[float], cutoff: float,
+class _ExactPicker:
+    """For each target start + k/fps, the first frame presented at or after it (several targets may share
+    a frame when the source has fewer frames than targets)."""
+
+    def __init__(self, targets: list[float], cutoff: float) -> None:
+        self.targets, self.cutoff, self.picked = targets, cutoff, 0
+
+    def wants(self, t: float, t_us: float) -> int:
+        """How many of the next targets the frame at ``t`` fills (0 after the cutoff)."""
+        if t > self.cutoff:
+            return 0
+        n = 0
+        while self.picked + n < len(self.targets) and t >= self.targets[self.picked + n] - PTS_TOLERANCE:
+            n += 1
+        self.picked += n
+        return n
+
+    @property
+    def done(self) -> bool:
+        return self.picked == len(self.targets)
+
+    @property
+    def last_target(self) -> float:
+        return self.targets[-1]
+
+
+class _AuthorsPicker:
+    """The official loader's walk: a frame whose microsecond time is at or after the current target is
+    taken and the target moves on by 1/fps (accumulated in floating point); one target per frame."""
+
+    def __init__(self, start: float, num_frames: int, fps: float, clip_duration: float) -> None:
+        self.step = 1.0 / fps
+        self.target, self.num_frames, self.picked = start, num_frames, 0
+        self.last_target = start + (num_frames - 1) / fps
+        self.cutoff = start + clip_duration + self.step / 2.0
+
+    def wants(self, t: float, t_us: float) -> int:
+        if self.done or t_us > self.cutoff or t_us < self.target:
+            return 0
+        self.target += self.step
+        self.picked += 1
+        return 1
+
+    @property
+    def done(self) -> bool:
+        return self.picked == self.num_frames
+
+
+
+def _picker(start: float, cfg: SamplingConfig):
+    if cfg.frame_picking == "authors":
+        return _AuthorsPicker(start, cfg.num_frames, cfg.fps, cfg.clip_duration)
+    return _ExactPicker([start + k / cfg.fps for k in range(cfg.num_frames)],
+                        start + cfg.clip_duration + 0.5 / cfg.fps)
+
+
+def decode_frames(container: Any, info: MediaInfo, starts: list[float], cfg: SamplingConfig,
                   tolerance: float) -> DecodedFrames:
-    """For each target time, the first decoded frame with pts >= target (frames after ``cutoff`` are
-    never read). Decodes once from the keyframe before the earliest target; converts only picked frames.
-    A stream that stops well before the header's duration is a truncated file: ``corrupt_video``."""
+    """The frames each window starting in ``starts`` picks (rule: ``cfg.frame_picking``). Decodes once from
+    the keyframe before the earliest window; converts only picked frames. A stream that stops well before
+    the header's duration is a truncated file: ``corrupt_video``."""
     vs = container.streams.video[0]
-    order = sorted(set(targets))
-    picked: dict[int, tuple[float, np.ndarray]] = {}
-    first = order[0] if order else 0.0
-    i, last_t = 0, None
+    order = sorted({time_key(s): s for s in starts}.items())
+    pickers = {key: _picker(s, cfg) for key, s in order}
+    picked: dict[int, list[tuple[float, np.ndarray]]] = {key: [] for key in pickers}
+    first = order[0][1] if order else 0.0
+    last_cutoff = max(p.cutoff for p in pickers.values())
+    last_t = None
     try:
         if first > info.video_start + 1.0 / info.fps:
             container.seek(int(first / vs.time_base), stream=vs, backward=True, any_frame=False)
@@ -167,52 +240,65 @@ def decode_frames(container: Any, info: MediaInfo, targets: list[float], cutoff:
             if frame.pts is None:
                 continue
             t = float(frame.time)
-            if t > cutoff:
+            t_us = microsecond_time(frame.pts, frame.time_base)
+            if min(t, t_us) > last_cutoff:
                 break
             last_t = t
             rgb = None
-            while i < len(order) and t >= order[i] - PTS_TOLERANCE:
-                rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
-                picked[time_key(order[i])] = (t, rgb)
-                i += 1
-            if i == len(order):
+            for key, picker in pickers.items():
+                n = picker.wants(t, t_us)
+                if n:
+                    rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                    picked[key] += [(t, rgb)] * n
+            if all(p.done for p in pickers.values()):
                 break
     except av.error.FFmpegError as e:
         raise BadClipError(SkipReason.CORRUPT_VIDEO, f"video decoding failed: {e}") from None
-    if i < len(order):  # the stream ended before the last target: legit only near the header's end
-        expected = min(order[-1], info.video_end - 1.0 / info.fps, cutoff)
+    short = [p for p in pickers.values() if not p.done]
+    if short:  # the stream ended before a window's last frame: legit only near the header's end
+        expected = min(max(p.last_target for p in short), info.video_end - 1.0 / info.fps,
+                       max(p.cutoff for p in short))
         got = last_t if last_t is not None else info.video_start - 1.0 / info.fps
         if got < expected - tolerance - 1.0 / info.fps:
             raise BadClipError(SkipReason.CORRUPT_VIDEO,
                                f"video frames stop at {got:.3f} s but the stream claims {info.video_duration:.3f} s")
-    if not picked:
-        raise BadClipError(SkipReason.CORRUPT_VIDEO, f"no video frame decoded at or after {first:.3f} s")
     return DecodedFrames(picked)
 
 
-def _frame_to_mono(frame: Any) -> np.ndarray:
-    data = frame.to_ndarray()
-    channels = len(frame.layout.channels) or 1
-    if not frame.format.is_planar:
-        data = data.reshape(-1, channels).T
+def frame_to_mono(frame: Any, channels_rule: str) -> np.ndarray:
+    """One decoded audio frame as float32 mono samples (``channels_rule``: ``SamplingConfig.audio_channels``)."""
+    data = frame.to_ndarray()  # decoder memory order: planar (channels, samples), packed (1, samples * channels)
     if data.dtype.kind == "i":
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     elif data.dtype.kind == "u":  # u8 audio is offset binary
         data = (data.astype(np.float32) - 128.0) / 128.0
-    return data.astype(np.float32, copy=False).mean(axis=0)
+    data = data.astype(np.float32, copy=False)
+    channels = len(frame.layout.channels) or 1
+    if channels_rule == "authors":
+        # torchvision's video_reader hands the decoder's buffer over labelled (samples, channels); the official
+        # loader views it as (channels, samples) and keeps row 0: the first plane of a planar codec, the first
+        # half of the interleaved samples of a packed one.
+        return data.reshape(channels, -1)[0]
+    if not frame.format.is_planar:
+        data = data.reshape(-1, channels).T
+    return data.mean(axis=0)
 
 
 def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: SamplingConfig,
                  tolerance: float) -> DecodedAudio:
     """Mono audio covering [t0, t1] at ``cfg.audio_sample_rate``: decoded at the native rate, placed by pts,
-    then resampled in one piece (so sample k sits at t0 + k / rate). Zeros where the stream has no audio."""
+    then resampled in one piece (so sample k sits at t0 + k / rate). Zeros where the stream has no audio.
+    Under ``audio_window: authors`` the decoded frames (microsecond time, native-rate mono) are kept instead,
+    for :func:`authors_audio_window`."""
     as_ = container.streams.audio[0]
     sr = info.sample_rate
+    keep_frames = cfg.audio_window == "authors"
     # Start the buffer on a time that is a whole sample at both rates, so every decode of a clip shares one
     # output sample grid (anchored at t = 0) whatever window it was opened for.
     common = math.gcd(int(sr), int(cfg.audio_sample_rate))
     t0 = math.floor(t0 * common + 1e-9) / common
-    native = np.zeros(max(int(math.ceil((t1 - t0) * sr)), 1), dtype=np.float32)
+    native = np.zeros(0 if keep_frames else max(int(math.ceil((t1 - t0) * sr)), 1), dtype=np.float32)
+    frames: list[tuple[float, np.ndarray]] = []
     covered_end = None
     try:
         if t0 > info.audio_start + 0.05:
@@ -224,16 +310,20 @@ def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: Sam
             t = float(frame.time) if frame.pts is not None else next_t
             if t is None:
                 t = info.audio_start
-            mono = _frame_to_mono(frame)
+            mono = frame_to_mono(frame, cfg.audio_channels)
             next_t = t + len(mono) / sr
             if next_t <= t0:
                 continue
             if t >= t1:
                 break
-            offset = int(round(t * sr)) - int(round(t0 * sr))
-            lo, hi = max(offset, 0), min(offset + len(mono), len(native))
-            if hi > lo:
-                native[lo:hi] = mono[lo - offset: hi - offset]
+            if keep_frames:
+                t_us = microsecond_time(frame.pts, frame.time_base) if frame.pts is not None else t
+                frames.append((t_us, mono))
+            else:
+                offset = int(round(t * sr)) - int(round(t0 * sr))
+                lo, hi = max(offset, 0), min(offset + len(mono), len(native))
+                if hi > lo:
+                    native[lo:hi] = mono[lo - offset: hi - offset]
             covered_end = next_t
     except av.error.FFmpegError as e:
         raise BadClipError(SkipReason.CORRUPT_AUDIO, f"audio decoding failed: {e}") from None
@@ -242,4 +332,19 @@ def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: Sam
     if got < expected - tolerance:
         raise BadClipError(SkipReason.CORRUPT_AUDIO,
                            f"audio stops at {got:.3f} s but the stream claims {info.audio_duration:.3f} s")
-    return DecodedAudio(resample(native, sr, cfg.audio_sample_rate), t0)
+    if keep_frames:
+        return DecodedAudio(native, t0, frames, sr)
+    return DecodedAudio(resample(native, sr, cfg.audio_sample_rate, cfg.resampler), t0, None, sr)
+
+
+def authors_audio_window(audio: DecodedAudio, start: float, cfg: SamplingConfig) -> np.ndarray:
+    """The official loader's audio window: every decoded frame whose microsecond time lies in
+    [start, start + clip_duration], joined, resampled on its own (edges included) and centre-cropped to
+    ``cfg.clip_samples``; shorter when the audio ends first (not padded)."""
+    end = start + cfg.clip_duration
+    parts = [samples for t, samples in audio.frames or () if start <= t <= end]
+    if not parts:
+        raise BadClipError(SkipReason.CORRUPT_AUDIO, f"no audio frame starts within [{start:.3f}, {end:.3f}] s")
+    wave = resample(np.concatenate(parts), audio.native_rate, cfg.audio_sample_rate, cfg.resampler)
+    extra = len(wave) - cfg.clip_samples
+    return wave[extra // 2: extra // 2 + cfg.clip_samples] if extra > 0 else wave

@@ -3,11 +3,14 @@
 One window = ``cfg.clip_duration`` seconds (2.0) starting at ``start``:
 
 * frames: for k = 0..num_frames-1 the first decoded frame with pts >= start + k/fps (fps = 6), among
-  frames with pts <= start + clip_duration + 0.5/fps; a missing one repeats the previous frame.
+  frames with pts <= start + clip_duration + 0.5/fps; a missing one repeats the previous frame
+  (``frame_picking: authors`` walks frames as the official loader does, see ``SamplingConfig``).
   Aspect-preserving centre crop to the output aspect, antialiased bilinear resize to ``image_size``,
   optional horizontal flip; float32 (3, N, H, W) in [0, 1].
 * audio: mono, resampled to 16 kHz, exactly ``clip_samples`` (32,000) samples starting at ``start``,
-  zero-padded at the end if the audio stops short; ``mel`` is ImageBind's normalised log-mel (1, 128, 204).
+  zero-padded at the end if the audio stops short (``audio_window``/``audio_channels``/``resampler:
+  authors|sinc`` reproduce the official loader instead); ``mel`` is ImageBind's normalised log-mel
+  (1, 128, 204).
 
 ``sample_clip`` decodes one window (seeking to it). ``decode_windows`` + ``window_from_decoded`` decode a
 clip once and cut any number of windows from it, with the same frame-picking rule, so a cache builder
@@ -32,6 +35,7 @@ from asva_model.data.decode import (
     DecodedFrames,
     MediaInfo,
     Source,
+    authors_audio_window,
     check_long_enough,
     decode_audio,
     decode_frames,
@@ -110,16 +114,6 @@ def entry_span(entry: ClipEntry | None, info: MediaInfo) -> tuple[float, float]:
         return 0.0, info.duration
     end = info.duration if entry.end is None else min(entry.end, info.duration)
     return entry.start, max(0.0, end - entry.start)
-
-
-def frame_targets(start: float, cfg: SamplingConfig) -> list[float]:
-    """The times frames are picked at: start + k / fps."""
-    return [start + k / cfg.fps for k in range(cfg.num_frames)]
-
-
-def frame_cutoff(start: float, cfg: SamplingConfig) -> float:
-    """Frames after this are not part of the window (the official loader's takewhile bound)."""
-    return start + cfg.clip_duration + 0.5 / cfg.fps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,9 +213,7 @@ def decode_windows(src: Source, starts: Sequence[float], cfg: SamplingConfig,
         if min(starts) < 0 or max(starts) > latest + 1e-6:
             raise ValueError(f"window starts must lie in [0, {latest:.3f}] for a {info.duration:.3f} s clip, "
                              f"got {min(starts):.3f}..{max(starts):.3f}")
-        targets = sorted({t for s in starts for t in frame_targets(s, cfg)})
-        frames = decode_frames(container, info, targets, max(frame_cutoff(s, cfg) for s in starts),
-                               cfg.short_clip_tolerance)
+        frames = decode_frames(container, info, starts, cfg, cfg.short_clip_tolerance)
         t0 = max(min(starts) - _AUDIO_MARGIN, 0.0)
         audio = decode_audio(container, info, t0, max(starts) + cfg.clip_duration + _AUDIO_MARGIN, cfg,
                              cfg.short_clip_tolerance)
@@ -230,24 +222,22 @@ def decode_windows(src: Source, starts: Sequence[float], cfg: SamplingConfig,
 
 def window_from_decoded(decoded: DecodedMedia, start: float, cfg: SamplingConfig, flip: bool = False) -> SampledClip:
     """Cut one window (one of ``decoded.starts``) from a decoded clip: same result as ``sample_clip``."""
-    if time_key(start) not in {time_key(s) for s in decoded.starts}:
+    picks = decoded.frames.windows.get(time_key(start))
+    if picks is None:
         raise ValueError(f"window start {start:.3f} s was not decoded (decoded: {decoded.starts})")
-    cutoff = frame_cutoff(start, cfg)
-    rgb: list[np.ndarray] = []
-    times: list[float] = []
-    for t in frame_targets(start, cfg):
-        hit = decoded.frames.frames.get(time_key(t))
-        if hit is not None and hit[0] <= cutoff:
-            times.append(hit[0])
-            rgb.append(hit[1])
-        elif rgb:  # past the end of the stream: repeat the last frame, as the official loader does
-            times.append(times[-1])
-            rgb.append(rgb[-1])
-        else:
-            raise BadClipError(SkipReason.CORRUPT_VIDEO, f"no frame at or after {t:.3f} s (window start {start:.3f} s)")
-    waveform = window_samples(decoded.audio.samples, decoded.audio.start, start, cfg)
-    return SampledClip(transform_frames(rgb, cfg, flip), waveform, waveform_to_mel(waveform, cfg),
-                       np.asarray(times, dtype=np.float64), float(start), bool(flip))
+    if not picks:
+        raise BadClipError(SkipReason.CORRUPT_VIDEO, f"no frame at or after {start:.3f} s")
+    # Past the end of the stream the last frame repeats, as the official loader does.
+    picks = picks + [picks[-1]] * (cfg.num_frames - len(picks))
+    if cfg.audio_window == "authors":
+        waveform = authors_audio_window(decoded.audio, start, cfg)
+        mel = waveform_to_mel(waveform, cfg)  # a short window stays short: its mel is zero-padded, as theirs
+        waveform = np.pad(waveform, (0, cfg.clip_samples - len(waveform)))
+    else:
+        waveform = window_samples(decoded.audio.samples, decoded.audio.start, start, cfg)
+        mel = waveform_to_mel(waveform, cfg)
+    return SampledClip(transform_frames([rgb for _, rgb in picks], cfg, flip), waveform, mel,
+                       np.asarray([t for t, _ in picks], dtype=np.float64), float(start), bool(flip))
 
 
 def sample_clip(src: Source, start: float, cfg: SamplingConfig, flip: bool = False,

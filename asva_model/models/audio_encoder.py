@@ -117,11 +117,12 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
     @register_to_config
     def __init__(self, embed_dim: int = 768, num_blocks: int = 12, num_heads: int = 12, head_out_dim: int = 1024,
                  patch_size: int = 16, patch_stride: int = 10, num_mel_bins: int = 128, target_length: int = 204,
-                 drop_path: float = 0.1) -> None:
+                 drop_path: float = 0.1, drop_path_layout: str = "per_sample") -> None:
         super().__init__()
         self._grid = patch_grid_size(num_mel_bins, target_length, patch_size, patch_stride)
         self.preprocessor = audio_preprocessor(embed_dim, patch_size, patch_stride, num_mel_bins, target_length)
-        self.trunk = Trunk(embed_dim, num_blocks, num_heads, add_bias_kv=True, drop_path=drop_path)
+        self.trunk = Trunk(embed_dim, num_blocks, num_heads, add_bias_kv=True, drop_path=drop_path,
+                           drop_path_layout=drop_path_layout)
         self.head = cls_head(embed_dim, head_out_dim)  # ImageBind's pooled embedding: unused, kept for strict loading
         self.postprocessor = _Postprocessor()
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=1e-6)

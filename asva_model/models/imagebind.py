@@ -24,17 +24,29 @@ def patch_grid_size(height: int, width: int, kernel: int, stride: int) -> tuple[
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: zero a residual branch per sample with probability ``p`` (train mode only)."""
+    """Stochastic depth: drop a residual branch with probability ``p`` (train mode only), keeping the
+    expectation. ``layout`` says what one keep/drop draw covers on a (batch, tokens, dim) input:
+    ``per_sample`` one draw per sample; ``authors`` one draw per token position shared by the whole batch,
+    which is what ImageBind's sequence-first trunk (tokens, batch, dim) gets from a per-"sample" draw."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, p: float, layout: str = "per_sample") -> None:
         super().__init__()
-        self.p = p
+        if layout not in DROP_PATH_LAYOUTS:
+            raise ValueError(f"drop_path_layout must be one of {DROP_PATH_LAYOUTS}, got {layout!r}")
+        self.p, self.layout = p, layout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype).bernoulli_(1 - self.p)
-        return x * keep / (1 - self.p)
+        if self.layout == "authors":
+            shape = (1, x.shape[1], *([1] * (x.ndim - 2)))
+        else:
+            shape = (x.shape[0], *([1] * (x.ndim - 1)))
+        keep = x.new_empty(shape).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * keep
+
+
+DROP_PATH_LAYOUTS = ("per_sample", "authors")
 
 
 class Mlp(nn.Module):
@@ -53,10 +65,10 @@ class Block(nn.Module):
     bias tokens (``add_bias_kv``); ``drop_path`` is the block's stochastic-depth rate."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, add_bias_kv: bool = False,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, drop_path_layout: str = "per_sample") -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=add_bias_kv, batch_first=True)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, drop_path_layout)
         self.norm_1 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, dim * mlp_ratio)
         self.norm_2 = nn.LayerNorm(dim, eps=1e-6)
@@ -69,14 +81,14 @@ class Block(nn.Module):
 
 class Trunk(nn.Module):
     """``depth`` blocks, optionally after a LayerNorm (vision); stochastic depth rises linearly from 0 to
-    ``drop_path`` over the blocks (ImageBind's "progressive" schedule)."""
+    ``drop_path`` over the blocks (ImageBind's "progressive" schedule), drawn as ``drop_path_layout`` says."""
 
     def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int = 4, add_bias_kv: bool = False,
-                 pre_ln: bool = False, drop_path: float = 0.0) -> None:
+                 pre_ln: bool = False, drop_path: float = 0.0, drop_path_layout: str = "per_sample") -> None:
         super().__init__()
         self.pre_transformer_layer = nn.Sequential(nn.LayerNorm(dim, eps=1e-6) if pre_ln else nn.Identity())
         rates = np.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, add_bias_kv, r) for r in rates)
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, add_bias_kv, r, drop_path_layout) for r in rates)
 
     def forward(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.pre_transformer_layer(tokens)

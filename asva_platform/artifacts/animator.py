@@ -2,7 +2,8 @@
 once, animate first frames.
 
 :class:`Animator` holds the pipeline (the checkpoint's UNet + frozen VAE and audio encoder + PNDM), the
-class-prompt encodings and the ``eval`` settings (steps, guidance scales, seed). Every clip is generated
+class-prompt encodings and the ``eval`` settings (steps, guidance scales, seed, sampler; the audio encoder
+saved with the checkpoint or ImageBind's own, as ``eval.audio_encoder_source`` says). Every clip is generated
 from a fresh generator seeded with ``eval.seed``, so a clip's frames do not depend on which worker made it
 or what it made before. Outputs are mp4 files at the sampling frame rate (6 fps, H.264) with the window's
 audio (AAC at 16 kHz).
@@ -20,7 +21,7 @@ from asva_model.build import build_inference_scheduler
 from asva_model.pipeline import AVSyncPipeline
 from asva_model.text import load_null_text_encoding, load_text_encodings
 from asva_model.video_io import write_video
-from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, load_trained_unet
+from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, load_trained_unet, saved_audio_encoder
 from asva_platform.artifacts.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.errors import UserError
 from asva_platform.storage import Storage
@@ -50,6 +51,10 @@ class Animator:
 
         scratch = scratch or tempfile.mkdtemp(prefix="asva-model-")
         model_cfg = localize_model_paths(exp_cfg.model, storage, str(scratch))
+        saved_encoder = saved_audio_encoder(checkpoint, storage)
+        if saved_encoder and exp_cfg.eval.audio_encoder_source == "checkpoint":
+            local = storage.localize(saved_encoder, scratch)
+            model_cfg = dataclasses.replace(model_cfg, audio_encoder_weights=str(local))
         if not model_cfg.text_encodings:
             raise UserError("model.text_encodings: required (AVSyncD is conditioned on the class prompt's encoding)")
         width = model_cfg.unet.cross_attention_dim
@@ -84,7 +89,7 @@ class Animator:
         out = self.pipe(image, self.prompt_encoding(prompt), mel, num_frames=s.num_frames,
                         num_inference_steps=e.num_inference_steps, audio_guidance_scale=e.audio_guidance_scale,
                         text_guidance_scale=e.text_guidance_scale, null_text_emb=self.null_text,
-                        generator=torch.Generator().manual_seed(e.seed))
+                        generator=torch.Generator().manual_seed(e.seed), sampler=e.sampler)
         return out.frames[0]
 
     def write(self, path: str | Path, frames, waveform) -> Path:

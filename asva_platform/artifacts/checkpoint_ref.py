@@ -40,6 +40,9 @@ from asva_platform.tracking import TAG_CHECKPOINT, TAG_EXPORT, check_tracking_se
 
 INIT_REF = "init"
 EXPORT_MARKER = "config.json"
+SAVED_AUDIO_ENCODER = "audio_encoder"
+"""The folder beside an exported ``unet`` folder that holds the audio encoder saved with it (the authors'
+release: ``checkpoint-N/modules/{unet,audio_encoder}``, the encoder saved from an fp16-cast copy)."""
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _STEP = re.compile(r"(?:global_step|step)[_-]?(\d+)")
 
@@ -196,3 +199,14 @@ def load_trained_unet(exp_cfg, ref: str | ResolvedCheckpoint, storage: Storage, 
                 torch.manual_seed(RANDOM_INIT_SEED)
                 unet = build_unet(model_cfg, device)
     return unet.eval().requires_grad_(False)
+
+
+def saved_audio_encoder(resolved: ResolvedCheckpoint, storage: Storage) -> str:
+    """The audio encoder folder saved with an export (``<parent>/audio_encoder`` beside the UNet folder), or
+    '' when it has none (our training checkpoints: their encoder is ``model.audio_encoder_weights``)."""
+    if resolved.kind != "export":
+        return ""
+    uri = str(resolved.uri).rstrip("/")
+    parent = uri.rsplit("/", 1)[0] if is_s3(uri) else str(Path(uri).parent)
+    folder = join(parent, SAVED_AUDIO_ENCODER)
+    return folder if storage.exists(join(folder, EXPORT_MARKER)) else ""

@@ -56,7 +56,7 @@ class PreparedEvaluation:
     eval_id: str
     eval_uri: str
     name: str
-    """Human-readable: ``<checkpoint label>_ag-<s>_tg-<t>_steps-<n>_seed-<k>``."""
+    """Human-readable: ``<checkpoint label>_ag-<s>_tg-<t>_steps-<n>_seed-<k>_<protocol>``."""
 
 
 @dataclass
@@ -112,6 +112,7 @@ class EvalResult:
     def summary_line(self) -> str:
         shown = ", ".join(format_metrics(self.metrics))
         return (f"evaluate: {self.checkpoint.label} on {len(self.clips)} clip(s) ({self.clips_generated} generated, "
+                f"protocol {self.settings.get('protocol', '?')}, "
                 f"{len(self.skipped)} video(s) skipped) with {self.workers} worker(s) in {self.seconds:.1f} s: {shown}")
 
 
@@ -127,15 +128,22 @@ def format_metrics(metrics: dict[str, float]) -> list[str]:
     return out
 
 
-def evaluation_name(checkpoint: ResolvedCheckpoint, eval_cfg) -> str:
-    return (f"{checkpoint.label}_ag-{eval_cfg.audio_guidance_scale:g}_tg-{eval_cfg.text_guidance_scale:g}"
-            f"_steps-{eval_cfg.num_inference_steps}_seed-{eval_cfg.seed}")
+def evaluation_name(checkpoint: ResolvedCheckpoint, cfg) -> str:
+    e = cfg.eval
+    return (f"{checkpoint.label}_ag-{e.audio_guidance_scale:g}_tg-{e.text_guidance_scale:g}"
+            f"_steps-{e.num_inference_steps}_seed-{e.seed}_{cfg.protocol}")
 
 
 def generation_settings(cfg) -> dict:
     e = cfg.eval
     return {"audio_guidance_scale": e.audio_guidance_scale, "text_guidance_scale": e.text_guidance_scale,
-            "num_inference_steps": e.num_inference_steps, "seed": e.seed}
+            "num_inference_steps": e.num_inference_steps, "seed": e.seed, "sampler": e.sampler,
+            "audio_encoder_source": e.audio_encoder_source}
+
+
+def protocol_settings(cfg) -> dict:
+    """Which protocol produced the numbers, and each quirk's value (docs/metrics.md, "Reproducing the paper")."""
+    return {"protocol": cfg.protocol, "quirks": cfg.protocol_quirks()}
 
 
 def evaluation_identity(cfg, checkpoint: ResolvedCheckpoint, storage: Storage) -> str:
@@ -166,7 +174,7 @@ def prepare_evaluation(cfg, checkpoint: str | ResolvedCheckpoint | None = None, 
     check_sync_shift(cfg)
     plan = plan_evaluation(cfg, storage)
     eval_id = evaluation_identity(cfg, checkpoint, storage)
-    name = evaluation_name(checkpoint, cfg.eval)
+    name = evaluation_name(checkpoint, cfg)
     log(f"evaluate {name}: {len(plan.tasks)} video(s), {len(plan.windows)} clip(s), {len(plan.skipped)} skipped; "
         f"outputs at {join(out_root, eval_id)}")
     return PreparedEvaluation(cfg, storage, checkpoint, plan, eval_id, join(out_root, eval_id), name)
@@ -209,7 +217,7 @@ def reduce_results(prep: PreparedEvaluation, results: list[VideoResult], workers
     metrics = summarize(scores, names)
     per_class = per_class_metrics(scores, [c["class"] for c in clips], names)
     settings = {**generation_settings(prep.cfg), "split": prep.cfg.eval.split, "max_videos": prep.cfg.eval.max_videos,
-                "metrics": list(names), "sampling": cfgmod.to_dict(prep.cfg.sampling)}
+                "metrics": list(names), "sampling": cfgmod.to_dict(prep.cfg.sampling), **protocol_settings(prep.cfg)}
     result = EvalResult(prep.name, prep.eval_id, prep.eval_uri, prep.checkpoint, metrics, per_class, clips,
                         prep.plan.skipped, settings, generate_seconds=sum(r.generate_seconds for r in results),
                         score_seconds=sum(r.score_seconds for r in results),

@@ -145,7 +145,7 @@ class Validator:
             text = torch.stack([self.source.text_for(c.class_dir, c.prompt) for c in clips])
             gen = torch.Generator(device="cpu").manual_seed(e.seed)
             out = pipe(image, text, mel, num_frames=s.num_frames, num_inference_steps=e.num_inference_steps,
-                       audio_guidance_scale=e.audio_guidance_scale, generator=gen)
+                       audio_guidance_scale=e.audio_guidance_scale, generator=gen, sampler=e.sampler)
         finally:
             module.train(was_training)
         return [(f"{i:02d}_{c.class_dir}", out.frames[i], torch.from_numpy(c.waveform)) for i, c in enumerate(clips)]

@@ -75,7 +75,7 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     client = MlflowClient(tracking_uri=mlflow.uri)
     run = client.get_run(run_id)
     name = run.data.tags[TAG_EVAL_LATEST]
-    assert name == result["name"] == "step-20_ag-4_tg-1_steps-2_seed-0"
+    assert name == result["name"] == "step-20_ag-4_tg-1_steps-2_seed-0_exact"
     for key in PAPER_METRICS + SYNC_CONTROLS:
         (point,) = client.get_metric_history(run_id, f"eval/{key}")
         assert point.step == 20 and point.value == pytest.approx(result["metrics"][key])

@@ -9,13 +9,15 @@ import json
 import pytest
 import torch
 
-from asva_model.build import build_unet
-from asva_model.pretrained import make_tiny_pretrained
+from asva_model.build import build_audio_encoder, build_unet
+from asva_model.pretrained import make_tiny_pretrained, write_authors_layout
+from asva_platform.artifacts.animator import Animator
 from asva_platform.artifacts.checkpoint_ref import (
     checkpoint_fingerprint,
     is_run_ref,
     load_trained_unet,
     resolve_checkpoint,
+    saved_audio_encoder,
 )
 from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.errors import UserError
@@ -97,3 +99,27 @@ def test_bad_references_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="no tracking URI"):
         resolve_checkpoint("0123456789abcdef0123456789abcdef", Storage())
     assert is_run_ref("runs:/0123456789abcdef0123456789abcdef") and not is_run_ref("s3://b/0123")
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "imagebind"])
+def test_the_audio_encoder_comes_from_where_eval_audio_encoder_source_says(exp, tmp_path, source):
+    """The authors' release saves an fp16-cast encoder beside the UNet (``modules/{unet,audio_encoder}``); their
+    evaluation builds a fresh one from ImageBind's file instead (``imagebind``)."""
+    imagebind = build_audio_encoder(exp.model)  # from model.audio_encoder_weights (ImageBind's .pth)
+    saved = build_audio_encoder(exp.model).half()
+    with torch.no_grad():
+        for p in saved.parameters():
+            p.add_(0.01)  # so the saved copy differs from ImageBind's by more than fp16 rounding
+    modules = write_authors_layout(_perturbed_unet(exp), saved, tmp_path)
+    resolved = resolve_checkpoint(str(modules / "unet"), Storage())
+    assert saved_audio_encoder(resolved, Storage()) == str(modules / "audio_encoder")
+    cfg = dataclasses.replace(exp, eval=dataclasses.replace(exp.eval, audio_encoder_source=source))
+    encoder = Animator.load(cfg, resolved, Storage(), scratch=tmp_path / "scratch").pipe.audio_encoder
+    expected = saved.float() if source == "checkpoint" else imagebind
+    assert _same_weights(encoder, expected) and encoder.dtype == torch.float32
+
+
+def test_our_checkpoints_carry_no_audio_encoder_of_their_own(exp, tmp_path):
+    _perturbed_unet(exp).save_pretrained(tmp_path / "export")
+    assert saved_audio_encoder(resolve_checkpoint(str(tmp_path / "export"), Storage()), Storage()) == ""
+    assert saved_audio_encoder(resolve_checkpoint("init", Storage()), Storage()) == ""

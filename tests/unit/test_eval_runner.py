@@ -63,7 +63,9 @@ def test_record_scores_and_metrics(run):
     cfg, _, first, _ = run
     storage = Storage()
     record = storage.read_json(f"{first.eval_uri}/{RECORD_FILE}")
-    assert record["name"] == "init_ag-4_tg-1_steps-2_seed-0" and record["metrics"] == first.metrics
+    assert record["name"] == "init_ag-4_tg-1_steps-2_seed-0_exact" and record["metrics"] == first.metrics
+    assert record["settings"]["protocol"] == "exact" and record["settings"]["quirks"] == cfg.protocol_quirks()
+    assert "protocol exact" in first.summary_line()
     assert [c["name"] for c in record["clips"]] == [c["name"] for c in first.clips]
     assert set(first.metrics) == {"num_clips", "Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate",
                                   "Sync_win_rate_ci_low", "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s"}
@@ -97,7 +99,17 @@ def test_a_different_guidance_scale_is_a_different_evaluation(run):
     other = load_experiment(None, overrides + [f"storage.root={cfg.storage.root}", "eval.max_videos=1",
                                                "eval.audio_guidance_scale=8"])
     prep = prepare_evaluation(other, log=lambda _: None)
-    assert prep.eval_id != first.eval_id and prep.name == "init_ag-8_tg-1_steps-2_seed-0"
+    assert prep.eval_id != first.eval_id and prep.name == "init_ag-8_tg-1_steps-2_seed-0_exact"
+
+
+def test_another_protocol_is_another_evaluation(run):
+    cfg, overrides, first, _ = run
+    from asva_platform.evaluation.runner import prepare_evaluation
+
+    other = load_experiment(None, overrides + [f"storage.root={cfg.storage.root}", "eval.max_videos=1",
+                                               "protocol=authors"])
+    prep = prepare_evaluation(other, log=lambda _: None)
+    assert prep.eval_id != first.eval_id and prep.name == "init_ag-4_tg-1_steps-2_seed-0_authors"
 
 
 def test_a_sync_shift_as_long_as_the_clip_fails_before_any_work(run, tmp_path):

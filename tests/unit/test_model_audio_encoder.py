@@ -118,6 +118,42 @@ def test_drop_path_only_in_train_mode():
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
 
 
+def _seq_first_trunk(trunk, x: torch.Tensor) -> torch.Tensor:
+    """The audio trunk as ImageBind runs it: tokens sequence-first, (tokens, batch, dim), with a stochastic-
+    depth draw per entry of the first axis (timm's DropPath) -- written out with the trunk's own layers."""
+    def drop(y: torch.Tensor, p: float) -> torch.Tensor:
+        if p == 0.0:
+            return y
+        seq_first = y.transpose(0, 1)
+        keep = seq_first.new_empty((seq_first.shape[0], 1, 1)).bernoulli_(1 - p).div_(1 - p)
+        return (seq_first * keep).transpose(0, 1)
+
+    x = trunk.pre_transformer_layer(x)
+    for block in trunk.blocks:
+        h = block.norm_1(x)
+        x = x + drop(block.attn(h, h, h, need_weights=False)[0], block.drop_path.p)
+        x = x + drop(block.mlp(block.norm_2(x)), block.drop_path.p)
+    return x
+
+
+def test_authors_drop_path_layout_draws_per_token_position_shared_by_the_batch():
+    torch.manual_seed(0)
+    enc = _tiny_encoder(drop_path=0.5, drop_path_layout="authors").train()
+    tokens = enc.preprocessor(torch.randn(1, 1, 128, 204)).expand(3, -1, -1)  # three identical clips
+    torch.manual_seed(1)
+    ours = enc.trunk(tokens)
+    torch.manual_seed(1)
+    torch.testing.assert_close(ours, _seq_first_trunk(enc.trunk, tokens), rtol=0, atol=1e-6)
+    assert torch.equal(ours[0], ours[1]) and torch.equal(ours[1], ours[2])  # one draw for the whole batch
+    per_sample = _tiny_encoder(drop_path=0.5).train()
+    per_sample.load_state_dict(enc.state_dict())
+    torch.manual_seed(1)
+    theirs = per_sample.trunk(tokens)
+    assert not (torch.equal(theirs[0], theirs[1]) and torch.equal(theirs[1], theirs[2]))
+    with pytest.raises(ValueError, match="drop_path_layout"):
+        _tiny_encoder(drop_path_layout="per_token")
+
+
 def test_full_size_is_imagebind_huge_audio():
     with torch.device("meta"):
         enc = build_audio_encoder(ModelConfig(), device="meta")

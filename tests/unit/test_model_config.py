@@ -117,6 +117,10 @@ def test_model_info_cli_prints_one_json_line(tmp_path):
     assert out["trainable"] == out["groups"]["ff_temporal_conv"] + out["groups"]["temporal_attn"] + \
         out["groups"]["audio_cross_attn"]
     assert out["geometry"] == "UNet 32/64 x1, audio encoder 32 x2, VAE 16/32"
+    assert out["protocol"] == "exact" and out["protocol_quirks"]["eval.sampler"] == "standard"
+    done = asva_model_info("--config", str(REPO / "configs/avsync15.yaml"))  # the reproduction recipe
+    assert done.returncode == 0, done.stderr
+    assert "protocol: authors (frame_picking=authors" in done.stdout
     path.write_text("model:\n  preset: tiny\n")  # the old preset key: the geometry is data now
     done = asva_model_info("--config", str(path), "--json")
     assert done.returncode == 2 and "model.preset: unknown key" in done.stderr

@@ -6,6 +6,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from diffusers import PNDMScheduler
 
 from asva_model.pipeline import AVSyncPipeline, guided_eps
 from asva_model.pretrained import make_tiny_pretrained
@@ -121,3 +122,47 @@ def test_write_video_muxes_h264_and_aac(setup, tmp_path):
     silent = write_video(tmp_path / "silent.mp4", (frames.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1))
     with av.open(str(silent)) as container:
         assert len(container.streams.audio) == 0 and container.streams.video[0].frames == F_
+
+
+def _reference_loop(setup, seed: int, steps: int, in_place: bool) -> torch.Tensor:
+    """The sampling loop written out with diffusers' PNDMScheduler: ``in_place`` writes each step into the
+    latents through a view, as the paper's pipeline (``video_latents[:, :, 1:] = scheduler.step(...)``)."""
+    pipe, text, _, image, mel = setup
+    scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
+    g = torch.Generator().manual_seed(seed)
+    first = pipe.encode_image(image, g)
+    noise = torch.randn((1, first.shape[1], F_ - 1, *first.shape[2:]), generator=g)
+    latents = torch.cat([first[:, :, None], noise], dim=2) * scheduler.init_noise_sigma
+    tokens, mask = pipe.audio_encoder.encode(mel), pipe.audio_encoder.segment_mask(F_)[None]
+    null_audio = pipe.audio_encoder.null_audio_tokens()
+    scheduler.set_timesteps(steps)
+    for t in scheduler.timesteps:
+        eps = guided_eps(pipe.unet, scheduler.scale_model_input(latents, t), t, text, tokens, mask, null_audio,
+                         audio_scale=4.0)
+        if in_place:
+            latents[:, :, 1:] = scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
+        else:
+            moved = scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:].clone()).prev_sample
+            latents = torch.cat([latents[:, :, :1], moved], dim=2)
+    return latents
+
+
+@pytest.mark.parametrize("sampler, in_place", [("standard", False), ("authors", True)])
+def test_each_sampler_follows_its_reference_loop(setup, sampler, in_place):
+    out = _run(setup, seed=7, num_inference_steps=4, decode=False, sampler=sampler)
+    torch.testing.assert_close(out.latents, _reference_loop(setup, 7, 4, in_place), rtol=0, atol=1e-6)
+
+
+def test_the_authors_sampler_leaves_pndm_from_its_second_step(setup):
+    """PNDM keeps the first step's sample by reference for the second (its warm-up); the in-place write
+    has replaced it by then, so the trajectories agree after one step and part from the second on."""
+    assert isinstance(setup[0].scheduler, PNDMScheduler)
+
+    def latents(steps, sampler):
+        return _run(setup, seed=7, num_inference_steps=steps, decode=False, sampler=sampler).latents
+
+    assert torch.equal(latents(1, "authors"), latents(1, "standard"))
+    for steps in (2, 3):
+        assert (latents(steps, "authors") - latents(steps, "standard")).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="sampler must be standard or authors"):
+        _run(setup, sampler="ddim")
