@@ -33,6 +33,7 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "model.audio_encoder.drop_path_layout": "authors",
         "eval.sampler": "authors",
         "eval.audio_encoder_source": "imagebind",
+        "eval.metrics.fid_batchnorm": "authors",
     },
     "exact": {
         "sampling.frame_picking": "exact",
@@ -42,6 +43,7 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "model.audio_encoder.drop_path_layout": "per_sample",
         "eval.sampler": "standard",
         "eval.audio_encoder_source": "checkpoint",
+        "eval.metrics.fid_batchnorm": "eval",
     },
 }
 """The `protocol` switch: every place our pipeline can follow the authors' code where it differs from the

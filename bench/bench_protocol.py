@@ -13,7 +13,9 @@ same inputs, one quirk at a time, and the size of the difference is printed:
 * eval.audio_encoder_source: the tiny audio encoder's tokens with fp32 weights vs the same weights rounded
   to fp16 (what the authors' checkpoint stores), max |token| difference;
 * model.audio_encoder.drop_path_layout: in train mode, how far tokens move from eval mode (same rate in
-  both layouts) and whether the clips of a batch get the same draw.
+  both layouts) and whether the clips of a batch get the same draw;
+* eval.metrics.fid_batchnorm: FID of the synthetic windows against a degraded copy (blurred, noisy) with a
+  tiny random FID-Inception, BatchNorm in eval mode vs batch statistics per video / per clip.
 
 Numbers from random tiny networks show the mechanism's size, not the full model's; the data figures are
 what the real loader does to real-format files.
@@ -38,6 +40,9 @@ from asva_model.data.avsync15 import read_split  # noqa: E402
 from asva_model.data.config import DatasetConfig, SamplingConfig  # noqa: E402
 from asva_model.data.sampling import probe, sample_windows, test_window_starts  # noqa: E402
 from asva_model.data.synth import synthesize  # noqa: E402
+from asva_model.metrics.compute import extract_clip_scores, summarize  # noqa: E402
+from asva_model.metrics.networks import load_metric_networks  # noqa: E402
+from asva_model.metrics.networks.tiny import save_tiny_metric_networks  # noqa: E402
 from asva_model.models.audio_encoder import ImageBindAudioEncoder  # noqa: E402
 from asva_model.pipeline import AVSyncPipeline  # noqa: E402
 from asva_model.pretrained import make_tiny_pretrained  # noqa: E402
@@ -96,6 +101,7 @@ def sampler_effect(model_cfg) -> dict:
     return out
 
 
+@torch.no_grad()
 def encoder_effects() -> dict:
     torch.manual_seed(0)
     enc = ImageBindAudioEncoder(embed_dim=64, num_blocks=4, num_heads=4, head_out_dim=64).eval()
@@ -117,6 +123,28 @@ def encoder_effects() -> dict:
     return out
 
 
+def fid_effect(paths: list[str], size: int) -> dict:
+    cfg = SamplingConfig(image_size=[size, size])
+    gt, videos = [], []
+    for path in paths:
+        for clip in sample_windows(path, list(test_window_starts(probe(path, cfg).duration, cfg)), cfg):
+            gt.append(torch.from_numpy(clip.frames).transpose(0, 1))  # (12, 3, H, W)
+            videos.append(path)
+    g = torch.Generator().manual_seed(0)
+    blur = torch.nn.functional.avg_pool2d
+    gen = [(blur(c, 3, 1, 1) + 0.05 * torch.randn(c.shape, generator=g)).clamp(0, 1) for c in gt]
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        metrics = dataclasses.replace(save_tiny_metric_networks(tmp), metrics=["fid"], fid_image_size=96)
+        nets = load_metric_networks(metrics)
+    out = {"clips": len(gt)}
+    for mode in ("eval", "authors"):
+        scores = extract_clip_scores(gt, gen, [np.zeros(32000, np.float32)] * len(gt), ["x"] * len(gt), nets,
+                                     dataclasses.replace(metrics, fid_batchnorm=mode), gt_videos=videos)
+        out[f"fid_{mode}"] = summarize(scores, ["fid"])["FID"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", help="dataset root (default: a generated synthetic AVSync15)")
@@ -132,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results["sampler"] = sampler_effect(make_tiny_pretrained(tmp, tiny_model_config()))
     results["encoder"] = encoder_effects()
+    results["fid"] = fid_effect(paths, a.size)
 
     print(f"{len(paths)} synthetic videos, 3 evaluation windows each; each row: clean vs authors, one quirk")
     for quirk, r in results["data"].items():
@@ -148,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
           f"{e['drop_path_per_sample_mean_abs_shift']:.4f} vs authors {e['drop_path_authors_mean_abs_shift']:.4f}; "
           f"one draw for the batch: per_sample {e['drop_path_per_sample_batch_shares_draw']}, "
           f"authors {e['drop_path_authors_batch_shares_draw']}")
+    f = results["fid"]
+    print(f"  eval.metrics.fid_batchnorm FID of {f['clips']} windows vs a blurred noisy copy: eval mode "
+          f"{f['fid_eval']:.4g}, batch statistics {f['fid_authors']:.4g} ({f['fid_authors'] / f['fid_eval']:.3g}x; "
+          "tiny random FID-Inception)")
     print(f"results: {write_results('protocol', results)}")
 
 

@@ -24,7 +24,7 @@ from asva_model.data.config import SamplingConfig
 from asva_model.metrics import avsync as av
 from asva_model.metrics import imagebind_sim as ib
 from asva_model.metrics.config import MetricsConfig
-from asva_model.metrics.fid import fid, fid_features
+from asva_model.metrics.fid import fid, fid_features, fid_features_per_call
 from asva_model.metrics.fvd import fvd, fvd_features
 from asva_model.metrics.networks import MetricNetworks
 from asva_model.metrics.protocol import PAPER_FPS, as_frames_first, image_metric_frames, reported
@@ -125,7 +125,7 @@ def _extract_chunk(gt: torch.Tensor, gen: torch.Tensor, audio: Sequence, gen_aud
     """Scores of one chunk of stacked clips (n, F, 3, H, W); ``gen_audio`` None = the GT audio."""
     wanted, bs, dev, out = set(cfg.metrics), cfg.batch_size, nets.device, {}
     n = gt.shape[0]
-    if "fid" in wanted:
+    if "fid" in wanted and cfg.fid_batchnorm == "eval":  # `authors`: per call, over all clips (below)
         net = nets.require("inception", "fid")
         for side, clips in (("fid_gt", gt), ("fid_gen", gen)):
             frames = torch.stack([image_metric_frames(c) for c in clips])  # (n, F-1, 3, H, W)
@@ -183,6 +183,7 @@ def extract_clip_scores(
     fps: float = PAPER_FPS,
     gen_audio: Sequence | None = None,
     sampling: SamplingConfig | None = None,
+    gt_videos: Sequence[str] | None = None,
 ) -> ClipScores:
     """Per-clip features/scores for the metrics in ``metrics_cfg.metrics``.
 
@@ -190,7 +191,8 @@ def extract_clip_scores(
     (uint8 accepted), N = 12 in the paper, same N for GT and generated. ``audio``: the window's mono
     waveform at ``sample_rate`` (GT audio, also used for the generated clip unless ``gen_audio`` -- e.g.
     re-decoded from the generated mp4 -- is given). ``prompts``: the IT text per clip. ``sampling``
-    supplies the mel parameters (ImageBind's, by default).
+    supplies the mel parameters (ImageBind's, by default). ``gt_videos``: the video each clip was cut from;
+    with ``fid_batchnorm: authors`` a video's GT windows share one Inception call (default: each clip alone).
     """
     n = len(gt_clips)
     for name, seq in (("gen_clips", gen_clips), ("audio", audio), ("prompts", prompts),
@@ -208,7 +210,25 @@ def extract_clip_scores(
             raise ValueError(f"GT clips have {gt.shape[1]} frames but generated clips have {gen.shape[1]}")
         parts.append(_extract_chunk(gt, gen, audio[lo:hi], None if gen_audio is None else gen_audio[lo:hi],
                                     prompts[lo:hi], networks, metrics_cfg, sample_rate, fps, sampling))
-    return ClipScores.concat(parts)
+    scores = ClipScores.concat(parts)
+    if "fid" in metrics_cfg.metrics and metrics_cfg.fid_batchnorm == "authors":
+        scores.arrays.update(_authors_fid(gt_clips, gen_clips, gt_videos, networks, metrics_cfg))
+    return scores
+
+
+def _authors_fid(gt_clips: Sequence, gen_clips: Sequence, gt_videos: Sequence[str] | None, nets: MetricNetworks,
+                 cfg: MetricsConfig) -> dict[str, np.ndarray]:
+    """FID features as the paper's evaluation batches them: one call per GT video, one per generated clip."""
+    net, n = nets.require("inception", "fid"), len(gt_clips)
+    videos = list(gt_videos) if gt_videos is not None else list(range(n))
+    if len(videos) != n:
+        raise ValueError(f"gt_videos has {len(videos)} entries for {n} gt_clips")
+    per_video: dict = {}
+    for i, video in enumerate(videos):
+        per_video.setdefault(video, []).append(i)
+    gt, gen = _stack(gt_clips, "gt"), _stack(gen_clips, "generated")
+    return {"fid_gt": fid_features_per_call(gt, net, list(per_video.values()), cfg.fid_image_size, nets.device),
+            "fid_gen": fid_features_per_call(gen, net, [[i] for i in range(n)], cfg.fid_image_size, nets.device)}
 
 
 REPORTED: dict[str, tuple[str, ...]] = {

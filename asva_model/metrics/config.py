@@ -45,6 +45,11 @@ class MetricsConfig:
     """Attention heads of the ImageBind [vision, text, audio] trunks (not recoverable from weights; Huge: 16/16/12)."""
     avsync_classifier: str = "pretrained/avsync/vggss_sync_contrast/ckpts/checkpoint-40000/modules"
     """RelSync/AlignSync: sync-classifier `modules/` dir with audio_encoder/, video_encoder/, head/ (save_pretrained)."""
+    fid_batchnorm: Literal["eval", "authors"] = "eval"
+    """FID-Inception BatchNorm: `eval` uses the trained statistics (as pytorch-fid); `authors` normalises with
+    each forward call's batch statistics, as the paper's evaluation (its Inception is never put in eval
+    mode), calling it once per ground-truth video (3 windows x 12 frames) and once per generated clip (12
+    frames). It moves FID by orders of magnitude. Set by the `protocol` switch."""
     fid_image_size: int = 229
     """FID: frames are resized bicubic to this square size (the paper's code: 229, not Inception's usual 299)."""
     fvd_image_size: int = 224
@@ -67,6 +72,8 @@ class MetricsConfig:
             require(bool(self.imagebind_bpe), "imagebind_bpe", "must be set to compute it (the text tokenizer)")
         require(len(self.imagebind_num_heads) == 3 and all(h >= 1 for h in self.imagebind_num_heads),
                 "imagebind_num_heads", f"must be 3 positive ints [vision, text, audio], got {self.imagebind_num_heads}")
+        require(self.fid_batchnorm in ("eval", "authors"), "fid_batchnorm",
+                f"must be eval or authors, got {self.fid_batchnorm!r}")
         require(self.fid_image_size >= 75, "fid_image_size", f"must be >= 75 (Inception minimum), got {self.fid_image_size}")
         require(self.fvd_image_size >= 32, "fvd_image_size", f"must be >= 32, got {self.fvd_image_size}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")

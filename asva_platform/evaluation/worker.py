@@ -164,7 +164,7 @@ class EvalWorker:
         result.scores = extract_clip_scores(
             [torch.from_numpy(c.frames) for c in gt], gen_frames, [c.waveform for c in gt],
             [w.class_name for w in task.windows], self.nets, self.metrics_cfg, sample_rate=s.audio_sample_rate,
-            fps=s.fps, gen_audio=gen_audio, sampling=s)
+            fps=s.fps, gen_audio=gen_audio, sampling=s, gt_videos=[entry.name] * len(gt))
         result.score_seconds = time.perf_counter() - t1
         return result
 

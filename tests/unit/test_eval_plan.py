@@ -80,3 +80,22 @@ def test_no_usable_video_is_a_one_line_error(overrides, tmp_path):
         plan_evaluation(load_experiment(None, overrides + [f"dataset.root={tmp_path}"]), Storage())
     with pytest.raises(UserError, match="directory not found"):
         plan_evaluation(load_experiment(None, overrides + [f"dataset.root={tmp_path}/nope"]), Storage())
+
+
+def test_an_unsorted_test_list_keeps_each_clips_class_as_its_it_text(overrides, tmp_path):
+    """The paper's eval.py sorts the video names but not the class list read beside them, so with an
+    unsorted test.txt its IT text would belong to another video. Here the text travels with the entry."""
+    src = _data_root(overrides)
+    listed = sorted(line for line in (src / "test.txt").read_text().splitlines() if line)
+    unsorted = listed[::-1]  # classes in reverse order: sorting the names alone would pair them wrongly
+    for name in unsorted:
+        (tmp_path / "videos" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / "videos" / name, tmp_path / "videos" / name)
+    (tmp_path / "test.txt").write_text("\n".join(unsorted) + "\n")
+    shutil.copy(src / "class_mapping.json", tmp_path / "class_mapping.json")
+    plan = plan_evaluation(load_experiment(None, overrides + [f"dataset.root={tmp_path}"]), Storage())
+    assert [t.entry.name for t in plan.tasks] == listed  # read in the paper's (sorted) order
+    theirs = list(zip(sorted(unsorted), [name.split("/")[0] for name in unsorted]))
+    assert any(video.split("/")[0] != cls for video, cls in theirs)  # the pairing their code would make
+    for task in plan.tasks:
+        assert {w.class_name for w in task.windows} == {task.entry.name.split("/")[0]}
