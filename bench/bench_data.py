@@ -44,12 +44,12 @@ def _rate(name: str, n: int, wall: float, cpu: float, unit: str = "clips") -> st
     return f"  {name:<30}{n / cpu:8.1f} {unit}/CPU-s   {n / wall:8.1f} {unit}/s wall   ({1000 * cpu / n:6.1f} ms CPU each)"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", help="dataset root (default: a generated synthetic AVSync15)")
     p.add_argument("--clips", type=int, default=30, help="videos to use (default 30)")
     p.add_argument("--size", type=int, default=256, help="output frame size (default 256, the paper's)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.set_num_threads(1)
     root = a.root
     if root is None:

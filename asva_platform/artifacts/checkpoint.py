@@ -48,14 +48,21 @@ class TrainerState:
     param_checksum: str = ""
     """sha256 of the trainable weights at save time."""
     world_size: int = 0
-    """Ranks that wrote the DeepSpeed shards (ZeRO shards only load at the same world size)."""
+    """Ranks that wrote the DeepSpeed shards (another worker count resumes through a universal checkpoint)."""
     zero_stage: int = 0
     """ZeRO stage of the shards."""
+    global_batch_size: int = 0
+    """Clips per optimizer step when saved (0 in checkpoints older than this field: samples_seen / step)."""
     extra: dict = field(default_factory=dict)
     """Anything else worth keeping (cache id, data mode)."""
 
     def save(self, directory: str | Path) -> None:
         Path(directory, STATE_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+
+    @property
+    def saved_global_batch(self) -> int:
+        """The global batch the checkpoint was trained with (0 when not known: no step yet)."""
+        return self.global_batch_size or (self.samples_seen // self.step if self.step else 0)
 
     @classmethod
     def load(cls, directory: str | Path) -> TrainerState:

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import open_cache
-from asva_platform.artifacts.checkpoint import STATE_FILE, export_checkpoint
+from asva_platform.artifacts.checkpoint import STATE_FILE, TrainerState, export_checkpoint
 from asva_platform.cluster import init_ray
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
@@ -164,19 +165,35 @@ def latest_checkpoint_uri(storage: Storage, run_uri: str) -> str | None:
     return join(run_uri, latest) if latest else None
 
 
-def check_resumable(exp_cfg, storage: Storage, run_uri: str) -> str | None:
-    """Before taking resources: a run that will resume must match its checkpoint's ZeRO layout (shards are
-    per rank), else one clear error instead of every restart failing the same way."""
+def check_resumable(exp_cfg, storage: Storage, run_uri: str, log_fn: Callable[[str], None] = print):
+    """Before taking resources: ``(checkpoint to resume from or None, the config to train with)``.
+
+    The ZeRO stage must be the checkpoint's. Another worker count is fine (the shards are resharded through
+    a universal checkpoint); the global batch is kept by setting ``train.gradient_accumulation_steps`` so that
+    batch_size_per_worker x accumulation x num_workers equals the checkpoint's, or one clear error when no
+    whole number of accumulation steps does."""
     ckpt = latest_checkpoint_uri(storage, run_uri)
     if ckpt is None:
-        return None
-    state = storage.read_json(join(ckpt, STATE_FILE))
+        return None, exp_cfg
+    state = TrainerState(**{k: v for k, v in storage.read_json(join(ckpt, STATE_FILE)).items()
+                            if k in TrainerState.__dataclass_fields__})
     t = exp_cfg.train
-    if state.get("zero_stage") != t.zero_stage or (t.zero_stage > 0 and state.get("world_size") != t.num_workers):
-        raise UserError(f"run {run_uri} resumes from {ckpt}, written by {state.get('world_size')} workers with ZeRO "
-                        f"stage {state.get('zero_stage')}; set train.num_workers={state.get('world_size')} "
-                        f"train.zero_stage={state.get('zero_stage')} or use a new name")
-    return ckpt
+    if state.zero_stage != t.zero_stage:
+        raise UserError(f"run {run_uri} resumes from {ckpt}, written with ZeRO stage {state.zero_stage}; set "
+                        f"train.zero_stage={state.zero_stage} or use a new name")
+    saved = state.saved_global_batch
+    if not state.world_size or state.world_size == t.num_workers or not saved or saved == t.global_batch_size:
+        return ckpt, exp_cfg
+    per_step = t.batch_size_per_worker * t.num_workers
+    if saved % per_step:
+        raise UserError(f"run {run_uri} resumes on {t.num_workers} workers from {ckpt}, trained with a global batch "
+                        f"of {saved} clips on {state.world_size}: batch_size_per_worker {t.batch_size_per_worker} x "
+                        f"{t.num_workers} workers divides no whole number of accumulation steps into it; choose "
+                        f"train.batch_size_per_worker and train.num_workers whose product divides {saved}")
+    accumulation = saved // per_step
+    log_fn(f"resharding {ckpt} from {state.world_size} to {t.num_workers} workers: gradient accumulation "
+           f"{t.gradient_accumulation_steps} -> {accumulation} keeps the global batch at {saved} clips")
+    return ckpt, cfgmod.replace_dotted(exp_cfg, {"train.gradient_accumulation_steps": accumulation})
 
 
 def scaling_config(t):
@@ -231,7 +248,8 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
     clock = _Clock()
     pre = preflight(exp_cfg, storage_path)
     run_uri = join(pre.runs_root, name)
-    resume_from = check_resumable(exp_cfg, pre.storage, run_uri)
+    resume_from, exp_cfg = check_resumable(exp_cfg, pre.storage, run_uri, log_fn)
+    t = exp_cfg.train
     tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
             TAG_DATA_MODE: t.data_mode, **(run_tags or {})}
     run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)

@@ -26,7 +26,13 @@ from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage, join
 from asva_platform.training import flops as flops_mod
-from asva_platform.training.checkpoint import TrainerState, load_engine, save_engine, trainable_checksum
+from asva_platform.training.checkpoint import (
+    TrainerState,
+    load_engine,
+    resharded_position,
+    save_engine,
+    trainable_checksum,
+)
 from asva_platform.training.data import CachedSource, OnlineSource, WorkerInfo, seeded_generator
 from asva_platform.training.deepspeed_setup import initialize_engine
 from asva_platform.training.ema import TrainableEMA
@@ -108,7 +114,7 @@ class WorkerTrainer:
             self.ema = TrainableEMA(self.engine.module, self.t.ema_decay, self.rank0)
         self.logger = None
         self.state = TrainerState(mlflow_run_id=spec.mlflow_run_id, world_size=self.info.world,
-                                  zero_stage=self.t.zero_stage,
+                                  zero_stage=self.t.zero_stage, global_batch_size=self.t.global_batch_size,
                                   extra={"cache_id": spec.cache_id, "data_mode": self.t.data_mode, "resumes": []})
         self.on_gpu = self.info.device.type == "cuda"
         self.flops = None
@@ -141,15 +147,20 @@ class WorkerTrainer:
         checksum = trainable_checksum(self.engine.module, self.rank0)
         if self.rank0 and state.param_checksum and checksum != state.param_checksum:
             raise RuntimeError(f"checkpoint {ckpt.path}: weights after loading do not match the saved checksum")
+        saved_world = state.world_size
+        state.batches_in_epoch = resharded_position(state.batches_in_epoch, saved_world, self.info.world)
         state.world_size, state.zero_stage = self.info.world, self.t.zero_stage
+        state.global_batch_size = self.t.global_batch_size
         # the driver found the run by its tag; the id in the checkpoint is kept in the resume record
         state.extra.setdefault("resumes", []).append({"step": state.step, "checksum": checksum, "from": ckpt.path,
-                                                      "mlflow_run_id": state.mlflow_run_id})
+                                                      "mlflow_run_id": state.mlflow_run_id,
+                                                      "world_size": [saved_world, self.info.world]})
         state.mlflow_run_id = self.spec.mlflow_run_id
         self.state = state
         if self.rank0:
+            moved = f", resharded from {saved_world} to {self.info.world} workers" if saved_world != self.info.world else ""
             print(f"resumed from {ckpt.path} at step {state.step} (epoch {state.epoch}, "
-                  f"{state.batches_in_epoch} batches into it)", flush=True)
+                  f"{state.batches_in_epoch} batches into it{moved})", flush=True)
 
     # -- reporting -----------------------------------------------------------------------------
     def _window_metrics(self, w: Window) -> dict[str, float]:

@@ -166,12 +166,29 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(train_inpu
     assert [s for s, _ in history(client, first.run_id, "loss")] == [2, 4, 6]
     assert resumed[0]["mlflow_run_id"] == first.run_id
 
-    # ZeRO shards are per rank: resuming on another world size is refused up front, in one line
-    rc = run_guarded(main, ["--config", TINY, *overrides, "name=resume", "train.max_steps=8", "train.num_workers=1"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert rc == 2 and err.startswith("error: run ") and "train.num_workers=2" in err
     assert client.get_run(first.run_id).data.tags["asva.resumes"] == "1"
     assert "train.max_steps" in client.get_run(first.run_id).data.tags["asva.resume_1.changed"]
+
+    # another worker count: the ZeRO-2 shards of 2 ranks reshard to 1 through a universal checkpoint, and the
+    # global batch (2 clips x 2 workers) is kept by doubling the gradient accumulation
+    rc = run_guarded(main, ["--config", TINY, "--json", *overrides, *FAST, "name=resume", "train.max_steps=8",
+                            "train.checkpoint_every=2", "train.validate_every=0", "train.export=false",
+                            "train.num_workers=1"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-3000:]
+    assert "resharding" in captured.out and "gradient accumulation 1 -> 2 keeps the global batch at 4" in captured.out
+    out = json.loads(captured.out.strip().splitlines()[-1])
+    assert out["final_step"] == 8
+    state = trainer_state(storage, out["checkpoint_uri"])
+    assert (state["world_size"], state["global_batch_size"], state["samples_seen"]) == (1, 4, 32)
+    assert [(r["step"], r["world_size"]) for r in state["extra"]["resumes"]] == [(4, [2, 2]), (6, [2, 1])]
+    assert [s for s, _ in history(client, first.run_id, "loss")] == [2, 4, 6, 8]  # each step once
+    assert_no_duplicate_steps(client, first.run_id)
+    assert client.get_run(first.run_id).data.tags["asva.world_size"] == "1"
+    # a worker count that no whole accumulation fits is one line before any resources are taken
+    rc = run_guarded(main, ["--config", TINY, *overrides, "name=resume", "train.max_steps=10", "train.num_workers=3"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.startswith("error: run ") and "divides no whole number of accumulation steps" in err
 
 
 def test_online_mode_trains_from_raw_clips(train_inputs, ray_cluster, mlflow_server):
