@@ -1,6 +1,6 @@
 """The ``asva`` command: one CLI with subcommands.
 
-    asva stack up|down|status        local S3 server + MLflow server + Ray head
+    asva stack up|down|status        local S3 server + MLflow server + Ray head (--nodes N: N Ray nodes)
     asva config show|validate        resolved experiment config (YAML, with field docs)
     asva synth                       write a synthetic AVSync15 (real layout, truly synchronized)
     asva pretrain-vae --config ... --out SD_DIR
@@ -33,6 +33,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     settings = stack.StackSettings.from_env(args.state_dir)
+    if args.nodes:
+        settings.ray_nodes = args.nodes
     if args.action == "up":
         stack.up(settings)
         print(f"MLflow UI: {settings.mlflow_url}   Ray dashboard: {settings.dashboard_url}")
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="local stack: S3 server, MLflow server, Ray head")
     p.add_argument("action", choices=["up", "down", "status", "env"])
     p.add_argument("--state-dir", default=None, help="state directory (default .asva or $ASVA_STATE_DIR)")
+    p.add_argument("--nodes", type=int, default=0,
+                   help="Ray nodes on this machine (head + workers, each $ASVA_RAY_NUM_CPUS CPUs; default "
+                        "$ASVA_RAY_NODES or 1): try multi-node behaviour locally")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("config", help="show or validate an experiment config")

@@ -257,7 +257,8 @@ def _dashboard_healthy(url: str) -> bool:
 
 def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port: int = DEFAULT_DASHBOARD_PORT,
                    num_cpus: int = 4, extra_env: dict[str, str] | None = None) -> RayService:
-    """``ray start --head`` on 127.0.0.1 with the dashboard/job server, in this stack's own temp dir."""
+    """``ray start --head`` on 127.0.0.1 with the dashboard/job server, in this stack's own temp dir; the head
+    carries the resource ``asva_node_0``."""
     url = f"http://{HOST}:{dashboard_port}"
     temp_dir = ray_temp_dir(state_dir)
     service = RayService("ray", port, url, temp_dir=temp_dir)
@@ -269,7 +270,7 @@ def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port
         _bin("ray"), "start", "--head",
         "--node-ip-address", HOST, "--port", str(port),
         "--dashboard-host", HOST, "--dashboard-port", str(dashboard_port),
-        "--num-cpus", str(num_cpus), "--temp-dir", temp_dir, "--disable-usage-stats",
+        "--num-cpus", str(num_cpus), "--temp-dir", temp_dir, "--disable-usage-stats", *_resources_arg(0),
         # Ray's agents default to fixed ports (e.g. 52365); another Ray on this machine (a test cluster, a
         # colleague's) would hold them and the job agent would never come up. Take free ones.
         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
@@ -285,6 +286,39 @@ def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port
     wait_until(lambda: _dashboard_healthy(url), 120, "Ray dashboard", log=log)
     service.started_here = True
     return service
+
+
+NODE_RESOURCE = "asva_node_{index}"
+"""A custom resource each node of a local multi-node cluster carries (one unit), so work can be placed on a
+named node: ``{"asva_node_1": 0.01}``. Node 0 is the head."""
+
+
+def _resources_arg(index: int) -> list[str]:
+    return ["--resources", json.dumps({NODE_RESOURCE.format(index=index): 1})]
+
+
+def start_ray_worker_node(head: RayService, index: int, num_cpus: int, log_dir: Path,
+                          extra_env: dict[str, str] | None = None) -> None:
+    """``ray start --address=<head>``: one more raylet on this machine, as a separate node with its own ports,
+    ``num_cpus`` CPUs and the resource ``asva_node_<index>``. It joins the head's session, so stopping the
+    head's instance (:func:`stop_ray_head`) stops it too."""
+    env = ray_env()
+    env.update(extra_env or {})
+    low = 20000 + 1000 * index  # raylets on one machine must not hand out the same worker ports
+    cmd = [
+        _bin("ray"), "start", f"--address={head.address}", "--node-ip-address", HOST,
+        "--num-cpus", str(num_cpus), *_resources_arg(index), "--disable-usage-stats",
+        "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+        "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+        "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
+        "--min-worker-port", str(low), "--max-worker-port", str(low + 999),
+    ]
+    log = log_dir / f"ray-node-{index}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise StackError(f"`ray start --address={head.address}` (node {index}) failed (exit {rc}); see {log}")
 
 
 def ray_processes(temp_dir: str):
@@ -339,12 +373,14 @@ class StackSettings:
     ray_port: int = DEFAULT_RAY_PORT
     dashboard_port: int = DEFAULT_DASHBOARD_PORT
     ray_num_cpus: int = 4
+    ray_nodes: int = 1
+    """Ray nodes on this machine: the head plus ray_nodes - 1 worker nodes, each with ray_num_cpus CPUs."""
     bucket: str = DEFAULT_BUCKET
 
     @classmethod
     def from_env(cls, state_dir: str | None = None, environ: dict[str, str] | None = None) -> StackSettings:
         """Defaults, overridable with ASVA_STATE_DIR, ASVA_S3_PORT, ASVA_MLFLOW_PORT, ASVA_RAY_PORT,
-        ASVA_DASHBOARD_PORT, ASVA_RAY_NUM_CPUS, ASVA_BUCKET."""
+        ASVA_DASHBOARD_PORT, ASVA_RAY_NUM_CPUS, ASVA_RAY_NODES, ASVA_BUCKET."""
         e = os.environ if environ is None else environ
         return cls(
             state_dir=Path(state_dir or e.get("ASVA_STATE_DIR", ".asva")),
@@ -353,6 +389,7 @@ class StackSettings:
             ray_port=int(e.get("ASVA_RAY_PORT", DEFAULT_RAY_PORT)),
             dashboard_port=int(e.get("ASVA_DASHBOARD_PORT", DEFAULT_DASHBOARD_PORT)),
             ray_num_cpus=int(e.get("ASVA_RAY_NUM_CPUS", 4)),
+            ray_nodes=int(e.get("ASVA_RAY_NODES", 1)),
             bucket=e.get("ASVA_BUCKET", DEFAULT_BUCKET),
         )
 
@@ -428,6 +465,14 @@ def up(settings: StackSettings, log=print) -> dict:
                              extra_env=s3.env | {"MLFLOW_TRACKING_URI": ml.url})
     log(f"ray     {'started' if ray_svc.started_here else 'running'}  {ray_svc.address}  dashboard {ray_svc.url}")
     state["ray"] = _record(ray_svc, state.get("ray"))
+    if ray_svc.started_here:
+        for index in range(1, settings.ray_nodes):
+            start_ray_worker_node(ray_svc, index, settings.ray_num_cpus, logs,
+                                  extra_env=s3.env | {"MLFLOW_TRACKING_URI": ml.url})
+        if settings.ray_nodes > 1:
+            log(f"ray     {settings.ray_nodes} nodes of {settings.ray_num_cpus} CPUs (resources asva_node_0.."
+                f"asva_node_{settings.ray_nodes - 1})")
+        state["ray"]["nodes"] = settings.ray_nodes
     _save_state(settings, state)
     return state
 

@@ -16,6 +16,9 @@ class TrainConfig:
     """Give each worker a GPU (NCCL); False trains on CPU with gloo."""
     cpus_per_worker: float = 1.0
     """CPUs reserved per worker (ScalingConfig.resources_per_worker); online data mode decodes on them."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
+    """How Ray places the workers (ScalingConfig.placement_strategy): `PACK` fills nodes one by one, `SPREAD`
+    spreads them over nodes where it can, `STRICT_SPREAD` puts every worker on a different node."""
     batch_size_per_worker: int = 4
     """Micro-batch per worker (the paper: 4)."""
     gradient_accumulation_steps: int = 2
@@ -87,6 +90,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        require(self.placement_strategy in ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"), "placement_strategy",
+                f"must be PACK, SPREAD, STRICT_SPREAD or STRICT_PACK, got {self.placement_strategy!r}")
         require(self.batch_size_per_worker >= 1, "batch_size_per_worker", "must be >= 1")
         require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
         require(self.max_steps >= 1, "max_steps", "must be >= 1")

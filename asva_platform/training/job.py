@@ -200,7 +200,8 @@ def scaling_config(t):
     from ray.train import ScalingConfig
 
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    return ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources)
+    return ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
+                         placement_strategy=t.placement_strategy)
 
 
 def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, datasets: dict | None = None,

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from asva_platform.artifacts.cache import open_cache
 from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage, join
+from asva_platform.tracking import TAG_RANK_NODES
 from asva_platform.training import flops as flops_mod
 from asva_platform.training.checkpoint import (
     TrainerState,
@@ -64,6 +66,24 @@ class RunSpec:
     """Cached mode: the latent cache's URI."""
     cache_id: str = ""
     """Cached mode: its id (recorded in checkpoints)."""
+
+
+def rank_placement(rank: int, world: int) -> list[dict]:
+    """Where every rank runs (``[{rank, node_id, node_ip, host}]`` in rank order), gathered on every rank:
+    the run record of a multi-node training."""
+    import ray
+    import torch.distributed as dist
+
+    mine = {"rank": rank, "node_id": ray.get_runtime_context().get_node_id(),
+            "node_ip": ray.util.get_node_ip_address(), "host": socket.gethostname()}
+    everyone: list = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return everyone
+
+
+def placement_summary(placement: list[dict]) -> str:
+    """``0:<node>,1:<node>`` with the first 8 characters of each node id (the ``asva.rank_nodes`` tag)."""
+    return ",".join(f"{p['rank']}:{p['node_id'][:8]}" for p in placement)
 
 
 def checkpoint_dir_name(step: int) -> str:
@@ -113,9 +133,11 @@ class WorkerTrainer:
 
             self.ema = TrainableEMA(self.engine.module, self.t.ema_decay, self.rank0)
         self.logger = None
+        self.placement = rank_placement(self.info.rank, self.info.world)
         self.state = TrainerState(mlflow_run_id=spec.mlflow_run_id, world_size=self.info.world,
                                   zero_stage=self.t.zero_stage, global_batch_size=self.t.global_batch_size,
-                                  extra={"cache_id": spec.cache_id, "data_mode": self.t.data_mode, "resumes": []})
+                                  extra={"cache_id": spec.cache_id, "data_mode": self.t.data_mode, "resumes": [],
+                                         "ranks": self.placement})
         self.on_gpu = self.info.device.type == "cuda"
         self.flops = None
         self.peak = 0.0
@@ -151,6 +173,7 @@ class WorkerTrainer:
         state.batches_in_epoch = resharded_position(state.batches_in_epoch, saved_world, self.info.world)
         state.world_size, state.zero_stage = self.info.world, self.t.zero_stage
         state.global_batch_size = self.t.global_batch_size
+        state.extra["ranks"] = self.placement  # where the ranks run now
         # the driver found the run by its tag; the id in the checkpoint is kept in the resume record
         state.extra.setdefault("resumes", []).append({"step": state.step, "checksum": checksum, "from": ckpt.path,
                                                       "mlflow_run_id": state.mlflow_run_id,
@@ -240,6 +263,7 @@ class WorkerTrainer:
         if self.rank0:
 
             self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
+            self.logger.client.set_tag(self.state.mlflow_run_id, TAG_RANK_NODES, placement_summary(self.placement))
             print(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
                   f"step {self.state.step} to {self.t.max_steps}", flush=True)
         t = self.t
