@@ -255,6 +255,15 @@ def _dashboard_healthy(url: str) -> bool:
         return False
 
 
+def _ray_start(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
+    """Run one ``ray start`` command with its output appended to ``log``; a failure is one StackError line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise StackError(f"{what} failed (exit {rc}); see {log}")
+
+
 def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port: int = DEFAULT_DASHBOARD_PORT,
                    num_cpus: int = 4, extra_env: dict[str, str] | None = None) -> RayService:
     """``ray start --head`` on 127.0.0.1 with the dashboard/job server, in this stack's own temp dir; the head
@@ -278,11 +287,7 @@ def start_ray_head(state_dir: Path, port: int = DEFAULT_RAY_PORT, dashboard_port
         "--ray-client-server-port", str(free_port()),
     ]
     log = state_dir / "logs" / "ray-start.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise StackError(f"`ray start --head` failed (exit {rc}); see {log}")
+    _ray_start(cmd, env, log, "`ray start --head`")
     wait_until(lambda: _dashboard_healthy(url), 120, "Ray dashboard", log=log)
     service.started_here = True
     return service
@@ -313,12 +318,7 @@ def start_ray_worker_node(head: RayService, index: int, num_cpus: int, log_dir: 
         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
         "--min-worker-port", str(low), "--max-worker-port", str(low + 999),
     ]
-    log = log_dir / f"ray-node-{index}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise StackError(f"`ray start --address={head.address}` (node {index}) failed (exit {rc}); see {log}")
+    _ray_start(cmd, env, log_dir / f"ray-node-{index}.log", f"`ray start --address={head.address}` (node {index})")
 
 
 def ray_processes(temp_dir: str):

@@ -92,24 +92,17 @@ def test_rerun_reuses_the_written_clips(run):
     assert again.metrics == first.metrics
 
 
-def test_a_different_guidance_scale_is_a_different_evaluation(run):
+@pytest.mark.parametrize("override, name", [
+    ("eval.audio_guidance_scale=8", "init_ag-8_tg-1_steps-2_seed-0_exact"),
+    ("protocol=authors", "init_ag-4_tg-1_steps-2_seed-0_authors"),  # another protocol: another evaluation
+])
+def test_a_different_setting_is_a_different_evaluation(run, override, name):
     cfg, overrides, first, _ = run
     from asva_platform.evaluation.runner import prepare_evaluation
 
-    other = load_experiment(None, overrides + [f"storage.root={cfg.storage.root}", "eval.max_videos=1",
-                                               "eval.audio_guidance_scale=8"])
+    other = load_experiment(None, overrides + [f"storage.root={cfg.storage.root}", "eval.max_videos=1", override])
     prep = prepare_evaluation(other, log=lambda _: None)
-    assert prep.eval_id != first.eval_id and prep.name == "init_ag-8_tg-1_steps-2_seed-0_exact"
-
-
-def test_another_protocol_is_another_evaluation(run):
-    cfg, overrides, first, _ = run
-    from asva_platform.evaluation.runner import prepare_evaluation
-
-    other = load_experiment(None, overrides + [f"storage.root={cfg.storage.root}", "eval.max_videos=1",
-                                               "protocol=authors"])
-    prep = prepare_evaluation(other, log=lambda _: None)
-    assert prep.eval_id != first.eval_id and prep.name == "init_ag-4_tg-1_steps-2_seed-0_authors"
+    assert prep.eval_id != first.eval_id and prep.name == name
 
 
 def test_a_sync_shift_as_long_as_the_clip_fails_before_any_work(run, tmp_path):
