@@ -31,6 +31,7 @@ from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage, join, parse_uri
 from asva_platform.training.data import collate_training_batch
 from jobs.preprocess import main
+from tests.output import own_lines
 
 pytestmark = pytest.mark.integration
 
@@ -235,5 +236,5 @@ def test_a_local_ray_too_small_for_the_actors_fails_in_one_line(job, ray_cluster
     _, config, overrides, _ = job
     rc = run_guarded(main, ["--config", str(config), *overrides, "preprocess.windows_per_clip=1",
                             "preprocess.decode_concurrency=8"])
-    err = capsys.readouterr().err.strip().splitlines()
+    err = own_lines(capsys.readouterr().err)
     assert rc == 2 and err[-1].startswith("error: preprocess needs 9.25 CPUs (cluster has 4)"), err[-3:]

@@ -24,6 +24,7 @@ import torch
 from asva_platform.artifacts.checkpoint import STATE_FILE, local_checkpoint
 from asva_platform.errors import run_guarded
 from asva_platform.training.job import run as run_training
+from tests.output import own_lines
 from tests.train_helpers import (
     FAST,
     TINY,
@@ -187,7 +188,7 @@ def test_rerun_with_same_name_resumes_at_saved_step_with_same_weights(train_inpu
     assert client.get_run(first.run_id).data.tags["asva.world_size"] == "1"
     # a worker count that no whole accumulation fits is one line before any resources are taken
     rc = run_guarded(main, ["--config", TINY, *overrides, "name=resume", "train.max_steps=10", "train.num_workers=3"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    err = own_lines(capsys.readouterr().err)[-1]
     assert rc == 2 and err.startswith("error: run ") and "divides no whole number of accumulation steps" in err
 
 

@@ -9,6 +9,7 @@ from ray._private.runtime_env.packaging import _get_excludes
 
 from asva_platform.errors import UserError
 from asva_platform.submit import WORKING_DIR_EXCLUDES, build_submission
+from tests.output import own_lines
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,7 +56,7 @@ def test_cli_passes_what_follows_the_double_dash_to_the_job(capsys):
 
     # no cluster is contacted: the job's own check fails first
     assert main(["submit", "generate", "--config", "configs/tiny.yaml", "--", "--imag", "x.png"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # earlier tests' Ray actors may still print here
+    err = own_lines(capsys.readouterr().err)[-1]
     assert err.startswith("error: jobs.generate rejected its arguments, nothing submitted:")
     assert err.endswith("unrecognized arguments: --imag")  # not taken as --image: no abbreviations
 

@@ -14,6 +14,7 @@ from asva_platform.errors import UserError
 from sweeps.mlflow_sweep import stopped_early, trial_index, trial_run_name
 from sweeps.report import TrialRow, best_row, table_columns, table_rows, to_csv, write_plots
 from sweeps.spec import load_sweep
+from tests.output import own_lines
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
@@ -151,20 +152,19 @@ def test_the_cli_fails_in_one_line_before_ray_starts(tmp_path, monkeypatch, caps
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     was_up = ray.is_initialized()
     assert run_guarded(main, [str(SWEEPS / "train_tiny.yaml"), "search_space={train.lrr: {grid: [1.0]}}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "search_space.train.lrr: unknown key" in err and "\n" not in err
+    err = own_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: ") and "search_space.train.lrr: unknown key" in err[0], err
     # an unreachable tracking server is named, and nothing is started
     args = [str(SWEEPS / "train_tiny.yaml"), "base.tracking.uri=http://127.0.0.1:9", f"base.storage.root={tmp_path}"]
     assert run_guarded(main, args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err == "error: cannot reach MLflow tracking server at http://127.0.0.1:9: connection refused"
+    assert own_lines(capsys.readouterr().err) == ["error: cannot reach MLflow tracking server at http://127.0.0.1:9: connection refused"]
     assert ray.is_initialized() == was_up
     # a guidance checkpoint that does not exist is refused before any trial
     args = [str(SWEEPS / "guidance_scale_tiny.yaml"), f"checkpoint={tmp_path}/no-such-run",
             f"base.tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"base.storage.root={tmp_path}"]
     assert run_guarded(main, args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: checkpoint ") and "does not exist" in err, err
+    err = own_lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith("error: checkpoint ") and "does not exist" in err[0], err
     assert ray.is_initialized() == was_up
 
 
