@@ -17,6 +17,7 @@ config (never credentials, never in the entrypoint string), and the git commit t
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import sys
@@ -148,12 +149,16 @@ def wait(job_id: str, address: str | None = None, follow: bool = False, timeout:
         time.sleep(1.0)
 
 
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def last_json_line(text: str) -> dict:
-    """The JSON object a job printed last (the `--json` contract of every stage); {} if none."""
+    """The JSON object a job printed last (the `--json` contract of every stage); {} if none. A job's log
+    interleaves Ray Data's progress bars, whose cursor movements may sit on the same line as the object."""
     import json
 
     for line in reversed(text.strip().splitlines()):
-        line = line.strip()
+        line = _TERMINAL_CONTROL.sub("", line).strip()
         if line.startswith("{") and line.endswith("}"):
             try:
                 return json.loads(line)

@@ -302,23 +302,50 @@ def _resources_arg(index: int) -> list[str]:
     return ["--resources", json.dumps({NODE_RESOURCE.format(index=index): 1})]
 
 
+@dataclass
+class RayNode:
+    """A worker node started by :func:`start_ray_worker_node`."""
+
+    index: int
+    node_manager_port: int
+    """Its raylet's port: what tells its processes apart from the other nodes' on this machine."""
+
+
 def start_ray_worker_node(head: RayService, index: int, num_cpus: int, log_dir: Path,
-                          extra_env: dict[str, str] | None = None) -> None:
+                          extra_env: dict[str, str] | None = None) -> RayNode:
     """``ray start --address=<head>``: one more raylet on this machine, as a separate node with its own ports,
     ``num_cpus`` CPUs and the resource ``asva_node_<index>``. It joins the head's session, so stopping the
     head's instance (:func:`stop_ray_head`) stops it too."""
     env = ray_env()
     env.update(extra_env or {})
     low = 20000 + 1000 * index  # raylets on one machine must not hand out the same worker ports
+    node = RayNode(index, free_port())
     cmd = [
         _bin("ray"), "start", f"--address={head.address}", "--node-ip-address", HOST,
         "--num-cpus", str(num_cpus), *_resources_arg(index), "--disable-usage-stats",
-        "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+        "--node-manager-port", str(node.node_manager_port), "--object-manager-port", str(free_port()),
         "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
         "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port()),
         "--min-worker-port", str(low), "--max-worker-port", str(low + 999),
     ]
     _ray_start(cmd, env, log_dir / f"ray-node-{index}.log", f"`ray start --address={head.address}` (node {index})")
+    return node
+
+
+def kill_ray_node(node: RayNode) -> list[int]:
+    """SIGKILL a worker node's raylet and every process under it (its workers and agents) at once, as a
+    machine that is lost: nothing is told, nothing shuts down cleanly. Returns the pids killed."""
+    import psutil
+
+    flag = f"--node_manager_port={node.node_manager_port}"
+    raylets = [p for p in psutil.process_iter(["cmdline"]) if flag in (p.info["cmdline"] or [])]
+    doomed = {p.pid: p for r in raylets for p in [r, *r.children(recursive=True)]}
+    for p in doomed.values():
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return sorted(doomed)
 
 
 def ray_processes(temp_dir: str):
@@ -328,7 +355,7 @@ def ray_processes(temp_dir: str):
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(temp_dir in part for part in (p.info["cmdline"] or [])):
+            if p.info["pid"] != os.getpid() and any(temp_dir in part for part in (p.info["cmdline"] or [])):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -14,6 +14,14 @@ class TrainConfig:
     """Ray Train workers (one per GPU)."""
     use_gpu: bool = True
     """Give each worker a GPU (NCCL); False trains on CPU with gloo."""
+    min_workers: int = 0
+    """Elastic training: the fewest workers the run goes on with (0 = a fixed `num_workers`). Below
+    `num_workers`, Ray Train scales between the two (`ScalingConfig(num_workers=(min, max))`): after a node is
+    lost the run restarts from its latest checkpoint on the workers that fit, and it grows back when room
+    returns. Gradient accumulation is set per worker count so that the global batch stays
+    batch_size_per_worker x gradient_accumulation_steps x num_workers (every count must divide it)."""
+    elastic_resize_check_s: float = 60.0
+    """Elastic only: how often Ray Train looks for room to grow the worker group (seconds)."""
     cpus_per_worker: float = 1.0
     """CPUs reserved per worker (ScalingConfig.resources_per_worker); online data mode decodes on them."""
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"] = "PACK"
@@ -70,6 +78,10 @@ class TrainConfig:
     """Keep the last K checkpoints (plus milestones)."""
     milestone_every: int = 0
     """Also keep every checkpoint whose step is a multiple of this, under <run>/milestones (0 = none)."""
+    checkpoint_upload: Literal["async", "sync"] = "async"
+    """`async`: training goes on while each rank uploads its shards (Ray Train's ASYNC upload mode; the stall
+    is the local save alone, and a checkpoint is recorded only once every rank's upload finished); `sync`:
+    training waits for the upload. The stall per checkpoint is logged as `checkpoint_stall_s`."""
     max_failures: int = 3
     """Worker-failure restarts from the latest checkpoint (FailureConfig)."""
     validate_every: int = 1000
@@ -90,6 +102,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        require(0 <= self.min_workers <= self.num_workers, "min_workers",
+                f"must be between 0 (fixed size) and num_workers ({self.num_workers}), got {self.min_workers}")
+        require(self.elastic_resize_check_s > 0, "elastic_resize_check_s", "must be > 0")
         require(self.placement_strategy in ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"), "placement_strategy",
                 f"must be PACK, SPREAD, STRICT_SPREAD or STRICT_PACK, got {self.placement_strategy!r}")
         require(self.batch_size_per_worker >= 1, "batch_size_per_worker", "must be >= 1")
@@ -112,13 +127,32 @@ class TrainConfig:
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         require(self.milestone_every >= 0, "milestone_every", "must be >= 0")
+        require(self.checkpoint_upload in ("async", "sync"), "checkpoint_upload",
+                f"must be async or sync, got {self.checkpoint_upload!r}")
         require(self.max_failures >= -1, "max_failures", "must be >= 0 (or -1 = unlimited)")
         require(self.validate_every >= 0, "validate_every", "must be >= 0")
         require(self.val_windows >= 0, "val_windows", "must be >= 0")
         require(self.num_samples >= 0, "num_samples", "must be >= 0")
         require(self.peak_tflops >= 0, "peak_tflops", "must be >= 0")
+        if self.elastic:
+            lost = [w for w in range(self.min_workers, self.num_workers) if self.accumulation_for(w) is None]
+            require(not lost, "min_workers", f"the global batch of {self.global_batch_size} clips (at "
+                    f"{self.num_workers} workers) is no whole number of accumulation steps of "
+                    f"batch_size_per_worker {self.batch_size_per_worker} on {lost} workers")
 
     @property
     def global_batch_size(self) -> int:
         """Clips per optimizer step across all workers."""
         return self.batch_size_per_worker * self.gradient_accumulation_steps * self.num_workers
+
+    @property
+    def elastic(self) -> bool:
+        """Whether Ray Train may run this on fewer than ``num_workers`` workers (``min_workers`` below it)."""
+        return 0 < self.min_workers < self.num_workers
+
+    def accumulation_for(self, world: int, global_batch: int = 0) -> int | None:
+        """Gradient accumulation steps that make ``global_batch`` (default: this config's) on ``world``
+        workers, or None when no whole number does."""
+        clips = global_batch or self.global_batch_size
+        per_step = self.batch_size_per_worker * world
+        return clips // per_step if clips % per_step == 0 else None

@@ -141,16 +141,17 @@ def check_local_cluster_fits(t, cluster_cfg) -> None:
     if cluster_cfg.address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
         return
     cpus = cluster_cfg.num_cpus or os.cpu_count() or 1
-    need = t.num_workers * t.cpus_per_worker
+    fewest = t.min_workers if t.elastic else t.num_workers
+    need = fewest * t.cpus_per_worker
     if need > cpus:
-        raise UserError(f"train.num_workers: {t.num_workers} workers x cpus_per_worker {t.cpus_per_worker} need "
+        raise UserError(f"train.num_workers: {fewest} workers x cpus_per_worker {t.cpus_per_worker} need "
                         f"{need:g} CPUs but the local Ray has {cpus} (cluster.num_cpus)")
     if t.use_gpu:
         import torch
 
         gpus = torch.cuda.device_count()
-        if t.num_workers > gpus:
-            raise UserError(f"train.num_workers: {t.num_workers} GPU workers but this machine has {gpus} GPUs")
+        if fewest > gpus:
+            raise UserError(f"train.num_workers: {fewest} GPU workers but this machine has {gpus} GPUs")
 
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
@@ -184,13 +185,12 @@ def check_resumable(exp_cfg, storage: Storage, run_uri: str, log_fn: Callable[[s
     saved = state.saved_global_batch
     if not state.world_size or state.world_size == t.num_workers or not saved or saved == t.global_batch_size:
         return ckpt, exp_cfg
-    per_step = t.batch_size_per_worker * t.num_workers
-    if saved % per_step:
+    accumulation = t.accumulation_for(t.num_workers, saved)
+    if accumulation is None:
         raise UserError(f"run {run_uri} resumes on {t.num_workers} workers from {ckpt}, trained with a global batch "
                         f"of {saved} clips on {state.world_size}: batch_size_per_worker {t.batch_size_per_worker} x "
                         f"{t.num_workers} workers divides no whole number of accumulation steps into it; choose "
                         f"train.batch_size_per_worker and train.num_workers whose product divides {saved}")
-    accumulation = saved // per_step
     log_fn(f"resharding {ckpt} from {state.world_size} to {t.num_workers} workers: gradient accumulation "
            f"{t.gradient_accumulation_steps} -> {accumulation} keeps the global batch at {saved} clips")
     return ckpt, cfgmod.replace_dotted(exp_cfg, {"train.gradient_accumulation_steps": accumulation})
@@ -200,8 +200,9 @@ def scaling_config(t):
     from ray.train import ScalingConfig
 
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    return ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources,
-                         placement_strategy=t.placement_strategy)
+    workers = (t.min_workers, t.num_workers) if t.elastic else t.num_workers
+    return ScalingConfig(num_workers=workers, use_gpu=t.use_gpu, resources_per_worker=resources,
+                         placement_strategy=t.placement_strategy, elastic_resize_monitor_interval_s=t.elastic_resize_check_s)
 
 
 def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, datasets: dict | None = None,
@@ -230,12 +231,20 @@ def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, data
     )
 
 
-def _training_dataset(pre: Preflight, in_memory: bool):
+def training_dataset(pre: Preflight, in_memory: bool):
     handle = pre.dataset
     columns = [c for c in CACHE_COLUMNS if c in handle.layout.columns]
-    ds = handle.ray_dataset("train").select_columns(columns)
-    if in_memory:
-        ds = ds.materialize()  # read once; every epoch (and every restart) streams from the object store
+    if not in_memory:
+        return {"train": handle.ray_dataset("train", columns).randomize_block_order()}
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # Read once; every epoch (and every restart) streams from the object store. A block lives in the object
+    # store of the node whose task read it, and a lost node takes its blocks along: a restarted worker group
+    # would wait for them forever. So the read runs on the driver's node, the one node a run cannot lose
+    # anyway (Ray Train keeps its controller there).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    ds = handle.ray_dataset("train", columns, ray_remote_args={"scheduling_strategy": here}).materialize()
     return {"train": ds.randomize_block_order()}
 
 
@@ -262,7 +271,7 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
     client = MlflowClient(tracking_uri=pre.tracking_uri)
     with run_status(client, run_id):
         init_ray(exp_cfg.cluster)
-        datasets = _training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
+        datasets = training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
         clock.lap("ray + data")
         trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
         try:

@@ -26,7 +26,7 @@ from asva_platform.artifacts.cache import open_cache
 from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage, join
-from asva_platform.tracking import TAG_RANK_NODES
+from asva_platform.tracking import TAG_RANK_NODES, TAG_WORLD_SIZE
 from asva_platform.training import flops as flops_mod
 from asva_platform.training.checkpoint import (
     TrainerState,
@@ -236,11 +236,22 @@ class WorkerTrainer:
         save_engine(self.engine, directory, self.state, self.rank0)
         if self.ema is not None:
             self.ema.save(directory)
+
+    def _upload_fn(self, step: int):
+        """Ray's upload of this rank's files, preceded by the milestone copy when ``step`` is one (so a
+        checkpoint is recorded only after its milestone is whole too); None = Ray's own upload alone."""
         t = self.t
-        if t.milestone_every and self.state.step % t.milestone_every == 0:
-            # Each rank copies its own files; together they form the milestone (kept beyond keep_checkpoints).
-            self.storage.upload_dir(directory, join(self.spec.run_uri, "milestones",
-                                                    checkpoint_dir_name(self.state.step)))
+        if not (t.milestone_every and step % t.milestone_every == 0):
+            return None
+        milestone = join(self.spec.run_uri, "milestones", checkpoint_dir_name(step))
+
+        def upload(checkpoint, dir_name: str):
+            import ray.train
+
+            self.storage.upload_dir(checkpoint.path, milestone)  # each rank its own files
+            return ray.train.get_context().get_storage().persist_current_checkpoint(checkpoint, dir_name)
+
+        return upload
 
     def _report(self, metrics: dict[str, float], with_checkpoint: bool) -> None:
         import ray.train
@@ -251,11 +262,18 @@ class WorkerTrainer:
         if not with_checkpoint:
             ray.train.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="asva-ckpt-") as d:
-            self.state.extra["last_metrics"] = metrics
-            self._save(d)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                             checkpoint_dir_name=checkpoint_dir_name(self.state.step))
+        t0 = time.perf_counter()
+        # Ray deletes the folder once it is uploaded (after the call when sync, in its upload thread when async)
+        directory = tempfile.mkdtemp(prefix="asva-ckpt-")
+        self.state.extra["last_metrics"] = metrics
+        self._save(directory)
+        mode = ray.train.CheckpointUploadMode.ASYNC if self.t.checkpoint_upload == "async" else \
+            ray.train.CheckpointUploadMode.SYNC
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=checkpoint_dir_name(self.state.step), checkpoint_upload_mode=mode,
+                         delete_local_checkpoint_after_upload=True, checkpoint_upload_fn=self._upload_fn(self.state.step))
+        if self.logger is not None:  # what training waited for: the local save, plus the upload when sync
+            self.logger.log("checkpoint", self.state.step, {"checkpoint_stall_s": time.perf_counter() - t0})
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -263,7 +281,8 @@ class WorkerTrainer:
         if self.rank0:
 
             self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
-            self.logger.client.set_tag(self.state.mlflow_run_id, TAG_RANK_NODES, placement_summary(self.placement))
+            self.logger.set_tag(TAG_RANK_NODES, placement_summary(self.placement))
+            self.logger.set_tag(TAG_WORLD_SIZE, str(self.info.world))  # an elastic run's current size
             print(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
                   f"step {self.state.step} to {self.t.max_steps}", flush=True)
         t = self.t
@@ -331,10 +350,26 @@ class WorkerTrainer:
         window.reset()
 
 
+def on_world(exp: ExperimentConfig, world: int) -> ExperimentConfig:
+    """``exp`` for a worker group of ``world`` workers: an elastic run that Ray Train started on fewer than
+    ``train.num_workers`` accumulates more micro-batches per step, so the global batch stays the same."""
+    t = exp.train
+    if world == t.num_workers:
+        return exp
+    accumulation = t.accumulation_for(world)
+    if accumulation is None:  # the config check rules this out for every count an elastic run may get
+        raise ValueError(f"{world} workers cannot keep the global batch of {t.global_batch_size} clips")
+    return cfgmod.replace_dotted(exp, {"train.num_workers": world, "train.min_workers": min(t.min_workers, world),
+                                       "train.gradient_accumulation_steps": accumulation})
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: ``config = {"experiment": <config dict>, "run": <RunSpec fields>}``."""
+    import ray.train
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     exp = cfgmod.from_dict(ExperimentConfig, config["experiment"], "train_loop_config")
+    exp = on_world(exp, ray.train.get_context().get_world_size())
     spec = RunSpec(**config["run"])
     WorkerTrainer(exp, spec).fit()
 

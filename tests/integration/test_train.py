@@ -126,6 +126,8 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(train_inputs, zero2
     assert all(math.isfinite(metrics[k]) for k in ("val_loss_true", "val_loss_other_audio", "val_loss_null_audio"))
     assert 0.0 <= metrics["val_audio_win_rate"] <= 1.0
     assert [s for s, _ in history(client, result.run_id, "loss")] == [2, 4, 6, 8]
+    # what training waited for at its one checkpoint (async upload by default: the local save alone)
+    assert [s for s, v in history(client, result.run_id, "checkpoint_stall_s") if v > 0] == [8]
     assert_no_duplicate_steps(client, result.run_id)
 
     videos = [a.path for a in client.list_artifacts(result.run_id, "samples/step_00000008")]

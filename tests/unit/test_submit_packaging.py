@@ -79,3 +79,12 @@ def test_check_validates_and_starts_nothing(stage, args, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1].startswith("ok: ")
     assert not list(tmp_path.iterdir()), "a Ray session was created"
+
+
+def test_the_result_line_is_found_behind_progress_bar_cursor_moves():
+    from asva_platform.submit import last_json_line
+
+    log = ('step 1\n\x1b[A\x1b[A{"final_step": 2, "checkpoint_uri": "s3://b/r/step_00000002"}\n'
+           '\x1b[36m(TrainController pid=1)\x1b[0m done\n')
+    assert last_json_line(log) == {"final_step": 2, "checkpoint_uri": "s3://b/r/step_00000002"}
+    assert last_json_line("no result here\n{not json}\n") == {}

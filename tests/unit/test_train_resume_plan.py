@@ -69,3 +69,26 @@ def test_data_position_after_a_reshard_is_the_same_number_of_clips():
 def test_placement_tag_names_each_rank_and_its_node():
     placement = [{"rank": 0, "node_id": "1f3a9c2e" + "0" * 48}, {"rank": 1, "node_id": "7b0d44a1" + "f" * 48}]
     assert placement_summary(placement) == "0:1f3a9c2e,1:7b0d44a1"
+
+
+def test_an_elastic_range_keeps_the_global_batch_on_every_worker_count():
+    from asva_platform.config import ConfigError
+    from asva_platform.training.job import scaling_config
+    from asva_platform.training.loop import on_world
+
+    cfg = _cfg("train.num_workers=4", "train.min_workers=1", "train.elastic_resize_check_s=5",
+               "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=3")  # 12 clips a step
+    scaling = scaling_config(cfg.train)
+    assert (scaling.min_workers, scaling.max_workers, scaling.elastic_resize_monitor_interval_s) == (1, 4, 5)
+    for world, accumulation in ((4, 3), (3, 4), (2, 6), (1, 12)):
+        t = on_world(cfg, world).train
+        assert (t.num_workers, t.gradient_accumulation_steps, t.global_batch_size) == (world, accumulation, 12)
+    assert on_world(cfg, 4) is cfg
+    # 3 workers x 2 clips divide no whole number of steps into 8 clips: refused when the config is read
+    with pytest.raises(ConfigError, match=r"train.min_workers: the global batch of 8 clips .* on \[3\] workers"):
+        _cfg("train.num_workers=4", "train.min_workers=2")
+    with pytest.raises(ConfigError, match="train.min_workers: must be between 0"):
+        _cfg("train.num_workers=2", "train.min_workers=3")
+    fixed = scaling_config(_cfg("train.num_workers=2").train)  # 0 and num_workers both mean a fixed size
+    assert (fixed.min_workers, fixed.max_workers) == (2, 2)
+    assert scaling_config(_cfg("train.num_workers=2", "train.min_workers=2").train).num_workers == 2
