@@ -42,6 +42,14 @@ def _waveform(waveform) -> np.ndarray:
     return np.ascontiguousarray(np.clip(arr, -1.0, 1.0))
 
 
+def frame_strip(frames) -> np.ndarray:
+    """The first, middle and last frame side by side, (H, 3W, 3) uint8: a clip at a glance (e.g. an MLflow
+    image whose step slider shows it change over training)."""
+    video = _frames_uint8(frames)
+    n = len(video)
+    return np.concatenate([video[0], video[n // 2], video[n - 1]], axis=1)
+
+
 def write_video(path: str | Path, frames, waveform=None, fps: float = 6, sample_rate: int = 16000,
                 crf: int = 18) -> Path:
     """Encode ``frames`` (and ``waveform`` if given) into an mp4 at ``path``; returns the path."""

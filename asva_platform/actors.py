@@ -14,6 +14,7 @@ from typing import Any
 
 from asva_platform.cluster import init_ray
 from asva_platform.errors import UserError
+from asva_platform.progress import Progress
 
 
 def actor_layout(eval_cfg, cluster_cfg, num_items: int, resources: dict[str, float]) -> tuple[int, bool]:
@@ -58,10 +59,10 @@ def map_on_actors(exp_cfg, worker_cls: type, make_spec: Callable[[str, int], Any
     log(f"{n} Ray actor(s) on {'GPU' if use_gpu else 'CPU'} for {len(items)} {what}(s)")
     try:
         ray.get([a.ready.remote() for a in actors])
-        results = []
+        results, progress = [], Progress(what, len(items))
         for i, res in enumerate(ActorPool(actors).map(lambda a, item: a.run.remote(item), list(items)), start=1):
             results.append(res)
-            log(f"{what} {i}/{len(items)} done")
+            log(progress.line(i))
     finally:
         for a in actors:
             ray.kill(a)

@@ -35,6 +35,12 @@ MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_PARENT = "mlflow.parentRunId"
 """Nests a run under another in the UI (sweep trials, compare pages)."""
+TAG_NOTE = "mlflow.note.content"
+"""MLflow's description of an experiment (an experiment tag) or a run (a run tag), shown as markdown."""
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow 3 opens an experiment of this kind on its runs table (the model-training view), not the GenAI
+overview of traces, which none of our experiments hold."""
 # Every run
 TAG_JOB = "asva.job"
 """The job that made the run: preprocess, train, evaluate, sweep-*, compare."""
@@ -188,19 +194,54 @@ def config_params(config_obj: Any) -> dict[str, str]:
     return out
 
 
-def get_or_create_experiment(client, name: str) -> str:
+EXPERIMENT_NOTES = {
+    "train": "AVSyncD training runs: one run per training name (a re-run with the same name resumes into the "
+             "same run). Compare `loss` and `val_loss` across runs in the chart view; each run's description "
+             "says its recipe, data and where its checkpoints, samples and export are. Evaluations of a run "
+             "log `eval/*` metrics into it.",
+    "preprocess": "Latent-cache builds: one run per cache id, with its clip counts, skipped media and the "
+                  "cache's URI (tag `asva.cache_uri`). Training runs name the cache they read in `asva.cache_id`.",
+    "evaluate": "Evaluations: FID, FVD, IA/IT, the audio-sync metrics, each with the protocol it followed "
+                "(tag `asva.protocol`) and the checkpoint it evaluated (tag `asva.eval.checkpoint`).",
+    "sweep": "A Ray Tune sweep: the parent run (tag `asva.sweep.role=parent`) holds the search space, the "
+             "summary table `summary/trials.csv`, the plots and the best trial; each child run is one trial. "
+             "Expand the parent in the runs table to see its trials.",
+    "compare": "Side-by-side comparison pages (`compare/index.html`) of the runs named in `asva.compare.runs`.",
+}
+"""The description an experiment gets when a job of that kind creates it (or finds it without one)."""
+
+
+def ui_url(tracking_uri: str, experiment_id: str, run_id: str = "", artifact: str = "") -> str:
+    """Where the MLflow UI shows an experiment's runs table, a run, or one artifact of a run ("" when the
+    tracking store is not a server, e.g. a local sqlite file)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return ""
+    url = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    if run_id:
+        url += f"/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "")
+    return url
+
+
+def get_or_create_experiment(client, name: str, job: str = "") -> str:
+    """The experiment's id, created if needed; either way it is of the model-training kind and, when it has
+    none yet, gets the description of ``job``'s experiments."""
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=_local_artifact_root(client, name))
-    except Exception:  # a concurrent creator won the race
+    if exp is None:
+        try:
+            client.create_experiment(name, artifact_location=_local_artifact_root(client, name))
+        except Exception:  # a concurrent creator won the race
+            if client.get_experiment_by_name(name) is None:
+                raise
         exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
+    if exp.lifecycle_stage == "deleted":
+        client.restore_experiment(exp.experiment_id)
+    exp_id = exp.experiment_id
+    if exp.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:
+        client.set_experiment_tag(exp_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
+    note = EXPERIMENT_NOTES.get(job.split("-")[0], "")
+    if note and not exp.tags.get(TAG_NOTE):
+        client.set_experiment_tag(exp_id, TAG_NOTE, note)
+    return exp_id
 
 
 def _local_artifact_root(client, experiment: str) -> str | None:
@@ -221,13 +262,16 @@ def log_params_batched(client, run_id: str, params: dict[str, str]) -> None:
 
 
 def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, tags: dict[str, str] | None = None,
-              job: str = "", parent_run_id: str = ""):
-    """Create a run (no global mlflow state) and return ``(client, run_id)``; close it with :func:`run_status`."""
+              job: str = "", parent_run_id: str = "", description: str = ""):
+    """Create a run (no global mlflow state) and return ``(client, run_id)``; close it with :func:`run_status`.
+    ``description`` is the run's markdown description in the UI."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp_id = get_or_create_experiment(client, experiment)
+    exp_id = get_or_create_experiment(client, experiment, job)
     all_tags = standard_tags(job, tags)
+    if description:
+        all_tags[TAG_NOTE] = description
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
     protocol = getattr(config_obj, "protocol", None)  # an experiment config names the protocol it follows

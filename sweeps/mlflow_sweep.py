@@ -33,6 +33,7 @@ from asva_platform.tracking import (
     TAG_TRIAL_ID,
 )
 from sweeps.placement import release_trial
+from sweeps.report import describe_sweep
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +167,11 @@ def create_parent_run(uri: str, loaded, sweep_uri: str, tags: dict[str, str]) ->
 
     spec = loaded.spec
     client, run_id = tracking.start_run(uri, spec.name, spec.name, None, {**tags, TAG_SWEEP_ROLE: "parent",
-                                                                          TAG_SWEEP_URI: sweep_uri}, job="sweep")
+                                                                          TAG_SWEEP_URI: sweep_uri}, job="sweep",
+                                        description=describe_sweep(spec))
     tracking.log_params_batched(client, run_id, tracking.config_params(spec))
     client.log_artifact(run_id, str(loaded.path), "sweep")
     client.log_text(run_id, cfg.dump_yaml(spec), "sweep/sweep.resolved.yaml")
     client.log_text(run_id, cfg.dump_yaml(loaded.base), "sweep/base_config.yaml")
     return client.get_run(run_id).info.experiment_id, run_id
+

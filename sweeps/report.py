@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL
+from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_NOTE
 
 if TYPE_CHECKING:
     from sweeps.comparison import SweepComparison
@@ -218,6 +218,20 @@ def write_plots(rows: list[TrialRow], spec, out_dir: Path) -> list[Path]:
     return written
 
 
+def describe_sweep(spec, best_run_name: str = "", best_value: float | None = None) -> str:
+    """The parent run's description in the MLflow UI: what was searched, for what, and (once known) the best."""
+    space = "; ".join(f"`{key}` {', '.join(f'{k} {v}' for k, v in dist.items())}"
+                      for key, dist in spec.search_space.items())
+    what = f"on checkpoint `{spec.checkpoint}`" if spec.kind == "guidance" else "one training run per trial"
+    lines = [f"**{spec.kind} sweep** `{spec.name}`, {what}: {spec.mode or 'best'} `{spec.metric}` over {space}.",
+             "- trials: the child runs below this one; table `summary/trials.csv`, plots under `plots/`"]
+    if spec.kind == "guidance":
+        lines.append("- per-clip comparison: `summary/comparison.json`; side by side: `asva compare` on this run")
+    if best_run_name:
+        lines.append(f"- best trial: **{best_run_name}** ({spec.metric} {best_value:.4g})")
+    return "\n".join(lines)
+
+
 def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
                 comparison: SweepComparison | None = None) -> TrialRow | None:
     """Table, plots, best trial, counts and (guidance sweeps) the paired comparison on the parent run;
@@ -241,6 +255,7 @@ def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
         counts[f"best_{spec.metric}"] = float(best.metrics[spec.metric])
         client.set_tag(parent_run_id, TAG_BEST_RUN, best.run_id)
         client.set_tag(parent_run_id, TAG_BEST_TRIAL, best.run_name)
+        client.set_tag(parent_run_id, TAG_NOTE, describe_sweep(spec, best.run_name, float(best.metrics[spec.metric])))
     if comparison is not None:
         client.log_dict(parent_run_id, comparison.to_json(), COMPARISON_ARTIFACT)
         counts.update(comparison.parent_metrics())

@@ -42,6 +42,7 @@ from asva_platform.tracking import (
     TAG_TRIAL_ID,
     resolve_tracking_uri,
     run_status,
+    ui_url,
 )
 from asva_platform.training import job as training
 from sweeps.comparison import SweepComparison, compare_trials
@@ -89,6 +90,8 @@ class SweepResult:
     """Child runs no trial owned (removed from the sweep, soft-deleted in MLflow)."""
     comparison: SweepComparison | None = None
     """Guidance sweeps on Sync: every trial paired against the baseline value (sweeps.comparison)."""
+    mlflow_url: str = ""
+    """The sweep's runs table in the MLflow UI, the parent with its trials (empty with a local tracking file)."""
 
     def to_json(self) -> dict[str, Any]:
         best = None
@@ -99,7 +102,8 @@ class SweepResult:
         return {"experiment": self.experiment, "parent_run_id": self.parent_run_id, "trials": len(self.trials),
                 "best": best, "stopped_early": sum(r.status == "stopped_early" for r in self.trials),
                 "failed": sum(r.status == "failed" for r in self.trials), "resumed": self.resumed,
-                "sweep_uri": self.sweep_uri, "comparison": self.comparison.to_json() if self.comparison else None}
+                "sweep_uri": self.sweep_uri, "comparison": self.comparison.to_json() if self.comparison else None,
+                "mlflow_url": self.mlflow_url}
 
 
 @dataclass
@@ -380,7 +384,7 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         best = log_summary(client, parent_id, spec, rows, comparison)
         del ledger
     out = SweepResult(spec.name, experiment_id, parent_id, prep.sweep_uri, spec.metric, rows, best,
-                      restored or parent_resumed, deleted, comparison)
+                      restored or parent_resumed, deleted, comparison, ui_url(prep.tracking_uri, experiment_id))
     for row in sorted(rows, key=lambda r: r.run_name):
         value = row.metrics.get(spec.metric)
         shown = "-" if value is None else f"{value:.5g}"
@@ -390,4 +394,6 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
     if best is not None:
         log(f"sweep {spec.name}: best {spec.metric}={best.metrics[spec.metric]:.5g} from {best.run_name} "
             f"(run {best.run_id}); {len(rows)} trial(s)")
+    if out.mlflow_url:
+        log(f"sweep {spec.name}: the parent run and its trials in MLflow: {out.mlflow_url}")
     return out

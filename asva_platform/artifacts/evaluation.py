@@ -28,6 +28,8 @@ RECORD_FILE = "eval.json"
 SCORES_FILE = "scores.npz"
 """Beside an evaluation's clips: every clip's scores (what a sweep's paired comparison reads)."""
 METRIC_PREFIX = "eval/"
+PER_CLASS_TABLE = "per_class.json"
+"""The per-class MLflow table, under the evaluation's artifact folder."""
 ARTIFACT_ROOT = "eval"
 TABLE_COLUMNS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_ci_high",
                  "Sync_shifted", "Sync_win_rate", "Sync_gt")
@@ -70,7 +72,7 @@ def log_evaluation(client, run_id: str, result, step: int | None = None) -> None
     client.log_text(run_id, per_class_csv(rows), f"{folder}/per_class.csv")
     if rows:
         columns = {key: [row[key] for row in rows] for key in rows[0]}
-        client.log_table(run_id, data=columns, artifact_file=f"{folder}/per_class.json")
+        client.log_table(run_id, data=columns, artifact_file=f"{folder}/{PER_CLASS_TABLE}")
 
 
 def load_evaluation(client, run_id: str, name: str = "") -> dict:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from asva_platform.artifacts.checkpoint_ref import resolve_checkpoint
-from asva_platform.artifacts.evaluation import log_evaluation
+from asva_platform.artifacts.evaluation import PER_CLASS_TABLE, artifact_dir, log_evaluation
 from asva_platform.evaluation.runner import (
     EvalResult,
     evaluate_checkpoint,
@@ -27,6 +27,7 @@ from asva_platform.tracking import (
     resolve_tracking_uri,
     run_status,
     start_run,
+    ui_url,
 )
 
 __all__ = ["Result", "run", "evaluate_checkpoint", "prepare_evaluation"]
@@ -34,6 +35,16 @@ __all__ = ["Result", "run", "evaluate_checkpoint", "prepare_evaluation"]
 
 JOB = "evaluate"
 Result = EvalResult
+
+
+def describe_evaluation(cfg, checkpoint_ref: str, name: str) -> str:
+    """An evaluation run's description in the MLflow UI: what was evaluated, how, and where to read it."""
+    e = cfg.eval
+    videos = f"{e.max_videos} test videos" if e.max_videos else "every test video"
+    return (f"Evaluation of `{checkpoint_ref}` under the **{cfg.protocol}** protocol: "
+            f"{', '.join(e.metrics.metrics)} on {videos}, audio guidance {e.audio_guidance_scale:g}, "
+            f"{e.num_inference_steps} sampling steps.\n"
+            f"- metrics: `eval/*`; per-class table: artifact `{artifact_dir(name)}/{PER_CLASS_TABLE}`")
 
 
 def run(cfg, log: Callable[[str], None] = print) -> Result:
@@ -51,11 +62,14 @@ def run(cfg, log: Callable[[str], None] = print) -> Result:
         client, run_id, own_run = MlflowClient(tracking_uri=tracking_uri), checkpoint.run_id, False
     else:
         tags = {TAG_EVAL_CHECKPOINT: checkpoint.ref, TAG_EVALUATED_RUN: checkpoint.run_id}
-        client, run_id = start_run(tracking_uri, cfg.tracking.experiment, f"eval-{prep.name}", cfg, tags=tags, job=JOB)
+        client, run_id = start_run(tracking_uri, cfg.tracking.experiment, f"eval-{prep.name}", cfg, tags=tags, job=JOB,
+                                   description=describe_evaluation(cfg, checkpoint.ref, prep.name))
         own_run = True
     log(f"evaluate: logging to MLflow run {run_id} at {tracking_uri}")
     with run_status(client, run_id, close=own_run):
         result = run_evaluation(prep, log=log, started=started)
         result.mlflow_run_id = run_id
         log_evaluation(client, run_id, result)
+        result.mlflow_url = ui_url(tracking_uri, client.get_run(run_id).info.experiment_id, run_id,
+                                   f"{artifact_dir(result.name)}/{PER_CLASS_TABLE}")
     return result

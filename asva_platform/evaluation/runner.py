@@ -40,6 +40,7 @@ from asva_platform.artifacts.evaluation import RECORD_FILE, SCORES_FILE
 from asva_platform.errors import UserError
 from asva_platform.evaluation.plan import EvalPlan, plan_evaluation
 from asva_platform.evaluation.worker import EvalWorker, VideoResult, WorkerSpec, check_metric_weights
+from asva_platform.progress import Progress
 from asva_platform.storage import Storage, join
 
 EVALS_DIR = "evals"
@@ -94,6 +95,8 @@ class EvalResult:
     """Whether Ray actors ran the clips."""
     mlflow_run_id: str = ""
     """The run the metrics were logged to (set by the job)."""
+    mlflow_url: str = ""
+    """Its per-class table in the MLflow UI (set by the job; empty with a local tracking file)."""
 
     def record(self) -> dict:
         """What ``eval.json`` holds (the comparison page reads it)."""
@@ -107,13 +110,15 @@ class EvalResult:
                 "checkpoint": self.checkpoint.to_json(), "metrics": self.metrics, "num_clips": len(self.clips),
                 "clips_generated": self.clips_generated, "skipped": self.skipped, "seconds": round(self.seconds, 3),
                 "generate_seconds": round(self.generate_seconds, 3), "score_seconds": round(self.score_seconds, 3),
-                "workers": self.workers, "parallel": self.parallel, "mlflow_run_id": self.mlflow_run_id}
+                "workers": self.workers, "parallel": self.parallel, "mlflow_run_id": self.mlflow_run_id,
+                "mlflow_url": self.mlflow_url}
 
     def summary_line(self) -> str:
         shown = ", ".join(format_metrics(self.metrics))
         return (f"evaluate: {self.checkpoint.label} on {len(self.clips)} clip(s) ({self.clips_generated} generated, "
                 f"protocol {self.settings.get('protocol', '?')}, "
-                f"{len(self.skipped)} video(s) skipped) with {self.workers} worker(s) in {self.seconds:.1f} s: {shown}")
+                f"{len(self.skipped)} video(s) skipped) with {self.workers} worker(s) in {self.seconds:.1f} s: {shown}"
+                + (f"; per-class table {self.mlflow_url}" if self.mlflow_url else ""))
 
 
 def format_metrics(metrics: dict[str, float]) -> list[str]:
@@ -186,10 +191,10 @@ def prepare_evaluation(cfg, checkpoint: str | ResolvedCheckpoint | None = None, 
 
 def run_in_process(prep: PreparedEvaluation, log: Callable[[str], None] = print) -> tuple[list[VideoResult], int]:
     worker = EvalWorker(WorkerSpec(prep.cfg, prep.checkpoint, prep.eval_uri, prep.cfg.eval.device))
-    results = []
+    results, progress = [], Progress("video", len(prep.plan.tasks))
     for i, task in enumerate(prep.plan.tasks, start=1):
         results.append(worker.run(task))
-        log(f"video {i}/{len(prep.plan.tasks)} done")
+        log(progress.line(i))
     return results, 1
 
 

@@ -32,6 +32,7 @@ from asva_platform.artifacts.animator import Animator, pick_device
 from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, resolve_checkpoint
 from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.errors import UserError
+from asva_platform.progress import Progress
 from asva_platform.storage import Storage, is_s3, join, parse_uri
 
 LIST_COLUMNS = ("image", "audio", "prompt", "out")
@@ -199,9 +200,10 @@ def run(cfg, items: list[GenerateItem], log: Callable[[str], None] = print) -> R
         outputs, workers, _ = map_on_actors(cfg, GenerateWorker, make_spec, items, log, "video")
     else:
         worker, outputs, workers = GenerateWorker(GenerateSpec(cfg, checkpoint, cfg.eval.device)), [], 1
-        for item in items:
+        progress = Progress("video", len(items))
+        for i, item in enumerate(items, start=1):
             outputs.append(worker.run(item))
-            log(f"wrote {item.out}")
+            log(f"wrote {item.out}; {progress.line(i)}")
     return Result(outputs, checkpoint, time.perf_counter() - t0, workers, cfg.eval.parallel and len(items) > 1)
 
 

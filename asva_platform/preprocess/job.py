@@ -48,6 +48,7 @@ from asva_platform.preprocess.plan import (
     read_listings,
 )
 from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, ShardWriter, records_to_batch
+from asva_platform.progress import Progress
 from asva_platform.storage import Storage, is_s3, join
 from asva_platform.tracking import (
     TAG_CACHE_ID,
@@ -312,7 +313,13 @@ def run_ray_pipeline(prep: Prepared, todo: list[ShardPlan]) -> list[dict]:
                         num_gpus=p.encode_num_gpus or None, memory=p.encode_memory_gb * GB)
     ds = ds.map_batches(ShardWriter, fn_constructor_kwargs=write, batch_format="numpy", batch_size=None,
                         compute=ActorPoolStrategy(size=1), num_cpus=WRITER_NUM_CPUS, memory=p.write_memory_gb * GB)
-    return [json.loads(row["meta"]) for row in ds.iter_rows()]  # tiny summary rows only
+    clips_in = {s.name: len(s.tasks) for s in todo}
+    metas, progress, done = [], Progress("clip", len(tasks)), 0
+    for row in ds.iter_rows():  # tiny summary rows only, one per written shard
+        metas.append(json.loads(row["meta"]))
+        done += clips_in.get(metas[-1]["shard"], 0)
+        print(f"preprocess: {progress.line(done)}", flush=True)  # beside Ray Data's own progress bars
+    return metas
 
 
 def run_sequential(prep: Prepared, todo: list[ShardPlan]) -> list[dict]:
@@ -414,8 +421,11 @@ def build_cache(prep: Prepared, executor: Callable[[Prepared, list[ShardPlan]], 
 
 
 def _start_run(tracking_uri: str, prep: Prepared) -> tuple:
+    note = (f"Latent cache `{prep.cache_id}` at `{prep.cache_uri}`: train with `train.cache={prep.cache_id}`; "
+            "clip, window and skipped-media counts are this run's metrics; the manifest is artifact `manifest.json`.")
     return start_run(tracking_uri, EXPERIMENT, f"preprocess-{prep.cache_id}", prep.cfg,
-                     tags={TAG_CACHE_URI: prep.cache_uri, TAG_CACHE_ID: prep.cache_id}, job="preprocess")
+                     tags={TAG_CACHE_URI: prep.cache_uri, TAG_CACHE_ID: prep.cache_id}, job="preprocess",
+                     description=note)
 
 
 def _log_result(client, run_id: str, result: Result, manifest: dict | None) -> str:

@@ -33,6 +33,7 @@ from asva_platform.tracking import (
     TAG_ZERO_STAGE,
     resolve_tracking_uri,
     run_status,
+    ui_url,
 )
 from asva_platform.training.loop import (  # the reported metric names are part of the stage's entry
     HIGHER_IS_BETTER,
@@ -67,6 +68,8 @@ class Result:
     export_uri: str = ""
     """diffusers UNet folder of the final weights (empty when train.export is off)."""
     export_ema_uri: str = ""
+    mlflow_url: str = ""
+    """The run's page in the MLflow UI (empty with a local tracking file)."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """The last reported metrics."""
 
@@ -79,7 +82,8 @@ class Result:
 
     def summary_line(self) -> str:
         return (f"train: step {self.final_step}, loss {self.final_loss:.4f}, {self.samples_per_s:.2f} samples/s; "
-                f"checkpoint {self.checkpoint_uri}" + (f"; export {self.export_uri}" if self.export_uri else ""))
+                f"checkpoint {self.checkpoint_uri}" + (f"; export {self.export_uri}" if self.export_uri else "")
+                + (f"; MLflow {self.mlflow_url}" if self.mlflow_url else ""))
 
 
 @dataclass
@@ -269,6 +273,9 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=pre.tracking_uri)
+    url = ui_url(pre.tracking_uri, client.get_run(run_id).info.experiment_id, run_id)
+    if url:
+        log_fn(f"MLflow: {url}")
     with run_status(client, run_id):
         init_ray(exp_cfg.cluster)
         datasets = training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
@@ -292,7 +299,7 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
         checkpoint_uri = _with_scheme(fs, result.checkpoint.path)
         metrics = dict(result.metrics or {})
         out = Result(run_id, checkpoint_uri, int(metrics.get("step", 0)), float(metrics.get("loss", math.nan)),
-                          float(metrics.get("samples_per_s", math.nan)), metrics=metrics)
+                          float(metrics.get("samples_per_s", math.nan)), mlflow_url=url, metrics=metrics)
         if t.export:
             out.export_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet"),
                                                storage=pre.storage)

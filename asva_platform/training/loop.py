@@ -25,6 +25,7 @@ from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.experiment import ExperimentConfig
+from asva_platform.progress import progress_line
 from asva_platform.storage import Storage, join
 from asva_platform.tracking import TAG_RANK_NODES, TAG_WORLD_SIZE
 from asva_platform.training import flops as flops_mod
@@ -259,6 +260,9 @@ class WorkerTrainer:
         if self.logger is not None:  # step is MLflow's x-axis; val_* went to the "val" group already
             self.logger.log("train", self.state.step,
                             {k: v for k, v in metrics.items() if k != "step" and not k.startswith("val_")})
+        if self.rank0:  # the console's view (Ray forwards it to the driver)
+            print(progress_line("step", self.state.step, self.t.max_steps, metrics["step_time_s"],
+                                f"{metrics['samples_per_s']:.3g} samples/s", loss=metrics["loss"]), flush=True)
         if not with_checkpoint:
             ray.train.report(metrics)
             return

@@ -37,12 +37,13 @@ def open_training_run(uri: str, exp_cfg: Any, run_key: str, run_name: str, tags:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp_id = tracking.get_or_create_experiment(client, exp_cfg.tracking.experiment)
+    exp_id = tracking.get_or_create_experiment(client, exp_cfg.tracking.experiment, "train")
     run_id = find_run(client, exp_id, run_key)
     all_tags = {**tags, TAG_TRAIN_RUN: run_key}
+    note = describe_training(exp_cfg, run_key, tags.get(tracking.TAG_CACHE_ID, ""))
     if run_id is None:
         _, run_id = tracking.start_run(uri, exp_cfg.tracking.experiment, run_name, exp_cfg, all_tags, job="train",
-                                       parent_run_id=parent_run_id)
+                                       parent_run_id=parent_run_id, description=note)
         return run_id, False
     run = client.get_run(run_id)
     resumes = int(run.data.tags.get(TAG_RESUMES, "0")) + 1
@@ -53,12 +54,31 @@ def open_training_run(uri: str, exp_cfg: Any, run_key: str, run_name: str, tags:
     if new:
         tracking.log_params_batched(client, run_id, new)
     changed = sorted(k for k, v in params.items() if k in have and have[k] != v)
-    for key, value in {**tracking.standard_tags("train", tags), TAG_RESUMES: str(resumes)}.items():
+    for key, value in {**tracking.standard_tags("train", tags), TAG_RESUMES: str(resumes), tracking.TAG_NOTE: note}.items():
         client.set_tag(run_id, key, value)
     if changed:
         client.set_tag(run_id, RESUME_CHANGED_TAG.format(n=resumes), ",".join(changed)[:5000])
         client.log_text(run_id, cfg.dump_yaml(exp_cfg), f"config-resume-{resumes}.yaml")
     return run_id, True
+
+
+def describe_training(exp_cfg: Any, run_uri: str, cache_id: str) -> str:
+    """The run's description in the MLflow UI: what was trained on what, and where its outputs are."""
+    t = exp_cfg.train
+    data = f"the latent cache `{cache_id}`" if t.data_mode == "cached" else "raw clips decoded in the loop (online)"
+    workers = f"{t.min_workers}-{t.num_workers}" if t.elastic else str(t.num_workers)
+    lines = [
+        f"**{exp_cfg.name}** recipe ({exp_cfg.protocol} protocol): {t.max_steps} steps of "
+        f"{t.global_batch_size} clips ({t.batch_size_per_worker} x {t.gradient_accumulation_steps} accumulation "
+        f"x {workers} workers), ZeRO-{t.zero_stage} {t.precision}, lr {t.lr:g}, from {data}.",
+        f"- checkpoints: `{run_uri}` (the latest is tag `{tracking.TAG_CHECKPOINT}`)",
+        "- metrics: `loss`, `val_loss` and the audio gap `val_loss_*` (chart view); `checkpoint_stall_s`",
+    ]
+    if t.validate_every and t.num_samples:
+        lines.append(f"- samples: every {t.validate_every} steps, artifacts `samples/step_*` (mp4 with audio)")
+    if t.export:
+        lines.append(f"- export: `{run_uri}/export/unet` after the last step (tag `{tracking.TAG_EXPORT}`)")
+    return "\n".join(lines)
 
 
 class StepLogger:
@@ -100,6 +120,10 @@ class StepLogger:
 
     def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, local_path, artifact_path)
+
+    def log_image(self, image, key: str, step: int) -> None:
+        """An image under ``key`` at ``step``: the run page's image view slides through the steps."""
+        self.client.log_image(self.run_id, image, key=key, step=step)
 
     def set_tag(self, key: str, value: str) -> None:
         self.client.set_tag(self.run_id, key, value)

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from asva_model.build import build_inference_scheduler
 from asva_model.objective import AudioLossGap, LossInputs, audio_loss_gap, loss_from_inputs, other_clip_index
 from asva_model.pipeline import AVSyncPipeline
-from asva_model.video_io import write_video
+from asva_model.video_io import frame_strip, write_video
 from asva_platform.artifacts.weights import load_frozen_encoders
 from asva_platform.training.data import dataset_location, held_out_clips, seeded_generator
 
@@ -151,7 +151,8 @@ class Validator:
         return [(f"{i:02d}_{c.class_dir}", out.frames[i], torch.from_numpy(c.waveform)) for i, c in enumerate(clips)]
 
     def log_samples(self, logger, step: int, samples) -> int:
-        """Rank 0: write each sample as mp4 (with audio) and log it under ``samples/step_XXXXXXXX/``."""
+        """Rank 0: write each sample as mp4 (with audio) under ``samples/step_XXXXXXXX/``, and its first,
+        middle and last frames as the image ``samples/<clip>`` at ``step`` (the UI's step slider)."""
 
         s = self.exp.sampling
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,4 +160,5 @@ class Validator:
                 path = write_video(Path(tmp) / f"{name}.mp4", frames, waveform, fps=s.fps,
                                    sample_rate=s.audio_sample_rate)
                 logger.log_artifact(str(path), f"samples/step_{step:08d}")
+                logger.log_image(frame_strip(frames), f"samples/{name}", step)
         return len(samples)

@@ -116,6 +116,12 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(train_inputs, zero2
     assert tags["asva.deepspeed_stage"] == "2" and tags["asva.world_size"] == "2"
     assert len(tags["mlflow.source.git.commit"]) == 40
     assert tags["asva.checkpoint_uri"] == result.checkpoint_uri
+    # the printed link opens this run; its experiment opens on the runs table, and both say what they hold
+    assert result.mlflow_url == f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+    assert result.mlflow_url in result.summary_line()
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert experiment.tags["mlflow.note.content"] and f"`{cache_id}`" in tags["mlflow.note.content"]
     metrics = run.data.metrics
     for key in ("loss", "lr", "grad_norm", "samples_per_s", "frames_per_s", "data_wait_frac", "step_time_s",
                 "rss_gb", "val_loss", "val_samples", "val_loss_true", "val_loss_other_audio", "val_loss_null_audio",
@@ -130,6 +136,9 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(train_inputs, zero2
     assert [s for s, v in history(client, result.run_id, "checkpoint_stall_s") if v > 0] == [8]
     assert_no_duplicate_steps(client, result.run_id)
 
+    # ...and a first/middle/last frame strip per sample at the step, for the run page's image step slider
+    images = [a.path for a in client.list_artifacts(result.run_id, "images")]
+    assert any("+step+8+" in p and p.endswith(".png") and p.startswith("images/samples~") for p in images), images
     videos = [a.path for a in client.list_artifacts(result.run_id, "samples/step_00000008")]
     assert len(videos) == 1 and videos[0].endswith(".mp4")
     local = client.download_artifacts(result.run_id, videos[0], str(tmp_path))

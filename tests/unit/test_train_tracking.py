@@ -52,3 +52,94 @@ def test_a_restarted_logger_skips_steps_already_logged(tmp_path):
     assert second.log("train", 4, {"loss": 0.2})
     history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")]
     assert sorted(history) == [(1, 1.0), (2, 0.5), (3, 1.0 / 3), (4, 0.2)]
+
+
+def test_experiments_open_on_the_runs_table_and_runs_say_what_they_are(tmp_path):
+    from asva_platform.evaluation.job import describe_evaluation
+    from asva_platform.tracking import (
+        EXPERIMENT_KIND,
+        TAG_EXPERIMENT_KIND,
+        TAG_NOTE,
+        get_or_create_experiment,
+    )
+    from sweeps.report import describe_sweep
+    from sweeps.spec import load_sweep
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    old = client.create_experiment("made-before")  # an experiment from before: MLflow 3's GenAI kind by default
+    assert get_or_create_experiment(client, "made-before", "sweep") == old
+    tags = client.get_experiment(old).tags
+    assert tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND and "parent run" in tags[TAG_NOTE]
+    client.set_experiment_tag(old, TAG_NOTE, "the user's own words")
+    get_or_create_experiment(client, "made-before", "train")
+    assert client.get_experiment(old).tags[TAG_NOTE] == "the user's own words"  # never overwritten
+
+    cfg = load_experiment(CONFIGS / "tiny.yaml", ["train.cache=abc123", "train.min_workers=1"])
+    run_id, _ = open_training_run(uri, cfg, "s3://b/runs/tiny", "tiny", {"asva.cache_id": "abc123"})
+    exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    assert exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND and "one run per training name" in exp.tags[TAG_NOTE]
+    note = client.get_run(run_id).data.tags[TAG_NOTE]
+    assert note.startswith("**tiny** recipe (authors protocol): 20 steps of 4 clips (2 x 1 accumulation x 1-2 workers)")
+    assert "the latent cache `abc123`" in note and "`s3://b/runs/tiny`" in note and "s3://b/runs/tiny/export/unet" in note
+
+    spec = load_sweep(Path(__file__).resolve().parents[2] / "sweeps" / "guidance_scale_tiny.yaml",
+                      ["checkpoint=s3://b/runs/tiny"]).spec
+    text = describe_sweep(spec, "trial-2", 0.61234)
+    assert text.startswith("**guidance sweep** `guidance-scale-tiny`, on checkpoint `s3://b/runs/tiny`: max `Sync`")
+    assert "`eval.audio_guidance_scale` grid [1.0, 4.0, 8.0]" in text and "best trial: **trial-2** (Sync 0.6123)" in text
+    evaluation = describe_evaluation(cfg, "s3://b/runs/tiny/step_00000020", "tiny-s20")
+    assert "under the **authors** protocol: sync on 4 test videos, audio guidance 4" in evaluation
+    assert "`eval/tiny-s20/per_class.json`" in evaluation
+
+
+def test_the_progress_line_says_where_how_fast_and_when_done():
+    from asva_platform.progress import duration, progress_line
+
+    line = progress_line("step", 120, 2000, 0.5, "1.9 samples/s", loss=0.41234)
+    assert line == "step 120/2000 (6%) loss 0.4123 1.9 samples/s eta 16m"  # 1880 steps x 0.5 s
+    assert [duration(s) for s in (42, 960, 7500, float("nan"))] == ["42s", "16m", "2h05m", "?"]
+    assert progress_line("clip", 3, 3, 2.0) == "clip 3/3 (100%) eta 0s"
+
+
+def test_links_go_to_the_runs_table_a_run_or_an_artifact():
+    from asva_platform.tracking import ui_url
+
+    base = "http://127.0.0.1:5100/"
+    assert ui_url(base, "3") == "http://127.0.0.1:5100/#/experiments/3/runs"
+    assert ui_url(base, "3", "abc") == "http://127.0.0.1:5100/#/experiments/3/runs/abc"
+    assert ui_url(base, "3", "abc", "eval/x/per_class.json") == ("http://127.0.0.1:5100/#/experiments/3/runs/abc/"
+                                                                "artifactPath/eval/x/per_class.json")
+    assert ui_url("sqlite:///tmp/mlflow.db", "3", "abc") == ""  # no UI serves a local file store
+
+
+def test_a_sample_is_logged_as_a_frame_strip_at_its_step(tmp_path):
+    import numpy as np
+
+    from asva_model.video_io import frame_strip
+
+    frames = np.zeros((12, 8, 10, 3), np.float32)
+    for i in range(12):
+        frames[i] = i / 11  # each frame its own grey level
+    strip = frame_strip(frames)
+    assert strip.shape == (8, 30, 3) and strip.dtype == np.uint8
+    assert [int(strip[0, x, 0]) for x in (0, 10, 20)] == [0, round(6 / 11 * 255), 255]  # frames 0, 6 and 11
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    logger = StepLogger(uri, run_id)
+    for step in (4, 8):
+        logger.log_image(strip, "samples/dog-1", step)
+    pngs = sorted(a.path for a in client.list_artifacts(run_id, "images") if a.path.endswith(".png"))
+    assert [p.split("+step+")[1].split("+")[0] for p in pngs] == ["4", "8"]
+
+
+def test_progress_counts_from_the_average_time_per_item():
+    from asva_platform.progress import Progress
+
+    now = [100.0]
+    progress = Progress("video", 10, clock=lambda: now[0])
+    now[0] = 112.0  # 3 videos in 12 s: 4 s each, 7 left
+    assert progress.line(3) == "video 3/10 (30%) 0.25 video/s eta 28s"
+    assert progress.line(0) == "video 0/10 (0%) eta ?"
