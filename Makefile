@@ -64,9 +64,10 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# After `make demo`: check the demo's sweep in the MLflow UI; screenshots land in out/ui-check/.
+# After `make demo`: open the links it printed in headless Chromium and check what a person would see (runs
+# table with the sweep's trials, descriptions, the Sync plot, the comparison page playing); screenshots in out/ui-check/.
 ui-check: setup chromium
-	ASVA_UI_CHECK_URI=$${ASVA_UI_CHECK_URI:-http://127.0.0.1:5100} ASVA_UI_CHECK_OUT=out/ui-check \
+	ASVA_UI_CHECK_LINKS=$${ASVA_UI_CHECK_LINKS:-$${ASVA_STATE_DIR:-.asva}/demo-toy/links.json} ASVA_UI_CHECK_OUT=out/ui-check \
 	  $(PY) -m pytest -q tests/integration/test_ui_check.py
 
 clean:

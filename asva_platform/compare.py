@@ -2,7 +2,10 @@
 
 For every evaluation clip the runs share: the ground truth and each run's generated video, with their
 audio, in one row; above them a table of the runs' settings, the params that differ between them and
-their metrics (best value per metric marked). MLflow's UI has no cross-run video view (mlflow#23204).
+their metrics with their 95 % intervals (best value per metric marked). Each video column's heading
+states its run's headline metric with its interval. "Play all" starts every video from the start on one
+clock (the first video's; the others are pulled back to it when they drift), so rows stay in step; "play
+row" does the same for one row. MLflow's UI has no cross-run video view (mlflow#23204).
 
 Runs: the given run ids; a single run that has child runs (a sweep's parent run) means its children.
 Each run needs an evaluation logged by ``jobs.evaluate`` (or ``log_evaluation``): the page reads its
@@ -37,6 +40,7 @@ from asva_platform.tracking import (
     check_tracking_server,
     run_status,
     start_run,
+    ui_url,
 )
 
 ARTIFACT_PATH = "compare/index.html"
@@ -137,14 +141,27 @@ td.best{font-weight:bold;background:#e6f4e6}
 .clips video{width:192px;display:block;background:#000}
 .clips td.name{min-width:150px;max-width:220px;word-break:break-all;font-size:12px}
 button{font-size:12px;margin-top:4px}
+#play-all{font-size:14px;font-weight:bold}
+span.metric{font-weight:normal;font-size:12px;color:#333}
+span.note{color:#555;font-size:13px}
 """
 
+# One clock: the first video of a group leads (its audio is the one heard); every frame the others are pulled
+# back to its time when they drift by more than DRIFT seconds, so loops and stalls cannot put rows out of step.
 _JS = """
-function playRow(btn){
-  const vids=btn.closest('tr').querySelectorAll('video');
-  vids.forEach((v,i)=>{v.pause();v.currentTime=0;v.muted=i>0;});
-  vids.forEach(v=>v.play());
+const DRIFT=0.05;let clock=null;
+function playGroup(vids){
+  if(clock)cancelAnimationFrame(clock);
+  document.querySelectorAll('video').forEach(v=>v.pause());
+  vids.forEach((v,i)=>{v.currentTime=0;v.muted=i>0;});
+  const lead=vids[0];
+  const follow=()=>{vids.forEach(v=>{if(v!==lead&&Math.abs(v.currentTime-lead.currentTime)>DRIFT)v.currentTime=lead.currentTime;});
+    clock=requestAnimationFrame(follow);};
+  Promise.all(vids.map(v=>v.play().catch(()=>{}))).then(()=>{clock=requestAnimationFrame(follow);});
 }
+function playAll(){playGroup([...document.querySelectorAll('table.clips video')]);}
+function playRow(btn){playGroup([...btn.closest('tr').querySelectorAll('video')]);}
+function stopAll(){if(clock)cancelAnimationFrame(clock);clock=null;document.querySelectorAll('video').forEach(v=>v.pause());}
 """
 
 
@@ -161,6 +178,21 @@ def _video_tag(data: bytes | None, title: str) -> str:
         return '<td class="missing">missing</td>'
     src = "data:video/mp4;base64," + base64.b64encode(data).decode("ascii")
     return f'<td><video controls loop preload="metadata" title="{html.escape(title)}" src="{src}"></video></td>'
+
+
+def with_interval(metrics: dict, name: str) -> str:
+    """``0.412 [0.38, 0.44]``: a metric with its 95 % interval where the record has one (``<name>_ci_low/high``)."""
+    value, low, high = metrics.get(name), metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    if value is None:
+        return "–"
+    return _fmt(value) + (f" [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "")
+
+
+def headline_metric(runs: list[ComparedRun]) -> str:
+    """The metric each video column states: the first of METRIC_ORDER (Sync before its win rate) every run
+    reports, preferring Sync, the one that says whether motion follows the audio."""
+    reported = [m for m in METRIC_ORDER if all(m in r.record["metrics"] for r in runs)]
+    return "Sync" if "Sync" in reported else (reported[0] if reported else "")
 
 
 def header_table(runs: list[ComparedRun]) -> str:
@@ -187,7 +219,7 @@ def header_table(runs: list[ComparedRun]) -> str:
         for m in metrics:
             v = r.record["metrics"].get(m)
             cls = "num best" if m in best and v == best[m] else "num"
-            cells.append(f'<td class="{cls}">{_fmt(v)}</td>')
+            cells.append(f'<td class="{cls}">{with_interval(r.record["metrics"], m)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return ('<table class="runs"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
             + "".join(rows) + "</table>")
@@ -215,7 +247,10 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
     def read(uri: str) -> bytes | None:
         return storage.read_bytes(uri) if uri and storage.exists(uri) else None
 
-    heading = "".join(f"<th>{html.escape(r.label)}</th>" for r in runs)
+    metric = headline_metric(runs)
+    heading = "".join(f"<th>{html.escape(r.label)}"
+                      + (f'<br><span class="metric">{metric} {with_interval(r.record["metrics"], metric)}</span>'
+                         if metric else "") + "</th>" for r in runs)
     rows = []
     for clip in clips:
         where = f"{clip['name']} (start {float(clip.get('start', 0.0)):.2f} s)"
@@ -226,7 +261,8 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
     source = (f"children of run {comparison.parent_run_id}" if comparison.parent_run_id
               else f"{len(runs)} run(s)")
     notes = [f"{source}; {len(clips)} of {total} shared clip(s) shown (first frame = ground-truth condition; "
-             "every generated clip carries its window's ground-truth audio)."]
+             "every generated clip carries its window's ground-truth audio). Metrics: mean over the run's clips "
+             "with its 95% interval in brackets, where the evaluation reports one."]
     if comparison.skipped_runs:
         notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
     warning = protocol_warning(runs)
@@ -236,7 +272,9 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
             + (f'<p class="warning">{html.escape(warning)}</p>' if warning else "")
             + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
             + header_table(runs)
-            + '<h2 style="font-size:16px">Clips</h2><table class="clips"><tr><th>clip</th><th>ground truth</th>'
+            + '<h2 style="font-size:16px">Clips</h2><p><button id="play-all" onclick="playAll()">play all</button> '
+            '<button onclick="stopAll()">stop</button> <span class="note">every row from the start, in step; the '
+            'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th><th>ground truth</th>'
             + heading + "</tr>" + "".join(rows) + "</table></body></html>")
     return page, len(clips)
 
@@ -276,8 +314,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``asva compare`` (the lead wires it into the CLI); known problems raise UserError/StorageError."""
+def run(argv: list[str] | None = None) -> dict:
+    """Build (and log) the page; returns the result ``main`` prints with ``--json``, including
+    ``mlflow_url``: the page in the MLflow UI's artifact view ('' when not logged or not on a server)."""
     args = parse_args(argv)
     from mlflow.tracking import MlflowClient
 
@@ -299,12 +338,20 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(page, encoding="utf-8")
     run_id = "" if args.no_log else log_page(client, page, comparison, args.log_to, args.experiment)
+    url = ui_url(uri, client.get_run(run_id).info.experiment_id, run_id, ARTIFACT_PATH) if run_id else ""
     where = f"run {run_id} artifact {ARTIFACT_PATH}" if run_id else args.out
-    print(f"compare: {len(comparison.runs)} run(s), {shown} clip(s), {size / 2**20:.1f} MiB -> {where}", flush=True)
-    if args.json:
-        print(json.dumps({"run_id": run_id, "artifact": ARTIFACT_PATH if run_id else "", "out": args.out or "",
-                          "runs": [r.run_id for r in comparison.runs], "parent_run_id": comparison.parent_run_id,
-                          "clips": shown, "bytes": size}), flush=True)
+    print(f"compare: {len(comparison.runs)} run(s), {shown} clip(s), {size / 2**20:.1f} MiB -> {where}"
+          + (f"; in MLflow: {url}" if url else ""), flush=True)
+    return {"run_id": run_id, "artifact": ARTIFACT_PATH if run_id else "", "out": args.out or "",
+            "runs": [r.run_id for r in comparison.runs], "parent_run_id": comparison.parent_run_id,
+            "clips": shown, "bytes": size, "mlflow_url": url}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``asva compare``; known problems raise UserError/StorageError."""
+    result = run(argv)
+    if parse_args(argv).json:
+        print(json.dumps(result), flush=True)
     return 0
 
 

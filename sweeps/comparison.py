@@ -1,39 +1,56 @@
-"""A guidance sweep's paired comparison on Sync: every trial against the baseline (the first listed value).
+"""A guidance sweep's comparison on Sync: one row per setting (its seeds grouped), each against the baseline.
 
-Each trial's mean Sync already carries a 95 % interval, but those intervals include the clip-to-clip
-spread that every trial shares (some clips are easy to sync, some hard), so they overlap even when one
-setting is better on nearly every clip. The comparison pairs clips instead: for each trial, the per-clip
-difference ``sync(trial) - sync(baseline)`` over the clips both evaluated (matched by name, read from each
-evaluation's ``scores.npz``), its mean (the gain) and 95 % paired t interval. A gain interval above 0
-means the setting syncs better than the baseline on these clips.
+A setting's trials differ only in their generation seed (``seeds`` in the sweep file, see
+:data:`sweeps.spec.SEED_KEY`). Their per-clip scores (each evaluation's ``scores.npz``, clips matched by
+name) form a clips x seeds table; the row gives its mean, the t interval over its cells (with one seed: the
+trial's own), and a two-way bootstrap 95 % interval that resamples clips and seeds
+(:func:`asva_model.metrics.stats.bootstrap_mean_interval`): the uncertainty of "this setting's Sync" when
+both the clips and the generation noise could have come out otherwise.
 
-Made only for guidance sweeps over one parameter with listed values (grid or choice) whose trials report
-Sync; ``best`` is the value with the highest mean Sync.
+Those intervals include the clip-to-clip spread that every setting shares (some clips are easy to sync,
+some hard), so they overlap even when one setting is better on nearly every clip. The gain pairs clips
+instead: the per-clip difference ``sync(setting) - sync(baseline)``, each averaged over its seeds, its mean
+and 95 % paired t interval. A gain interval above 0 means the setting syncs better than the baseline on
+these clips.
+
+Where the evaluations wrote clip classes, a per-class table gives each class's mean per setting and its
+best and worst setting.
+
+Made only for guidance sweeps over one parameter (seeds aside) with listed values (grid or choice) whose
+trials report Sync; ``best`` is the value with the highest mean Sync.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from asva_model.metrics.stats import paired_difference_interval
-from asva_platform.artifacts.evaluation import SCORES_FILE
+from asva_model.metrics.compute import sync_summary
+from asva_model.metrics.stats import bootstrap_mean_interval, paired_difference_interval
+from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, SCORES_FILE
 from asva_platform.storage import Storage, join
 from sweeps.mlflow_sweep import trial_index
 from sweeps.report import TrialRow, finite
+from sweeps.spec import SEED_KEY, swept_keys
 
 METRIC = "Sync"
 SCORE_ARRAY = "sync"
 """The per-clip array of METRIC in an evaluation's scores.npz."""
+SHIFTED_ARRAY = "sync_shifted"
+"""Its shifted-audio control."""
 # Comparison row key -> the trial's reported metric (asva_model.metrics.compute.sync_summary).
 ROW_METRICS = {"mean": "Sync", "ci_low": "Sync_ci_low", "ci_high": "Sync_ci_high", "shifted": "Sync_shifted",
                "win_rate": "Sync_win_rate", "win_rate_ci_low": "Sync_win_rate_ci_low",
                "win_rate_ci_high": "Sync_win_rate_ci_high", "gt": "Sync_gt"}
+ROW_KEYS = ("value", "seeds", "num_clips", "mean", "boot_ci_low", "boot_ci_high", "ci_low", "ci_high", "shifted",
+            "win_rate", "win_rate_ci_low", "win_rate_ci_high", "gt", "gain", "gain_ci_low", "gain_ci_high")
+"""A comparison row's keys, in the order of the settings table."""
 # Parent-run metric -> row key of the best value.
-PARENT_METRICS = {"best_Sync_gain": "gain", "best_Sync_gain_ci_low": "gain_ci_low",
+PARENT_METRICS = {"best_Sync_mean": "mean", "best_Sync_boot_ci_low": "boot_ci_low",
+                  "best_Sync_boot_ci_high": "boot_ci_high", "best_Sync_gain": "gain", "best_Sync_gain_ci_low": "gain_ci_low",
                   "best_Sync_gain_ci_high": "gain_ci_high", "best_Sync_win_rate": "win_rate"}
 
 
@@ -48,8 +65,12 @@ class SweepComparison:
     best: Any
     """The value with the highest mean ``metric``."""
     rows: list[dict[str, Any]]
-    """One per trial that did not fail, in the listed order: value, mean, ci_low, ci_high, shifted, win_rate,
-    win_rate_ci_low, win_rate_ci_high, gt, gain, gain_ci_low, gain_ci_high, num_clips (None = unknown)."""
+    """One per listed value with a trial that did not fail, in the listed order, keys :data:`ROW_KEYS`: the
+    value, its seeds and clips, the mean with its bootstrap (clips x seeds) and t intervals, the shifted-audio
+    control, the win rate over it (Wilson), the ground truth, the paired gain (None = unknown)."""
+    per_class: list[dict[str, Any]] = field(default_factory=list)
+    """One per class (where the evaluations wrote classes): class, clips, ``<metric>@<value>`` per value,
+    best, worst (values)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,27 +79,34 @@ class SweepComparison:
         return next(r for r in self.rows if r["value"] == self.best)
 
     def parent_metrics(self) -> dict[str, float]:
-        """``best_Sync_gain`` (+ ``_ci_low``/``_ci_high``) and ``best_Sync_win_rate``, where known."""
+        """The best value's ``best_Sync_mean`` (+ bootstrap ``_boot_ci_low/high``), ``best_Sync_gain``
+        (+ ``_ci_low``/``_ci_high``) and ``best_Sync_win_rate``, where known."""
         row = self.best_row()
         return {name: float(row[key]) for name, key in PARENT_METRICS.items() if finite(row[key])}
 
     def table(self) -> list[str]:
         """The comparison as console lines."""
-        lines = [f"{self.metric} vs {self.param} (gain: per-clip difference from {self.baseline}, paired on the "
-                 "same clips; * = best mean)",
+        seeds = max(r["seeds"] for r in self.rows)
+        over = f"clips x {seeds} seeds" if seeds > 1 else "clips"
+        lines = [f"{self.metric} vs {self.param} (mean, bootstrap 95% CI over {over}; gain: per-clip difference "
+                 f"from {self.baseline}, paired on the same clips; * = best mean)",
                  f"  {'value':10s} {self.metric + ' [95% CI]':24s} {'shifted':>8s}  {'win rate [95% CI]':20s} "
-                 f"{f'gain vs {self.baseline} [95% CI]':26s} clips"]
+                 f"{f'gain vs {self.baseline} [95% CI]':26s} clips x seeds"]
         for r in self.rows:
             value = f"{r['value']}{' *' if r['value'] == self.best else ''}"
-            lines.append(f"  {value:10s} {_with_interval(r['mean'], r['ci_low'], r['ci_high'], '.3f'):24s} "
+            low, high = (r["boot_ci_low"], r["boot_ci_high"]) if r["boot_ci_low"] is not None else (r["ci_low"], r["ci_high"])
+            lines.append(f"  {value:10s} {_with_interval(r['mean'], low, high, '.3f'):24s} "
                          f"{_with_interval(r['shifted'], None, None, '.3f'):>8s}  "
                          f"{_with_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'], '.2f'):20s} "
                          f"{_with_interval(r['gain'], r['gain_ci_low'], r['gain_ci_high'], '+.3f'):26s} "
-                         f"{'-' if r['num_clips'] is None else r['num_clips']}")
+                         f"{'-' if r['num_clips'] is None else r['num_clips']} x {r['seeds']}")
         gt = [r["gt"] for r in self.rows if r["gt"] is not None]
         if gt:
             lines.append(f"  ground truth {self.metric} {np.mean(gt):.3f}; shifted: the same clips against their "
                          "audio rolled by eval.metrics.sync_shift_s")
+        if self.per_class:
+            lines.append(f"  per class, best / worst {self.param}: " + "; ".join(
+                f"{c['class']} {c['best']} / {c['worst']}" for c in self.per_class))
         return lines
 
 
@@ -93,22 +121,59 @@ def _plain(value: Any) -> float | None:
 
 
 def baseline_of(spec) -> tuple[str, list[Any]] | None:
-    """``(param, listed values)`` when ``spec`` is a guidance sweep over one grid/choice parameter."""
-    if spec.kind != "guidance" or len(spec.search_space) != 1:
+    """``(param, listed values)`` when ``spec`` is a guidance sweep over one grid/choice parameter (seeds aside)."""
+    keys = swept_keys(spec)
+    if spec.kind != "guidance" or len(keys) != 1:
         return None
-    ((param, dist),) = spec.search_space.items()
-    kind, values = next(iter(dist.items()))
+    param = keys[0]
+    kind, values = next(iter(spec.search_space[param].items()))
     return (param, list(values)) if kind in ("grid", "choice") else None
 
 
-def clip_scores(storage: Storage, eval_uri: str) -> dict[str, float] | None:
-    """``{clip name: per-clip sync}`` of one evaluation; None when it wrote no scores (or none is known)."""
+@dataclass
+class TrialScores:
+    """One evaluation's per-clip scores, by clip name."""
 
+    sync: dict[str, float]
+    shifted: dict[str, float]
+    classes: dict[str, str]
+    """Clip -> class ({} for evaluations written before scores.npz kept classes)."""
+
+
+def clip_scores(storage: Storage, eval_uri: str) -> TrialScores | None:
+    """One evaluation's per-clip scores; None when it wrote none (or none is known)."""
     uri = join(eval_uri, SCORES_FILE) if eval_uri else ""
     if not uri or not storage.exists(uri):
         return None
     with np.load(io.BytesIO(storage.read_bytes(uri))) as data:
-        return dict(zip(data["clip_names"].tolist(), data[SCORE_ARRAY].astype(float).tolist()))
+        names = data[CLIP_NAMES_ARRAY].tolist()
+        by_name = {key: dict(zip(names, data[key].astype(float).tolist())) for key in (SCORE_ARRAY, SHIFTED_ARRAY)}
+        classes = dict(zip(names, data[CLASSES_ARRAY].tolist())) if CLASSES_ARRAY in data else {}
+    return TrialScores(by_name[SCORE_ARRAY], by_name[SHIFTED_ARRAY], classes)
+
+
+@dataclass
+class SettingScores:
+    """A setting's seeds: clips x seeds tables over the clips every seed evaluated."""
+
+    clips: list[str]
+    sync: np.ndarray
+    shifted: np.ndarray
+    classes: dict[str, str]
+
+    @classmethod
+    def of(cls, trials: list[TrialScores | None]) -> SettingScores | None:
+        if not trials or any(t is None for t in trials):
+            return None
+        clips = [c for c in trials[0].sync if all(c in t.sync for t in trials)]
+        if not clips:
+            return None
+        table = lambda key: np.array([[getattr(t, key)[c] for t in trials] for c in clips])  # noqa: E731
+        return cls(clips, table("sync"), table("shifted"), trials[0].classes)
+
+    def per_clip(self) -> dict[str, float]:
+        """Each clip's sync averaged over the seeds."""
+        return dict(zip(self.clips, self.sync.mean(axis=1).tolist()))
 
 
 def paired_gain(trial: dict[str, float] | None, baseline: dict[str, float] | None) -> dict[str, float | None]:
@@ -120,8 +185,50 @@ def paired_gain(trial: dict[str, float] | None, baseline: dict[str, float] | Non
     return {"gain": gain.estimate, "gain_ci_low": gain.low, "gain_ci_high": gain.high}
 
 
+def setting_row(value: Any, trials: list[TrialRow], scores: SettingScores | None) -> dict[str, Any]:
+    """The row of one setting: from its clips x seeds scores, else (no scores) from what its trials reported."""
+    row: dict[str, Any] = {"value": value, "seeds": len(trials)}
+    if scores is not None:
+        reported = sync_summary(scores.sync.reshape(-1), scores.shifted.reshape(-1))
+        boot = bootstrap_mean_interval(scores.sync)
+        row.update({key: _plain(reported.get(name)) for key, name in ROW_METRICS.items()})
+        row.update(boot_ci_low=_plain(boot.low), boot_ci_high=_plain(boot.high), num_clips=len(scores.clips))
+    else:  # one trial: its reported values stand; several: the mean of theirs, intervals unknown
+        own = trials[0].metrics if len(trials) == 1 else {
+            name: float(np.mean([t.metrics[name] for t in trials])) for name in ("Sync", "Sync_shifted", "Sync_win_rate")
+            if all(finite(t.metrics.get(name)) for t in trials)}
+        row.update({key: _plain(own.get(name)) for key, name in ROW_METRICS.items()})
+        clips = trials[0].metrics.get("num_clips")
+        row.update(boot_ci_low=None, boot_ci_high=None, num_clips=int(clips) if finite(clips) else None)
+    gts = [float(t.metrics["Sync_gt"]) for t in trials if finite(t.metrics.get("Sync_gt"))]
+    row["gt"] = float(np.mean(gts)) if gts else None  # the same ground-truth clips in every trial
+    return row
+
+
+def per_class_table(values: list[Any], scores: dict[Any, SettingScores | None]) -> list[dict[str, Any]]:
+    """Each class's mean per setting (over its clips x seeds) and its best and worst setting; [] without classes."""
+    known = {v: s for v, s in scores.items() if s is not None and s.classes}
+    if len(known) < 2:
+        return []
+    classes = sorted({s.classes.get(c, "") for s in known.values() for c in s.clips} - {""})
+    out = []
+    for name in classes:
+        means = {}
+        for value in values:
+            s = known.get(value)
+            rows = [i for i, c in enumerate(s.clips) if s.classes.get(c) == name] if s is not None else []
+            if rows:
+                means[value] = float(s.sync[rows].mean())
+        if not means:
+            continue
+        clips = max(sum(s.classes.get(c) == name for c in s.clips) for s in known.values())
+        out.append({"class": name, "clips": clips, **{f"{METRIC}@{v}": means.get(v) for v in values},
+                    "best": max(means, key=means.get), "worst": min(means, key=means.get)})
+    return out
+
+
 def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepComparison | None:
-    """The paired comparison of a guidance sweep's trials (see the module doc); None where it does not apply."""
+    """The comparison of a guidance sweep's settings (see the module doc); None where it does not apply."""
     found = baseline_of(spec)
     if found is None:
         return None
@@ -130,17 +237,17 @@ def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepCompari
             and finite(r.metrics.get(METRIC))]
     if not done:
         return None
-    done.sort(key=lambda r: (values.index(r.params[param]), trial_index(r.trial_id)))
-    base = next((r for r in done if r.params[param] == values[0]), None)
-    base_scores = clip_scores(storage, base.eval_uri) if base is not None else None
+    done.sort(key=lambda r: (values.index(r.params[param]), r.params.get(SEED_KEY, 0), trial_index(r.trial_id)))
+    listed = [v for v in values if any(r.params[param] == v for r in done)]
+    groups = {v: [r for r in done if r.params[param] == v] for v in listed}
+    scores = {v: SettingScores.of([clip_scores(storage, r.eval_uri) for r in trials]) for v, trials in groups.items()}
+    base = scores.get(values[0])
+    base_clips = base.per_clip() if base is not None else None
     out = []
-    for r in done:
-        row: dict[str, Any] = {"value": r.params[param],
-                               **{key: _plain(r.metrics.get(name)) for key, name in ROW_METRICS.items()}}
-        trial_scores = base_scores if r is base else clip_scores(storage, r.eval_uri)
-        row.update({k: _plain(v) for k, v in paired_gain(trial_scores, base_scores).items()})
-        clips = r.metrics.get("num_clips")
-        row["num_clips"] = int(clips) if finite(clips) else None
-        out.append(row)
+    for value, trials in groups.items():
+        row = setting_row(value, trials, scores[value])
+        own = scores[value].per_clip() if scores[value] is not None else None
+        row.update({k: _plain(v) for k, v in paired_gain(own, base_clips).items()})
+        out.append({k: row[k] for k in ROW_KEYS})
     best = max(out, key=lambda row: row["mean"])["value"]
-    return SweepComparison(param, METRIC, values[0], best, out)
+    return SweepComparison(param, METRIC, values[0], best, out, per_class_table(listed, scores))

@@ -4,11 +4,15 @@
   trial with its run, status (finished / stopped_early / failed), swept values and final metrics (each
   followed by the keys that qualify it, e.g. ``Sync_ci_low``, ``Sync_win_rate``);
 * ``plots/<metric>_vs_<param>.png``: each plotted metric (the sweep's ``metric`` and ``plot_metrics``)
-  against each swept parameter, trials ASHA stopped drawn hollow; 95 % error bars, the ground truth's level
-  and the shifted-audio control where the trials report them (Sync);
+  against each swept parameter (seeds aside), trials ASHA stopped drawn hollow; 95 % error bars, the ground
+  truth's level and the shifted-audio control where the trials report them (Sync);
 * ``plots/<metric>_curves.png`` (train sweeps): the metric's history of every trial against ``step``;
-* guidance sweeps on Sync: ``summary/comparison.json``, the paired comparison with the baseline
-  (:mod:`sweeps.comparison`), and metrics ``best_Sync_gain`` (+ ``_ci_low``/``_ci_high``), ``best_Sync_win_rate``;
+* guidance sweeps on Sync (:mod:`sweeps.comparison`): the Sync plot shows each setting's mean over clips x
+  seeds with its bootstrap 95 % interval, every seed's trial as a dot, and dashed reference lines for the
+  ground truth and the shifted-audio control; ``summary/comparison.json``; ``summary/settings.csv|json``
+  (one row per setting); ``summary/per_class.csv|json`` (each class's best and worst setting); the
+  trials table gains its setting's ``Sync_boot_ci_low/high``; metrics ``best_Sync_mean`` (+ bootstrap
+  interval), ``best_Sync_gain`` (+ ``_ci_low``/``_ci_high``), ``best_Sync_win_rate``;
 * metrics ``best_<metric>``, ``trials``, ``trials_stopped_early``, ``trials_failed`` and tags naming the
   best trial's run. Re-logging an unchanged summary (a re-run of a finished sweep) adds no history.
 """
@@ -26,13 +30,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_NOTE
+from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_NOTE, ui_url
+from sweeps.spec import SEED_KEY, swept_keys
 
 if TYPE_CHECKING:
     from sweeps.comparison import SweepComparison
 
 
 COMPARISON_ARTIFACT = "summary/comparison.json"
+SETTINGS_TABLE = "summary/settings"
+PER_CLASS_TABLE = "summary/per_class"
+BOOT_COLUMNS = ("boot_ci_low", "boot_ci_high")
+"""Comparison row keys the trials table repeats per trial (as ``<metric>_boot_ci_low`` ...): its setting's interval."""
 
 
 @dataclass
@@ -144,7 +153,7 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
                     yerr=[[y - iv[0] for _, y, iv in bars], [iv[1] - y for _, y, iv in bars]], label="95% CI")
     gt = [float(p[3].metrics[f"{metric}_gt"]) for p in points if finite(p[3].metrics.get(f"{metric}_gt"))]
     if gt:  # the same ground-truth clips in every trial: one level
-        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, label=f"{metric}_gt (ground truth)")
+        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, ls="--", label=f"{metric}_gt (ground truth)")
     shifted = [(x, float(p[3].metrics[f"{metric}_shifted"])) for x, p in zip(xs, points)
                if finite(p[3].metrics.get(f"{metric}_shifted"))]
     if shifted:
@@ -159,6 +168,58 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
     ax.grid(alpha=0.3)
     if stopped or bars or gt or shifted:
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def plot_settings(comparison: SweepComparison, rows: list[TrialRow], path: Path, log_x: bool) -> bool:
+    """A guidance comparison's plot: each setting's mean over clips x seeds with its bootstrap 95 % interval
+    (else the t interval), every seed's trial as a small dot, and dashed reference lines for the ground truth
+    (``Sync_gt``) and the shifted-audio control (``Sync_shifted``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric, param = comparison.metric, comparison.param
+    points = [r for r in comparison.rows if finite(r["mean"])]
+    if not points:
+        return False
+    numeric = _numeric([r["value"] for r in points])
+    labels = [str(r["value"]) for r in points]
+    x_of = (lambda v: float(v)) if numeric else (lambda v: float(labels.index(str(v))))
+    xs, ys = [x_of(r["value"]) for r in points], [r["mean"] for r in points]
+    seeds = max(r["seeds"] for r in points)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
+    ax.plot(xs, ys, "o-", color="C0", label=f"{metric} (mean over clips x {seeds} seed{'s' * (seeds > 1)})")
+    bars = [(x, r, "boot_ci") if r["boot_ci_low"] is not None else (x, r, "ci") for x, r in zip(xs, points)]
+    bars = [(x, r[f"{kind}_low"], r[f"{kind}_high"], r["mean"]) for x, r, kind in bars if r[f"{kind}_low"] is not None]
+    if bars:
+        boot = any(r["boot_ci_low"] is not None for r in points)
+        ax.errorbar([b[0] for b in bars], [b[3] for b in bars], fmt="none", ecolor="C0", capsize=4, alpha=0.8,
+                    yerr=[[b[3] - b[1] for b in bars], [b[2] - b[3] for b in bars]],
+                    label="95% CI (bootstrap)" if boot else "95% CI")
+    single = [(x_of(r.params[param]), float(r.metrics[metric])) for r in rows if r.status != "failed"
+              and r.params.get(param) in [p["value"] for p in points] and finite(r.metrics.get(metric))]
+    if seeds > 1 and single:
+        ax.plot(*zip(*single), ".", color="C0", alpha=0.35, label="one seed")
+    gt = [r["gt"] for r in points if r["gt"] is not None]
+    if gt:
+        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, ls="--", label=f"{metric}_gt (ground truth)")
+    shifted = [(x, r["shifted"]) for x, r in zip(xs, points) if r["shifted"] is not None]
+    if shifted:
+        ax.plot(*zip(*shifted), "--", marker=".", color="C7", label=f"{metric}_shifted (audio shifted)")
+    if numeric and log_x and min(xs) > 0:
+        ax.set_xscale("log")
+    if not numeric:
+        ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlabel(param)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} vs {param.rsplit('.', 1)[-1]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -198,18 +259,42 @@ def _log_x(dist: dict[str, Any]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) >= 100
 
 
+def plot_path(metric: str, param: str) -> str:
+    """A plot's artifact path on the parent run."""
+    return f"plots/{metric}_vs_{param.replace('.', '_')}.png"
+
+
+def summary_links(tracking_uri: str, experiment_id: str, parent_run_id: str, spec,
+                  comparison: SweepComparison | None) -> dict[str, str]:
+    """The sweep's places in the MLflow UI: ``runs`` (the experiment's runs table: parent and trials),
+    ``parent`` (its description, metrics, artifacts), ``plot`` (the sweep's metric against the first swept
+    parameter) and, for guidance comparisons, ``settings`` (the per-setting table); {} off a server."""
+    if not ui_url(tracking_uri, experiment_id):
+        return {}
+    links = {"runs": ui_url(tracking_uri, experiment_id), "parent": ui_url(tracking_uri, experiment_id, parent_run_id),
+             "plot": ui_url(tracking_uri, experiment_id, parent_run_id, plot_path(spec.metric, swept_keys(spec)[0]))}
+    if comparison is not None:
+        links["settings"] = ui_url(tracking_uri, experiment_id, parent_run_id, f"{SETTINGS_TABLE}.json")
+    return links
+
+
 def plot_names(spec) -> list[str]:
     return [spec.metric, *[m for m in spec.plot_metrics if m != spec.metric]]
 
 
-def write_plots(rows: list[TrialRow], spec, out_dir: Path) -> list[Path]:
-    """Every plot of the sweep under ``out_dir``."""
+def write_plots(rows: list[TrialRow], spec, out_dir: Path, comparison: SweepComparison | None = None) -> list[Path]:
+    """Every plot of the sweep under ``out_dir``; the comparison's metric against its parameter is drawn from
+    the comparison (settings with their seeds grouped)."""
     written = []
-    for param, dist in spec.search_space.items():
-        leaf = param.replace(".", "_")
+    for param in swept_keys(spec):
+        dist = spec.search_space[param]
         for metric in plot_names(spec):
-            path = out_dir / f"{metric}_vs_{leaf}.png"
-            if plot_metric_vs_param(rows, param, metric, path, _log_x(dist)):
+            path = out_dir / Path(plot_path(metric, param)).name
+            if comparison is not None and (comparison.param, comparison.metric) == (param, metric):
+                drawn = plot_settings(comparison, rows, path, _log_x(dist))
+            else:
+                drawn = plot_metric_vs_param(rows, param, metric, path, _log_x(dist))
+            if drawn:
                 written.append(path)
     if spec.kind == "train":
         path = out_dir / f"{spec.metric}_curves.png"
@@ -220,16 +305,27 @@ def write_plots(rows: list[TrialRow], spec, out_dir: Path) -> list[Path]:
 
 def describe_sweep(spec, best_run_name: str = "", best_value: float | None = None) -> str:
     """The parent run's description in the MLflow UI: what was searched, for what, and (once known) the best."""
-    space = "; ".join(f"`{key}` {', '.join(f'{k} {v}' for k, v in dist.items())}"
-                      for key, dist in spec.search_space.items())
+    space = "; ".join(f"`{key}` {', '.join(f'{k} {v}' for k, v in spec.search_space[key].items())}"
+                      for key in swept_keys(spec))
+    if SEED_KEY in spec.search_space:
+        space += f", each with seeds {next(iter(spec.search_space[SEED_KEY].values()))}"
     what = f"on checkpoint `{spec.checkpoint}`" if spec.kind == "guidance" else "one training run per trial"
     lines = [f"**{spec.kind} sweep** `{spec.name}`, {what}: {spec.mode or 'best'} `{spec.metric}` over {space}.",
              "- trials: the child runs below this one; table `summary/trials.csv`, plots under `plots/`"]
     if spec.kind == "guidance":
-        lines.append("- per-clip comparison: `summary/comparison.json`; side by side: `asva compare` on this run")
+        lines.append("- per setting: mean over clips x seeds with a bootstrap 95% CI (`summary/settings.csv`); "
+                     "per class, best and worst setting (`summary/per_class.csv`); paired gains "
+                     "`summary/comparison.json`; side by side: artifact `compare/index.html` (`asva compare` on this run)")
     if best_run_name:
         lines.append(f"- best trial: **{best_run_name}** ({spec.metric} {best_value:.4g})")
     return "\n".join(lines)
+
+
+def log_table(client, run_id: str, rows: list[dict[str, Any]], columns: list[str], name: str) -> None:
+    """``<name>.csv`` and, when there are rows, ``<name>.json`` (an MLflow table, rendered in the UI)."""
+    client.log_text(run_id, to_csv(rows, columns), f"{name}.csv")
+    if rows:
+        client.log_table(run_id, data={c: [row.get(c) for row in rows] for c in columns}, artifact_file=f"{name}.json")
 
 
 def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
@@ -239,14 +335,21 @@ def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
     from mlflow.entities import Metric
 
     metrics = with_companions(rows, plot_names(spec))
-    columns = table_columns(rows, metrics)
     table = table_rows(rows, metrics)
-    client.log_text(parent_run_id, to_csv(table, columns), "summary/trials.csv")
-    if table:
-        client.log_table(parent_run_id, data={c: [row.get(c) for row in table] for c in columns},
-                         artifact_file="summary/trials.json")
+    if comparison is not None:  # each trial's setting interval, beside its own
+        metrics = [*metrics, *(f"{comparison.metric}_{k}" for k in BOOT_COLUMNS)]
+        by_value = {r["value"]: r for r in comparison.rows}
+        for row in table:
+            setting = by_value.get(row.get(comparison.param), {})
+            row.update({f"{comparison.metric}_{k}": setting.get(k) for k in BOOT_COLUMNS})
+    columns = table_columns(rows, metrics)
+    log_table(client, parent_run_id, table, columns, "summary/trials")
+    if comparison is not None:
+        log_table(client, parent_run_id, comparison.rows, list(comparison.rows[0]), SETTINGS_TABLE)
+        if comparison.per_class:
+            log_table(client, parent_run_id, comparison.per_class, list(comparison.per_class[0]), PER_CLASS_TABLE)
     with tempfile.TemporaryDirectory(prefix="asva-sweep-plots-") as tmp:
-        for path in write_plots(rows, spec, Path(tmp)):
+        for path in write_plots(rows, spec, Path(tmp), comparison):
             client.log_artifact(parent_run_id, str(path), "plots")
     best = best_row(rows, spec.metric, spec.mode)
     counts = {"trials": len(rows), "trials_stopped_early": sum(r.status == "stopped_early" for r in rows),

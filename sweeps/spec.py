@@ -15,6 +15,7 @@ produce must pass that key's type and range checks, before anything starts::
       eval.audio_guidance_scale: {grid: [1, 4, 8]}
     scheduler: {type: fifo}
     search: grid
+    seeds: [0, 1, 2]                  # guidance sweeps: generation seeds per setting (grouped in the summary)
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from asva_platform.experiment import ExperimentConfig, load_experiment
 from asva_platform.training import job as training
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
+SEED_KEY = "eval.seed"
+"""The generation seed: a search dimension whose trials the summary groups (a repeat, not a setting)."""
 
 
 @dataclass
@@ -89,8 +92,21 @@ class SweepSpec:
     plot_metrics: list[str] = field(default_factory=list)
     """Reported metrics plotted against each swept parameter on the parent run, besides `metric`
     (e.g. FVD next to Sync for a guidance sweep)."""
+    seeds: list[int] = field(default_factory=list)
+    """Guidance sweeps: generation seeds (`eval.seed`) to run every setting with, e.g. [0, 1, 2]; short for a
+    `eval.seed: {grid: [...]}` search dimension. Trials that differ only in seed are grouped: the summary
+    gives each setting's mean over clips x seeds with a bootstrap 95 % interval (docs/sweeps.md)."""
 
     def __post_init__(self) -> None:
+        if self.seeds:
+            require(self.kind == "guidance", "seeds", "only guidance sweeps repeat a setting over seeds")
+            require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.seeds), "seeds",
+                    f"must be integers >= 0, got {self.seeds!r}")
+            require(len(set(self.seeds)) == len(self.seeds), "seeds", f"must be distinct, got {self.seeds!r}")
+            grid = {"grid": list(self.seeds)}
+            require(self.search_space.get(SEED_KEY, grid) == grid, "seeds",
+                    f"give the seeds either here or as search_space.{SEED_KEY}, not both")
+            self.search_space = {**self.search_space, SEED_KEY: grid}
         require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
         require(bool(self.base_config), "base_config", "must name the experiment YAML the trials start from")
         require(bool(self.search_space), "search_space", "must have at least one key")
@@ -126,6 +142,11 @@ def _check_distribution(key: str, dist: dict[str, Any]) -> None:
         raise ConfigError(f"{where}.loguniform: bounds must be > 0, got {args!r}")
     if kind == "randint" and not all(isinstance(a, int) for a in args):
         raise ConfigError(f"{where}.randint: bounds must be integers, got {args!r}")
+
+
+def swept_keys(spec: SweepSpec) -> list[str]:
+    """The search space's settings: every key but the generation seed (a repeat of the same setting)."""
+    return [k for k in spec.search_space if k != SEED_KEY]
 
 
 def representative_values(dist: dict[str, Any]) -> list[Any]:

@@ -55,7 +55,7 @@ from sweeps.mlflow_sweep import (
     trial_run_name,
 )
 from sweeps.placement import start_ledger
-from sweeps.report import TrialRow, log_summary
+from sweeps.report import TrialRow, log_summary, summary_links
 from sweeps.spec import LoadedSweep, representative_values, tune_search_space
 from sweeps.trainables import (
     EVAL_URI_KEY,
@@ -92,6 +92,9 @@ class SweepResult:
     """Guidance sweeps on Sync: every trial paired against the baseline value (sweeps.comparison)."""
     mlflow_url: str = ""
     """The sweep's runs table in the MLflow UI, the parent with its trials (empty with a local tracking file)."""
+    links: dict[str, str] = field(default_factory=dict)
+    """Where to look in the MLflow UI (:func:`sweeps.report.summary_links`): runs table, parent run, plot,
+    settings table ({} with a local tracking file)."""
 
     def to_json(self) -> dict[str, Any]:
         best = None
@@ -103,7 +106,7 @@ class SweepResult:
                 "best": best, "stopped_early": sum(r.status == "stopped_early" for r in self.trials),
                 "failed": sum(r.status == "failed" for r in self.trials), "resumed": self.resumed,
                 "sweep_uri": self.sweep_uri, "comparison": self.comparison.to_json() if self.comparison else None,
-                "mlflow_url": self.mlflow_url}
+                "mlflow_url": self.mlflow_url, "experiment_id": self.experiment_id, "links": self.links}
 
 
 @dataclass
@@ -384,7 +387,8 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         best = log_summary(client, parent_id, spec, rows, comparison)
         del ledger
     out = SweepResult(spec.name, experiment_id, parent_id, prep.sweep_uri, spec.metric, rows, best,
-                      restored or parent_resumed, deleted, comparison, ui_url(prep.tracking_uri, experiment_id))
+                      restored or parent_resumed, deleted, comparison, ui_url(prep.tracking_uri, experiment_id),
+                      summary_links(prep.tracking_uri, experiment_id, parent_id, spec, comparison))
     for row in sorted(rows, key=lambda r: r.run_name):
         value = row.metrics.get(spec.metric)
         shown = "-" if value is None else f"{value:.5g}"
@@ -396,4 +400,6 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
             f"(run {best.run_id}); {len(rows)} trial(s)")
     if out.mlflow_url:
         log(f"sweep {spec.name}: the parent run and its trials in MLflow: {out.mlflow_url}")
+    if out.links.get("plot"):
+        log(f"sweep {spec.name}: the {spec.metric} plot: {out.links['plot']}")
     return out

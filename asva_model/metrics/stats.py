@@ -7,7 +7,10 @@ One function per statistic, each returning an :class:`Interval` (estimate, low, 
 * :func:`wilson_interval`: Wilson score interval of a proportion (a win rate), which stays inside [0, 1]
   and is not degenerate at 0 or n successes, unlike the normal approximation;
 * :func:`paired_difference_interval`: t interval of the mean per-clip difference a - b, for two
-  conditions scored on the same clips (pairing removes the clip-to-clip spread both share).
+  conditions scored on the same clips (pairing removes the clip-to-clip spread both share);
+* :func:`bootstrap_mean_interval`: percentile bootstrap interval of the mean of a clips x seeds table,
+  resampling clips and seeds independently (two-way), so both the clip-to-clip and the seed-to-seed spread
+  widen it.
 """
 
 from __future__ import annotations
@@ -86,3 +89,39 @@ def paired_difference_interval(a: Sequence[float] | np.ndarray, b: Sequence[floa
     if x.shape != y.shape:
         raise ValueError(f"paired values differ in length: {len(x)} vs {len(y)}")
     return mean_interval(x - y, level)
+
+
+BOOTSTRAP_RESAMPLES = 4000
+BOOTSTRAP_SEED = 0
+"""Fixed, so the same scores always give the same interval (a re-logged summary does not change)."""
+
+
+def bootstrap_mean_interval(table: Sequence[Sequence[float]] | np.ndarray, level: float = LEVEL,
+                            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval:
+    """Percentile bootstrap interval of the mean of ``table`` (rows: clips, columns: seeds; a 1-d input is one
+    seed). Each resample draws rows and columns with replacement, independently, and takes the mean of the
+    drawn rows x columns; with one column this is the ordinary bootstrap over clips. Drawing both ways counts
+    the two sources of spread (which clips, which generation noise) and errs on the wide side when both are
+    small. Fewer than 2 clips: low = high = the mean; NaN for none."""
+    _check_level(level)
+    x = np.asarray(table, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError(f"expected a clips x seeds table, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"table must be finite, got {x[~np.isfinite(x)][:3]}")
+    if x.size == 0:
+        return _EMPTY
+    mean = float(x.mean())
+    clips, seeds = x.shape
+    if clips < 2:
+        return Interval(mean, mean, mean)
+    rng = np.random.default_rng(seed)
+    # The mean of the drawn rows x columns is w_rows . table . w_cols / (clips * seeds), with w the draw counts.
+    row_counts = np.stack([np.bincount(r, minlength=clips) for r in rng.integers(0, clips, (resamples, clips))])
+    col_counts = np.stack([np.bincount(c, minlength=seeds) for c in rng.integers(0, seeds, (resamples, seeds))])
+    means = np.einsum("bi,ij,bj->b", row_counts, x, col_counts) / (clips * seeds)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(mean, float(low), float(high))

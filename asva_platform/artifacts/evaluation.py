@@ -26,7 +26,10 @@ from asva_platform.tracking import TAG_EVAL_LATEST, TAG_EVAL_URI
 RECORD_FILE = "eval.json"
 """Beside an evaluation's clips: its settings, metrics, per-class numbers and every clip's video URIs."""
 SCORES_FILE = "scores.npz"
-"""Beside an evaluation's clips: every clip's scores (what a sweep's paired comparison reads)."""
+"""Beside an evaluation's clips: every clip's scores (what a sweep's paired comparison reads), one array per
+score, plus the clips' names and classes (:data:`CLIP_NAMES_ARRAY`, :data:`CLASSES_ARRAY`)."""
+CLIP_NAMES_ARRAY = "clip_names"
+CLASSES_ARRAY = "clip_classes"
 METRIC_PREFIX = "eval/"
 PER_CLASS_TABLE = "per_class.json"
 """The per-class MLflow table, under the evaluation's artifact folder."""

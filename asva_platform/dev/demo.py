@@ -7,8 +7,11 @@
 3. preprocess -> train (2 workers, ZeRO-2, every UNet module) -> guidance sweep (scales 1 / 4 / 8, with
    the shifted-audio control and CIs) -> evaluate, each submitted as a Ray job with `asva submit`
    semantics and waited for; every stage's `--json` result feeds the next;
-4. the comparison page of the sweep (videos side by side, with their audio), logged to its parent run;
-5. the MLflow UI URL and what to look at.
+4. the comparison page of the sweep (videos side by side, with their audio, "play all" in step), logged
+   to its parent run;
+5. what to look at: the figures, and deep links into the MLflow UI (training run, the sweep's runs table,
+   its parent run, its Sync plot, its settings table, the comparison page, the evaluation's per-class table),
+   also written to ``<state dir>/demo-toy/links.json`` for `make ui-check`.
 
 Re-running reuses what exists: the dataset, the VAE, the latent cache (same inputs -> same cache id), the
 training run (same name -> resumes at its final step), the sweep (Tune restore) and the generated clips.
@@ -17,21 +20,21 @@ Environment: DEMO_CLIPS_PER_CLASS (default 40), DEMO_MAX_STEPS (default: the rec
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asva_platform import submit
-from asva_platform.compare import main as compare_main
+from asva_platform import compare, submit
 from asva_platform.dev import stack
 from asva_platform.dev.fixtures import toy_inputs
 from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage, join
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/toy.yaml"
 SWEEP = "sweeps/guidance_scale_toy.yaml"
 DEFAULT_CLIPS_PER_CLASS = 40
@@ -68,6 +71,8 @@ class ToyRun:
     evaluate: dict
     compare_page: str = ""
     """Local path of the comparison page."""
+    compare: dict = field(default_factory=dict)
+    """`asva compare`'s result (where the page was logged, its MLflow link)."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -114,14 +119,41 @@ def run_toy(settings: stack.StackSettings, clips_per_class: int = DEFAULT_CLIPS_
     page = settings.state_dir.resolve() / "demo-toy" / "compare.html"
     banner(f"comparison page of the sweep: {page}")
     t0 = time.monotonic()
-    compare_main([sweep["parent_run_id"], "--config", str(REPO / CONFIG), "--out", str(page)])
+    page_result = compare.run([sweep["parent_run_id"], "--config", str(REPO / CONFIG), "--out", str(page)])
     times["compare"] = time.monotonic() - t0
-    return ToyRun(inputs, vae, pre, train, sweep, evaluate, str(page), times)
+    return ToyRun(inputs, vae, pre, train, sweep, evaluate, str(page), page_result, times)
+
+
+LINKS_FILE = "links.json"
+"""Beside the demo's work files: the links it printed (what `make ui-check` opens)."""
+LINK_LABELS = {
+    "training": "training run (loss, samples over steps, description)",
+    "runs": "the sweep's runs table (parent with one child per trial)",
+    "parent": "the sweep's parent run (description, best trial, summary tables)",
+    "plot": "the sweep's Sync plot (mean, 95% bootstrap CI, ground truth and shifted-audio lines)",
+    "settings": "per-setting table (mean over clips x seeds, bootstrap CI, paired gain)",
+    "compare": "side-by-side comparison page (play all)",
+    "evaluation": "the evaluation's per-class table",
+}
+
+
+def links_of(sweep: dict, compare_result: dict, train: dict | None = None, evaluate: dict | None = None) -> dict:
+    """The MLflow UI links the demo prints, from the stages' --json results (empty ones left out)."""
+    links = {"training": (train or {}).get("mlflow_url", ""), **sweep.get("links", {}),
+             "compare": compare_result.get("mlflow_url", ""), "evaluation": (evaluate or {}).get("mlflow_url", "")}
+    return {k: links[k] for k in LINK_LABELS if links.get(k)}
+
+
+def write_links(links: dict, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LINKS_FILE
+    path.write_text(json.dumps(links, indent=1))
+    return path
 
 
 def describe(run: ToyRun, settings: stack.StackSettings) -> str:
     """What the user should look at, with the figures that say whether the model follows its audio."""
-    lines = [f"MLflow UI: {settings.mlflow_url}",
+    lines = [f"MLflow server: {settings.mlflow_url} (the links below open the views that matter)",
              f"VAE: {run.vae['psnr_db']:.1f} dB held-out PSNR (random init {run.vae['psnr_random_init_db']:.1f} dB)",
              f"training: {run.train['final_step']} steps, run {run.train['run_id']} (experiment avsyncd-toy)"]
     val = run.train.get("validation") or {}
@@ -131,15 +163,25 @@ def describe(run: ToyRun, settings: stack.StackSettings) -> str:
                      f"paired t {val['val_loss_gap_t']:.1f}, own audio lower on {val['val_audio_win_rate']:.0%} of windows")
     comp = run.sweep.get("comparison") or {}
     if comp.get("rows"):
-        lines.append(f"guidance sweep ({run.sweep.get('experiment')}): Sync with its own audio, 95% CI; "
-                     "gain = paired vs the lowest scale; win = own audio beats the same audio shifted")
+        seeds = max(r.get("seeds", 1) for r in comp["rows"])
+        lines.append(f"guidance sweep ({run.sweep.get('experiment')}): Sync with its own audio, mean over clips x "
+                     f"{seeds} seed(s) with a bootstrap 95% CI; gain = paired vs the lowest scale; win = own audio "
+                     "beats the same audio shifted")
         for r in comp["rows"]:
             gain = ("gain n/a" if r.get("gain") is None else
                     f"gain {r['gain']:+.3f} [{r['gain_ci_low']:+.3f}, {r['gain_ci_high']:+.3f}]")
-            lines.append(f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]  "
+            low, high = ((r["boot_ci_low"], r["boot_ci_high"]) if r.get("boot_ci_low") is not None
+                         else (r["ci_low"], r["ci_high"]))
+            lines.append(f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{low:.3f}, {high:.3f}]  "
                          f"shifted {r['shifted']:.3f}  win {r['win_rate']:.0%}  {gain}  ground truth {r['gt']:.3f}")
         lines.append(f"  best scale: {comp.get('best')}")
+        for c in comp.get("per_class", []):
+            lines.append(f"  {c['class']}: best scale {c['best']}, worst {c['worst']}")
     lines.append(f"comparison page: {run.compare_page} (also logged to the sweep's parent run)")
+    links = links_of(run.sweep, run.compare, run.train, run.evaluate)
+    if links:
+        lines.append("in the MLflow UI:")
+        lines += [f"  {LINK_LABELS[k]}: {url}" for k, url in links.items()]
     lines.append("stop the stack with `make stack-down`")
     return "\n".join(lines)
 
@@ -154,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     clips = int(os.environ.get("DEMO_CLIPS_PER_CLASS", str(DEFAULT_CLIPS_PER_CLASS)))
     steps = int(os.environ.get("DEMO_MAX_STEPS", "0"))
     run = run_toy(settings, clips, steps)
+    links = write_links(links_of(run.sweep, run.compare, run.train, run.evaluate),
+                        settings.state_dir.resolve() / "demo-toy")
     banner(f"done in {(time.monotonic() - t0) / 60:.1f} min")
     print(describe(run, settings))
+    print(f"(links also in {links}; `make ui-check` opens them in a headless browser)")
     return 0
 
 

@@ -36,7 +36,7 @@ from asva_platform.artifacts.checkpoint_ref import (
     checkpoint_fingerprint,
     resolve_checkpoint,
 )
-from asva_platform.artifacts.evaluation import RECORD_FILE, SCORES_FILE
+from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, RECORD_FILE, SCORES_FILE
 from asva_platform.errors import UserError
 from asva_platform.evaluation.plan import EvalPlan, plan_evaluation
 from asva_platform.evaluation.worker import EvalWorker, VideoResult, WorkerSpec, check_metric_weights
@@ -228,7 +228,8 @@ def reduce_results(prep: PreparedEvaluation, results: list[VideoResult], workers
                         score_seconds=sum(r.score_seconds for r in results),
                         clips_generated=sum(r.generated for r in results), workers=workers, parallel=parallel)
     buf = io.BytesIO()
-    np.savez(buf, **scores.arrays, clip_names=np.asarray([c["name"] for c in clips]))
+    np.savez(buf, **scores.arrays, **{CLIP_NAMES_ARRAY: np.asarray([c["name"] for c in clips]),
+                                      CLASSES_ARRAY: np.asarray([c["class"] for c in clips])})
     prep.storage.write_bytes(join(prep.eval_uri, SCORES_FILE), buf.getvalue())
     result.seconds = time.perf_counter() - started
     prep.storage.write_json(join(prep.eval_uri, RECORD_FILE), result.record())

@@ -72,6 +72,7 @@ def test_record_scores_and_metrics(run):
     assert first.metrics["num_clips"] == 3
     with np.load(f"{first.eval_uri}/{SCORES_FILE}") as scores:
         assert scores["sync"].shape == (3,) and list(scores["clip_names"]) == [c["name"] for c in first.clips]
+        assert list(scores["clip_classes"]) == [c["class"] for c in first.clips]  # a sweep's per-class table
         assert first.metrics["Sync"] == pytest.approx(float(scores["sync"].mean()))
         assert first.metrics["Sync_shifted"] == pytest.approx(float(scores["sync_shifted"].mean()))
         assert first.metrics["Sync_win_rate"] == pytest.approx(float(np.mean(scores["sync"] > scores["sync_shifted"])))

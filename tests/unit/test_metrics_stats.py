@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from asva_model.metrics.stats import mean_interval, paired_difference_interval, wilson_interval
+from asva_model.metrics.stats import (
+    bootstrap_mean_interval,
+    mean_interval,
+    paired_difference_interval,
+    wilson_interval,
+)
 
 
 def test_mean_interval_matches_scipy_and_the_textbook_t_quantile():
@@ -85,3 +90,58 @@ def test_paired_interval_is_the_interval_of_the_differences_and_narrower_than_un
     assert same.estimate == same.low == same.high == 0.0
     with pytest.raises(ValueError, match="differ in length"):
         paired_difference_interval([1.0, 2.0], [1.0])
+
+
+def _loop_bootstrap(table: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The two-way bootstrap written out draw by draw: the same generator calls, then an explicit mean."""
+    rng = np.random.default_rng(seed)
+    clips, seeds = table.shape
+    rows, cols = rng.integers(0, clips, (resamples, clips)), rng.integers(0, seeds, (resamples, seeds))
+    return np.array([table[np.ix_(r, c)].mean() for r, c in zip(rows, cols)])
+
+
+def test_bootstrap_is_the_mean_over_drawn_clips_and_seeds():
+    rng = np.random.default_rng(3)
+    table = rng.normal(size=(9, 3))
+    iv = bootstrap_mean_interval(table, resamples=500, seed=7)
+    means = _loop_bootstrap(table, 500, 7)
+    assert iv.estimate == pytest.approx(table.mean())
+    assert (iv.low, iv.high) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])), rel=1e-12)
+    assert bootstrap_mean_interval(table, resamples=500, seed=7) == iv  # fixed seed: the same interval
+
+
+def test_bootstrap_with_one_seed_is_the_clip_bootstrap_and_near_the_t_interval():
+    x = np.random.default_rng(1).normal(0.5, 0.1, size=200)
+    boot, t = bootstrap_mean_interval(x), mean_interval(x)
+    assert boot == bootstrap_mean_interval(x[:, None])
+    assert boot.low == pytest.approx(t.low, abs=0.003) and boot.high == pytest.approx(t.high, abs=0.003)
+
+
+def test_seed_spread_widens_the_interval():
+    rng = np.random.default_rng(2)
+    clips = rng.normal(0.0, 0.1, size=(40, 1))
+    calm = clips + rng.normal(0.0, 0.01, size=(40, 3))
+    noisy = clips + rng.normal(0.0, 0.2, size=(1, 3)) + rng.normal(0.0, 0.01, size=(40, 3))  # a shared seed effect
+    width = [(iv.high - iv.low) for iv in map(bootstrap_mean_interval, (calm, noisy))]
+    assert width[1] > 2 * width[0]
+
+
+def test_bootstrap_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(5)
+    covered = 0
+    for _ in range(300):
+        table = rng.normal(1.0, 1.0, size=(30, 1)) + rng.normal(0.0, 0.3, size=(30, 3))
+        iv = bootstrap_mean_interval(table, resamples=1000, seed=int(rng.integers(1 << 30)))
+        covered += iv.low <= 1.0 <= iv.high
+    assert 0.89 <= covered / 300 <= 0.99
+
+
+def test_bootstrap_edge_cases():
+    assert bootstrap_mean_interval([[0.3, 0.5]]) == bootstrap_mean_interval([[0.3, 0.5]])
+    one = bootstrap_mean_interval([[0.3, 0.5]])
+    assert one.estimate == one.low == one.high == pytest.approx(0.4)
+    assert math.isnan(bootstrap_mean_interval(np.zeros((0, 2))).estimate)
+    with pytest.raises(ValueError, match="must be finite"):
+        bootstrap_mean_interval([[0.1, float("inf")], [0.2, 0.3]])
+    with pytest.raises(ValueError, match="clips x seeds"):
+        bootstrap_mean_interval(np.zeros((2, 2, 2)))

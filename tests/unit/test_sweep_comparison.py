@@ -13,6 +13,7 @@ import pytest
 from scipy import stats as sps
 
 from asva_model.metrics.compute import ClipScores, summarize
+from asva_model.metrics.stats import bootstrap_mean_interval
 from asva_platform.storage import Storage
 from sweeps.comparison import compare_trials
 from sweeps.report import TrialRow, log_summary, write_plots
@@ -30,16 +31,19 @@ def guidance_spec(*overrides):
 
 
 def evaluated(tmp_path: Path, scale: float, sync: np.ndarray, shifted: np.ndarray, order=None,
-              status: str = "finished", index: int = 0) -> TrialRow:
-    """A trial row whose evaluation wrote scores.npz as asva_platform.evaluation.runner does (clips in ``order``)."""
+              status: str = "finished", index: int = 0, seed: int | None = None) -> TrialRow:
+    """A trial row whose evaluation wrote scores.npz as asva_platform.evaluation.runner does (clips in ``order``;
+    a clip's class is its name's prefix)."""
     order = list(range(len(CLIPS))) if order is None else order
     arrays = {"sync": sync[order], "sync_shifted": shifted[order], "sync_gt": np.full(len(order), 0.8),
               "sync_lag_s": np.zeros(len(order))}
-    uri = tmp_path / f"eval-{scale:g}"
+    uri = tmp_path / f"eval-{scale:g}-{seed}"
     uri.mkdir()
-    np.savez(uri / "scores.npz", **arrays, clip_names=np.asarray(CLIPS)[order])
+    names = np.asarray(CLIPS)[order]
+    np.savez(uri / "scores.npz", **arrays, clip_names=names, clip_classes=np.asarray([n.split("_")[0] for n in names]))
     metrics = summarize(ClipScores(arrays), ["sync"])
-    return TrialRow(f"x_{index:05d}", f"audio_guidance_scale={scale:g}_t{index}", {"eval.audio_guidance_scale": scale},
+    params = {"eval.audio_guidance_scale": scale, **({} if seed is None else {"eval.seed": seed})}
+    return TrialRow(f"x_{index:05d}", f"audio_guidance_scale={scale:g}_t{index}", params,
                     status, metrics, f"run{index}", eval_uri=str(uri))
 
 
@@ -75,34 +79,145 @@ def test_every_trial_is_paired_with_the_baseline_on_the_same_clips(rows):
             m["Sync"], m["Sync_ci_low"], m["Sync_ci_high"], m["Sync_shifted"], m["Sync_gt"])
         assert (row["win_rate"], row["win_rate_ci_low"], row["win_rate_ci_high"]) == (
             m["Sync_win_rate"], m["Sync_win_rate_ci_low"], m["Sync_win_rate_ci_high"])
-        assert row["num_clips"] == 5
+        assert row["num_clips"] == 5 and row["seeds"] == 1
+        boot = bootstrap_mean_interval([BASE, BASE + np.array([0.12, 0.08, 0.15, 0.10, 0.11]), BASE - 0.02][
+            [1.0, 4.0, 8.0].index(row["value"])])
+        assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx((boot.low, boot.high))
     assert base["win_rate"] == 0.0 and four["win_rate"] == 1.0  # BASE lost to BASE + 0.01 on every clip
-    assert comp.parent_metrics() == {"best_Sync_gain": four["gain"], "best_Sync_gain_ci_low": four["gain_ci_low"],
-                                     "best_Sync_gain_ci_high": four["gain_ci_high"], "best_Sync_win_rate": 1.0}
+    assert comp.parent_metrics() == {
+        "best_Sync_mean": four["mean"], "best_Sync_boot_ci_low": four["boot_ci_low"],
+        "best_Sync_boot_ci_high": four["boot_ci_high"], "best_Sync_gain": four["gain"],
+        "best_Sync_gain_ci_low": four["gain_ci_low"], "best_Sync_gain_ci_high": four["gain_ci_high"],
+        "best_Sync_win_rate": 1.0}
     out = comp.to_json()
-    assert set(out) == {"param", "metric", "baseline", "best", "rows"}
-    assert set(out["rows"][0]) == {"value", "mean", "ci_low", "ci_high", "shifted", "win_rate", "win_rate_ci_low",
-                                   "win_rate_ci_high", "gt", "gain", "gain_ci_low", "gain_ci_high", "num_clips"}
+    assert set(out) == {"param", "metric", "baseline", "best", "rows", "per_class"}
+    assert tuple(out["rows"][0]) == ("value", "seeds", "num_clips", "mean", "boot_ci_low", "boot_ci_high", "ci_low",
+                                     "ci_high", "shifted", "win_rate", "win_rate_ci_low", "win_rate_ci_high", "gt",
+                                     "gain", "gain_ci_low", "gain_ci_high")
+    # per class (a, b, c): 4.0 is every class's best; 8.0 (-0.02 on every clip) every class's worst
+    assert [(c["class"], c["clips"], c["best"], c["worst"]) for c in out["per_class"]] == [
+        ("a", 2, 4.0, 8.0), ("b", 2, 4.0, 8.0), ("c", 1, 4.0, 8.0)]
+    assert out["per_class"][0]["Sync@1.0"] == pytest.approx(BASE[:2].mean())
     json.dumps(out, allow_nan=False)
+
+
+@pytest.fixture
+def seeded(tmp_path) -> tuple[list[TrialRow], dict[float, np.ndarray]]:
+    """Two scales x three seeds; scale 4 beats 1 on class a only, and its seeds vary more."""
+    rng = np.random.default_rng(1)
+    tables = {1.0: BASE[:, None] + rng.normal(0, 0.01, (5, 3)),
+              4.0: BASE[:, None] + np.array([0.3, 0.3, -0.1, -0.1, -0.1])[:, None] + rng.normal(0, 0.05, (5, 3))}
+    rows, index = [], 0
+    for scale, table in tables.items():
+        for seed in range(3):
+            rows.append(evaluated(tmp_path, scale, table[:, seed], table[:, seed] - 0.05, index=index, seed=seed))
+            index += 1
+    return rows[::-1], tables  # trials arrive in any order
+
+
+def test_seeds_of_a_setting_are_grouped_into_one_row(seeded):
+    rows, tables = seeded
+    spec = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}", "seeds=[0, 1, 2]")
+    comp = compare_trials(rows, spec, Storage())
+    assert [(r["value"], r["seeds"], r["num_clips"]) for r in comp.rows] == [(1.0, 3, 5), (4.0, 3, 5)]
+    for row in comp.rows:
+        table = tables[row["value"]]
+        boot = bootstrap_mean_interval(table)
+        assert row["mean"] == pytest.approx(table.mean())
+        assert (row["boot_ci_low"], row["boot_ci_high"]) == pytest.approx((boot.low, boot.high))
+        assert row["boot_ci_low"] < row["mean"] < row["boot_ci_high"]
+        assert row["shifted"] == pytest.approx(table.mean() - 0.05) and row["win_rate"] == 1.0
+    gain = tables[4.0].mean(axis=1) - tables[1.0].mean(axis=1)  # paired per clip, each over its seeds
+    four = comp.rows[1]
+    ref = sps.ttest_1samp(gain, 0.0).confidence_interval()
+    assert four["gain"] == pytest.approx(gain.mean()) and (four["gain_ci_low"], four["gain_ci_high"]) == pytest.approx(
+        (ref.low, ref.high))
+    assert [(c["class"], c["best"], c["worst"]) for c in comp.per_class] == [
+        ("a", 4.0, 1.0), ("b", 1.0, 4.0), ("c", 1.0, 4.0)]
+    assert comp.per_class[0]["clips"] == 2 and comp.per_class[0]["Sync@4.0"] == pytest.approx(tables[4.0][:2].mean())
+    lines = comp.table()
+    assert "bootstrap 95% CI over clips x 3 seeds" in lines[0] and lines[2].rstrip().endswith("5 x 3")
+    assert lines[-1] == "  per class, best / worst eval.audio_guidance_scale: a 4.0 / 1.0; b 1.0 / 4.0; c 1.0 / 4.0"
+
+
+def test_the_seeded_plot_draws_settings_with_bootstrap_bars_seeds_and_dashed_references(seeded, tmp_path, monkeypatch):
+    rows, _ = seeded
+    spec = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}", "seeds=[0, 1, 2]")
+    comp = compare_trials(rows, spec, Storage())
+    drawn = {}
+    save = matplotlib.figure.Figure.savefig
+
+    def capture(fig, path, *args, **kwargs):
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        drawn[Path(path).name] = sorted(t.get_text() for t in legend.get_texts()) if legend else []
+        if Path(path).name.startswith("Sync_vs"):
+            drawn["lines"] = [(line.get_label(), line.get_linestyle(), list(line.get_ydata())) for line in ax.get_lines()]
+        return save(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
+    paths = write_plots(rows, spec, tmp_path, comp)
+    assert [p.name for p in paths] == ["Sync_vs_eval_audio_guidance_scale.png", "SyncLag_s_vs_eval_audio_guidance_scale.png"]
+    assert drawn["SyncLag_s_vs_eval_audio_guidance_scale.png"] == []
+    assert drawn["Sync_vs_eval_audio_guidance_scale.png"] == [
+        "95% CI (bootstrap)", "Sync (mean over clips x 3 seeds)", "Sync_gt (ground truth)",
+        "Sync_shifted (audio shifted)", "one seed"]
+    lines = {label: (style, ys) for label, style, ys in drawn["lines"]}
+    assert lines["Sync (mean over clips x 3 seeds)"][1] == pytest.approx([r["mean"] for r in comp.rows])
+    assert lines["Sync_gt (ground truth)"][0] == lines["Sync_shifted (audio shifted)"][0] == "--"
+    assert len(lines["one seed"][1]) == 6
+
+
+def test_seeded_summary_tables_on_the_parent_run(seeded, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    rows, _ = seeded
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "db").mkdir()
+    client = MlflowClient(f"sqlite:///{tmp_path}/db/mlflow.db")
+    exp = client.create_experiment("cmp", artifact_location=(tmp_path / "db" / "artifacts").as_uri())
+    parent = client.create_run(exp).info.run_id
+    spec = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}", "seeds=[0, 1, 2]")
+    comp = compare_trials(rows, spec, Storage())
+    log_summary(client, parent, spec, rows, comp)
+
+    def csv_rows(name):
+        text = Path(client.download_artifacts(parent, name, str(tmp_path))).read_text().splitlines()
+        return [dict(zip(text[0].split(","), line.split(","))) for line in text[1:]]
+
+    trials = csv_rows("summary/trials.csv")
+    assert len(trials) == 6 and {t["eval.seed"] for t in trials} == {"0", "1", "2"}
+    for t in trials:
+        setting = next(r for r in comp.rows if r["value"] == float(t["eval.audio_guidance_scale"]))
+        assert float(t["Sync_boot_ci_low"]) == pytest.approx(setting["boot_ci_low"])
+        assert float(t["Sync_boot_ci_high"]) == pytest.approx(setting["boot_ci_high"])
+    settings = csv_rows("summary/settings.csv")
+    assert [(s["value"], s["seeds"]) for s in settings] == [("1.0", "3"), ("4.0", "3")]
+    assert [(c["class"], c["best"], c["worst"]) for c in csv_rows("summary/per_class.csv")] == [
+        ("a", "4.0", "1.0"), ("b", "1.0", "4.0"), ("c", "1.0", "4.0")]
+    paths = {a.path for a in client.list_artifacts(parent, "summary")}
+    assert {"summary/settings.json", "summary/per_class.json", "summary/trials.json"} <= paths
+    metrics = client.get_run(parent).data.metrics
+    assert metrics["best_Sync_mean"] == pytest.approx(comp.best_row()["mean"])
 
 
 def test_the_console_table_marks_the_best_value(rows):
     lines = compare_trials(rows, guidance_spec(), Storage()).table()
     assert lines[0].startswith("Sync vs eval.audio_guidance_scale") and "gain vs 1.0 [95% CI]" in lines[1]
     four = next(line for line in lines if line.strip().startswith("4.0"))
-    assert four.strip().startswith("4.0 *") and "+0.112 [+0." in four and four.rstrip().endswith(" 5")
+    assert four.strip().startswith("4.0 *") and "+0.112 [+0." in four and four.rstrip().endswith(" 5 x 1")
     assert not any(line.strip().startswith("8.0 *") for line in lines)
-    assert "ground truth Sync 0.800" in lines[-1]
+    assert "ground truth Sync 0.800" in lines[-2] and lines[-1].startswith("  per class, best / worst")
 
 
 def test_without_baseline_scores_the_gain_is_unknown_and_other_sweeps_get_no_comparison(rows):
     rows[1].eval_uri = ""  # e.g. a trial finished before trials reported their eval URI
     comp = compare_trials(rows, guidance_spec(), Storage())
     assert all(r["gain"] is None for r in comp.rows) and comp.rows[1]["mean"] is not None
-    assert comp.parent_metrics() == {"best_Sync_win_rate": 1.0}
+    assert "best_Sync_gain" not in comp.parent_metrics() and comp.parent_metrics()["best_Sync_win_rate"] == 1.0
     assert "-" in comp.table()[3].split()
     assert compare_trials(rows, load_sweep(SWEEPS / "train_tiny.yaml").spec, Storage()) is None
-    two = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0]}, eval.seed: {grid: [0, 1]}}")
+    two = guidance_spec("search_space={eval.audio_guidance_scale: {grid: [1.0]}, eval.num_inference_steps: {grid: [2, 3]}}")
     assert compare_trials(rows, two, Storage()) is None
     ranged = guidance_spec("search=random", "search_space={eval.audio_guidance_scale: {uniform: [1.0, 8.0]}}")
     assert compare_trials(rows, ranged, Storage()) is None
@@ -119,10 +234,11 @@ def test_the_sync_plot_shows_intervals_the_ground_truth_and_the_shifted_control(
         return save(fig, path, *args, **kwargs)
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", capture)
-    paths = write_plots(rows, guidance_spec(), tmp_path)
+    spec = guidance_spec()
+    paths = write_plots(rows, spec, tmp_path, compare_trials(rows, spec, Storage()))
     assert [p.name for p in paths] == ["Sync_vs_eval_audio_guidance_scale.png", "SyncLag_s_vs_eval_audio_guidance_scale.png"]
     assert drawn["Sync_vs_eval_audio_guidance_scale.png"] == [
-        "95% CI", "Sync", "Sync_gt (ground truth)", "Sync_shifted (audio shifted)"]
+        "95% CI (bootstrap)", "Sync (mean over clips x 1 seed)", "Sync_gt (ground truth)", "Sync_shifted (audio shifted)"]
     assert drawn["SyncLag_s_vs_eval_audio_guidance_scale.png"] == []  # nothing qualifies SyncLag_s: no legend
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from asva_platform.config import ConfigError
-from sweeps.spec import grid_size, load_sweep, representative_values
+from sweeps.spec import SEED_KEY, grid_size, load_sweep, representative_values, swept_keys, tune_search_space
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
@@ -50,6 +50,7 @@ def write(tmp_path, body: str) -> Path:
         ("search_space: {}\n", "search_space: must have at least one key"),
         ("search_space:\n  train.lr: {choice: [1.0e-4]}\nbogus: 1\n", "bogus: unknown key"),
         ("search_space:\n  train.lr: {choice: [1.0e-4]}\nsearch: grid\n", "`grid` needs grid distributions"),
+        ("search_space:\n  train.lr: {choice: [1.0e-4]}\nseeds: [0, 1]\n", "seeds: only guidance sweeps"),
     ],
 )
 def test_bad_sweeps_fail_with_one_line(tmp_path, body, expected):
@@ -71,3 +72,25 @@ def test_guidance_sweep_needs_a_checkpoint(tmp_path):
 def test_base_overrides_reach_the_base_config():
     loaded = load_sweep(SWEEPS / "train_tiny.yaml", ["base.train.max_steps=6", "num_samples=2"])
     assert loaded.base.train.max_steps == 6 and loaded.spec.num_samples == 2
+
+
+def test_seeds_are_a_grouped_seed_dimension_of_guidance_sweeps():
+    over = ["checkpoint=run123", "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}"]
+    loaded = load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [*over, "seeds=[0, 1, 2]"])
+    spec = loaded.spec
+    assert spec.search_space[SEED_KEY] == {"grid": [0, 1, 2]} and swept_keys(spec) == ["eval.audio_guidance_scale"]
+    assert grid_size(spec) == 6
+    assert tune_search_space(spec)[SEED_KEY] == {"grid_search": [0, 1, 2]}
+    assert loaded.trial_config({"eval.audio_guidance_scale": 4.0, SEED_KEY: 2}).eval.seed == 2
+    # the same seeds written as a search dimension: the same spec
+    same = load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [
+        "checkpoint=run123", "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}, eval.seed: {grid: [0, 1, 2]}}"])
+    assert same.spec.search_space == spec.search_space
+    for bad, message in [("seeds=[0, 0]", "seeds: must be distinct"), ("seeds=[-1]", "seeds: must be integers >= 0"),
+                         ("seeds=[0.5]", r"seeds\[0\]: expected an integer")]:
+        with pytest.raises(ConfigError, match=message):
+            load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [*over, bad])
+    with pytest.raises(ConfigError, match="not both"):
+        load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [
+            "checkpoint=run123", "seeds=[0, 1]",
+            "search_space={eval.audio_guidance_scale: {grid: [1.0]}, eval.seed: {grid: [3]}}"])

@@ -1,0 +1,38 @@
+"""The comparison page's text: every metric with its interval, each video column headed by its run's Sync
+with its interval, and the "play all" control (its behaviour in a browser: tests/integration/test_ui_check.py)."""
+
+from __future__ import annotations
+
+from asva_platform.compare import ComparedRun, Comparison, headline_metric, render_page, with_interval
+from asva_platform.storage import Storage
+
+
+def _run(name: str, metrics: dict) -> ComparedRun:
+    clip = {"name": "dog/v0_clip-00", "start": 0.0, "video_uri": "", "gt_uri": ""}
+    return ComparedRun(name * 4, name, "0", {}, {"metrics": metrics, "clips": [clip], "settings": {}})
+
+
+SYNC = {"Sync": 0.4123, "Sync_ci_low": 0.38, "Sync_ci_high": 0.441, "FVD": 812.0, "Sync_win_rate": 0.8}
+
+
+def test_metrics_carry_their_interval_where_the_evaluation_reports_one():
+    assert with_interval(SYNC, "Sync") == "0.4123 [0.38, 0.441]"
+    assert with_interval(SYNC, "FVD") == "812"  # no interval reported: the value alone
+    assert with_interval(SYNC, "IA") == "–"
+    assert headline_metric([_run("a", SYNC), _run("b", SYNC)]) == "Sync"
+    assert headline_metric([_run("a", {"FVD": 1.0}), _run("b", {"FVD": 2.0, "Sync": 0.1})]) == "FVD"
+    assert headline_metric([_run("a", {})]) == ""
+
+
+def test_each_column_states_its_sync_with_its_interval_and_the_page_can_play_all():
+    runs = [_run("low", SYNC), _run("high", {**SYNC, "Sync": 0.5, "Sync_ci_low": 0.45, "Sync_ci_high": 0.55})]
+    page, shown = render_page(Comparison(runs), Storage(), max_clips=0)
+    assert shown == 1
+    clips_table = page[page.index('<table class="clips">'):]
+    header = clips_table.split("</tr>")[0]
+    assert header.count('<span class="metric">') == 2
+    assert "Sync 0.4123 [0.38, 0.441]" in header and "Sync 0.5 [0.45, 0.55]" in header
+    runs_table = page[page.index('<table class="runs">'):page.index('<table class="clips">')]
+    assert '<td class="num best">0.5 [0.45, 0.55]</td>' in runs_table  # best Sync marked, with its interval
+    assert 'id="play-all" onclick="playAll()"' in page and "function playAll()" in page
+    assert "requestAnimationFrame" in page  # one clock: the others follow the first video
