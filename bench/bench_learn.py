@@ -56,7 +56,10 @@ def summarize(run, wall_s: float, cpu_s: float) -> dict:
         "loss_null_audio": m.get("val_loss_null_audio"),
         "loss_gap_t": m.get("val_loss_gap_t"),
         "loss_win_rate": m.get("val_audio_win_rate"),
-        "sync_by_scale": {str(v): {"mean": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+        # the bootstrap interval over clips x seeds (sweeps.comparison), else the t interval
+        "sync_by_scale": {str(v): {"mean": r["mean"], "seeds": r.get("seeds", 1),
+                                   "ci_low": r["boot_ci_low"] if r.get("boot_ci_low") is not None else r["ci_low"],
+                                   "ci_high": r["boot_ci_high"] if r.get("boot_ci_high") is not None else r["ci_high"]}
                           for v, r in sorted(rows.items())},
         "best_scale": comp.get("best"),
         "sync_gt": best["gt"] if best else None,
