@@ -146,16 +146,17 @@ def check_local_cluster_fits(t, cluster_cfg) -> None:
         return
     cpus = cluster_cfg.num_cpus or os.cpu_count() or 1
     fewest = t.min_workers if t.elastic else t.num_workers
+    key = "train.min_workers" if t.elastic else "train.num_workers"  # the size Ray Train must start with
     need = fewest * t.cpus_per_worker
     if need > cpus:
-        raise UserError(f"train.num_workers: {fewest} workers x cpus_per_worker {t.cpus_per_worker} need "
+        raise UserError(f"{key}: {fewest} workers x cpus_per_worker {t.cpus_per_worker} need "
                         f"{need:g} CPUs but the local Ray has {cpus} (cluster.num_cpus)")
     if t.use_gpu:
         import torch
 
         gpus = torch.cuda.device_count()
         if fewest > gpus:
-            raise UserError(f"train.num_workers: {fewest} GPU workers but this machine has {gpus} GPUs")
+            raise UserError(f"{key}: {fewest} GPU workers but this machine has {gpus} GPUs")
 
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder

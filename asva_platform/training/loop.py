@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -270,7 +271,11 @@ class WorkerTrainer:
         # Ray deletes the folder once it is uploaded (after the call when sync, in its upload thread when async)
         directory = tempfile.mkdtemp(prefix="asva-ckpt-")
         self.state.extra["last_metrics"] = metrics
-        self._save(directory)
+        try:
+            self._save(directory)
+        except BaseException:  # Ray never saw the folder, so nothing else would remove it
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         mode = ray.train.CheckpointUploadMode.ASYNC if self.t.checkpoint_upload == "async" else \
             ray.train.CheckpointUploadMode.SYNC
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),

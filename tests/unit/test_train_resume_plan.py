@@ -92,3 +92,43 @@ def test_an_elastic_range_keeps_the_global_batch_on_every_worker_count():
     fixed = scaling_config(_cfg("train.num_workers=2").train)  # 0 and num_workers both mean a fixed size
     assert (fixed.min_workers, fixed.max_workers) == (2, 2)
     assert scaling_config(_cfg("train.num_workers=2", "train.min_workers=2").train).num_workers == 2
+
+
+def test_a_local_ray_too_small_is_refused_naming_the_size_ray_train_starts_with(monkeypatch):
+    from asva_platform.training.job import check_local_cluster_fits
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cfg = _cfg("train.num_workers=4", "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=1",
+               "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
+    with pytest.raises(UserError, match=r"^train.num_workers: 4 workers x cpus_per_worker 1.0 need 4 CPUs"):
+        check_local_cluster_fits(cfg.train, cfg.cluster)
+    elastic = _cfg("train.num_workers=4", "train.min_workers=3", "train.batch_size_per_worker=1",
+                   "train.gradient_accumulation_steps=3", "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
+    with pytest.raises(UserError, match=r"^train.min_workers: 3 workers x cpus_per_worker 1.0 need 3 CPUs"):
+        check_local_cluster_fits(elastic.train, elastic.cluster)
+    fits = _cfg("train.num_workers=4", "train.min_workers=2", "train.batch_size_per_worker=1",
+                "train.gradient_accumulation_steps=3", "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
+    check_local_cluster_fits(fits.train, fits.cluster)  # elastic: starts with the 2 it can have
+
+
+def test_a_failed_local_save_leaves_no_checkpoint_folder_behind(tmp_path, monkeypatch):
+    import tempfile
+    from types import SimpleNamespace
+
+    from asva_platform.training.loop import WorkerTrainer
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    trainer = object.__new__(WorkerTrainer)  # only what _report reads
+    trainer.logger, trainer.rank0 = None, False
+    trainer.state = SimpleNamespace(step=4, extra={})
+    trainer.t = SimpleNamespace(max_steps=8, checkpoint_upload="async")
+
+    def disk_full(directory):
+        (tmp_path / "seen").write_text(directory)
+        raise OSError("No space left on device")
+
+    trainer._save = disk_full
+    with pytest.raises(OSError, match="No space"):
+        trainer._report({"step_time_s": 0.1, "samples_per_s": 10.0, "loss": 0.5}, with_checkpoint=True)
+    assert (tmp_path / "seen").read_text().startswith(str(tmp_path / "asva-ckpt-"))
+    assert not list(tmp_path.glob("asva-ckpt-*"))
