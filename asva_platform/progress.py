@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 
@@ -39,3 +40,11 @@ class Progress:
         per_item = elapsed / done if done else math.nan
         rate = f"{done / elapsed:.3g} {self.noun}/s" if done and elapsed > 0 else ""
         return progress_line(self.noun, done, self.total, per_item, rate, **values)
+
+
+def console(line: str) -> None:
+    """Write one line to the process's own stdout. Inside a Ray Train worker ``print`` is patched to go to a
+    logger as well as to a wrapped stdout, so a printed line reached the driver's console twice."""
+    out = sys.__stdout__ or sys.stdout
+    out.write(line + "\n")
+    out.flush()

@@ -26,7 +26,7 @@ from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.artifacts.weights import localize_model_paths
 from asva_platform.experiment import ExperimentConfig
-from asva_platform.progress import progress_line
+from asva_platform.progress import console, progress_line
 from asva_platform.storage import Storage, join
 from asva_platform.tracking import TAG_RANK_NODES, TAG_WORLD_SIZE
 from asva_platform.training import flops as flops_mod
@@ -44,6 +44,20 @@ from asva_platform.training.run_tracking import StepLogger
 from asva_platform.training.validation import Validator, reduce_values
 
 log = logging.getLogger(__name__)
+RAY_REPORT_MODULE = "ray.train.v2._internal.execution.context"
+"""Whose ``logger`` (named by its file path) logs "Reporting training result <n>: TrainingReport(...)" at every
+report in Ray Train 2.60."""
+
+
+def quiet_ray_report_log() -> None:
+    """Ray Train logs every report's whole metrics dict at INFO on each worker; the rank-0 progress line says
+    the same in one line. Another Ray without that module keeps its lines."""
+    import importlib
+
+    try:
+        importlib.import_module(RAY_REPORT_MODULE).logger.setLevel(logging.WARNING)
+    except (ImportError, AttributeError):
+        pass
 
 REPORTED_METRICS = ("step", "epoch", "loss", "lr", "samples_per_s", "step_time_s")
 """What every training report carries (:meth:`WorkerTrainer._window_metrics`); sweeps may optimize any of them."""
@@ -184,8 +198,8 @@ class WorkerTrainer:
         self.state = state
         if self.rank0:
             moved = f", resharded from {saved_world} to {self.info.world} workers" if saved_world != self.info.world else ""
-            print(f"resumed from {ckpt.path} at step {state.step} (epoch {state.epoch}, "
-                  f"{state.batches_in_epoch} batches into it{moved})", flush=True)
+            console(f"resumed from {ckpt.path} at step {state.step} (epoch {state.epoch}, "
+                    f"{state.batches_in_epoch} batches into it{moved})")
 
     # -- reporting -----------------------------------------------------------------------------
     def _window_metrics(self, w: Window) -> dict[str, float]:
@@ -262,8 +276,8 @@ class WorkerTrainer:
             self.logger.log("train", self.state.step,
                             {k: v for k, v in metrics.items() if k != "step" and not k.startswith("val_")})
         if self.rank0:  # the console's view (Ray forwards it to the driver)
-            print(progress_line("step", self.state.step, self.t.max_steps, metrics["step_time_s"],
-                                f"{metrics['samples_per_s']:.3g} samples/s", loss=metrics["loss"]), flush=True)
+            console(progress_line("step", self.state.step, self.t.max_steps, metrics["step_time_s"],
+                                  f"{metrics['samples_per_s']:.3g} samples/s", loss=metrics["loss"]))
         if not with_checkpoint:
             ray.train.report(metrics)
             return
@@ -292,8 +306,8 @@ class WorkerTrainer:
             self.logger = StepLogger(self.spec.tracking_uri, self.state.mlflow_run_id)
             self.logger.set_tag(TAG_RANK_NODES, placement_summary(self.placement))
             self.logger.set_tag(TAG_WORLD_SIZE, str(self.info.world))  # an elastic run's current size
-            print(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
-                  f"step {self.state.step} to {self.t.max_steps}", flush=True)
+            console(f"worker setup {time.perf_counter() - self.t_start:.1f}s (engine, data, restore); training from "
+                    f"step {self.state.step} to {self.t.max_steps}")
         t = self.t
         if self.state.step >= t.max_steps:  # re-run of a finished run: nothing to train
             import ray.train
@@ -377,6 +391,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_ray_report_log()
     exp = cfgmod.from_dict(ExperimentConfig, config["experiment"], "train_loop_config")
     exp = on_world(exp, ray.train.get_context().get_world_size())
     spec = RunSpec(**config["run"])
