@@ -103,7 +103,25 @@ def collect_runs(client, run_ids: list[str]) -> Comparison:
                 raise UserError(f"run {parent}: none of its {len(children)} child runs has an evaluation")
     compared = [ComparedRun(r.info.run_id, r.info.run_name or r.info.run_id[:8], r.info.experiment_id,
                             dict(r.data.params), load_evaluation(client, r.info.run_id)) for r in runs]
-    return Comparison(compared, parent, skipped)
+    return Comparison(by_setting(compared) if parent else compared, parent, skipped)
+
+
+SEED_PARAM = "eval.seed"
+
+
+def by_setting(runs: list[ComparedRun]) -> list[ComparedRun]:
+    """A sweep's children in the order of the params that differ between them (numbers as numbers, the seed
+    last), so a setting's seeds sit side by side: trials finish, and so start, in any order."""
+    differing = sorted(k for k in {k for r in runs for k in r.params} if len({r.params.get(k) for r in runs}) > 1)
+    differing = [k for k in differing if k != SEED_PARAM] + [k for k in differing if k == SEED_PARAM]
+
+    def value(text: str | None) -> tuple:
+        try:
+            return (0, float(text), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(text))
+
+    return sorted(runs, key=lambda r: [value(r.params.get(k)) for k in differing])
 
 
 def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[dict], int]:

@@ -147,3 +147,20 @@ def test_the_compare_link_plays_every_video_in_step(links, shots):
     spread = max(min(abs(a - b), 2.0 - abs(a - b)) for a in clock for b in clock)
     assert spread < 0.25, clock
     assert any("Sync" in h and "[" in h for h in headings[2:])  # each run's column states Sync with its CI
+
+
+def test_every_printed_link_opens_its_run(links, shots):
+    """Each link the demo prints (the training run and the evaluation's per-class table too, under make
+    ui-check) opens a page that names its run, and an artifact link shows that artifact."""
+    assert links
+    for key, url in links.items():
+        server, exp_id, run_id = _server_and_ids(url)
+        client = MlflowClient(server)
+        name = client.get_run(run_id).info.run_name if run_id else client.get_experiment(exp_id).name
+        with browser_page() as page:
+            page.goto(url)
+            page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
+            if "/artifactPath/" in url:
+                artifact = url.split("/artifactPath/", 1)[1]
+                page.get_by_text(artifact, exact=False).first.wait_for(timeout=30_000)  # the viewer's heading
+            page.screenshot(path=str(shots / f"link-{key}.png"))

@@ -36,3 +36,16 @@ def test_each_column_states_its_sync_with_its_interval_and_the_page_can_play_all
     assert '<td class="num best">0.5 [0.45, 0.55]</td>' in runs_table  # best Sync marked, with its interval
     assert 'id="play-all" onclick="playAll()"' in page and "function playAll()" in page
     assert "requestAnimationFrame" in page  # one clock: the others follow the first video
+
+
+def test_a_sweeps_children_are_shown_setting_by_setting_with_their_seeds_together():
+    from asva_platform.compare import by_setting
+
+    def child(name, scale, seed):
+        run = _run(name, SYNC)
+        run.params = {"eval.audio_guidance_scale": scale, "eval.seed": seed, "eval.checkpoint": "c"}
+        return run
+
+    started = [child("a", "4.0", "0"), child("b", "12.0", "0"), child("c", "1.0", "1"), child("d", "4.0", "1"),
+               child("e", "1.0", "0"), child("f", "12.0", "1")]
+    assert [r.name for r in by_setting(started)] == ["e", "c", "a", "d", "b", "f"]  # 1, 4, 12 (numeric), seeds 0, 1
