@@ -152,26 +152,41 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
         ax.errorbar([b[0] for b in bars], [b[1] for b in bars], fmt="none", ecolor="C0", capsize=3, alpha=0.6,
                     yerr=[[y - iv[0] for _, y, iv in bars], [iv[1] - y for _, y, iv in bars]], label="95% CI")
     gt = [float(p[3].metrics[f"{metric}_gt"]) for p in points if finite(p[3].metrics.get(f"{metric}_gt"))]
-    if gt:  # the same ground-truth clips in every trial: one level
-        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, ls="--", label=f"{metric}_gt (ground truth)")
     shifted = [(x, float(p[3].metrics[f"{metric}_shifted"])) for x, p in zip(xs, points)
                if finite(p[3].metrics.get(f"{metric}_shifted"))]
+    references = _draw_references(ax, metric, gt, shifted)
+    _finish(fig, ax, path, param, metric, xs, None if numeric else labels, log_x, bool(stopped or bars or references))
+    return True
+
+
+def _draw_references(ax, metric: str, gt: list[float], shifted: list[tuple[float, float]]) -> bool:
+    """Dashed lines at the ground truth's level (the same clips in every trial: one level) and along the
+    shifted-audio control; whether any was drawn."""
+    if gt:
+        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, ls="--", label=f"{metric}_gt (ground truth)")
     if shifted:
         ax.plot(*zip(*shifted), "--", marker=".", color="C7", label=f"{metric}_shifted (audio shifted)")
-    if numeric and log_x and min(xs) > 0:
+    return bool(gt or shifted)
+
+
+def _finish(fig, ax, path: Path, param: str, metric: str, xs: list[float], labels: list[str] | None, log_x: bool,
+            legend: bool) -> None:
+    """Axes (log x for wide positive ranges; ``labels`` for categorical values), title, legend; save and close."""
+    import matplotlib.pyplot as plt
+
+    if labels is None and log_x and min(xs) > 0:
         ax.set_xscale("log")
-    if not numeric:
+    if labels is not None:
         ax.set_xticks(range(len(labels)), labels)
     ax.set_xlabel(param)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} vs {param.rsplit('.', 1)[-1]}")
     ax.grid(alpha=0.3)
-    if stopped or bars or gt or shifted:
+    if legend:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-    return True
 
 
 def plot_settings(comparison: SweepComparison, rows: list[TrialRow], path: Path, log_x: bool) -> bool:
@@ -205,24 +220,9 @@ def plot_settings(comparison: SweepComparison, rows: list[TrialRow], path: Path,
               and r.params.get(param) in [p["value"] for p in points] and finite(r.metrics.get(metric))]
     if seeds > 1 and single:
         ax.plot(*zip(*single), ".", color="C0", alpha=0.35, label="one seed")
-    gt = [r["gt"] for r in points if r["gt"] is not None]
-    if gt:
-        ax.axhline(float(np.mean(gt)), color="C2", lw=1.2, ls="--", label=f"{metric}_gt (ground truth)")
-    shifted = [(x, r["shifted"]) for x, r in zip(xs, points) if r["shifted"] is not None]
-    if shifted:
-        ax.plot(*zip(*shifted), "--", marker=".", color="C7", label=f"{metric}_shifted (audio shifted)")
-    if numeric and log_x and min(xs) > 0:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel(param)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs {param.rsplit('.', 1)[-1]}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _draw_references(ax, metric, [r["gt"] for r in points if r["gt"] is not None],
+                     [(x, r["shifted"]) for x, r in zip(xs, points) if r["shifted"] is not None])
+    _finish(fig, ax, path, param, metric, xs, None if numeric else labels, log_x, legend=True)
     return True
 
 
