@@ -211,15 +211,20 @@ EXPERIMENT_NOTES = {
 """The description an experiment gets when a job of that kind creates it (or finds it without one)."""
 
 
+UI_MODE = "workflowType=machine_learning"
+"""MLflow 3's UI opens in its GenAI mode (traces, judges, the assistant's nav) unless told otherwise; this
+query switches it to the model-training mode (runs, models), where what we log lives."""
+
+
 def ui_url(tracking_uri: str, experiment_id: str, run_id: str = "", artifact: str = "") -> str:
-    """Where the MLflow UI shows an experiment's runs table, a run, or one artifact of a run ("" when the
-    tracking store is not a server, e.g. a local sqlite file)."""
+    """Where the MLflow UI shows an experiment's runs table, a run, or one artifact of a run, in its
+    model-training mode ("" when the tracking store is not a server, e.g. a local sqlite file)."""
     if not tracking_uri.startswith(("http://", "https://")):
         return ""
     url = f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
     if run_id:
         url += f"/{run_id}" + (f"/artifactPath/{artifact}" if artifact else "")
-    return url
+    return f"{url}?{UI_MODE}"
 
 
 def get_or_create_experiment(client, name: str, job: str = "") -> str:

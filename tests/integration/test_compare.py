@@ -53,7 +53,7 @@ def test_compare_a_sweep_parent(sweep, tmp_path, capsys):
     result = json.loads(stdout.strip().splitlines()[-1])
     assert result["run_id"] == result["parent_run_id"] == parent and result["runs"] == children
     assert result["clips"] == CLIPS and result["artifact"] == compare.ARTIFACT_PATH
-    assert result["mlflow_url"].endswith(f"/runs/{parent}/artifactPath/{compare.ARTIFACT_PATH}")
+    assert result["mlflow_url"].split("?")[0].endswith(f"/runs/{parent}/artifactPath/{compare.ARTIFACT_PATH}")
     assert [a.path for a in client.list_artifacts(parent, "compare")] == [compare.ARTIFACT_PATH]
     html = out.read_text()
     assert "trial-failed" not in html and "Left out (no evaluation)" in html

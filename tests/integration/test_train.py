@@ -117,7 +117,8 @@ def test_mlflow_run_has_params_metrics_tags_and_sample_video(train_inputs, zero2
     assert len(tags["mlflow.source.git.commit"]) == 40
     assert tags["asva.checkpoint_uri"] == result.checkpoint_uri
     # the printed link opens this run; its experiment opens on the runs table, and both say what they hold
-    assert result.mlflow_url == f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+    assert result.mlflow_url == (f"{mlflow_server.uri}/#/experiments/{run.info.experiment_id}/runs/{result.run_id}"
+                                 "?workflowType=machine_learning")
     assert result.mlflow_url in result.summary_line()
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from asva_platform import compare
 from asva_platform.dev.demo import links_of
 from asva_platform.dev.fixtures import tiny_inputs
-from asva_platform.tracking import TAG_PARENT
+from asva_platform.tracking import TAG_PARENT, UI_MODE
 from tests.browser import browser_page
 
 pytestmark = pytest.mark.integration
@@ -77,9 +77,9 @@ def shots(tmp_path_factory):
 
 
 def _server_and_ids(url: str) -> tuple[str, str, str]:
-    """(server, experiment id, run id) of a UI link ``<server>/#/experiments/<id>/runs[/<run>...]``."""
+    """(server, experiment id, run id) of a UI link ``<server>/#/experiments/<id>/runs[/<run>...][?query]``."""
     server, _, route = url.partition("/#/")
-    parts = route.split("/")
+    parts = route.split("?")[0].split("/")
     return server, parts[1], parts[3] if len(parts) > 3 else ""
 
 
@@ -100,6 +100,7 @@ def test_the_runs_link_opens_the_runs_table_with_the_sweeps_trials(links, shots)
         page.screenshot(path=str(shots / "runs-table.png"))
         assert page.url.split("?")[0].endswith(f"/experiments/{exp_id}/runs")  # not sent to the GenAI overview
     assert "matching runs" in body and "Detect issues" not in body
+    assert "Model registry" in body and "Judges" not in body  # the model-training mode's navigation
 
 
 def test_the_parent_link_shows_the_sweeps_description(links, shots):
@@ -115,7 +116,7 @@ def test_the_parent_link_shows_the_sweeps_description(links, shots):
 
 
 def test_the_plot_link_shows_the_sync_plot(links, shots):
-    assert "/artifactPath/plots/Sync_vs_" in links["plot"]
+    assert "/artifactPath/plots/Sync_vs_" in links["plot"] and links["plot"].endswith(UI_MODE)
     with browser_page() as page:
         page.goto(links["plot"])
         image = page.locator("img[src^='blob:'], img[src*='get-artifact'], img[src*='artifacts']").first
@@ -128,7 +129,7 @@ def test_the_plot_link_shows_the_sync_plot(links, shots):
 
 
 def test_the_compare_link_plays_every_video_in_step(links, shots):
-    assert links["compare"].endswith("/artifactPath/compare/index.html")
+    assert links["compare"].split("?")[0].endswith("/artifactPath/compare/index.html")
     with browser_page() as page:
         page.goto(links["compare"])
         page.wait_for_selector("iframe", timeout=60_000)
@@ -161,6 +162,8 @@ def test_every_printed_link_opens_its_run(links, shots):
             page.goto(url)
             page.get_by_text(name, exact=True).first.wait_for(timeout=60_000)
             if "/artifactPath/" in url:
-                artifact = url.split("/artifactPath/", 1)[1]
+                artifact = url.split("/artifactPath/", 1)[1].split("?")[0]
                 page.get_by_text(artifact, exact=False).first.wait_for(timeout=30_000)  # the viewer's heading
+            body = page.inner_text("body")
             page.screenshot(path=str(shots / f"link-{key}.png"))
+        assert "Model registry" in body and "Judges" not in body, key  # the model-training mode, not GenAI

@@ -106,10 +106,11 @@ def test_links_go_to_the_runs_table_a_run_or_an_artifact():
     from asva_platform.tracking import ui_url
 
     base = "http://127.0.0.1:5100/"
-    assert ui_url(base, "3") == "http://127.0.0.1:5100/#/experiments/3/runs"
-    assert ui_url(base, "3", "abc") == "http://127.0.0.1:5100/#/experiments/3/runs/abc"
+    mode = "?workflowType=machine_learning"  # MLflow 3's model-training mode, not its GenAI one
+    assert ui_url(base, "3") == f"http://127.0.0.1:5100/#/experiments/3/runs{mode}"
+    assert ui_url(base, "3", "abc") == f"http://127.0.0.1:5100/#/experiments/3/runs/abc{mode}"
     assert ui_url(base, "3", "abc", "eval/x/per_class.json") == ("http://127.0.0.1:5100/#/experiments/3/runs/abc/"
-                                                                "artifactPath/eval/x/per_class.json")
+                                                                f"artifactPath/eval/x/per_class.json{mode}")
     assert ui_url("sqlite:///tmp/mlflow.db", "3", "abc") == ""  # no UI serves a local file store
 
 
