@@ -97,7 +97,10 @@ def test_an_elastic_range_keeps_the_global_batch_on_every_worker_count():
 def test_a_local_ray_too_small_is_refused_naming_the_size_ray_train_starts_with(monkeypatch):
     from asva_platform.training.job import check_local_cluster_fits
 
+    import sys
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delitem(sys.modules, "ray", raising=False)  # as in a fresh driver: no Ray started yet
     cfg = _cfg("train.num_workers=4", "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=1",
                "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
     with pytest.raises(UserError, match=r"^train.num_workers: 4 workers x cpus_per_worker 1.0 need 4 CPUs"):
