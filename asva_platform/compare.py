@@ -31,7 +31,7 @@ from pathlib import Path
 
 from asva_platform.artifacts.evaluation import load_evaluation
 from asva_platform.errors import UserError, run_guarded
-from asva_platform.experiment import PROTOCOLS, load_experiment
+from asva_platform.experiment import PROTOCOLS, SEED_KEY, load_experiment
 from asva_platform.storage import Storage
 from asva_platform.tracking import (
     TAG_COMPARED,
@@ -106,14 +106,11 @@ def collect_runs(client, run_ids: list[str]) -> Comparison:
     return Comparison(by_setting(compared) if parent else compared, parent, skipped)
 
 
-SEED_PARAM = "eval.seed"
-
-
 def by_setting(runs: list[ComparedRun]) -> list[ComparedRun]:
     """A sweep's children in the order of the params that differ between them (numbers as numbers, the seed
     last), so a setting's seeds sit side by side: trials finish, and so start, in any order."""
     differing = sorted(k for k in {k for r in runs for k in r.params} if len({r.params.get(k) for r in runs}) > 1)
-    differing = [k for k in differing if k != SEED_PARAM] + [k for k in differing if k == SEED_PARAM]
+    differing = [k for k in differing if k != SEED_KEY] + [k for k in differing if k == SEED_KEY]
 
     def value(text: str | None) -> tuple:
         try:

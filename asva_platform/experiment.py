@@ -24,6 +24,9 @@ from asva_platform.storage import StorageConfig
 from asva_platform.tracking import TrackingConfig
 from asva_platform.training.config import TrainConfig
 
+SEED_KEY = "eval.seed"
+"""The generation seed's key path: a repeat of a setting, not a setting (a sweep groups trials that differ only
+in it; the comparison page puts them side by side)."""
 PROTOCOLS: dict[str, dict[str, str]] = {
     "authors": {
         "sampling.frame_picking": "authors",

@@ -27,6 +27,7 @@ import time
 from asva_platform.dev import stack
 from asva_platform.dev.demo import DEFAULT_CLIPS_PER_CLASS, REPO, run_toy
 from bench.common import local_ray_defaults, write_results
+from sweeps.report import setting_interval
 
 TARGETS = {"win_rate_vs_shifted": 0.75, "loss_gap_t": 5.0, "vae_psnr_db": 25.0, "wall_minutes": 30.0}
 
@@ -56,10 +57,8 @@ def summarize(run, wall_s: float, cpu_s: float) -> dict:
         "loss_null_audio": m.get("val_loss_null_audio"),
         "loss_gap_t": m.get("val_loss_gap_t"),
         "loss_win_rate": m.get("val_audio_win_rate"),
-        # the bootstrap interval over clips x seeds (sweeps.comparison), else the t interval
         "sync_by_scale": {str(v): {"mean": r["mean"], "seeds": r.get("seeds", 1),
-                                   "ci_low": r["boot_ci_low"] if r.get("boot_ci_low") is not None else r["ci_low"],
-                                   "ci_high": r["boot_ci_high"] if r.get("boot_ci_high") is not None else r["ci_high"]}
+                                   **dict(zip(("ci_low", "ci_high"), setting_interval(r)))}
                           for v, r in sorted(rows.items())},
         "best_scale": comp.get("best"),
         "sync_gt": best["gt"] if best else None,

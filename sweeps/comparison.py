@@ -33,7 +33,7 @@ from asva_model.metrics.stats import bootstrap_mean_interval, paired_difference_
 from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, SCORES_FILE
 from asva_platform.storage import Storage, join
 from sweeps.mlflow_sweep import trial_index
-from sweeps.report import TrialRow, finite
+from sweeps.report import TrialRow, finite, setting_interval
 from sweeps.spec import SEED_KEY, swept_keys
 
 METRIC = "Sync"
@@ -94,7 +94,7 @@ class SweepComparison:
                  f"{f'gain vs {self.baseline} [95% CI]':26s} clips x seeds"]
         for r in self.rows:
             value = f"{r['value']}{' *' if r['value'] == self.best else ''}"
-            low, high = (r["boot_ci_low"], r["boot_ci_high"]) if r["boot_ci_low"] is not None else (r["ci_low"], r["ci_high"])
+            low, high = setting_interval(r)
             lines.append(f"  {value:10s} {_with_interval(r['mean'], low, high, '.3f'):24s} "
                          f"{_with_interval(r['shifted'], None, None, '.3f'):>8s}  "
                          f"{_with_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'], '.2f'):20s} "

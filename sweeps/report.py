@@ -108,6 +108,14 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
+def setting_interval(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    """A comparison row's 95 % interval: the bootstrap over clips x seeds, else (no per-clip scores) the t
+    interval."""
+    if row.get("boot_ci_low") is not None:
+        return row["boot_ci_low"], row["boot_ci_high"]
+    return row.get("ci_low"), row.get("ci_high")
+
+
 def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
@@ -209,8 +217,8 @@ def plot_settings(comparison: SweepComparison, rows: list[TrialRow], path: Path,
     seeds = max(r["seeds"] for r in points)
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=100)
     ax.plot(xs, ys, "o-", color="C0", label=f"{metric} (mean over clips x {seeds} seed{'s' * (seeds > 1)})")
-    bars = [(x, r, "boot_ci") if r["boot_ci_low"] is not None else (x, r, "ci") for x, r in zip(xs, points)]
-    bars = [(x, r[f"{kind}_low"], r[f"{kind}_high"], r["mean"]) for x, r, kind in bars if r[f"{kind}_low"] is not None]
+    bars = [(x, *setting_interval(r), r["mean"]) for x, r in zip(xs, points)]
+    bars = [b for b in bars if b[1] is not None]
     if bars:
         boot = any(r["boot_ci_low"] is not None for r in points)
         ax.errorbar([b[0] for b in bars], [b[3] for b in bars], fmt="none", ecolor="C0", capsize=4, alpha=0.8,

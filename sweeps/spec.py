@@ -29,12 +29,10 @@ from typing import Any, Literal
 from asva_model.metrics import compute as metric_names
 from asva_platform import config as cfg
 from asva_platform.config import ConfigError, require
-from asva_platform.experiment import ExperimentConfig, load_experiment
+from asva_platform.experiment import SEED_KEY, ExperimentConfig, load_experiment
 from asva_platform.training import job as training
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
-SEED_KEY = "eval.seed"
-"""The generation seed: a search dimension whose trials the summary groups (a repeat, not a setting)."""
 
 
 @dataclass

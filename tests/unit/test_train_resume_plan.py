@@ -95,9 +95,9 @@ def test_an_elastic_range_keeps_the_global_batch_on_every_worker_count():
 
 
 def test_a_local_ray_too_small_is_refused_naming_the_size_ray_train_starts_with(monkeypatch):
-    from asva_platform.training.job import check_local_cluster_fits
-
     import sys
+
+    from asva_platform.training.job import check_local_cluster_fits
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delitem(sys.modules, "ray", raising=False)  # as in a fresh driver: no Ray started yet
