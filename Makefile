@@ -6,14 +6,10 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
-# The local stack's S3 server (moto) accepts any credentials; use dummies only if none are set.
-export AWS_ACCESS_KEY_ID ?= testing
-export AWS_SECRET_ACCESS_KEY ?= testing
-export AWS_DEFAULT_REGION ?= us-east-1
+# No credentials here: the local stack generates its own S3 key and Ray token under .asva/ (`asva stack env`).
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast test-all test-reliability demo stack-up stack-down stack-status bench lint ui-check clean chromium

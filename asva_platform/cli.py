@@ -6,6 +6,7 @@
     asva pretrain-vae --config ... --out SD_DIR
                                      train a small VAE on synthetic frames (toy recipe) into SD_DIR/vae
     asva model-info                  parameter counts of a model config (built on the meta device)
+    asva tiny-inputs --out DIR       a tiny synthetic dataset + random tiny weights; prints their overrides
     asva submit STAGE --config ... [-- JOB FLAGS]
                                      submit preprocess|train|sweep|evaluate|generate as a Ray job
     asva jobs list|status|logs|stop  follow Ray jobs
@@ -22,7 +23,7 @@ from pathlib import Path
 from asva_platform import config as cfg
 from asva_platform import submit
 from asva_platform.dev import stack
-from asva_platform.errors import run_guarded
+from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import load_experiment
 
 
@@ -42,10 +43,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "down":
         stack.down(settings)
     elif args.action == "env":
-        # Endpoints only; the local S3 server's dummy credentials are exported by the Makefile.
-        for k, v in settings.client_env().items():
-            if not k.startswith("AWS_SECRET") and k != "AWS_ACCESS_KEY_ID":
-                print(f"export {k}={v}")
+        print(settings.shell_env())  # endpoints and the paths of the stack's key and token, never a secret
     else:
         health = stack.status(settings)
         for name, ok in health.items():
@@ -128,6 +126,19 @@ def cmd_pretrain_vae(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tiny_inputs(args: argparse.Namespace) -> int:
+    from asva_platform.dev.fixtures import tiny_inputs  # torch-heavy: only this subcommand pays for it
+
+    _, overrides = tiny_inputs(args.out, clips_per_class=args.clips_per_class, max_duration=args.max_duration,
+                               image_size=args.image_size)
+    line = " ".join(overrides)
+    if any(" " in o for o in overrides):
+        raise UserError(f"--out {args.out}: the printed overrides must be shell words; choose a path without spaces")
+    (Path(args.out) / "overrides.txt").write_text(line + "\n")
+    print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asva", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -162,7 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(func=cmd_pretrain_vae)
 
-    address_help = "Ray dashboard/job server URL (default $RAY_ADDRESS, else http://127.0.0.1:8265)"
+    p = sub.add_parser("tiny-inputs", help="a tiny synthetic AVSync15 and random tiny weights, to try every stage",
+                       description="Write a synthetic AVSync15 (OUT/data) and random-init weights of the tiny "
+                                   "geometry in their real formats (OUT/weights); print, on one line, the dotted "
+                                   "overrides that point configs/tiny.yaml at them (also in OUT/overrides.txt). "
+                                   "Plumbing: every stage runs on them, nothing is learned (the toy recipe, "
+                                   "`make demo`, learns).")
+    p.add_argument("--out", required=True, help="folder to write into (reused if already there)")
+    p.add_argument("--clips-per-class", type=int, default=1)
+    p.add_argument("--max-duration", type=float, default=3.0, help="seconds per synthetic clip")
+    p.add_argument("--image-size", type=int, default=32)
+    p.set_defaults(func=cmd_tiny_inputs)
+
+    address_help = ("Ray job server URL (default $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else "
+                    "http://127.0.0.1:8265)")
     p = sub.add_parser("submit", help="submit a stage as a Ray job",
                        epilog="Stage flags go after `--`, e.g. `asva submit generate --config c.yaml -- --image "
                               "s3://b/first.png --audio s3://b/a.wav --prompt dog_barking --out s3://b/out.mp4`.")

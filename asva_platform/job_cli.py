@@ -81,6 +81,9 @@ class StageJob:
     """Raises a one-line error for a bad combination of the stage's options (before the config is read)."""
     checkpoint_option: bool = False
     """Add ``--checkpoint REF`` (sets ``eval.checkpoint``)."""
+    check_config: Callable[[ExperimentConfig], None] | None = None
+    """Raises a one-line error for what the config alone shows the stage cannot run. Runs with ``--check`` too,
+    so ``asva submit`` refuses locally what the job would refuse on the cluster."""
 
     def main(self, argv: list[str] | None = None) -> int:
         apply_runtime_defaults()  # before ray/deepspeed are imported
@@ -96,6 +99,8 @@ class StageJob:
         cfg = load_experiment(args.config, args.overrides)
         if getattr(args, "checkpoint", None):  # set as given: a run id must not go through YAML number parsing
             cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
+        if self.check_config:
+            self.check_config(cfg)
         if checked_only(args, cfg.name):
             return 0
         was_running = ray_running()

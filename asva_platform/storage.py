@@ -2,9 +2,20 @@
 
 * :meth:`Storage.filesystem` gives a ``pyarrow.fs`` filesystem + path, which is what Ray Data, Ray Train
   (``storage_filesystem``) and the dataset reader take.
-* Object operations (exists, list, read/write bytes/json, delete, upload/download of directories) go
-  through boto3 on S3 and plain files locally. Writes are atomic: a single PUT on S3 (an object appears
-  whole or not at all), write-to-temp-then-rename locally.
+* Object operations (exists, list, read/write bytes/json, delete, upload/download of files and directories)
+  go through boto3 on S3 and plain files locally.
+* Small objects (JSON, manifests, side files of a few MB) are read and written whole, in memory
+  (:meth:`Storage.read_bytes`, :meth:`Storage.write_bytes`). Files, which may be GBs (checkpoint shards,
+  weights, exported models, videos), never are: :meth:`Storage.upload_file` streams them from disk in a
+  multipart upload and :meth:`Storage.download_file` in concurrent ranged GETs straight into a file
+  (:func:`transfer_config` says how), so a process's memory stays flat whatever the object's size. Every
+  caller that moves a file goes through these two (``upload_dir``, ``download_dir`` and ``localize`` too).
+* Writes are atomic. On S3 an object is a single PUT or, from :data:`PART_SIZE` on, a multipart upload, which
+  appears only when its CompleteMultipartUpload succeeds: whole or not at all. A failed upload is aborted;
+  one whose process died leaves its parts on the server, invisible to readers and listings, until the
+  bucket's AbortIncompleteMultipartUpload lifecycle rule (or an abort) removes them. Locally, and for
+  every download, the data goes to a temporary file beside the target, renamed into place once complete:
+  a half-written or half-downloaded file never appears under its final name.
 * Credentials come from the standard AWS chain (env, profile, instance role). They are never taken from
   configs and never printed: errors name the endpoint and bucket only.
 """
@@ -16,16 +27,46 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlparse
 
 from asva_model.errors import AsvaError, require
 
 DEFAULT_S3_PORT = 9100
 DEFAULT_BUCKET = "asva"
+
+MIB = 1 << 20
+PART_SIZE = 32 * MIB
+"""Multipart part size, and the size from which a file goes up (and comes down) in parts. The largest file
+of a full-size checkpoint (all of its ≈3.7 GB with Adam on a single rank) is then ~120 parts, far under
+S3's 10,000-part cap (an object of up to 312 GiB) and above its 5 MiB minimum; a failed part resends only
+32 MiB. Below it, one PUT or GET: one request instead of a multipart upload's three or more, and atomic
+as well."""
+TRANSFER_THREADS = 4
+"""Parts in flight per file. A few streams fill a local or in-region endpoint; more would take CPU from
+training, next to which checkpoint uploads run (asynchronous checkpoints), for little gain."""
+COPY_CHUNK = 8 * MIB
+"""Bytes per read when a file is copied between local paths."""
+_NOT_FOUND = ("404", "NoSuchKey", "NotFound")
+"""Error codes of a missing object (HEAD answers a bare 404)."""
+
+
+@functools.cache
+def transfer_config():
+    """How boto3 moves files (see :data:`PART_SIZE`, :data:`TRANSFER_THREADS`). Memory stays flat in the
+    object's size: an upload reads each part from disk as it sends it, a download writes each part at its
+    offset through a bounded queue (boto3's 100 x 256 KiB). The classic transfer manager because the CRT one,
+    which boto3 picks by itself on some instance types when awscrt is installed, ignores these settings."""
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
+                          max_concurrency=TRANSFER_THREADS, preferred_transfer_client="classic")
 
 
 @dataclass
@@ -119,6 +160,33 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
+def _error_code(err: BaseException) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+def _atomic_write(path: Path, fill: Callable[[BinaryIO], Any]) -> None:
+    """``fill`` writes the content into a temporary file beside ``path``, which then replaces ``path`` in one
+    rename (after fsync, so a crash cannot leave the new name on an unwritten file): a reader sees the old
+    file or the new one, whole; a failure leaves the old file and no temporary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _copy_local(src: Path, dest: Path) -> None:
+    """Copy a local file in fixed-size chunks (never whole in memory), renamed into place when complete."""
+    with open(src, "rb") as source:
+        _atomic_write(dest, lambda f: shutil.copyfileobj(source, f, COPY_CHUNK))
+
+
 class Storage:
     """Object operations on S3 (boto3) or the local filesystem, selected by URI."""
 
@@ -184,21 +252,47 @@ class Storage:
 
     def _call(self, u: URI, fn, *args, **kwargs):
         """Run a boto3 call, turning transport/permission errors into one-line StorageErrors."""
+        from boto3.exceptions import Boto3Error, S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+        from s3transfer.exceptions import RetriesExceededError
 
         try:
             return fn(*args, **kwargs)
         except EndpointConnectionError:
             raise StorageError(f"cannot reach {self._where(u)}: {_ENDPOINT_DOWN}") from None
         except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
-            if code in ("NoSuchBucket",):
-                raise StorageError(f"bucket does not exist: {self._where(u)}") from None
-            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                raise StorageError(f"access denied to {u} ({code}); check the AWS credential chain") from None
+            self._raise_known(u, err)
             raise
-        except BotoCoreError as err:
+        except S3UploadFailedError as err:  # boto3's upload_file wraps the ClientError of a failed part
+            if isinstance(err.__context__, ClientError):
+                self._raise_known(u, err.__context__)
+                raise StorageError(f"upload to {u} failed at {self._endpoint_name}: "
+                                   f"{_error_code(err.__context__)}") from None
+            raise StorageError(f"upload to {u} failed at {self._endpoint_name}") from None
+        except (BotoCoreError, Boto3Error, RetriesExceededError) as err:  # the last two: a transfer gave up
             raise StorageError(f"storage error on {u} at {self._endpoint_name}: {type(err).__name__}") from None
+
+    def _raise_known(self, u: URI, err) -> None:
+        """A StorageError for a ClientError that means a missing bucket or no access; else nothing."""
+        code = _error_code(err)
+        if code in ("NoSuchBucket",):
+            raise StorageError(f"bucket does not exist: {self._where(u)}") from None
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+            raise StorageError(f"access denied to {u} ({code}); check the AWS credential chain") from None
+
+    @contextmanager
+    def _not_found_is_one_line(self, u: URI) -> Iterator[None]:
+        """A missing object or local file becomes ``StorageError("not found: <uri>")``."""
+        from botocore.exceptions import ClientError
+
+        try:
+            yield
+        except FileNotFoundError:
+            raise StorageError(f"not found: {u}") from None
+        except ClientError as err:
+            if _error_code(err) in _NOT_FOUND:
+                raise StorageError(f"not found: {u}") from None
+            raise
 
     def lost_connection(self, err: BaseException) -> str | None:
         """One line saying this storage became unreachable, when ``err`` (however deeply Ray wrapped it) says
@@ -261,7 +355,7 @@ class Storage:
             self._call(u, self.client.head_object, Bucket=u.bucket, Key=u.key)
             return True
         except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _error_code(err) in _NOT_FOUND:
                 return False
             raise
 
@@ -284,38 +378,21 @@ class Storage:
         return sorted(out)
 
     def read_bytes(self, uri: str) -> bytes:
+        """The whole object in memory: for small objects; a file that may be large goes through
+        :meth:`download_file`."""
         u = parse_uri(uri)
-        if not u.is_s3:
-            try:
+        with self._not_found_is_one_line(u):
+            if not u.is_s3:
                 return Path(u.key).read_bytes()
-            except FileNotFoundError:
-                raise StorageError(f"not found: {u}") from None
-        from botocore.exceptions import ClientError
-
-        try:
             return self._call(u, self.client.get_object, Bucket=u.bucket, Key=u.key)["Body"].read()
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise StorageError(f"not found: {u}") from None
-            raise
 
     def write_bytes(self, uri: str, data: bytes) -> None:
+        """Small data held in memory (one PUT); a file goes up with :meth:`upload_file`."""
         u = parse_uri(uri)
         if u.is_s3:
             self._call(u, self.client.put_object, Bucket=u.bucket, Key=u.key, Body=data)
-            return
-        path = Path(u.key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        else:
+            _atomic_write(Path(u.key), lambda f: f.write(data))
 
     def read_json(self, uri: str) -> Any:
         return json.loads(self.read_bytes(uri))
@@ -330,17 +407,36 @@ class Storage:
         else:
             Path(u.key).unlink(missing_ok=True)
 
+    def upload_file(self, local_path: str | Path, uri: str) -> None:
+        """Copy the file ``local_path`` to ``uri``, streamed from disk: on S3 one PUT, or a multipart upload
+        from :data:`PART_SIZE` on (whole object or nothing); locally a copy renamed into place."""
+        u, src = parse_uri(uri), Path(local_path)
+        if not src.is_file():
+            raise StorageError(f"not found: {src}")
+        if u.is_s3:
+            self._call(u, self.client.upload_file, str(src), u.bucket, u.key, Config=transfer_config())
+        else:
+            _copy_local(src, Path(u.key))
+
+    def download_file(self, uri: str, local_path: str | Path) -> Path:
+        """Copy the object (or local file) ``uri`` to the file ``local_path``, streamed to disk (ranged GETs
+        from :data:`PART_SIZE` on) into a temporary file renamed into place when complete; returns the path."""
+        u, dest = parse_uri(uri), Path(local_path)
+        with self._not_found_is_one_line(u):
+            if u.is_s3:
+                _atomic_write(dest, lambda f: self._call(u, self.client.download_fileobj, u.bucket, u.key, f,
+                                                         Config=transfer_config()))
+            else:
+                _copy_local(Path(u.key), dest)
+        return dest
+
     def upload_dir(self, local_dir: str | Path, uri: str) -> list[str]:
         """Copy every file under ``local_dir`` to prefix ``uri`` (each object written atomically)."""
         local_dir = Path(local_dir)
         written = []
         for path in sorted(p for p in local_dir.rglob("*") if p.is_file()):
             target = join(uri, path.relative_to(local_dir).as_posix())
-            u = parse_uri(target)
-            if u.is_s3:
-                self._call(u, self.client.upload_file, str(path), u.bucket, u.key)
-            else:
-                self.write_bytes(target, path.read_bytes())
+            self.upload_file(path, target)
             written.append(target)
         return written
 
@@ -351,10 +447,7 @@ class Storage:
         out = []
         for item in self.list(uri):
             rel = item[len(base) :].lstrip("/") if is_s3(base) else str(Path(item).relative_to(parse_uri(base).key))
-            dest = local_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.read_bytes(item))
-            out.append(dest)
+            out.append(self.download_file(item, local_dir / rel))
         return out
 
     def localize(self, uri: str, cache_dir: str | Path) -> Path:
@@ -364,8 +457,7 @@ class Storage:
             return Path(u.key)
         dest = Path(cache_dir) / u.bucket / u.key
         if self.exists(uri):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.read_bytes(uri))
+            self.download_file(uri, dest)
         else:
             self.download_dir(uri, dest)
         return dest

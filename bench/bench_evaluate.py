@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from asva_platform.dev.fixtures import tiny_eval_overrides
+from asva_platform.dev.ray_local import use_private_local_ray
 from asva_platform.evaluation.runner import evaluate_checkpoint
 from asva_platform.experiment import load_experiment
 from bench.common import work_dir, write_results
@@ -39,7 +40,7 @@ def parse_args(argv: list[str]):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_private_local_ray()  # on 127.0.0.1, with a token of its own
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     work = work_dir(args.work_dir, "bench-evaluate-")

@@ -26,6 +26,7 @@ import time
 
 from asva_platform.dev import stack
 from asva_platform.dev.demo import DEFAULT_CLIPS_PER_CLASS, REPO, run_toy
+from asva_platform.dev.services import apply_env
 from bench.common import local_ray_defaults, write_results
 from sweeps.report import setting_interval
 
@@ -114,7 +115,7 @@ def main(argv: list[str]) -> int:
 
     args = parse_args(argv)
     settings = stack.StackSettings.from_env()
-    os.environ.update(settings.client_env())
+    apply_env(os.environ, settings.client_env())
     os.chdir(REPO)
     t0, cpu0 = time.monotonic(), psutil.cpu_times()
     stack.up(settings)

@@ -22,6 +22,7 @@ import shutil
 import time
 
 from asva_platform.dev.fixtures import tiny_inputs
+from asva_platform.dev.ray_local import use_private_local_ray
 from asva_platform.experiment import load_experiment
 from asva_platform.preprocess.job import build_cache, prepare, run_ray_pipeline, run_sequential, stage_kwargs
 from asva_platform.preprocess.stages import DecodeClips, EncodeWindows, records_to_batch
@@ -125,7 +126,7 @@ class CpuMeter:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(argv or []))
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_private_local_ray()  # on 127.0.0.1, with a token of its own
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     work = work_dir(args.work_dir, "bench-preprocess-")

@@ -8,15 +8,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from asva_platform.dev.ray_local import use_private_local_ray
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def local_ray_defaults(own_tracking: bool = False) -> None:
-    """Env for a benchmark's local Ray (see README gotchas); ``own_tracking`` drops any MLflow server URI
-    so the benchmark logs to its own sqlite store."""
+    """Env for a benchmark's local Ray (see README gotchas; on 127.0.0.1 with a token of its own, as the local
+    stack's); ``own_tracking`` drops any MLflow server URI so the benchmark logs to its own sqlite store."""
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_private_local_ray()
     if own_tracking:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 

@@ -62,6 +62,7 @@ from asva_model.models.audio_encoder import segment_mask
 from asva_model.objective import loss_from_inputs, prepare_cached_batch
 from asva_model.pipeline import AVSyncPipeline
 from asva_platform.artifacts.weights import load_frozen_encoders
+from asva_platform.dev.ray_local import use_private_local_ray
 from asva_platform.experiment import load_experiment
 from asva_platform.training.deepspeed_setup import initialize_engine
 from asva_platform.training.flops import mfu, peak_flops, training_flops_per_sample
@@ -529,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     # DeepSpeed picks its accelerator from this at import: a CPU default exported by the shell (Makefile,
     # test env) must not turn the GPU run into a CPU one, nor the reverse
     os.environ["DS_ACCELERATOR"] = "cpu" if args.tiny else "cuda"
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    use_private_local_ray()  # on 127.0.0.1, with a token of its own
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

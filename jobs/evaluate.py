@@ -16,7 +16,8 @@ from asva_platform.evaluation import job as evaluation
 from asva_platform.job_cli import StageJob
 
 JOB = StageJob("jobs.evaluate", __doc__, lambda cfg, args: evaluation.run(cfg),
-               override_example="eval.audio_guidance_scale=8", checkpoint_option=True)
+               override_example="eval.audio_guidance_scale=8", checkpoint_option=True,
+               check_config=evaluation.check_config)
 main = JOB.main
 
 

@@ -1,19 +1,23 @@
-"""Shared fixtures: real services on loopback (moto S3 server, mlflow server, Ray), started once per session,
-and the small inputs several tiers share (``train_inputs``, ``sweep_inputs``), built once per session.
+"""Shared fixtures: real services on loopback (a SeaweedFS S3 server, an mlflow server, Ray), started once per
+session, and the small inputs several tiers share (``train_inputs``, ``sweep_inputs``), built once per session.
 
 The tiers, one folder each (``make test`` runs them all but the ``slow`` marker; CI runs ``make test``):
 
 * ``tests/unit``: no service (no Ray, no S3 or MLflow server, no listening TCP socket; enforced by
   ``tests/service_guard.py``), tiny models, seconds per test. ``make test-fast`` runs this tier alone.
 * ``tests/learning``: no service either, but minutes: checks that a tiny model actually learns.
-* ``tests/integration``: real Ray, a real S3 server (moto) and a real ``mlflow server``; marked ``integration``.
-* ``tests/reliability``: fault injection (killed drivers, workers and jobs, S3 and MLflow outages, connection
-  resets, bad inputs). The long ones are also marked ``slow``: ``make test`` leaves them out,
+* ``tests/integration``: real Ray, a real S3 server (SeaweedFS, disk-backed, with its own key) and a real
+  ``mlflow server``; marked ``integration``.
+* ``tests/reliability``: fault injection (killed drivers, workers, jobs and servers, S3 and MLflow outages,
+  connection resets, bad inputs). The long ones are also marked ``slow``: ``make test`` leaves them out,
   ``make test-reliability`` runs the whole folder.
 
 Environment defaults are set at import time, before anything imports ray or deepspeed (see README,
-"Known gotchas"): token auth off for the loopback-only test cluster, DeepSpeed on the CPU accelerator,
-fast Train health checks.
+"Known gotchas"): every Ray of the session (the in-process one, the clusters tests start, the jobs' own)
+binds 127.0.0.1 and requires the session's auth token, as the local stack's does; DeepSpeed on the CPU
+accelerator; fast Train health checks. Every process the session starts carries ``ASVA_TEST_SESSION``: what
+is still running at the end is stopped and reported (:mod:`tests.leftovers`), so ``make test`` leaves no Ray
+process behind.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -33,17 +36,28 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import pytest  # noqa: E402
 
-from asva_platform.dev.stack import (  # noqa: E402
-    MlflowService,
-    S3Service,
-    restored_env,
-    start_mlflow_server,
-    start_s3_server,
-)
+from asva_platform.dev.ray_local import use_private_local_ray  # noqa: E402
+from asva_platform.dev.s3_server import S3Service, start_s3_server  # noqa: E402
+from asva_platform.dev.services import env_applied  # noqa: E402
+from asva_platform.dev.stack import MlflowService, start_mlflow_server  # noqa: E402
+from tests import leftovers  # noqa: E402
+
+RAY_TOKEN = use_private_local_ray()
+"""The session's Ray auth token: every Ray a test starts requires it, every driver and CLI presents it."""
+os.environ[leftovers.SESSION_ENV] = leftovers.SESSION_ID
 
 TEST_BUCKET = "asva-test"
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny.yaml"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop what the session left running (a Ray it started, a server a test forgot); a leftover fails the run."""
+    found = leftovers.reap()
+    if found:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"leftover processes of this test session, stopped now: {', '.join(found)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -61,10 +75,10 @@ def torch_threads_per_module():
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Service:
-    """A real moto S3 server on 127.0.0.1 with bucket ``asva-test``; sets AWS_* env for this process."""
-    service = start_s3_server(bucket=TEST_BUCKET, log_dir=tmp_path_factory.mktemp("s3"))
-    with restored_env(service.env):
-        os.environ.update(service.env)
+    """A real S3 server (SeaweedFS) on 127.0.0.1 with bucket ``asva-test`` and its own key; sets this process's
+    AWS_* env (endpoint, credentials file) for the session."""
+    service = start_s3_server(tmp_path_factory.mktemp("s3"), bucket=TEST_BUCKET)
+    with env_applied(service.env):
         yield service
         service.stop()
 

@@ -8,8 +8,8 @@ A test there that tries fails with one line saying where such a test belongs (``
 * ``ray.init`` (also Ray's auto-init, which goes through it) raises before anything starts;
 * ``socket.listen`` on an AF_INET/AF_INET6 socket raises (an in-process HTTP/moto/werkzeug server, a fake
   TCP server); AF_UNIX sockets (multiprocessing) stay allowed;
-* ``subprocess.Popen`` of a server command (``-m moto.server``/``moto_server``, ``mlflow server|ui``,
-  ``ray start``) raises before the process is spawned.
+* ``subprocess.Popen`` of a server command (``weed``, ``-m moto.server``/``moto_server``, ``mlflow server|ui``,
+  ``ray start``, also through ``-m asva_platform.dev.ray_loopback_node``) raises before the process is spawned.
 
 A violation raised inside a thread or swallowed by the code under test is still reported: every attempt is
 recorded, and the test that made it fails at teardown. Not covered: the rendezvous store of a one-process
@@ -50,10 +50,12 @@ def server_command(args) -> str | None:
     for i, name in enumerate(names):
         if name in ("moto.server", "moto_server"):
             return "moto server"
+        if name == "weed":
+            return "weed S3 server"
         following = names[i + 1] if i + 1 < len(names) else ""
         if name == "mlflow" and following in ("server", "ui"):
             return f"mlflow {following}"
-        if name == "ray" and following == "start":
+        if name in ("ray", "asva_platform.dev.ray_loopback_node") and following == "start":
             return "ray start"
     return None
 

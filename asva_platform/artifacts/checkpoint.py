@@ -99,15 +99,12 @@ def consolidated_state_dict(directory: str | Path, ema: bool = False) -> dict[st
 
 
 def local_checkpoint(storage: Storage, checkpoint_uri: str, scratch: str | Path) -> Path:
-    """A local directory with the whole checkpoint (downloaded when it lives on S3). pyarrow copies the tree
-    because Ray's S3 writes leave directory-marker objects that a plain object-by-object copy trips on."""
+    """A local directory with the whole checkpoint (downloaded when it lives on S3: each shard streamed to disk
+    in ranged GETs; the directory-marker objects Ray's S3 writes leave are not files to ``Storage.list``)."""
     if not is_s3(checkpoint_uri):
         return Path(checkpoint_uri)
-    import pyarrow.fs as pafs
-
     dest = Path(scratch) / "checkpoint"
-    fs, path = storage.filesystem(checkpoint_uri)
-    pafs.copy_files(path, str(dest), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    storage.download_dir(checkpoint_uri, dest)
     return dest
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from asva_platform import compare, submit
 from asva_platform.dev import stack
 from asva_platform.dev.fixtures import toy_inputs
+from asva_platform.dev.services import apply_env
 from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage, join
@@ -189,7 +190,7 @@ def describe(run: ToyRun, settings: stack.StackSettings) -> str:
 def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     settings = stack.StackSettings.from_env()
-    os.environ.update(settings.client_env())
+    apply_env(os.environ, settings.client_env())
     os.chdir(REPO)
     banner("local stack")
     stack.up(settings)

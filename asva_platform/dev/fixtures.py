@@ -36,8 +36,10 @@ def tiny_model_config(**fields) -> ModelConfig:
 
 
 def tiny_model_overrides() -> list[str]:
-    """Dotted overrides that give any experiment config the tiny geometry."""
-    return [f"model.{key}={json.dumps(value)}" for key, value in cfgmod.flatten(tiny_model_section()).items()]
+    """Dotted overrides that give any experiment config the tiny geometry (compact values: no spaces, so a
+    shell can pass them around unquoted)."""
+    return [f"model.{key}={json.dumps(value, separators=(',', ':'))}"
+            for key, value in cfgmod.flatten(tiny_model_section()).items()]
 
 
 def tiny_inputs(work_dir: str | Path, clips_per_class: int = 2, seed: int = 0, max_duration: float = 10.0,
@@ -56,7 +58,7 @@ def tiny_inputs(work_dir: str | Path, clips_per_class: int = 2, seed: int = 0, m
         f"model.pretrained_sd={model.pretrained_sd}",
         f"model.audio_encoder_weights={model.audio_encoder_weights}",
         f"model.text_encodings={model.text_encodings}",
-        f"sampling.image_size=[{image_size}, {image_size}]",
+        f"sampling.image_size=[{image_size},{image_size}]",
     ]
     return str(data), overrides
 

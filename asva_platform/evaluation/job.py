@@ -16,6 +16,7 @@ from asva_platform.artifacts.checkpoint_ref import resolve_checkpoint
 from asva_platform.artifacts.evaluation import PER_CLASS_TABLE, artifact_dir, log_evaluation
 from asva_platform.evaluation.runner import (
     EvalResult,
+    check_sync_shift,
     evaluate_checkpoint,
     prepare_evaluation,
     run_evaluation,
@@ -30,7 +31,10 @@ from asva_platform.tracking import (
     ui_url,
 )
 
-__all__ = ["Result", "run", "evaluate_checkpoint", "prepare_evaluation"]
+__all__ = ["Result", "run", "evaluate_checkpoint", "prepare_evaluation", "check_config"]
+
+check_config = check_sync_shift
+"""What the config alone shows evaluation cannot run with (``jobs.evaluate --check``)."""
 """The stage's entry (:func:`run`), and the two pieces sweeps drive per trial (checks first, then one evaluation)."""
 
 JOB = "evaluate"

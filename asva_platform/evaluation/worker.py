@@ -126,7 +126,7 @@ class EvalWorker:
         return path
 
     def _store(self, local: Path, uri: str) -> None:
-        self.storage.write_bytes(uri, local.read_bytes())  # one atomic write, local or S3
+        self.storage.upload_file(local, uri)  # one atomic write, local or S3
         local.unlink(missing_ok=True)
 
     def run(self, task: VideoTask) -> VideoResult:
@@ -141,7 +141,7 @@ class EvalWorker:
             video_uri, gt_uri = clip_uris(self.spec.out_uri, window.name)
             local = self._local("videos", window.name)
             if self.storage.exists(video_uri):
-                local.write_bytes(self.storage.read_bytes(video_uri))
+                self.storage.download_file(video_uri, local)
             else:
                 frames = self.animator.animate(clip.frames[:, 0], clip.mel, entry.prompt)
                 self.animator.write(local, frames, clip.waveform)

@@ -162,7 +162,7 @@ class GenerateWorker:
         waveform = load_audio_window(self.storage.localize(item.audio, inputs), s, item.audio_start)
         frames = self.animator.animate(image, waveform_to_mel(waveform, s), item.prompt)
         local = self.animator.write(self.scratch / "out.mp4", frames, waveform)
-        self.storage.write_bytes(item.out, local.read_bytes())  # atomic, local or S3
+        self.storage.upload_file(local, item.out)  # atomic, local or S3
         local.unlink()
         return {**asdict(item), "frames": int(frames.shape[0]), "seconds": round(time.perf_counter() - t0, 3)}
 

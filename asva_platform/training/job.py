@@ -46,7 +46,7 @@ from asva_platform.training.loop import (  # the reported metric names are part 
 )
 from asva_platform.training.run_tracking import open_training_run
 
-__all__ = ["Result", "run", "preflight", "REPORTED_METRICS", "VALIDATION_METRIC", "LOWER_IS_BETTER",
+__all__ = ["Result", "run", "preflight", "check_config", "REPORTED_METRICS", "VALIDATION_METRIC", "LOWER_IS_BETTER",
            "HIGHER_IS_BETTER"]
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,9 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
     runs_root = storage_path or exp_cfg.storage.runs_root
     storage.check_reachable(runs_root)
     pre = Preflight(tracking_uri, storage, runs_root)
+    check_config(exp_cfg)
     if t.data_mode == "cached":
         if handle is None:
-            if not t.cache:
-                raise UserError("train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
-                                "or train from raw clips with train.data_mode=online")
-
             handle = open_cache(storage, t.cache, exp_cfg.storage.cache_root)
         layout = handle.layout
         if layout.num_frames != exp_cfg.sampling.num_frames:
@@ -127,11 +124,19 @@ def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Prefligh
                             f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}")
         pre.cache_uri, pre.cache_id, pre.dataset = handle.uri, handle.cache_id, handle
     else:
-
         dataset_access(exp_cfg.dataset, storage)
-        if not exp_cfg.model.text_encodings:
-            raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
     return pre
+
+
+def check_config(exp_cfg) -> None:
+    """What the config alone shows training cannot run with (``jobs.train --check``, so ``asva submit`` refuses
+    it before anything reaches the cluster); one-line UserErrors."""
+    t = exp_cfg.train
+    if t.data_mode == "cached" and not t.cache:
+        raise UserError("train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
+                        "or train from raw clips with train.data_mode=online")
+    if t.data_mode == "online" and not exp_cfg.model.text_encodings:
+        raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
 
 
 def check_local_cluster_fits(t, cluster_cfg) -> None:

@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,6 +105,30 @@ def placement_summary(placement: list[dict]) -> str:
 
 def checkpoint_dir_name(step: int) -> str:
     return f"step_{step:08d}"
+
+
+def epoch_batches(state: TrainerState, train_batches: Callable[[int, int], Iterable[Any]]) -> Iterator[Any]:
+    """This rank's batches from ``state``'s data position on, epoch after epoch, moving ``state.epoch`` and
+    ``state.batches_in_epoch`` along (``train_batches(epoch, skip)`` is the source's; step and samples_seen
+    are the caller's). A resumed epoch with no batch left rolls over to the next one: a checkpoint at an
+    epoch's last batch, or a resume on more workers whose share of what is left of the epoch is under one
+    batch each. Every rank gets the same count, so all roll over together. A fresh epoch with no batch
+    means the data is too small."""
+    while True:
+        resumed_at = state.batches_in_epoch
+        empty = True
+        for batch in train_batches(state.epoch, resumed_at):
+            empty = False
+            state.batches_in_epoch += 1
+            yield batch
+        if empty and not resumed_at:
+            raise RuntimeError(f"epoch {state.epoch} produced no batch: the training data has fewer "
+                               f"windows than num_workers x batch_size_per_worker")
+        if empty:
+            log.info("epoch %d has no batch left after %d; continuing with epoch %d", state.epoch, resumed_at,
+                     state.epoch + 1)
+        state.epoch += 1
+        state.batches_in_epoch = 0
 
 
 class Window:
@@ -320,36 +345,24 @@ class WorkerTrainer:
         window = Window()
         ga = t.gradient_accumulation_steps
         micro = 0
+        batches = epoch_batches(self.state, self.source.train_batches)
         while self.state.step < t.max_steps:
-            consumed = 0
-            it = iter(self.source.train_batches(self.state.epoch, self.state.batches_in_epoch))
-            while self.state.step < t.max_steps:
-                t_wait = time.perf_counter()
-                batch = next(it, None)
-                window.wait += time.perf_counter() - t_wait
-                if batch is None:
-                    break
-                consumed += 1
-                self.state.batches_in_epoch += 1
-                gen = seeded_generator(t.seed, self.info.rank, self.state.step, micro)
-                loss = self._micro_step(batch, gen)
-                window.loss += loss
-                window.micro += 1
-                micro = (micro + 1) % ga
-                if self.engine.global_steps == self.state.step:
-                    continue  # still accumulating
-                self.state.step = self.engine.global_steps
-                self.state.samples_seen += t.global_batch_size
-                window.steps += 1
-                if self.ema is not None and self.state.step % t.ema_update_every == 0:
-                    self.ema.update()
-                self._maybe_report(window)
-            if consumed == 0 and self.state.step < t.max_steps:
-                raise RuntimeError(f"epoch {self.state.epoch} produced no batch: the training data has fewer "
-                                   f"windows than num_workers x batch_size_per_worker")
-            if self.state.step < t.max_steps:
-                self.state.epoch += 1
-                self.state.batches_in_epoch = 0
+            t_wait = time.perf_counter()
+            batch = next(batches)
+            window.wait += time.perf_counter() - t_wait
+            gen = seeded_generator(t.seed, self.info.rank, self.state.step, micro)
+            loss = self._micro_step(batch, gen)
+            window.loss += loss
+            window.micro += 1
+            micro = (micro + 1) % ga
+            if self.engine.global_steps == self.state.step:
+                continue  # still accumulating
+            self.state.step = self.engine.global_steps
+            self.state.samples_seen += t.global_batch_size
+            window.steps += 1
+            if self.ema is not None and self.state.step % t.ema_update_every == 0:
+                self.ema.update()
+            self._maybe_report(window)
 
     def _micro_step(self, batch: Any, gen: torch.Generator) -> float:
 

@@ -1,4 +1,4 @@
-"""The AVSync15 reader on a real S3 server (moto) through a pyarrow filesystem: list, stat, decode. (The reader
+"""The AVSync15 reader on a real S3 server (SeaweedFS) through a pyarrow filesystem: list, stat, decode. (The reader
 on local files: tests/unit/test_data_reader.py.)"""
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ def _list_lines(root: Path, name: str) -> list[str]:
 
 
 def test_reads_and_decodes_the_dataset_from_s3(synth_root, s3_server, small_cfg):
-    fs = pafs.S3FileSystem(access_key=s3_server.env["AWS_ACCESS_KEY_ID"],
-                           secret_key=s3_server.env["AWS_SECRET_ACCESS_KEY"],
-                           endpoint_override=s3_server.url, scheme="http", region="us-east-1")
+    # credentials from the standard chain: the server's credentials file (AWS_SHARED_CREDENTIALS_FILE)
+    fs = pafs.S3FileSystem(endpoint_override=s3_server.url, scheme="http", region="us-east-1")
     prefix = f"{s3_server.bucket}/datasets/AVSync15"
     names = _list_lines(synth_root, "test.txt")
     for rel in ["test.txt", "train.txt", "class_mapping.json"] + [f"videos/{n}" for n in names]:

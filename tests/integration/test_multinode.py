@@ -29,8 +29,7 @@ def two_nodes(s3_server, mlflow_server, tmp_path_factory):
 
 def _train(two_nodes, train_inputs, mlflow_server, s3_server, *extra: str) -> dict:
     overrides, _, _ = train_inputs
-    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address,
-               RAY_AUTH_MODE="disabled", DS_ACCELERATOR="cpu")
+    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address, DS_ACCELERATOR="cpu")
     cmd = [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *overrides, *FAST,
            "train.placement_strategy=STRICT_SPREAD", "train.num_workers=2", "train.cpus_per_worker=1",
            "train.validate_every=0", "train.export=false", "train.checkpoint_every=2", *extra]
@@ -89,8 +88,7 @@ def test_the_in_memory_cache_lives_on_the_driver_node(two_nodes, train_inputs, m
     """A block lives where the task that made it ran, and a lost node takes its blocks along (a restarted
     worker group then waits for them forever): the in-memory cache is read on the driver's node only."""
     overrides, _, _ = train_inputs
-    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address,
-               RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address)
     done = subprocess.run([sys.executable, "-c", PLACE_CACHE, TINY, *overrides], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,8 +1,8 @@
-"""`asva stack up` starts real services that answer; a second `up` finds them; `down` leaves nothing behind."""
+"""`asva stack up` starts real services that answer; a second `up` finds them; every one of their listening sockets
+is on 127.0.0.1; they refuse whoever lacks the stack's S3 key or Ray token; `down` leaves nothing behind."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -12,72 +12,117 @@ import boto3
 import psutil
 import pytest
 import requests
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
-from asva_platform.dev import stack
+from asva_platform.dev.s3_server import load_or_create_key
+from asva_platform.dev.services import HOST, with_env
+from tests import leftovers
+from tests.stack_helpers import asva, settings_of, stack_env
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
+RAY = str(Path(sys.executable).parent / "ray")
 
 
-def asva(args, env):
-    return subprocess.run([sys.executable, "-m", "asva_platform.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=240)
+def s3_client(url: str, access_key: str, secret_key: str):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=access_key,
+                        aws_secret_access_key=secret_key, config=Config(retries={"max_attempts": 1}))
+
+
+def listening(pids: set[int]) -> list[tuple[int, str, int]]:
+    """Every listening TCP socket of these processes: (pid, address, port)."""
+    return sorted((c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
+                  if c.status == psutil.CONN_LISTEN and c.pid in pids)
+
+
+def is_loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1")
 
 
 def test_stack_up_status_down(tmp_path):
     state = tmp_path / "state"
-    env = dict(os.environ)
-    env.update({
-        "ASVA_STATE_DIR": str(state),
-        "ASVA_S3_PORT": str(stack.free_port()),
-        "ASVA_MLFLOW_PORT": str(stack.free_port()),
-        "ASVA_RAY_PORT": str(stack.free_port()),
-        "ASVA_DASHBOARD_PORT": str(stack.free_port()),
-        "ASVA_RAY_NUM_CPUS": "2",
-    })
-    env.pop("RAY_ADDRESS", None)
-    settings = stack.StackSettings.from_env(str(state), env)
+    env = stack_env(state)
+    marker = env[leftovers.SESSION_ENV]
+    settings = settings_of(env)
+    assert leftovers.session_processes(marker) == []
     try:
-        up = asva(["stack", "up"], env)
+        up = asva(["stack", "up", "--nodes", "2"], env)
         assert up.returncode == 0, up.stderr + up.stdout
         assert up.stdout.count("started") == 3
+        client = with_env(env, settings.client_env())
 
-        # S3: the project's bucket exists and objects round-trip.
-        s3 = boto3.client("s3", endpoint_url=settings.s3_url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        # S3: the project's bucket exists and objects round-trip with the stack's own key, from its 0600 file
+        creds = state / "s3" / "credentials"
+        assert creds.stat().st_mode & 0o077 == 0 and (state / "ray" / "auth_token").stat().st_mode & 0o077 == 0
+        key = load_or_create_key(state / "s3")
+        s3 = s3_client(settings.s3_url, key.access_key, key.secret_key)
         assert "asva" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+        s3.put_object(Bucket="asva", Key="probe", Body=b"kept")
+        # ... and with nothing else: another key, the right key with another secret, no signature at all
+        for access, secret in (("testing", "testing"), (key.access_key, "not-the-secret")):
+            with pytest.raises(ClientError) as refused:
+                s3_client(settings.s3_url, access, secret).get_object(Bucket="asva", Key="probe")
+            assert refused.value.response["Error"]["Code"] in ("InvalidAccessKeyId", "SignatureDoesNotMatch")
+        assert requests.get(f"{settings.s3_url}/asva/probe", timeout=5).status_code == 403
+
         # MLflow: REST API answers, backed by sqlite in the state dir.
         assert requests.get(f"{settings.mlflow_url}/health", timeout=5).text.strip() == "OK"
         r = requests.post(f"{settings.mlflow_url}/api/2.0/mlflow/experiments/search",
                           json={"max_results": 10}, timeout=30)  # the first call is slow on a busy machine
         assert r.status_code == 200 and "experiments" in r.json()
         assert (state / "mlflow" / "mlflow.db").exists()
-        # Ray: `ray status` sees the head (its first resource report can take a few seconds after start-up)
+
+        # Ray: `ray status` with the stack's environment sees both nodes (the first report takes a few seconds)
         deadline = time.time() + 60
         while True:
-            ray_status = subprocess.run([str(Path(sys.executable).parent / "ray"), "status", "--address",
-                                         f"127.0.0.1:{settings.ray_port}"], capture_output=True, text=True,
-                                        env=stack.ray_env() | {"RAY_AUTH_MODE": "disabled"}, timeout=60)
+            ray_status = subprocess.run([RAY, "status"], capture_output=True, text=True, env=client, timeout=60)
             assert ray_status.returncode == 0, ray_status.stderr
-            if "CPU" in ray_status.stdout or time.time() > deadline:
+            if "asva_node_1" in ray_status.stdout or time.time() > deadline:
                 break
             time.sleep(2)
-        assert "CPU" in ray_status.stdout, ray_status.stdout
+        assert "0.0/1.0 asva_node_0" in ray_status.stdout and "0.0/1.0 asva_node_1" in ray_status.stdout, \
+            ray_status.stdout
+        # ... and refuses a client without the token (the job server and the GCS alike)
+        assert requests.get(f"{settings.dashboard_url}/api/jobs/", timeout=10).status_code == 401
+        anonymous = with_env(client, {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": "",
+                                      "HOME": str(tmp_path)})
+        refused = subprocess.run([RAY, "status"], capture_output=True, text=True, env=anonymous, timeout=120)
+        assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
+
+        # Every socket the stack listens on is bound to loopback: reachable from this machine only
+        procs = {p.pid for p in leftovers.session_processes(marker)}
+        sockets = listening(procs)
+        assert len(sockets) >= 20, sockets  # weed's 10, MLflow, and the Ray head's and worker node's servers
+        assert [s for s in sockets if not is_loopback(s[1])] == []
+        assert {settings.s3_port, settings.mlflow_port, settings.ray_port, settings.dashboard_port} <= \
+            {port for _, _, port in sockets}
 
         # Idempotent: a second up finds the running services and starts nothing.
         again = asva(["stack", "up"], env)
         assert again.returncode == 0 and again.stdout.count("running") == 3 and "started" not in again.stdout
         st = asva(["stack", "status"], env)
         assert st.returncode == 0 and st.stdout.count(" up") == 3
-
-        pids = [rec["pid"] for rec in stack._load_state(settings).values() if rec.get("pid")]
-        ray_pids = [p.pid for p in stack.ray_processes(stack.ray_temp_dir(state))]
-        assert len(pids) == 2 and ray_pids
     finally:
         down = asva(["stack", "down"], env)
     assert down.returncode == 0, down.stderr
-    leftovers = [p for p in [*pids, *ray_pids] if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
-    assert leftovers == []
-    assert stack.ray_processes(stack.ray_temp_dir(state)) == []
+    # The process tree after `down` is the one before `up`: nothing the stack started is left, the Ray Client
+    # server and the worker node's processes included
+    assert [leftovers.describe(p) for p in leftovers.session_processes(marker)] == []
     st = asva(["stack", "status"], env)
     assert st.returncode == 1 and st.stdout.count("down") == 3
+
+
+def test_a_port_held_by_something_else_is_one_line(tmp_path):
+    """`up` on a port some other program holds names the port instead of waiting for a health check forever."""
+    import socket
+
+    with socket.socket() as squatter:
+        squatter.bind((HOST, 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = stack_env(tmp_path / "state", ASVA_S3_PORT=str(port))
+        up = asva(["stack", "up"], env, timeout=120)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert up.stderr.strip().splitlines()[-1] == f"error: port {port} is taken by something that is not an S3 server"
+    assert leftovers.session_processes(env[leftovers.SESSION_ENV]) == []

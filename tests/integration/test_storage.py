@@ -1,8 +1,10 @@
-"""Storage layer against a real S3-protocol server (moto in server mode) and the local filesystem. Without a
-server (URIs, atomic local writes): tests/unit/test_storage.py."""
+"""Storage layer against a real S3-protocol server (SeaweedFS, disk-backed, with its own generated key) and the
+local filesystem. Without a server (URIs, atomic local writes, streamed copies): tests/unit/test_storage.py;
+GB objects (multipart uploads, ranged downloads, flat memory): tests/integration/test_storage_large.py."""
 
 from __future__ import annotations
 
+import configparser
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -21,7 +23,7 @@ def root(request, s3_server, tmp_path):
     return str(tmp_path / "store")
 
 
-def test_round_trip_bytes_json_list_delete(root):
+def test_round_trip_bytes_json_list_delete(root, tmp_path):
     st = Storage()
     a, b = join(root, "a.bin"), join(root, "sub", "b.json")
     assert not st.exists(a)
@@ -34,6 +36,9 @@ def test_round_trip_bytes_json_list_delete(root):
     assert not st.exists(a) and st.list(root) == [b]
     with pytest.raises(StorageError, match="not found"):
         st.read_bytes(a)
+    with pytest.raises(StorageError, match=f"not found: {a}$"):
+        st.download_file(a, tmp_path / "a.bin")
+    assert not (tmp_path / "a.bin").exists()
 
 
 def test_upload_download_dir(root, tmp_path):
@@ -70,13 +75,37 @@ def test_pyarrow_filesystem_sees_the_same_objects(root):
         assert isinstance(fs, pafs.S3FileSystem) and not path.startswith("s3://")
 
 
+def server_key(s3_server) -> list[str]:
+    creds = configparser.ConfigParser()
+    creds.read(s3_server.credentials_file)
+    return [creds["default"]["aws_access_key_id"], creds["default"]["aws_secret_access_key"]]
+
+
 def test_unreachable_endpoint_is_one_clear_line(s3_server):
     st = Storage("http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(StorageError) as info:
         st.check_reachable("s3://some-bucket/x")
     msg = str(info.value)
     assert "http://127.0.0.1:9" in msg and "cannot reach" in msg and "\n" not in msg
-    assert "testing" not in msg  # never the credentials
+    assert not any(secret in msg for secret in server_key(s3_server))  # never the credentials
+
+
+def test_a_refused_file_upload_is_one_line_without_credentials(s3_server, tmp_path):
+    """boto3 wraps a failed upload's ClientError in its own error; Storage still names the refusal in one line."""
+    import boto3
+
+    (tmp_path / "f.bin").write_bytes(b"x")
+    uri = f"s3://{s3_server.bucket}/refused/{tmp_path.name}/f.bin"
+    refused = Storage()
+    # a client of its own: boto3's default session keeps the credentials it resolved first
+    refused._client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
+                                   aws_access_key_id="ASVAWRONGKEY", aws_secret_access_key="wrong-secret")
+    with pytest.raises(StorageError) as info:
+        refused.upload_file(tmp_path / "f.bin", uri)
+    msg = str(info.value)
+    assert msg.startswith(f"access denied to {uri} (") and "\n" not in msg
+    assert not any(secret in msg for secret in ["wrong-secret", *server_key(s3_server)])
+    assert not Storage().exists(uri)
 
 
 def test_missing_bucket_is_named(s3_server):

@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
 
 from asva_platform import submit
-from asva_platform.dev import stack
 from asva_platform.dev.fixtures import tiny_inputs
+from asva_platform.dev.ray_local import start_ray_head, stop_ray_head
+from asva_platform.dev.s3_server import load_or_create_key
 from asva_platform.tracking import TAG_SUBMISSION_ID
+from tests.ray_nodes import session_token
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -23,10 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def ray_head(s3_server, mlflow_server, tmp_path_factory):
     state = tmp_path_factory.mktemp("ray-head")
-    head = stack.start_ray_head(state, port=stack.free_port(), dashboard_port=stack.free_port(), num_cpus=4,
-                                extra_env=s3_server.env | {"MLFLOW_TRACKING_URI": mlflow_server.uri})
+    head = start_ray_head(state, session_token(), num_cpus=4,
+                          extra_env=s3_server.env | {"MLFLOW_TRACKING_URI": mlflow_server.uri})
     yield head
-    stack.stop_ray_head(head.temp_dir)
+    stop_ray_head(head.temp_dir, head.address)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +47,7 @@ def runs_with_submission_id(uri: str, submission_id: str):
 
 
 def test_ray_job_submit_cli(ray_head, job_args, mlflow_server):
-    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url)
     sub_id = "cli-preprocess-1"
     out = subprocess.run(
         [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".", "--submission-id", sub_id,
@@ -58,8 +61,8 @@ def test_ray_job_submit_cli(ray_head, job_args, mlflow_server):
     assert len(runs) == 1 and runs[0].data.tags["asva.cache_id"] == result["cache_id"]
 
 
-def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_server):
-    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled",
+def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_server, s3_server):
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url,
                MLFLOW_TRACKING_URI=mlflow_server.uri)
     sub_id = "asva-preprocess-1"
     config, overrides = job_args[1], job_args[2:]
@@ -75,10 +78,11 @@ def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_se
     assert sub_id in [row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)]
     runs = runs_with_submission_id(mlflow_server.uri, sub_id)
     assert len(runs) == 1
-    # The entrypoint carries no credentials; the runtime env neither.
+    # The entrypoint carries no credentials; the runtime env neither (not the S3 key, not the Ray token).
     info = submit.client(ray_head.dashboard_url).get_job_info(sub_id)
-    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in info.entrypoint
-    assert "AWS_SECRET_ACCESS_KEY" not in str(info.runtime_env)
+    key = load_or_create_key(Path(s3_server.data_dir))
+    for secret in (key.access_key, key.secret_key, session_token().read_text().strip()):
+        assert secret not in info.entrypoint and secret not in str(info.runtime_env)
 
 
 def test_bad_config_is_rejected_before_submission(ray_head):
@@ -88,4 +92,21 @@ def test_bad_config_is_rejected_before_submission(ray_head):
                           "configs/tiny.yaml", "train.zero_stage=4"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: configs/tiny.yaml + overrides: train.zero_stage")
+    assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before
+
+
+def test_a_job_without_the_token_is_refused(ray_head):
+    """The job server runs code for whoever submits: without the cluster's token, nothing is accepted, through
+    the REST API (as a remote attacker would post) or Ray's CLI."""
+    before = {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)}
+    posted = requests.post(f"{ray_head.dashboard_url}/api/jobs/", json={"entrypoint": "echo pwned"}, timeout=30)
+    assert posted.status_code == 401, posted.text
+    wrong = requests.post(f"{ray_head.dashboard_url}/api/jobs/", json={"entrypoint": "echo pwned"}, timeout=30,
+                          headers={"Authorization": "Bearer not-the-token"})
+    assert wrong.status_code in (401, 403), wrong.text
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
+    env.update(RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled", HOME=str(ray_head.temp_dir))
+    cli = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--no-wait", "--", "echo",
+                          "pwned"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode != 0 and "authentication" in (cli.stdout + cli.stderr).lower()
     assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before

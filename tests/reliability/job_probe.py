@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from asva_platform.dev.services import with_env
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,7 +27,7 @@ def run_jobs(cases: dict[str, tuple[str, list[str], list[str]]], tmp_path: Path,
     import subprocess
 
     ray_tmp = tmp_path / "ray-tmp"
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), **(env_extra or {})}
+    env = with_env(dict(os.environ), {"RAY_TMPDIR": str(ray_tmp)}, env_extra or {})
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "tests.reliability.job_probe",
                            json.dumps([[m, a] for m, a, _ in cases.values()])],

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from asva_platform.artifacts.checkpoint import STATE_FILE
-from asva_platform.dev.stack import kill_tree
+from asva_platform.dev.services import kill_tree
 from asva_platform.storage import join
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 

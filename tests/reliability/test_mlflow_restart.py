@@ -5,7 +5,6 @@ logged twice: the MLflow client's HTTP retries (exponential backoff) carry the w
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.dev.stack import restored_env, start_mlflow_server, start_s3_server
+from asva_platform.dev.s3_server import start_s3_server
+from asva_platform.dev.services import env_applied
+from asva_platform.dev.stack import start_mlflow_server
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,11 +26,10 @@ STEPS = 10
 
 
 def test_training_survives_mlflow_restart_without_losing_metrics(tmp_path):
-    s3 = start_s3_server(bucket="mlflow-restart", log_dir=tmp_path / "s3")
+    s3 = start_s3_server(tmp_path / "s3", bucket="mlflow-restart")
     holder = {"mlflow": start_mlflow_server(tmp_path / "mlflow", "s3://mlflow-restart/mlartifacts", s3)}
     port, uri = holder["mlflow"].port, holder["mlflow"].uri
-    with restored_env(s3.env):
-        os.environ.update(s3.env)
+    with env_applied(s3.env):
         events: list[str] = []
         try:
             overrides, _ = tiny_cache(tmp_path, "s3://mlflow-restart/root", uri)

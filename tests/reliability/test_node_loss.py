@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.dev import stack
+from asva_platform.dev import ray_local as stack
 from asva_platform.storage import join
 from asva_platform.training.job import latest_checkpoint_uri
 from tests.ray_nodes import ray_cluster_of, wait_for_nodes
@@ -59,7 +59,7 @@ def start_training(head, train_inputs, env, name: str, steps: int, *extra: str) 
            "train.placement_strategy=STRICT_SPREAD", "train.num_workers=2", "train.cpus_per_worker=2",
            f"train.max_steps={steps}", f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.log_every=1",
            "train.validate_every=0", "train.export=false", "train.max_failures=3", *extra]
-    job_env = dict(os.environ, **env, RAY_ADDRESS=head.address, RAY_AUTH_MODE="disabled", DS_ACCELERATOR="cpu")
+    job_env = dict(os.environ, **env, RAY_ADDRESS=head.address, DS_ACCELERATOR="cpu")
     return subprocess.Popen(cmd, cwd=REPO, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -20,7 +20,7 @@ import pytest
 from asva_platform.artifacts import cache as fmt
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.dev.fixtures import tiny_inputs
-from asva_platform.dev.stack import kill_tree
+from asva_platform.dev.services import kill_tree
 from asva_platform.experiment import load_experiment
 from asva_platform.preprocess.job import existing_shards, prepare
 from asva_platform.storage import Storage, join, parse_uri

@@ -1,8 +1,9 @@
 """Case 8, secrets: with AWS credentials in the environment, the secret key appears nowhere the platform writes.
 
-A distinctive fake secret (moto accepts any credentials) is set before this module's OWN S3 and MLflow
-servers start, so every client (the job, Ray workers, the MLflow server's artifact proxy) really signs with
-it. Then the real training job runs as a subprocess (tiny model, 2 steps, validation video, export) and the
+This module's OWN S3 server generates its key; the key is then put in the environment
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, as a cluster's nodes may get it from a Kubernetes Secret)
+before the MLflow server starts, so every client (the job, Ray workers, the MLflow server's artifact proxy)
+really signs with it, and the server refuses any other. Then the real training job runs as a subprocess (tiny model, 2 steps, validation video, export) and the
 suite scans: the job's stdout/stderr, every file of its Ray session (driver and worker logs), every object
 in the bucket (checkpoints, exports, MLflow artifacts, the cache), the MLflow run's params and tags, the
 MLflow server's own files (sqlite store, logs) and the printed config (``asva config show``).
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -20,44 +20,44 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.dev.stack import restored_env, start_mlflow_server, start_s3_server
+from asva_platform.dev.s3_server import CREDENTIALS_FILE, IDENTITIES_FILE, load_or_create_key, start_s3_server
+from asva_platform.dev.services import apply_env, restored_env
+from asva_platform.dev.stack import start_mlflow_server
 from tests.reliability.helpers import TINY, job_env, tiny_cache
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = f"asvaSeCrEt{secrets.token_hex(12)}"
-ACCESS_KEY = "AKIAASVARELIABILITY1"
 BUCKET = "secrets-test"
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    """Own S3 + MLflow servers started with the fake credentials in the environment."""
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION",
-            "MLFLOW_TRACKING_URI")
-    with restored_env(keys):
-        os.environ.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET})
-        work = tmp_path_factory.mktemp("secrets")
-        s3 = start_s3_server(bucket=BUCKET, log_dir=work / "s3")
-        os.environ.update(s3.env)
-        assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET
+    """Own S3 + MLflow servers, every client with the S3 key in its environment (not the credentials file)."""
+    work = tmp_path_factory.mktemp("secrets")
+    s3 = start_s3_server(work / "s3", bucket=BUCKET)
+    key = load_or_create_key(work / "s3")
+    in_env = {**s3.env, "AWS_SHARED_CREDENTIALS_FILE": "", "AWS_PROFILE": "",
+              "AWS_ACCESS_KEY_ID": key.access_key, "AWS_SECRET_ACCESS_KEY": key.secret_key}
+    with restored_env([*in_env, "MLFLOW_TRACKING_URI"]):
+        apply_env(os.environ, in_env)
         mlflow = start_mlflow_server(work / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlartifacts", s3=s3)
+        apply_env(os.environ, in_env)
         try:
-            yield work, s3, mlflow
+            yield work, s3, mlflow, key.secret_key
         finally:
             mlflow.stop()
             s3.stop()
 
 
-def scan_text(where: str, data: bytes | str, found: list[str]) -> None:
+def scan_text(where: str, data: bytes | str, found: list[str], secret: str) -> None:
     raw = data.encode() if isinstance(data, str) else data
-    if SECRET.encode() in raw:
+    if secret.encode() in raw:
         found.append(where)
 
 
 def test_secret_key_appears_nowhere(stack):
-    work, s3, mlflow = stack
+    work, s3, mlflow, secret = stack
     overrides, storage = tiny_cache(work, f"s3://{BUCKET}/root", mlflow.uri)
     env, ray_tmp = job_env(mlflow.uri)
     job_args = [*overrides, "name=secret-run", "train.max_steps=2",
@@ -74,28 +74,31 @@ def test_secret_key_appears_nowhere(stack):
 
     found: list[str] = []
     scanned = {"ray files": 0, "objects": 0, "checkpoint objects": 0, "server files": 0}
-    scan_text("job stdout/stderr", proc.stdout + proc.stderr, found)
-    scan_text("asva config show", shown.stdout + shown.stderr, found)
+    scan_text("job stdout/stderr", proc.stdout + proc.stderr, found, secret)
+    scan_text("asva config show", shown.stdout + shown.stderr, found, secret)
     for f in ray_tmp.rglob("*"):
         if f.is_file() and not f.is_symlink():
             scanned["ray files"] += 1
-            scan_text(f"ray session file {f}", f.read_bytes(), found)
+            scan_text(f"ray session file {f}", f.read_bytes(), found, secret)
     objects = storage.list(f"s3://{BUCKET}/")
     for uri in objects:
         scanned["objects"] += 1
         scanned["checkpoint objects"] += "/runs/secret-run/step_" in uri
-        scan_text(f"object {uri}", storage.read_bytes(uri), found)
-    for f in work.rglob("*"):  # the MLflow server's sqlite store and both servers' logs
-        if f.is_file() and f.parent.name in ("mlflow", "s3") or f.suffix in (".db", ".log"):
+        scan_text(f"object {uri}", storage.read_bytes(uri), found, secret)
+    key_store = {work / "s3" / CREDENTIALS_FILE, work / "s3" / IDENTITIES_FILE}  # where the key is meant to be
+    for f in work.rglob("*"):  # the MLflow server's sqlite store, the S3 server's data and both servers' logs
+        if f in key_store or not f.is_file():
+            continue
+        if f.parent.name in ("mlflow", "s3") or f.suffix in (".db", ".log", ".dat"):
             scanned["server files"] += 1
-            scan_text(f"server file {f}", f.read_bytes(), found)
+            scan_text(f"server file {f}", f.read_bytes(), found, secret)
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow.uri)
     run = client.get_run(result["run_id"])
-    scan_text("MLflow params", json.dumps(run.data.params), found)
-    scan_text("MLflow tags", json.dumps(run.data.tags), found)
+    scan_text("MLflow params", json.dumps(run.data.params), found, secret)
+    scan_text("MLflow tags", json.dumps(run.data.tags), found, secret)
     assert len(run.data.params) > 100 and client.list_artifacts(result["run_id"])
 
     assert not found, f"secret key found in: {found}"

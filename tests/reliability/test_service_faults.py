@@ -1,6 +1,6 @@
 """Cases 6 and 7 at start: the S3 server or the MLflow tracking server is down when a job starts.
 
-Real servers, really stopped: each test starts its OWN moto S3 / mlflow server (never the shared
+Real servers, really stopped: each test starts its OWN S3 (SeaweedFS) / mlflow server (never the shared
 fixtures'), stops it, then runs the real jobs. Expected: one ``error: ...`` line naming the endpoint, exit
 2, no Ray started (see job_probe.py); with ``tracking.required=false`` an unreachable server falls back,
 with a warning, to a local sqlite store.
@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from asva_platform.dev.stack import free_port, restored_env, start_mlflow_server, start_s3_server
+from asva_platform.dev.s3_server import start_s3_server
+from asva_platform.dev.services import free_port, restored_env
+from asva_platform.dev.stack import start_mlflow_server
 from tests.reliability.job_probe import run_jobs
 
 pytestmark = pytest.mark.integration
@@ -22,7 +24,7 @@ TINY = str(REPO / "configs" / "tiny.yaml")
 
 
 def test_s3_down_at_start_names_the_endpoint(tmp_path):
-    s3 = start_s3_server(bucket="down", log_dir=tmp_path / "s3")
+    s3 = start_s3_server(tmp_path / "s3", bucket="down")
     s3.stop()  # a real server that was there and is gone (its port is now closed)
     endpoint = s3.url
     root = ["storage.root=s3://down/root", "tracking.required=false"]
@@ -31,7 +33,7 @@ def test_s3_down_at_start_names_the_endpoint(tmp_path):
     run_jobs({
         "train": ("jobs.train", ["--config", TINY, *root, "train.cache=anything"], [endpoint, "s3://down"]),
         "preprocess": ("jobs.preprocess", ["--config", str(config), *root], [endpoint, "s3://down"]),
-    }, tmp_path, env_extra={"AWS_ENDPOINT_URL": endpoint, **{k: v for k, v in s3.env.items() if k != "AWS_ENDPOINT_URL"}})
+    }, tmp_path, env_extra=s3.env)
 
 
 def test_mlflow_down_at_start_is_one_line_when_required(s3_server, tmp_path):

@@ -62,6 +62,8 @@ def test_ray_init_is_refused_before_anything_starts():
 
 @pytest.mark.parametrize("cmd, name", [
     ([sys.executable, "-m", "moto.server", "-p", "0"], "moto server"),
+    (["/opt/venv/bin/weed", "-logdir=/tmp", "mini", "-dir=/tmp/x"], "weed S3 server"),
+    ([sys.executable, "-m", "asva_platform.dev.ray_loopback_node", "start", "--address=127.0.0.1:1"], "ray start"),
     (["/opt/venv/bin/mlflow", "server", "--port", "0"], "mlflow server"),
     ([sys.executable, "-m", "mlflow", "server"], "mlflow server"),
     (["ray", "start", "--head"], "ray start"),

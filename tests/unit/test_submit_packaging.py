@@ -25,8 +25,8 @@ def test_working_dir_keeps_every_package_file_and_drops_state():
 
 def test_submission_carries_no_secrets_and_validates_first(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
-    sub = build_submission("train", "configs/tiny.yaml", ["train.lr=2e-4"], submission_id="x")
-    assert sub.entrypoint == "python -m jobs.train --config configs/tiny.yaml train.lr=2e-4"
+    sub = build_submission("train", "configs/tiny.yaml", ["train.lr=2e-4", "train.cache=0123abcd"], submission_id="x")
+    assert sub.entrypoint == "python -m jobs.train --config configs/tiny.yaml train.lr=2e-4 train.cache=0123abcd"
     assert "s3cr3t-value" not in repr(sub)
 
 
@@ -44,6 +44,9 @@ def test_stage_flags_reach_the_entrypoint_after_the_jobs_own_check():
     ("generate", "configs/tiny.yaml", [], ("--image", "first.png"), "single mode needs all of"),
     ("evaluate", "configs/tiny.yaml", [], ("--checkpointt", "x"), "unrecognized arguments: --checkpointt"),
     ("sweep", "sweeps/guidance_scale_tiny.yaml", ["num_samplez=3"], (), "num_samplez"),
+    # what the job would refuse on the cluster, refused here first
+    ("train", "configs/tiny.yaml", ["train.lr=2e-4"], (), "train.cache: set a cache_id or URI"),
+    ("evaluate", "configs/tiny.yaml", ["eval.metrics.sync_shift_s=5"], (), "eval.metrics.sync_shift_s: must be below"),
 ])
 def test_the_job_rejects_bad_arguments_before_anything_is_submitted(stage, config, overrides, flags, says):
     with pytest.raises(UserError, match="nothing submitted") as err:
@@ -63,7 +66,7 @@ def test_cli_passes_what_follows_the_double_dash_to_the_job(capsys):
 
 @pytest.mark.parametrize(("stage", "args"), [
     ("preprocess", ["--config", "configs/tiny.yaml"]),
-    ("train", ["--config", "configs/tiny.yaml", "train.lr=1e-4"]),
+    ("train", ["--config", "configs/tiny.yaml", "train.lr=1e-4", "train.cache=0123abcd"]),
     ("evaluate", ["--config", "configs/tiny.yaml", "--checkpoint", "init"]),
     ("sweep", ["sweeps/guidance_scale_tiny.yaml", "checkpoint=init"]),
 ])
