@@ -214,24 +214,25 @@ class Storage:
     def _where(self, u: URI) -> str:
         return f"s3://{u.bucket} at {self._endpoint_name}"
 
+    def _new_client(self, connect_timeout: float, read_timeout: float, max_attempts: int):
+        """A boto3 S3 client of its own session: the credential chain is read now, not from a session an
+        earlier client of this process cached (a key changed or another endpoint's key would be ignored)."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint_url or None,
+            region_name=self.region,
+            config=Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                          retries={"max_attempts": max_attempts, "mode": "standard"}, signature_version="s3v4",
+                          s3={"addressing_style": "path"}),
+        )
+
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url or None,
-                region_name=self.region,
-                config=Config(
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"max_attempts": self.max_attempts, "mode": "standard"},
-                    signature_version="s3v4",
-                    s3={"addressing_style": "path"},
-                ),
-            )
+            self._client = self._new_client(5, 60, self.max_attempts)
         return self._client
 
     def filesystem(self, uri: str):
@@ -312,17 +313,9 @@ class Storage:
         if not u.is_s3:
             Path(u.key).mkdir(parents=True, exist_ok=True)
             return
-        import boto3
-        from botocore.config import Config
-
-        quick = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url or None,
-            region_name=self.region,
-            config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"},
-                          s3={"addressing_style": "path"}),
-        )
         from botocore.exceptions import ClientError
+
+        quick = self._new_client(2, 5, 2)
 
         try:
             self._call(u, quick.head_bucket, Bucket=u.bucket)

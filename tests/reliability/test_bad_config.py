@@ -53,9 +53,10 @@ def test_bad_configs_fail_in_one_line_before_ray(storage_overrides, tmp_path):
         "ZeRO stage 4": ("jobs.train", [*train, "train.zero_stage=4"], ["zero_stage", "must be 0, 1, 2 or 3"]),
         "ZeRO stage 4 in a file": ("jobs.train", ["--config", str(bad_yaml)], ["bad.yaml", "zero_stage"]),
         "negative lr": ("jobs.train", [*train, "train.lr=-1e-4"], ["lr", "must be > 0"]),
-        "too many workers": ("jobs.train", [*train, "train.num_workers=64"],
+        "too many workers": ("jobs.train", [*train, "train.cache=any", "train.num_workers=64"],
                              ["train.num_workers", "64 workers", "local Ray has 4"]),
         "missing cache": ("jobs.train", [*train, "train.cache=no-such-cache"], ["no-such-cache"]),
+        "no cache": ("jobs.train", train, ["train.cache: set a cache_id or URI"]),
         "sweep over unknown key": ("jobs.sweep", [str(sweep_file(tmp_path))],
                                    ["sweep.yaml", "search_space", "train.learning_rate"]),
     }
