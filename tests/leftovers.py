@@ -14,11 +14,24 @@ SESSION_ENV = "ASVA_TEST_SESSION"
 SESSION_ID = uuid.uuid4().hex
 
 
+MULTIPROCESSING_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+"""Helpers Python's multiprocessing starts for this process (torch, librosa, joblib use it): they exit when it
+does (their pipe to it closes), so they are not left behind."""
+
+
+def _own_helper(p: psutil.Process) -> bool:
+    try:
+        return p.ppid() == os.getpid() and any(h in " ".join(p.cmdline()) for h in MULTIPROCESSING_HELPERS)
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 def session_processes(session_id: str = SESSION_ID) -> list[psutil.Process]:
-    """Live processes (not this one, not zombies) whose environment names the session."""
+    """Live processes (not this one, not zombies, not this one's multiprocessing helpers) whose environment
+    names the session."""
     found = []
     for p in psutil.process_iter(["pid", "status"]):
-        if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE:
+        if p.pid == os.getpid() or p.info["status"] == psutil.STATUS_ZOMBIE or _own_helper(p):
             continue
         try:
             if p.environ().get(SESSION_ENV) == session_id:

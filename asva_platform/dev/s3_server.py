@@ -190,5 +190,6 @@ def start_s3_server(data_dir: str | Path, port: int = 0, bucket: str = DEFAULT_B
         try:
             Storage(service.url).ensure_bucket(f"s3://{bucket}")
         except StorageError as err:  # a server on this port that does not know this data dir's key
+            service.stop()  # if this call started it
             raise StackError(f"the S3 server on port {port} refuses the key in {data_dir}: {err}") from None
     return service
