@@ -57,7 +57,9 @@ stack-status: setup
 bench: setup
 	$(PY) -m bench
 
+# The formatter's check, then the linter: `ruff format .` fixes the first, `ruff check --fix .` most of the second.
 lint: setup
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 # After `make demo`: open the links it printed in headless Chromium and check what a person would see (runs

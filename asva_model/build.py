@@ -45,8 +45,11 @@ def load_unet(folder: str | Path) -> AudioUNet3D:
 
 def _check_geometry(model: AudioUNet3D, want: UNetConfig, source: str) -> None:
     have = model.config
-    diffs = [f"{k}={have[k]!r}, model.unet: {v!r}" for k, v in dataclasses.asdict(want).items()
-             if (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k]) != v]
+    diffs = [
+        f"{k}={have[k]!r}, model.unet: {v!r}"
+        for k, v in dataclasses.asdict(want).items()
+        if (list(have[k]) if isinstance(have[k], (list, tuple)) else have[k]) != v
+    ]
     if diffs:
         raise WeightsError(f"{source}: weights do not fit model.unet (geometry {'; '.join(diffs)})")
 
@@ -64,8 +67,9 @@ def build_unet(model_cfg: ModelConfig, device: str | torch.device = "cpu") -> Au
         model = load_unet(model_cfg.init_unet)
         _check_geometry(model, model_cfg.unet, f"model.init_unet {model_cfg.init_unet}")
     elif model_cfg.pretrained_sd:
-        model = AudioUNet3D.from_pretrained_2d(Path(model_cfg.pretrained_sd) / "unet",
-                                               model_cfg.unet.audio_cross_attention_dim)
+        model = AudioUNet3D.from_pretrained_2d(
+            Path(model_cfg.pretrained_sd) / "unet", model_cfg.unet.audio_cross_attention_dim
+        )
         _check_geometry(model, model_cfg.unet, f"model.pretrained_sd {model_cfg.pretrained_sd}")
     else:
         model = AudioUNet3D(**dataclasses.asdict(model_cfg.unet))
@@ -97,15 +101,24 @@ def build_vae(model_cfg: ModelConfig, device: str | torch.device = "cpu") -> Aut
     if model_cfg.pretrained_sd and str(device) != "meta":
         vae = AutoencoderKL.from_pretrained(model_cfg.pretrained_sd, subfolder="vae", low_cpu_mem_usage=False)
         if abs(vae.config.scaling_factor - model_cfg.vae.scaling_factor) > 1e-9:
-            raise WeightsError(f"model.vae.scaling_factor {model_cfg.vae.scaling_factor} differs from "
-                               f"{model_cfg.pretrained_sd}/vae scaling_factor {vae.config.scaling_factor}")
+            raise WeightsError(
+                f"model.vae.scaling_factor {model_cfg.vae.scaling_factor} differs from "
+                f"{model_cfg.pretrained_sd}/vae scaling_factor {vae.config.scaling_factor}"
+            )
         return _freeze(vae).to(device)
     v = model_cfg.vae
     levels = len(v.block_out_channels)
-    kwargs = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
-                  up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(v.block_out_channels),
-                  layers_per_block=v.layers_per_block, latent_channels=v.latent_channels,
-                  norm_num_groups=v.norm_num_groups, scaling_factor=v.scaling_factor)
+    kwargs = dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(v.block_out_channels),
+        layers_per_block=v.layers_per_block,
+        latent_channels=v.latent_channels,
+        norm_num_groups=v.norm_num_groups,
+        scaling_factor=v.scaling_factor,
+    )
     with torch.device(device):
         return _freeze(AutoencoderKL(**kwargs))
 
@@ -119,5 +132,6 @@ def build_inference_scheduler(model_cfg: ModelConfig) -> PNDMScheduler:
     """PNDM as in the paper: ``pretrained_sd``/scheduler when present, else SD-1.5's settings from the config."""
     if model_cfg.pretrained_sd and (Path(model_cfg.pretrained_sd) / "scheduler").is_dir():
         return PNDMScheduler.from_pretrained(model_cfg.pretrained_sd, subfolder="scheduler")
-    return PNDMScheduler(**dataclasses.asdict(model_cfg.noise_scheduler), skip_prk_steps=True,
-                         set_alpha_to_one=False)
+    return PNDMScheduler(
+        **dataclasses.asdict(model_cfg.noise_scheduler), skip_prk_steps=True, set_alpha_to_one=False
+    )

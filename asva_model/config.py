@@ -46,10 +46,16 @@ class UNetConfig:
         require(self.layers_per_block >= 1, "layers_per_block", "must be >= 1")
         require(self.attention_head_dim >= 1, "attention_head_dim", "must be >= 1")
         for c in self.block_out_channels:
-            require(c % self.norm_num_groups == 0, "block_out_channels",
-                    f"{c} is not divisible by norm_num_groups={self.norm_num_groups}")
-            require(c % self.attention_head_dim == 0, "block_out_channels",
-                    f"{c} is not divisible by attention_head_dim={self.attention_head_dim} (heads)")
+            require(
+                c % self.norm_num_groups == 0,
+                "block_out_channels",
+                f"{c} is not divisible by norm_num_groups={self.norm_num_groups}",
+            )
+            require(
+                c % self.attention_head_dim == 0,
+                "block_out_channels",
+                f"{c} is not divisible by attention_head_dim={self.attention_head_dim} (heads)",
+            )
 
 
 @dataclass
@@ -82,13 +88,22 @@ class AudioEncoderConfig:
     the `protocol` switch."""
 
     def __post_init__(self) -> None:
-        require(self.embed_dim % self.num_heads == 0, "embed_dim",
-                f"{self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        require(
+            self.embed_dim % self.num_heads == 0,
+            "embed_dim",
+            f"{self.embed_dim} is not divisible by num_heads={self.num_heads}",
+        )
         require(0.0 <= self.drop_path < 1.0, "drop_path", f"must be in [0, 1), got {self.drop_path}")
-        require(self.drop_path_layout in ("per_sample", "authors"), "drop_path_layout",
-                f"must be per_sample or authors, got {self.drop_path_layout!r}")
-        require(self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
-                "patch_size", "is larger than the mel spectrogram")
+        require(
+            self.drop_path_layout in ("per_sample", "authors"),
+            "drop_path_layout",
+            f"must be per_sample or authors, got {self.drop_path_layout!r}",
+        )
+        require(
+            self.num_mel_bins >= self.patch_size and self.target_length >= self.patch_size,
+            "patch_size",
+            "is larger than the mel spectrogram",
+        )
 
 
 @dataclass
@@ -129,8 +144,11 @@ class NoiseSchedulerConfig:
 
     def __post_init__(self) -> None:
         require(self.num_train_timesteps >= 2, "num_train_timesteps", "must be >= 2")
-        require(0 < self.beta_start < self.beta_end < 1, "beta_start",
-                f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+        require(
+            0 < self.beta_start < self.beta_end < 1,
+            "beta_start",
+            f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}",
+        )
 
 
 @dataclass
@@ -162,13 +180,22 @@ class ModelConfig:
     """Recompute resnet/transformer activations in backward (the paper: on)."""
 
     def __post_init__(self) -> None:
-        require(0.0 <= self.audio_cond_drop_prob <= 1.0, "audio_cond_drop_prob",
-                f"must be in [0, 1], got {self.audio_cond_drop_prob}")
+        require(
+            0.0 <= self.audio_cond_drop_prob <= 1.0,
+            "audio_cond_drop_prob",
+            f"must be in [0, 1], got {self.audio_cond_drop_prob}",
+        )
         require(bool(self.trainable_modules), "trainable_modules", "must name at least one module pattern")
-        require(self.unet.audio_cross_attention_dim == self.audio_encoder.embed_dim, "unet.audio_cross_attention_dim",
-                f"{self.unet.audio_cross_attention_dim} != audio_encoder.embed_dim {self.audio_encoder.embed_dim}")
-        require(self.vae.latent_channels == self.unet.in_channels == self.unet.out_channels, "vae.latent_channels",
-                "must equal unet.in_channels and unet.out_channels")
+        require(
+            self.unet.audio_cross_attention_dim == self.audio_encoder.embed_dim,
+            "unet.audio_cross_attention_dim",
+            f"{self.unet.audio_cross_attention_dim} != audio_encoder.embed_dim {self.audio_encoder.embed_dim}",
+        )
+        require(
+            self.vae.latent_channels == self.unet.in_channels == self.unet.out_channels,
+            "vae.latent_channels",
+            "must equal unet.in_channels and unet.out_channels",
+        )
 
 
 @dataclass

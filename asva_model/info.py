@@ -19,8 +19,10 @@ GROUPS = (*PARAM_GROUPS, "unet2d", "audio_encoder", "vae")
 def geometry(model_cfg: ModelConfig) -> str:
     """The widths in a few words, e.g. ``UNet 320/640/1280/1280 x2, audio encoder 768 x12, VAE 128/256/512/512``."""
     u, a, v = model_cfg.unet, model_cfg.audio_encoder, model_cfg.vae
-    return (f"UNet {'/'.join(map(str, u.block_out_channels))} x{u.layers_per_block}, "
-            f"audio encoder {a.embed_dim} x{a.num_blocks}, VAE {'/'.join(map(str, v.block_out_channels))}")
+    return (
+        f"UNet {'/'.join(map(str, u.block_out_channels))} x{u.layers_per_block}, "
+        f"audio encoder {a.embed_dim} x{a.num_blocks}, VAE {'/'.join(map(str, v.block_out_channels))}"
+    )
 
 
 def model_info(model_cfg: ModelConfig) -> dict:
@@ -30,7 +32,9 @@ def model_info(model_cfg: ModelConfig) -> dict:
     for name, param in unet.named_parameters():
         groups[parameter_group(name)] += param.numel()
         trainable += param.numel() if param.requires_grad else 0
-    groups["audio_encoder"] = sum(p.numel() for p in build_audio_encoder(model_cfg, device="meta").parameters())
+    groups["audio_encoder"] = sum(
+        p.numel() for p in build_audio_encoder(model_cfg, device="meta").parameters()
+    )
     groups["vae"] = sum(p.numel() for p in build_vae(model_cfg, device="meta").parameters())
     total = sum(groups.values())
     return {
@@ -46,7 +50,9 @@ def model_info(model_cfg: ModelConfig) -> dict:
 
 def describe(info: dict) -> str:
     """:func:`model_info` as a few human-readable lines."""
-    lines = [f"AVSyncD ({info['geometry']}): {info['total'] / 1e6:.1f}M parameters, "
-             f"{info['trainable'] / 1e6:.1f}M trainable, {info['frozen'] / 1e6:.1f}M frozen"]
+    lines = [
+        f"AVSyncD ({info['geometry']}): {info['total'] / 1e6:.1f}M parameters, "
+        f"{info['trainable'] / 1e6:.1f}M trainable, {info['frozen'] / 1e6:.1f}M frozen"
+    ]
     lines += [f"  {name:<18} {count / 1e6:10.2f}M" for name, count in info["groups"].items()]
     return "\n".join(lines)

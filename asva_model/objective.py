@@ -43,7 +43,9 @@ def _model_dtype(model: torch.nn.Module, default: torch.dtype) -> torch.dtype:
 
 
 @torch.no_grad()
-def encode_frames(vae: AutoencoderKL, frames: torch.Tensor, chunk_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_frames(
+    vae: AutoencoderKL, frames: torch.Tensor, chunk_size: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (b, 3, f, H, W) in [0, 1] -> the VAE's latent distribution (mean, std), each (b, C, f, h, w).
 
     Unscaled (the VAE's own units); :func:`sample_latents` applies the scaling factor. Frames are encoded
@@ -65,14 +67,19 @@ def encode_frames(vae: AutoencoderKL, frames: torch.Tensor, chunk_size: int = 16
     return video(means), video(stds)
 
 
-def sample_latents(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None,
-                   scaling_factor: float = VAE_SCALING_FACTOR) -> torch.Tensor:
+def sample_latents(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    generator: torch.Generator | None = None,
+    scaling_factor: float = VAE_SCALING_FACTOR,
+) -> torch.Tensor:
     """``(mean + std * eps) * scaling_factor``: what ``latent_dist.sample() * scaling_factor`` gives."""
     return (mean + std * _rand(mean.shape, generator, mean.device)) * scaling_factor
 
 
-def audio_keep_mask(batch: int, drop_prob: float, generator: torch.Generator | None = None,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
+def audio_keep_mask(
+    batch: int, drop_prob: float, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """(batch,) bool: True keeps the sample's audio, False swaps in null audio (probability drop_prob)."""
     return _rand((batch,), generator, device, kind="uniform") >= drop_prob
 
@@ -137,9 +144,16 @@ class LossInputs:
     def concat(cls, parts: list[LossInputs]) -> LossInputs:
         """Batches joined along the sample axis (null audio and a shared (1, f, S) mask are kept once)."""
         first = parts[0]
-        mask = first.audio_mask if first.audio_mask.shape[0] == 1 else torch.cat([p.audio_mask for p in parts])
-        return cls(torch.cat([p.latents for p in parts]), torch.cat([p.audio_tokens for p in parts]),
-                   first.null_audio_tokens[:1], mask, torch.cat([p.text_emb for p in parts]))
+        mask = (
+            first.audio_mask if first.audio_mask.shape[0] == 1 else torch.cat([p.audio_mask for p in parts])
+        )
+        return cls(
+            torch.cat([p.latents for p in parts]),
+            torch.cat([p.audio_tokens for p in parts]),
+            first.null_audio_tokens[:1],
+            mask,
+            torch.cat([p.text_emb for p in parts]),
+        )
 
 
 @torch.no_grad()
@@ -182,15 +196,34 @@ def prepare_cached_batch(
     scaling_factor: float = VAE_SCALING_FACTOR,
 ) -> LossInputs:
     """Cached latent distribution + audio tokens -> loss inputs (latents sampled like the online path)."""
-    return LossInputs(sample_latents(latent_mean, latent_std, generator, scaling_factor), audio_tokens,
-                      null_audio_tokens, audio_mask, text_emb)
+    return LossInputs(
+        sample_latents(latent_mean, latent_std, generator, scaling_factor),
+        audio_tokens,
+        null_audio_tokens,
+        audio_mask,
+        text_emb,
+    )
 
 
-def loss_from_inputs(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: LossInputs, drop_prob: float,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def loss_from_inputs(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    inputs: LossInputs,
+    drop_prob: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """:func:`diffusion_loss` on a prepared batch (either path)."""
-    return diffusion_loss(unet, scheduler, inputs.latents, inputs.audio_tokens, inputs.null_audio_tokens,
-                          inputs.audio_mask, inputs.text_emb, drop_prob, generator)
+    return diffusion_loss(
+        unet,
+        scheduler,
+        inputs.latents,
+        inputs.audio_tokens,
+        inputs.null_audio_tokens,
+        inputs.audio_mask,
+        inputs.text_emb,
+        drop_prob,
+        generator,
+    )
 
 
 @dataclass
@@ -233,8 +266,15 @@ def other_clip_index(clip_ids: list[str]) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def audio_loss_gap(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: LossInputs, other: torch.Tensor,
-                   seed: int = 0, draws: int = 4, batch_size: int = 16) -> AudioLossGap:
+def audio_loss_gap(
+    unet: torch.nn.Module,
+    scheduler: DDPMScheduler,
+    inputs: LossInputs,
+    other: torch.Tensor,
+    seed: int = 0,
+    draws: int = 4,
+    batch_size: int = 16,
+) -> AudioLossGap:
     """Per-window loss with own / other (``inputs.audio_tokens[other]``) / null audio, each averaged over
     ``draws`` noise draws; the same seed per window and draw makes the three losses see identical noise and
     timesteps, so their difference is the audio's effect alone. ``other[i] != i`` must hold (pick windows of
@@ -244,8 +284,11 @@ def audio_loss_gap(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: Loss
         raise ValueError("audio_loss_gap needs >= 2 windows and other[i] != i for every window")
     was_training = unet.training
     unet.eval()
-    variants = {"true": inputs.audio_tokens, "other": inputs.audio_tokens[other],
-                "null": inputs.null_audio_tokens.expand_as(inputs.audio_tokens)}
+    variants = {
+        "true": inputs.audio_tokens,
+        "other": inputs.audio_tokens[other],
+        "null": inputs.null_audio_tokens.expand_as(inputs.audio_tokens),
+    }
     losses = {k: torch.zeros(n) for k in variants}
     try:
         for lo in range(0, n, batch_size):
@@ -254,11 +297,29 @@ def audio_loss_gap(unet: torch.nn.Module, scheduler: DDPMScheduler, inputs: Loss
                 for name, audio in variants.items():
                     gen = torch.Generator().manual_seed(seed * 1_000_003 + lo * 1_009 + draw)
                     mask = inputs.audio_mask if inputs.audio_mask.shape[0] == 1 else inputs.audio_mask[sl]
-                    losses[name][sl] += diffusion_loss(
-                        unet, scheduler, inputs.latents[sl], audio[sl], inputs.null_audio_tokens, mask,
-                        inputs.text_emb[sl], 0.0, gen, per_sample=True).cpu() / draws
+                    losses[name][sl] += (
+                        diffusion_loss(
+                            unet,
+                            scheduler,
+                            inputs.latents[sl],
+                            audio[sl],
+                            inputs.null_audio_tokens,
+                            mask,
+                            inputs.text_emb[sl],
+                            0.0,
+                            gen,
+                            per_sample=True,
+                        ).cpu()
+                        / draws
+                    )
     finally:
         unet.train(was_training)
     diff = losses["other"] - losses["true"]
-    return AudioLossGap(float(losses["true"].mean()), float(losses["other"].mean()), float(losses["null"].mean()),
-                        paired_t(diff), float((diff > 0).double().mean()), n)
+    return AudioLossGap(
+        float(losses["true"].mean()),
+        float(losses["other"].mean()),
+        float(losses["null"].mean()),
+        paired_t(diff),
+        float((diff > 0).double().mean()),
+        n,
+    )

@@ -88,8 +88,9 @@ def _image_tensor(image) -> torch.Tensor:
 
 
 class AVSyncPipeline(DiffusionPipeline):
-    def __init__(self, unet: AudioUNet3D, vae: AutoencoderKL, audio_encoder: AudioEncoder,
-                 scheduler: SchedulerMixin) -> None:
+    def __init__(
+        self, unet: AudioUNet3D, vae: AutoencoderKL, audio_encoder: AudioEncoder, scheduler: SchedulerMixin
+    ) -> None:
         super().__init__()
         self.register_modules(unet=unet, vae=vae, audio_encoder=audio_encoder, scheduler=scheduler)
 
@@ -97,15 +98,22 @@ class AVSyncPipeline(DiffusionPipeline):
     def from_model_config(cls, model_cfg: ModelConfig, device: str | torch.device = "cpu") -> AVSyncPipeline:
         """Build every part from a ModelConfig (pretrained paths, ``init_unet`` for a trained UNet)."""
         unet = build_unet(model_cfg, device).eval().requires_grad_(False)
-        return cls(unet, build_vae(model_cfg, device), build_audio_encoder(model_cfg, device),
-                   build_inference_scheduler(model_cfg))
+        return cls(
+            unet,
+            build_vae(model_cfg, device),
+            build_audio_encoder(model_cfg, device),
+            build_inference_scheduler(model_cfg),
+        )
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(b, 3, H, W) in [0, 1] -> sampled, scaled latent (b, C, h, w) (as the paper: a sample, not the mean)."""
         dist = self.vae.encode(image.to(self.device, self.vae.dtype) * 2 - 1).latent_dist
-        noise = torch.randn(dist.mean.shape, generator=generator,
-                            device=generator.device if generator is not None else self.device)
+        noise = torch.randn(
+            dist.mean.shape,
+            generator=generator,
+            device=generator.device if generator is not None else self.device,
+        )
         return (dist.mean + dist.std * noise.to(dist.mean)) * self.vae.config.scaling_factor
 
     @torch.no_grad()
@@ -156,22 +164,40 @@ class AVSyncPipeline(DiffusionPipeline):
         tokens = tokens.to(device, dtype).expand(b, -1, -1)
         text = text_emb.to(device, dtype).expand(b, -1, -1)
         mask = self.audio_encoder.segment_mask(num_frames)[None].to(device)
-        null_audio = (self.audio_encoder.null_audio_tokens().to(device, dtype)
-                      if audio_guidance_scale != 1.0 else None)
+        null_audio = (
+            self.audio_encoder.null_audio_tokens().to(device, dtype) if audio_guidance_scale != 1.0 else None
+        )
         null_text = null_text_emb.to(device, dtype) if text_guidance_scale != 1.0 else None
 
         first = self.encode_image(image, generator).to(dtype)  # b C h w
         c, h, w = first.shape[1:]
-        noise = torch.randn((b, c, num_frames - 1, h, w), generator=generator,
-                            device=generator.device if generator is not None else device).to(device, dtype)
+        noise = torch.randn(
+            (b, c, num_frames - 1, h, w),
+            generator=generator,
+            device=generator.device if generator is not None else device,
+        ).to(device, dtype)
         latents = torch.cat([first[:, :, None], noise], dim=2) * self.scheduler.init_noise_sigma
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        step_kwargs = (
+            {"generator": generator}
+            if "generator" in inspect.signature(self.scheduler.step).parameters
+            else {}
+        )
         for t in self.scheduler.timesteps:
             model_in = self.scheduler.scale_model_input(latents, t)
-            eps = guided_eps(self.unet, model_in, t, text, tokens, mask, null_audio, null_text,
-                             audio_guidance_scale, text_guidance_scale)
+            eps = guided_eps(
+                self.unet,
+                model_in,
+                t,
+                text,
+                tokens,
+                mask,
+                null_audio,
+                null_text,
+                audio_guidance_scale,
+                text_guidance_scale,
+            )
             # Only frames 1.. are denoised; frame 0 is the fixed condition.
             moving = self.scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:], **step_kwargs).prev_sample
             if sampler == "authors":

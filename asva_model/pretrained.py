@@ -38,12 +38,17 @@ def _unet2d(cfg: ModelConfig) -> UNet2DConditionModel:
     u = cfg.unet
     levels = len(u.block_out_channels)
     return UNet2DConditionModel(
-        sample_size=8, in_channels=u.in_channels, out_channels=u.out_channels,
+        sample_size=8,
+        in_channels=u.in_channels,
+        out_channels=u.out_channels,
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
-        block_out_channels=tuple(u.block_out_channels), layers_per_block=u.layers_per_block,
-        attention_head_dim=u.attention_head_dim, cross_attention_dim=u.cross_attention_dim,
-        norm_num_groups=u.norm_num_groups, norm_eps=u.norm_eps,
+        block_out_channels=tuple(u.block_out_channels),
+        layers_per_block=u.layers_per_block,
+        attention_head_dim=u.attention_head_dim,
+        cross_attention_dim=u.cross_attention_dim,
+        norm_num_groups=u.norm_num_groups,
+        norm_eps=u.norm_eps,
     )
 
 
@@ -54,7 +59,7 @@ def imagebind_state_dict(encoder: ImageBindAudioEncoder) -> dict[str, torch.Tens
     for key, value in encoder.state_dict().items():
         for ours, theirs in ours_to_theirs.items():
             if key.startswith(ours):
-                out[theirs + key[len(ours):]] = value.clone()
+                out[theirs + key[len(ours) :]] = value.clone()
     return out
 
 
@@ -70,7 +75,7 @@ def make_tiny_pretrained(
     """Write random-init pretrained files of ``model_cfg``'s geometry under ``out_dir`` (meant for a small one,
     e.g. ``configs/model/tiny.yaml``'s); returns ``model_cfg`` with its paths pointing at them.
 
-    ``write_vae=False`` leaves ``sd/vae`` to the caller (e.g. a VAE trained by :mod:`asva_model.vae_pretrain`)."""
+    ``write_vae=False`` leaves ``sd/vae`` to the caller (e.g. a VAE trained by ``asva pretrain-vae``)."""
     out = Path(out_dir)
     sd = out / "sd"
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
@@ -78,36 +83,60 @@ def make_tiny_pretrained(
         safe = weights_format == "safetensors"
         _unet2d(model_cfg).save_pretrained(sd / "unet", safe_serialization=safe)
         if write_vae:
-            build_vae(dataclasses.replace(model_cfg, pretrained_sd="")).save_pretrained(sd / "vae",
-                                                                                        safe_serialization=safe)
+            build_vae(dataclasses.replace(model_cfg, pretrained_sd="")).save_pretrained(
+                sd / "vae", safe_serialization=safe
+            )
         sched_cls = PNDMScheduler if scheduler == "pndm" else DDPMScheduler
-        extra = dict(skip_prk_steps=True, set_alpha_to_one=False) if scheduler == "pndm" else dict(clip_sample=False)
+        extra = (
+            dict(skip_prk_steps=True, set_alpha_to_one=False)
+            if scheduler == "pndm"
+            else dict(clip_sample=False)
+        )
         sched_cls(**dataclasses.asdict(model_cfg.noise_scheduler), **extra).save_pretrained(sd / "scheduler")
-        (sd / "model_index.json").write_text(json.dumps({
-            "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", sched_cls.__name__]}, indent=2))
+        (sd / "model_index.json").write_text(
+            json.dumps(
+                {
+                    "_class_name": "StableDiffusionPipeline",
+                    "unet": ["diffusers", "UNet2DConditionModel"],
+                    "vae": ["diffusers", "AutoencoderKL"],
+                    "scheduler": ["diffusers", sched_cls.__name__],
+                },
+                indent=2,
+            )
+        )
 
         encoder = build_audio_encoder(model_cfg)
         state = imagebind_state_dict(encoder)
-        state["modality_trunks.vision.blocks.0.norm_1.weight"] = torch.ones(8)  # real files hold all modalities
+        state["modality_trunks.vision.blocks.0.norm_1.weight"] = torch.ones(
+            8
+        )  # real files hold all modalities
         torch.save(state, out / "imagebind_audio.pth")
 
         dim = model_cfg.unet.cross_attention_dim
         torch.save({p: torch.randn(77, dim) for p in prompts}, out / "text_encodings.pt")
         torch.save(torch.randn(1, 77, dim), out / "null_text_encoding.pt")
 
-    cfg = dataclasses.replace(model_cfg, pretrained_sd=str(sd), audio_encoder_weights=str(out / "imagebind_audio.pth"),
-                              text_encodings=str(out / "text_encodings.pt"),
-                              null_text_encoding=str(out / "null_text_encoding.pt"))
+    cfg = dataclasses.replace(
+        model_cfg,
+        pretrained_sd=str(sd),
+        audio_encoder_weights=str(out / "imagebind_audio.pth"),
+        text_encodings=str(out / "text_encodings.pt"),
+        null_text_encoding=str(out / "null_text_encoding.pt"),
+    )
     section = {name: dataclasses.asdict(getattr(cfg, name)) for name in ("unet", "audio_encoder", "vae")}
-    section.update(pretrained_sd=cfg.pretrained_sd, audio_encoder_weights=cfg.audio_encoder_weights,
-                   text_encodings=cfg.text_encodings, null_text_encoding=cfg.null_text_encoding)
+    section.update(
+        pretrained_sd=cfg.pretrained_sd,
+        audio_encoder_weights=cfg.audio_encoder_weights,
+        text_encodings=cfg.text_encodings,
+        null_text_encoding=cfg.null_text_encoding,
+    )
     (out / "model.yaml").write_text(yaml.safe_dump({"model": section}, sort_keys=False))
     return cfg
 
 
-def write_authors_layout(unet: AudioUNet3D, audio_encoder: ImageBindAudioEncoder, out_dir: str | Path,
-                         num_frames: int = 12) -> Path:
+def write_authors_layout(
+    unet: AudioUNet3D, audio_encoder: ImageBindAudioEncoder, out_dir: str | Path, num_frames: int = 12
+) -> Path:
     """Save ``<out_dir>/modules/{unet,audio_encoder}`` as the authors' code does (their class and block
     names in config.json, diffusers weights files); returns the ``modules`` folder."""
     modules = Path(out_dir) / "modules"
@@ -116,28 +145,63 @@ def write_authors_layout(unet: AudioUNet3D, audio_encoder: ImageBindAudioEncoder
     c = dict(unet.config)
     levels = len(c["block_out_channels"])
     theirs = {
-        "_class_name": "AudioUNet3DConditionModel", "_diffusers_version": "0.29.2", "sample_size": None,
-        "in_channels": c["in_channels"], "out_channels": c["out_channels"], "center_input_sample": False,
-        "flip_sin_to_cos": True, "freq_shift": 0,
-        "down_block_types": ["FFSpatioAudioTempCrossAttnDownBlock3D"] * (levels - 1) + ["FFSpatioTempResDownBlock3D"],
+        "_class_name": "AudioUNet3DConditionModel",
+        "_diffusers_version": "0.29.2",
+        "sample_size": None,
+        "in_channels": c["in_channels"],
+        "out_channels": c["out_channels"],
+        "center_input_sample": False,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "down_block_types": ["FFSpatioAudioTempCrossAttnDownBlock3D"] * (levels - 1)
+        + ["FFSpatioTempResDownBlock3D"],
         "mid_block_type": "FFSpatioAudioTempCrossAttnUNetMidBlock3D",
-        "up_block_types": ["FFSpatioTempResUpBlock3D"] + ["FFSpatioAudioTempCrossAttnUpBlock3D"] * (levels - 1),
-        "only_cross_attention": False, "block_out_channels": list(c["block_out_channels"]),
-        "layers_per_block": c["layers_per_block"], "downsample_padding": 1, "mid_block_scale_factor": 1,
-        "act_fn": "silu", "norm_num_groups": c["norm_num_groups"], "norm_eps": c["norm_eps"],
-        "cross_attention_dim": c["cross_attention_dim"], "encoder_hid_dim": None,
-        "attention_head_dim": c["attention_head_dim"], "dual_cross_attention": False,
-        "use_linear_projection": False, "class_embed_type": None, "addition_embed_type": None,
-        "num_class_embeds": None, "upcast_attention": False, "resnet_time_scale_shift": "default",
-        "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "time_embedding_type": "positional",
-        "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
-        "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
-        "projection_class_embeddings_input_dim": None, "class_embeddings_concat": False,
-        "mid_block_only_cross_attention": None, "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
+        "up_block_types": ["FFSpatioTempResUpBlock3D"]
+        + ["FFSpatioAudioTempCrossAttnUpBlock3D"] * (levels - 1),
+        "only_cross_attention": False,
+        "block_out_channels": list(c["block_out_channels"]),
+        "layers_per_block": c["layers_per_block"],
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "act_fn": "silu",
+        "norm_num_groups": c["norm_num_groups"],
+        "norm_eps": c["norm_eps"],
+        "cross_attention_dim": c["cross_attention_dim"],
+        "encoder_hid_dim": None,
+        "attention_head_dim": c["attention_head_dim"],
+        "dual_cross_attention": False,
+        "use_linear_projection": False,
+        "class_embed_type": None,
+        "addition_embed_type": None,
+        "num_class_embeds": None,
+        "upcast_attention": False,
+        "resnet_time_scale_shift": "default",
+        "resnet_skip_time_act": False,
+        "resnet_out_scale_factor": 1.0,
+        "time_embedding_type": "positional",
+        "time_embedding_dim": None,
+        "time_embedding_act_fn": None,
+        "timestep_post_act": None,
+        "time_cond_proj_dim": None,
+        "conv_in_kernel": 3,
+        "conv_out_kernel": 3,
+        "projection_class_embeddings_input_dim": None,
+        "class_embeddings_concat": False,
+        "mid_block_only_cross_attention": None,
+        "cross_attention_norm": None,
+        "addition_embed_type_num_heads": 64,
         "audio_cross_attention_dim": c["audio_cross_attention_dim"],
     }
     (modules / "unet" / "config.json").write_text(json.dumps(theirs, indent=2))
-    (modules / "audio_encoder" / "config.json").write_text(json.dumps(
-        {"_class_name": "ImageBindSegmaskAudioEncoder", "_diffusers_version": "0.29.2", "n_segment": num_frames,
-         "pretrained_model_name": "imagebind-huge"}, indent=2))
+    (modules / "audio_encoder" / "config.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "ImageBindSegmaskAudioEncoder",
+                "_diffusers_version": "0.29.2",
+                "n_segment": num_frames,
+                "pretrained_model_name": "imagebind-huge",
+            },
+            indent=2,
+        )
+    )
     return modules

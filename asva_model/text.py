@@ -21,8 +21,10 @@ class TextEncodings:
         self.table = {} if self.single is not None else {str(k): v for k, v in table.items()}
         for name, enc in ({"*": self.single} if self.single is not None else self.table).items():
             if not isinstance(enc, torch.Tensor) or enc.squeeze(0).ndim != 2:
-                raise ValueError(f"{source}: encoding for {name!r} must be a (tokens, dim) tensor, got "
-                                 f"{getattr(enc, 'shape', type(enc).__name__)}")
+                raise ValueError(
+                    f"{source}: encoding for {name!r} must be a (tokens, dim) tensor, got "
+                    f"{getattr(enc, 'shape', type(enc).__name__)}"
+                )
 
     @property
     def dim(self) -> int:

@@ -50,8 +50,9 @@ def frame_strip(frames) -> np.ndarray:
     return np.concatenate([video[0], video[n // 2], video[n - 1]], axis=1)
 
 
-def write_video(path: str | Path, frames, waveform=None, fps: float = 6, sample_rate: int = 16000,
-                crf: int = 18) -> Path:
+def write_video(
+    path: str | Path, frames, waveform=None, fps: float = 6, sample_rate: int = 16000, crf: int = 18
+) -> Path:
     """Encode ``frames`` (and ``waveform`` if given) into an mp4 at ``path``; returns the path."""
     path = Path(path)
     video = _frames_uint8(frames)
@@ -73,7 +74,7 @@ def write_video(path: str | Path, frames, waveform=None, fps: float = 6, sample_
             out.mux(vs.encode(None))
             if audio is not None:
                 for start in range(0, audio.shape[1], 1024):
-                    block = np.ascontiguousarray(audio[:, start:start + 1024])
+                    block = np.ascontiguousarray(audio[:, start : start + 1024])
                     af = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
                     af.sample_rate, af.pts, af.time_base = sample_rate, start, Fraction(1, sample_rate)
                     out.mux(astream.encode(af))

@@ -34,8 +34,10 @@ def existing_path(path: str | Path, what: str) -> Path:
     """``path`` as a Path, or FileNotFoundError naming what it should hold (no download is attempted)."""
     p = Path(path).expanduser()
     if not str(path) or not p.exists():
-        raise FileNotFoundError(f"{what}: {path!s} does not exist (weights are never downloaded; "
-                                "copy them there or point the config at them)")
+        raise FileNotFoundError(
+            f"{what}: {path!s} does not exist (weights are never downloaded; "
+            "copy them there or point the config at them)"
+        )
     return p
 
 
@@ -74,14 +76,21 @@ def load_strict(module: M, state_dict: Mapping[str, torch.Tensor], source: str) 
     own = module.state_dict()
     mismatched = sorted(k for k in own.keys() & state_dict.keys() if own[k].shape != state_dict[k].shape)
     if mismatched:
-        raise _not_fitting(source, module, sorted(own.keys() - state_dict.keys()),
-                           sorted(state_dict.keys() - own.keys()), mismatched)
+        raise _not_fitting(
+            source,
+            module,
+            sorted(own.keys() - state_dict.keys()),
+            sorted(state_dict.keys() - own.keys()),
+            mismatched,
+        )
     on_meta = any(t.is_meta for t in own.values())
     try:
         # strict=False: torch reports what is missing/unexpected (a BatchNorm may omit num_batches_tracked)
         result = module.load_state_dict(state_dict, strict=False, assign=on_meta)
     except RuntimeError as err:
-        raise WeightsError(f"{source}: weights do not fit {type(module).__name__}: {_one_line(err)}") from None
+        raise WeightsError(
+            f"{source}: weights do not fit {type(module).__name__}: {_one_line(err)}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise _not_fitting(source, module, sorted(result.missing_keys), sorted(result.unexpected_keys), [])
     return module
@@ -92,8 +101,9 @@ def from_pretrained_strict(cls: type[M], folder: str | Path, source: str | None 
     not fit, like :func:`load_strict`."""
     source = source or str(folder)
     try:  # ignore_mismatched_sizes: mis-shaped weights are reported in `info` (and refused below), not raised
-        model, info = cls.from_pretrained(str(folder), output_loading_info=True, low_cpu_mem_usage=False,
-                                          ignore_mismatched_sizes=True)
+        model, info = cls.from_pretrained(
+            str(folder), output_loading_info=True, low_cpu_mem_usage=False, ignore_mismatched_sizes=True
+        )
     except (RuntimeError, ValueError) as err:
         raise WeightsError(f"{source}: weights do not fit {cls.__name__}: {_one_line(err)}") from None
     missing, unexpected = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
@@ -103,8 +113,9 @@ def from_pretrained_strict(cls: type[M], folder: str | Path, source: str | None 
     return model
 
 
-def _not_fitting(source: str, module: nn.Module, missing: list[str], unexpected: list[str],
-                 mismatched: list[str]) -> WeightsError:
+def _not_fitting(
+    source: str, module: nn.Module, missing: list[str], unexpected: list[str], mismatched: list[str]
+) -> WeightsError:
     parts = [f"missing {_head(missing)}", f"unexpected {_head(unexpected)}"]
     if mismatched:
         parts.append(f"shape mismatch {_head(mismatched)}")

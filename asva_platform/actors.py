@@ -8,16 +8,25 @@ the others.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from asva_platform.cluster import init_ray
+from asva_platform.cluster import ClusterConfig, check_fits, init_ray, joined
 from asva_platform.errors import UserError
 from asva_platform.progress import Progress
 
 
-def actor_layout(eval_cfg, cluster_cfg, num_items: int, resources: dict[str, float]) -> tuple[int, bool]:
+class PoolSettings(Protocol):
+    """How many actors and what each gets (the ``eval`` section has these fields)."""
+
+    num_workers: int
+    cpus_per_worker: float
+    device: str
+
+
+def actor_layout(
+    eval_cfg: PoolSettings, cluster_cfg: ClusterConfig, num_items: int, resources: dict[str, float]
+) -> tuple[int, bool]:
     """(number of actors, one GPU each?) for the cluster's ``resources``; UserError if a local Ray is too small."""
     e = eval_cfg
     gpus, cpus = resources.get("GPU", 0.0), resources.get("CPU", 0.0)
@@ -26,33 +35,35 @@ def actor_layout(eval_cfg, cluster_cfg, num_items: int, resources: dict[str, flo
     use_gpu = e.device == "cuda" or (e.device == "auto" and gpus >= 1)
     auto = int(gpus) if use_gpu else int(cpus // e.cpus_per_worker)
     n = max(1, min(e.num_workers or auto, num_items))
-    short = []
-    if cpus + 1e-9 < n * e.cpus_per_worker:
-        short.append(f"{n * e.cpus_per_worker:g} CPUs (cluster has {cpus:g})")
-    if use_gpu and gpus + 1e-9 < n:
-        short.append(f"{n} GPUs (cluster has {gpus:g})")
-    if short:
-        msg = f"{n} worker(s) need {' and '.join(short)}: lower eval.num_workers or eval.cpus_per_worker"
-        if cluster_cfg.address or os.environ.get("RAY_ADDRESS"):
-            print(f"warning: {msg} (waiting for the autoscaler, if any)")
-        else:
-            raise UserError(msg)
+    check_fits(
+        f"{n} worker(s)",
+        {"CPU": n * e.cpus_per_worker, "GPU": float(n) if use_gpu else 0.0},
+        resources,
+        "lower eval.num_workers or eval.cpus_per_worker",
+        may_grow=joined(cluster_cfg),
+    )
     return n, use_gpu
 
 
-def map_on_actors(exp_cfg, worker_cls: type, make_spec: Callable[[str, int], Any], items: Sequence,
-                  log: Callable[[str], None] = print, what: str = "item") -> tuple[list, int, bool]:
+def map_on_actors(
+    eval_cfg: PoolSettings,
+    cluster_cfg: ClusterConfig,
+    worker_cls: type,
+    make_spec: Callable[[str, int], Any],
+    items: Sequence,
+    log: Callable[[str], None] = print,
+    what: str = "item",
+) -> tuple[list, int, bool]:
     """Run ``worker_cls(make_spec(device, threads)).run(item)`` for every item on Ray actors.
 
     Returns (results in item order, number of actors, whether they had GPUs). ``worker_cls`` must have
     ``run(item)`` and ``ready()`` (which returns once the actor has loaded its models).
     """
-
-    ray = init_ray(exp_cfg.cluster)
+    ray = init_ray(cluster_cfg)
     from ray.util import ActorPool
 
-    e = exp_cfg.eval
-    n, use_gpu = actor_layout(e, exp_cfg.cluster, len(items), ray.cluster_resources())
+    e = eval_cfg
+    n, use_gpu = actor_layout(e, cluster_cfg, len(items), ray.cluster_resources())
     spec = make_spec("cuda" if use_gpu else "cpu", max(1, int(e.cpus_per_worker)))
     actor_cls = ray.remote(worker_cls).options(num_cpus=e.cpus_per_worker, num_gpus=1 if use_gpu else 0)
     actors = [actor_cls.remote(spec) for _ in range(n)]
@@ -60,7 +71,9 @@ def map_on_actors(exp_cfg, worker_cls: type, make_spec: Callable[[str, int], Any
     try:
         ray.get([a.ready.remote() for a in actors])
         results, progress = [], Progress(what, len(items))
-        for i, res in enumerate(ActorPool(actors).map(lambda a, item: a.run.remote(item), list(items)), start=1):
+        for i, res in enumerate(
+            ActorPool(actors).map(lambda a, item: a.run.remote(item), list(items)), start=1
+        ):
             results.append(res)
             log(progress.line(i))
     finally:

@@ -1,16 +1,16 @@
 """The ``asva`` command: one CLI with subcommands.
 
-    asva stack up|down|status        local S3 server + MLflow server + Ray head (--nodes N: N Ray nodes)
-    asva config show|validate        resolved experiment config (YAML, with field docs)
-    asva synth                       write a synthetic AVSync15 (real layout, truly synchronized)
-    asva pretrain-vae --config ... --out SD_DIR
-                                     train a small VAE on synthetic frames (toy recipe) into SD_DIR/vae
-    asva model-info                  parameter counts of a model config (built on the meta device)
-    asva tiny-inputs --out DIR       a tiny synthetic dataset + random tiny weights; prints their overrides
-    asva submit STAGE --config ... [-- JOB FLAGS]
-                                     submit preprocess|train|sweep|evaluate|generate as a Ray job
-    asva jobs list|status|logs|stop  follow Ray jobs
-    asva compare RUN [RUN ...]       side-by-side videos of runs (or a sweep's children) as one HTML page
+asva stack up|down|status        local S3 server + MLflow server + Ray head (--nodes N: N Ray nodes)
+asva config show|validate        resolved experiment config (YAML, with field docs)
+asva synth                       write a synthetic AVSync15 (real layout, truly synchronized)
+asva pretrain-vae --config ... --out SD_DIR
+                                 train a small VAE on synthetic frames (toy recipe) into SD_DIR/vae
+asva model-info                  parameter counts of a model config (built on the meta device)
+asva tiny-inputs --out DIR       a tiny synthetic dataset + random tiny weights; prints their overrides
+asva submit STAGE --config ... [-- JOB FLAGS]
+                                 submit preprocess|train|sweep|evaluate|generate as a Ray job
+asva jobs list|status|logs|stop  follow Ray jobs
+asva compare RUN [RUN ...]       side-by-side videos of runs (or a sweep's children) as one HTML page
 """
 
 from __future__ import annotations
@@ -53,17 +53,18 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    exp = load_experiment(args.config, args.overrides)
+    experiment = load_experiment(args.config, args.overrides)
     if args.action == "show":
-        print(cfg.dump_yaml(exp, with_docs=args.docs), end="")
+        print(cfg.dump_yaml(experiment, with_docs=args.docs), end="")
     else:
         print(f"ok: {args.config}")
     return 0
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    sub = submit.build_submission(args.stage, args.config, args.overrides, args.submission_id or "",
-                                  flags=tuple(args.job_flags))
+    sub = submit.build_submission(
+        args.stage, args.config, args.overrides, args.submission_id or "", flags=tuple(args.job_flags)
+    )
     job_id = submit.submit(sub, args.address, num_gpus=args.entrypoint_num_gpus)
     print(f"submitted {job_id}: {sub.entrypoint}", flush=True)
     if args.no_wait:
@@ -95,9 +96,13 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_model_info(args: argparse.Namespace) -> int:
     from asva_model.info import describe, model_info  # torch-heavy: only this subcommand pays for it
 
-    exp = load_experiment(args.config, args.overrides)
+    experiment = load_experiment(args.config, args.overrides)
     # which protocol the config's numbers would follow (docs/metrics.md, "Reproducing the paper")
-    info = {**model_info(exp.model), "protocol": exp.protocol, "protocol_quirks": exp.protocol_quirks()}
+    info = {
+        **model_info(experiment.model),
+        "protocol": experiment.protocol,
+        "protocol_quirks": experiment.protocol_quirks(),
+    }
     if args.json:
         print(json.dumps(info))
     else:
@@ -107,12 +112,18 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain_vae(args: argparse.Namespace) -> int:
-    from asva_model.vae_pretrain import pretrain_vae  # torch-heavy: only this subcommand pays for it
+    from asva_platform.dev.vae_pretrain import pretrain_vae  # torch-heavy: only this subcommand pays for it
 
-    exp = load_experiment(args.config, args.overrides)
+    experiment = load_experiment(args.config, args.overrides)
     try:
-        report = pretrain_vae(exp.model, exp.vae_pretrain, exp.dataset.classes, exp.sampling.image_size,
-                              Path(args.out) / "vae", log=lambda m: print(m, flush=True))
+        report = pretrain_vae(
+            experiment.model,
+            experiment.vae_pretrain,
+            experiment.dataset.classes,
+            experiment.sampling.image_size,
+            Path(args.out) / "vae",
+            log=lambda m: print(m, flush=True),
+        )
     except ValueError as err:
         print(f"asva pretrain-vae: {err}", file=sys.stderr)
         return 2
@@ -120,36 +131,49 @@ def cmd_pretrain_vae(args: argparse.Namespace) -> int:
         print(json.dumps(report.to_json()))
     else:
         verb = "reused" if report.reused else f"trained in {report.seconds:.0f} s:"
-        print(f"{verb} {report.folder}: held-out PSNR {report.psnr_db:.2f} dB (random init "
-              f"{report.psnr_random_init_db:.2f} dB); use with\n  model.pretrained_sd={Path(args.out).resolve()} "
-              f"model.vae.scaling_factor={report.scaling_factor!r}")
+        print(
+            f"{verb} {report.folder}: held-out PSNR {report.psnr_db:.2f} dB (random init "
+            f"{report.psnr_random_init_db:.2f} dB); use with\n  model.pretrained_sd={Path(args.out).resolve()} "
+            f"model.vae.scaling_factor={report.scaling_factor!r}"
+        )
     return 0
 
 
 def cmd_tiny_inputs(args: argparse.Namespace) -> int:
     from asva_platform.dev.fixtures import tiny_inputs  # torch-heavy: only this subcommand pays for it
 
-    _, overrides = tiny_inputs(args.out, clips_per_class=args.clips_per_class, max_duration=args.max_duration,
-                               image_size=args.image_size)
+    _, overrides = tiny_inputs(
+        args.out,
+        clips_per_class=args.clips_per_class,
+        max_duration=args.max_duration,
+        image_size=args.image_size,
+    )
     line = " ".join(overrides)
     if any(" " in o for o in overrides):
-        raise UserError(f"--out {args.out}: the printed overrides must be shell words; choose a path without spaces")
+        raise UserError(
+            f"--out {args.out}: the printed overrides must be shell words; choose a path without spaces"
+        )
     (Path(args.out) / "overrides.txt").write_text(line + "\n")
     print(line)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asva", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="asva", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="local stack: S3 server, MLflow server, Ray head")
     p.add_argument("action", choices=["up", "down", "status", "env"])
     p.add_argument("--state-dir", default=None, help="state directory (default .asva or $ASVA_STATE_DIR)")
-    p.add_argument("--nodes", type=int, default=0,
-                   help="Ray nodes on this machine (head + workers, each $ASVA_RAY_NUM_CPUS CPUs; default "
-                        "$ASVA_RAY_NODES or 1): try multi-node behaviour locally")
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="Ray nodes on this machine (head + workers, each $ASVA_RAY_NUM_CPUS CPUs; default "
+        "$ASVA_RAY_NODES or 1): try multi-node behaviour locally",
+    )
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("config", help="show or validate an experiment config")
@@ -159,37 +183,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("model-info", help="parameter counts of a model config (built on the meta device)")
-    p.add_argument("--config", default=None, help="experiment YAML (its `model` section); default: the paper's model")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.unet.block_out_channels=[32,64]")
+    p.add_argument(
+        "--config", default=None, help="experiment YAML (its `model` section); default: the paper's model"
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. model.unet.block_out_channels=[32,64]"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_model_info)
 
-    p = sub.add_parser("pretrain-vae", help="train a small VAE on synthetic frames (toy recipe)",
-                       description="Train model.vae's geometry on frames of the synthetic dataset's classes "
-                                   "(dataset.classes) at sampling.image_size, per the vae_pretrain section; save it "
-                                   "as OUT/vae (diffusers layout) with its measured scaling factor and held-out PSNR.")
+    p = sub.add_parser(
+        "pretrain-vae",
+        help="train a small VAE on synthetic frames (toy recipe)",
+        description="Train model.vae's geometry on frames of the synthetic dataset's classes "
+        "(dataset.classes) at sampling.image_size, per the vae_pretrain section; save it "
+        "as OUT/vae (diffusers layout) with its measured scaling factor and held-out PSNR.",
+    )
     _add_config_args(p)
     p.add_argument("--out", required=True, help="SD folder to write vae/ into (model.pretrained_sd)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(func=cmd_pretrain_vae)
 
-    p = sub.add_parser("tiny-inputs", help="a tiny synthetic AVSync15 and random tiny weights, to try every stage",
-                       description="Write a synthetic AVSync15 (OUT/data) and random-init weights of the tiny "
-                                   "geometry in their real formats (OUT/weights); print, on one line, the dotted "
-                                   "overrides that point configs/tiny.yaml at them (also in OUT/overrides.txt). "
-                                   "Plumbing: every stage runs on them, nothing is learned (the toy recipe, "
-                                   "`make demo`, learns).")
+    p = sub.add_parser(
+        "tiny-inputs",
+        help="a tiny synthetic AVSync15 and random tiny weights, to try every stage",
+        description="Write a synthetic AVSync15 (OUT/data) and random-init weights of the tiny "
+        "geometry in their real formats (OUT/weights); print, on one line, the dotted "
+        "overrides that point configs/tiny.yaml at them (also in OUT/overrides.txt). "
+        "Plumbing: every stage runs on them, nothing is learned (the toy recipe, "
+        "`make demo`, learns).",
+    )
     p.add_argument("--out", required=True, help="folder to write into (reused if already there)")
     p.add_argument("--clips-per-class", type=int, default=1)
     p.add_argument("--max-duration", type=float, default=3.0, help="seconds per synthetic clip")
     p.add_argument("--image-size", type=int, default=32)
     p.set_defaults(func=cmd_tiny_inputs)
 
-    address_help = ("Ray job server URL (default $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else "
-                    "http://127.0.0.1:8265)")
-    p = sub.add_parser("submit", help="submit a stage as a Ray job",
-                       epilog="Stage flags go after `--`, e.g. `asva submit generate --config c.yaml -- --image "
-                              "s3://b/first.png --audio s3://b/a.wav --prompt dog_barking --out s3://b/out.mp4`.")
+    address_help = (
+        "Ray job server URL (default $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS, else http://127.0.0.1:8265)"
+    )
+    p = sub.add_parser(
+        "submit",
+        help="submit a stage as a Ray job",
+        epilog="Stage flags go after `--`, e.g. `asva submit generate --config c.yaml -- --image "
+        "s3://b/first.png --audio s3://b/a.wav --prompt dog_barking --out s3://b/out.mp4`.",
+    )
     p.add_argument("stage", choices=["preprocess", "train", "sweep", "evaluate", "generate"])
     p.add_argument("--config", required=True, help="experiment YAML (for `sweep`: the sweep YAML)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=2e-4")
@@ -218,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PASSTHROUGH = {
-    "synth": ("asva_model.data.synth", "main"),
+    "synth": ("asva_platform.dev.synth", "main"),
     "compare": ("asva_platform.compare", "main"),
 }
 
@@ -233,7 +271,7 @@ def _main(argv: list[str] | None) -> int:
     job_flags: list[str] = []
     if argv and argv[0] == "submit" and "--" in argv:  # what follows `--` goes to the job as is
         cut = argv.index("--")
-        argv, job_flags = argv[:cut], argv[cut + 1:]
+        argv, job_flags = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     args.job_flags = job_flags

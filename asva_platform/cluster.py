@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from asva_platform.errors import UserError
+
 
 @dataclass
 class ClusterConfig:
@@ -30,8 +32,13 @@ FORWARDED_ENV = (
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
     "ASVA_GIT_COMMIT",
 )
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "MLFLOW_TRACKING_PASSWORD",
-              "MLFLOW_TRACKING_TOKEN")
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
 
 
 def apply_runtime_defaults() -> None:
@@ -71,7 +78,7 @@ def _job_runtime_env() -> dict:
         return {}
 
 
-def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
+def init_ray(cluster_cfg: ClusterConfig, extra_env: dict[str, str] | None = None):
     """Join the configured cluster ($RAY_ADDRESS or ``cluster.address``), else start a local Ray."""
     apply_runtime_defaults()
     import ray
@@ -84,7 +91,11 @@ def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
     # env vars already reach every worker, so pass only what it lacks.
     job_env = _job_runtime_env().get("env_vars") or {}
     env_vars = {k: v for k, v in env_vars.items() if k not in job_env}
-    kwargs = {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True} if env_vars else {"log_to_driver": True}
+    kwargs = (
+        {"runtime_env": {"env_vars": env_vars}, "log_to_driver": True}
+        if env_vars
+        else {"log_to_driver": True}
+    )
     if address and address.startswith("http"):
         # RAY_ADDRESS for the job CLI is the dashboard URL; a driver inside a job joins the running cluster.
         address = "auto"
@@ -95,3 +106,38 @@ def init_ray(cluster_cfg, extra_env: dict[str, str] | None = None):
             kwargs["num_cpus"] = cluster_cfg.num_cpus
         ray.init(address="local", include_dashboard=False, **kwargs)
     return ray
+
+
+def joined(cluster_cfg: ClusterConfig) -> bool:
+    """Whether jobs join a running cluster (``cluster.address`` or ``$RAY_ADDRESS``) instead of starting a local
+    Ray: a joined cluster may autoscale, a local one never grows."""
+    return bool(cluster_cfg.address or os.environ.get("RAY_ADDRESS"))
+
+
+def local_resources(cluster_cfg: ClusterConfig) -> dict[str, float]:
+    """What a local Ray started with ``cluster_cfg`` will have, before it starts: ``cluster.num_cpus`` (else this
+    machine's CPUs) and this machine's GPUs."""
+    import torch
+
+    return {
+        "CPU": float(cluster_cfg.num_cpus or os.cpu_count() or 1),
+        "GPU": float(torch.cuda.device_count()),
+    }
+
+
+def check_fits(what: str, need: dict[str, float], have: dict[str, float], fix: str, may_grow: bool) -> None:
+    """The one "does it fit" check: ``what`` needs ``need`` (Ray resource -> amount) of a cluster that has
+    ``have``. Work that can never be scheduled would wait forever, so a cluster that cannot grow fails now in one
+    line saying what to lower (``fix``); one that may (a joined cluster: its autoscaler) gets a warning."""
+    short = [
+        f"{amount:g} {name} (cluster has {have.get(name, 0):g})"
+        for name, amount in need.items()
+        if amount and have.get(name, 0) + 1e-9 < amount
+    ]
+    if not short:
+        return
+    msg = f"{what} needs {' and '.join(short)}: {fix}"
+    if may_grow:
+        print(f"warning: {msg} (waiting for the autoscaler, if any)")
+    else:
+        raise UserError(msg)

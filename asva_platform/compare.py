@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
 import json
 import sys
@@ -29,9 +30,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from asva_platform.artifacts.evaluation import load_evaluation
+from asva_model.metrics import catalogue
+from asva_model.metrics.catalogue import Metric
+from asva_platform.artifacts.evaluation import EvaluationRecord, load_evaluation
 from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import PROTOCOLS, SEED_KEY, load_experiment
+from asva_platform.inference.config import GenerateConfig
 from asva_platform.storage import Storage
 from asva_platform.tracking import (
     TAG_COMPARED,
@@ -45,10 +49,9 @@ from asva_platform.tracking import (
 
 ARTIFACT_PATH = "compare/index.html"
 JOB = "compare"
-# Interval ends and the shifted-audio control (Sync_shifted: no better/worse direction) stay in eval.json.
-METRIC_ORDER = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_win_rate")
-LOWER_IS_BETTER = {"FID", "FVD"}
 SETTING_KEYS = ("audio_guidance_scale", "text_guidance_scale", "num_inference_steps", "seed")
+"""The generation settings the runs table shows (``generate.*``)."""
+SEED_FIELD = SEED_KEY.rsplit(".", 1)[1]
 MAX_DIFF_PARAMS = 12
 PAGE_WARN_BYTES = 64 * 2**20
 
@@ -59,8 +62,8 @@ class ComparedRun:
     name: str
     experiment_id: str
     params: dict[str, str]
-    record: dict
-    """The run's eval.json."""
+    record: EvaluationRecord
+    """The run's evaluation (eval.json)."""
 
     @property
     def label(self) -> str:
@@ -92,40 +95,56 @@ def collect_runs(client, run_ids: list[str]) -> Comparison:
     parent, skipped = "", []
     runs = [_run(client, r) for r in run_ids]
     if len(runs) == 1:
-        children = client.search_runs([runs[0].info.experiment_id],
-                                      filter_string=f"tags.`{TAG_PARENT}` = '{runs[0].info.run_id}'",
-                                      order_by=["attributes.start_time ASC"], max_results=1000)
+        children = client.search_runs(
+            [runs[0].info.experiment_id],
+            filter_string=f"tags.`{TAG_PARENT}` = '{runs[0].info.run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1000,
+        )
         if children:
             parent = runs[0].info.run_id
             skipped = [c.info.run_id for c in children if TAG_EVAL_LATEST not in c.data.tags]
             runs = [c for c in children if TAG_EVAL_LATEST in c.data.tags]
             if not runs:
                 raise UserError(f"run {parent}: none of its {len(children)} child runs has an evaluation")
-    compared = [ComparedRun(r.info.run_id, r.info.run_name or r.info.run_id[:8], r.info.experiment_id,
-                            dict(r.data.params), load_evaluation(client, r.info.run_id)) for r in runs]
+    compared = [
+        ComparedRun(
+            r.info.run_id,
+            r.info.run_name or r.info.run_id[:8],
+            r.info.experiment_id,
+            dict(r.data.params),
+            load_evaluation(client, r.info.run_id),
+        )
+        for r in runs
+    ]
     return Comparison(by_setting(compared) if parent else compared, parent, skipped)
 
 
 def by_setting(runs: list[ComparedRun]) -> list[ComparedRun]:
-    """A sweep's children in the order of the params that differ between them (numbers as numbers, the seed
-    last), so a setting's seeds sit side by side: trials finish, and so start, in any order."""
-    differing = sorted(k for k in {k for r in runs for k in r.params} if len({r.params.get(k) for r in runs}) > 1)
-    differing = [k for k in differing if k != SEED_KEY] + [k for k in differing if k == SEED_KEY]
-
-    def value(text: str | None) -> tuple:
-        try:
-            return (0, float(text), "")
-        except (TypeError, ValueError):
-            return (1, 0.0, str(text))
-
-    return sorted(runs, key=lambda r: [value(r.params.get(k)) for k in differing])
+    """A sweep's children in the order of the generation settings that differ between them (as their records
+    hold them: numbers as numbers), the seed last, so a setting's seeds sit side by side: trials finish, and so
+    start, in any order. Children that differ in something else (a train sweep) keep their run names' order."""
+    keys = [f.name for f in dataclasses.fields(GenerateConfig) if f.name != SEED_FIELD] + [SEED_FIELD]
+    differing = [k for k in keys if len({getattr(r.record.generate, k) for r in runs}) > 1]
+    return sorted(runs, key=lambda r: ([getattr(r.record.generate, k) for k in differing], r.name))
 
 
-def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[dict], int]:
+@dataclass
+class SharedClip:
+    """A clip every compared run evaluated: its ground truth and each run's video."""
+
+    name: str
+    start: float
+    gt_uri: str
+    videos: list[str]
+    """One per run, in the runs' order."""
+
+
+def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[SharedClip], int]:
     """Clips every run evaluated, in the first run's order, at most ``max_clips`` (0 = all), spread evenly;
-    returns (clips with a per-run video URI map, number of shared clips)."""
-    by_run = [{c["name"]: c for c in r.record["clips"]} for r in runs]
-    names = [c["name"] for c in runs[0].record["clips"] if all(c["name"] in m for m in by_run)]
+    returns (the shared clips, how many there are in all)."""
+    by_run = [{c.name: c for c in r.record.clips} for r in runs]
+    names = [c.name for c in runs[0].record.clips if all(c.name in m for m in by_run)]
     total = len(names)
     if max_clips and total > max_clips:
         step = total / max_clips
@@ -133,8 +152,8 @@ def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[dict], i
     rows = []
     for name in names:
         first = by_run[0][name]
-        gt = next((m[name].get("gt_uri") for m in by_run if m[name].get("gt_uri")), "")
-        rows.append({**first, "gt_uri": gt, "videos": [m[name]["video_uri"] for m in by_run]})
+        gt = next((m[name].gt_uri for m in by_run if m[name].gt_uri), "")
+        rows.append(SharedClip(first.name, first.start, gt, [m[name].video_uri for m in by_run]))
     return rows, total
 
 
@@ -192,66 +211,90 @@ def _video_tag(data: bytes | None, title: str) -> str:
     if data is None:
         return '<td class="missing">missing</td>'
     src = "data:video/mp4;base64," + base64.b64encode(data).decode("ascii")
-    return f'<td><video controls loop preload="metadata" title="{html.escape(title)}" src="{src}"></video></td>'
+    return (
+        f'<td><video controls loop preload="metadata" title="{html.escape(title)}" src="{src}"></video></td>'
+    )
 
 
 def with_interval(metrics: dict, name: str) -> str:
-    """``0.412 [0.38, 0.44]``: a metric with its 95 % interval where the record has one (``<name>_ci_low/high``)."""
-    value, low, high = metrics.get(name), metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    """``0.412 [0.38, 0.44]``: a metric with its 95 % interval where the record has one."""
+    value, bounds = metrics.get(name), catalogue.interval(metrics, name)
     if value is None:
         return "–"
-    return _fmt(value) + (f" [{_fmt(low)}, {_fmt(high)}]" if low is not None and high is not None else "")
+    return _fmt(value) + (f" [{_fmt(bounds[0])}, {_fmt(bounds[1])}]" if bounds else "")
+
+
+def ranked_metrics(runs: list[ComparedRun], every: bool) -> list[Metric]:
+    """The metrics with a better direction that every run (``every``) or any run reports, in display order."""
+    reported = [set(r.record.metrics) for r in runs]
+    names = set.intersection(*reported) if every else set.union(*reported)
+    return catalogue.ranked(names)
 
 
 def headline_metric(runs: list[ComparedRun]) -> str:
-    """The metric each video column states: the first of METRIC_ORDER (Sync before its win rate) every run
-    reports, preferring Sync, the one that says whether motion follows the audio."""
-    reported = [m for m in METRIC_ORDER if all(m in r.record["metrics"] for r in runs)]
+    """The metric each video column states: the first ranked metric every run reports, preferring Sync, the one
+    that says whether motion follows the audio."""
+    reported = [m.name for m in ranked_metrics(runs, every=True)]
     return "Sync" if "Sync" in reported else (reported[0] if reported else "")
 
 
 def header_table(runs: list[ComparedRun]) -> str:
-    metrics = [m for m in METRIC_ORDER if any(m in r.record["metrics"] for r in runs)]
-    shown = {f"eval.{k}" for k in SETTING_KEYS}
+    metrics = ranked_metrics(runs, every=False)
+    shown = {f"generate.{k}" for k in SETTING_KEYS}
     keys = sorted({k for r in runs for k in r.params})
-    differing = [k for k in keys if k not in shown and len({r.params.get(k) for r in runs}) > 1][:MAX_DIFF_PARAMS]
+    differing = [k for k in keys if k not in shown and len({r.params.get(k) for r in runs}) > 1][
+        :MAX_DIFF_PARAMS
+    ]
     best = {}
     for m in metrics:
-        values = [r.record["metrics"].get(m) for r in runs]
-        present = [v for v in values if v is not None]
+        present = [v for v in (r.record.metrics.get(m.name) for r in runs) if v is not None]
         if len(present) > 1:
-            best[m] = (min if m in LOWER_IS_BETTER else max)(present)
-    head = ["run", "checkpoint", "audio guidance", "text guidance", "steps", "seed", "clips",
-            *differing, *[f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics]]
+            best[m.name] = (min if m.direction == "lower" else max)(present)
+    head = [
+        "run",
+        "checkpoint",
+        "audio guidance",
+        "text guidance",
+        "steps",
+        "seed",
+        "clips",
+        *differing,
+        *[f"{m.name} {'↓' if m.direction == 'lower' else '↑'}" for m in metrics],
+    ]
     rows = []
     for r in runs:
-        s = r.record.get("settings", {})
-        cells = [f"<td>{html.escape(r.label)}</td>",
-                 f"<td>{html.escape(str(r.record.get('checkpoint', {}).get('label', '')))}</td>"]
-        cells += [f'<td class="num">{_fmt(s.get(k))}</td>' for k in SETTING_KEYS]
-        cells.append(f'<td class="num">{len(r.record["clips"])}</td>')
+        cells = [f"<td>{html.escape(r.label)}</td>", f"<td>{html.escape(r.record.checkpoint.label)}</td>"]
+        cells += [f'<td class="num">{_fmt(getattr(r.record.generate, k))}</td>' for k in SETTING_KEYS]
+        cells.append(f'<td class="num">{len(r.record.clips)}</td>')
         cells += [f"<td>{html.escape(str(r.params.get(k, '–')))}</td>" for k in differing]
         for m in metrics:
-            v = r.record["metrics"].get(m)
-            cls = "num best" if m in best and v == best[m] else "num"
-            cells.append(f'<td class="{cls}">{with_interval(r.record["metrics"], m)}</td>')
+            v = r.record.metrics.get(m.name)
+            cls = "num best" if m.name in best and v == best[m.name] else "num"
+            cells.append(f'<td class="{cls}">{with_interval(r.record.metrics, m.name)}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return ('<table class="runs"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
-            + "".join(rows) + "</table>")
+    return (
+        '<table class="runs"><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def protocol_warning(runs: list[ComparedRun]) -> str:
     """A warning when the runs' evaluations followed different protocols (their numbers do not compare), with
     the quirks that differ; '' when they agree. Records older than the protocol switch count as `exact`."""
-    protocols = {r.label: r.record.get("settings", {}).get("protocol", "exact") for r in runs}
-    quirks = [r.record.get("settings", {}).get("quirks") or PROTOCOLS["exact"] for r in runs]
+    protocols = {r.label: r.record.protocol for r in runs}
+    quirks = [r.record.quirks or PROTOCOLS["exact"] for r in runs]
     differing = sorted({k for q in quirks for k in q if len({str(other.get(k)) for other in quirks}) > 1})
     if len(set(protocols.values())) < 2 and not differing:
         return ""
     which = ", ".join(f"{label}: {p}" for label, p in protocols.items())
     detail = f"; differing: {', '.join(differing)}" if differing else ""
-    return (f"Warning: these evaluations followed different protocols ({which}{detail}), so their metrics are "
-            "not comparable: docs/metrics.md, \"Reproducing the paper\".")
+    return (
+        f"Warning: these evaluations followed different protocols ({which}{detail}), so their metrics are "
+        'not comparable: docs/metrics.md, "Reproducing the paper".'
+    )
 
 
 def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -> tuple[str, int]:
@@ -263,34 +306,51 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
         return storage.read_bytes(uri) if uri and storage.exists(uri) else None
 
     metric = headline_metric(runs)
-    heading = "".join(f"<th>{html.escape(r.label)}"
-                      + (f'<br><span class="metric">{metric} {with_interval(r.record["metrics"], metric)}</span>'
-                         if metric else "") + "</th>" for r in runs)
+    heading = "".join(
+        f"<th>{html.escape(r.label)}"
+        + (
+            f'<br><span class="metric">{metric} {with_interval(r.record.metrics, metric)}</span>'
+            if metric
+            else ""
+        )
+        + "</th>"
+        for r in runs
+    )
     rows = []
     for clip in clips:
-        where = f"{clip['name']} (start {float(clip.get('start', 0.0)):.2f} s)"
-        cells = [f'<td class="name">{html.escape(where)}<br><button onclick="playRow(this)">play row</button></td>',
-                 _video_tag(read(clip["gt_uri"]), f"ground truth: {clip['name']}")]
-        cells += [_video_tag(read(uri), f"{r.label}: {clip['name']}") for r, uri in zip(runs, clip["videos"])]
+        where = f"{clip.name} (start {clip.start:.2f} s)"
+        cells = [
+            f'<td class="name">{html.escape(where)}<br><button onclick="playRow(this)">play row</button></td>',
+            _video_tag(read(clip.gt_uri), f"ground truth: {clip.name}"),
+        ]
+        cells += [_video_tag(read(uri), f"{r.label}: {clip.name}") for r, uri in zip(runs, clip.videos)]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    source = (f"children of run {comparison.parent_run_id}" if comparison.parent_run_id
-              else f"{len(runs)} run(s)")
-    notes = [f"{source}; {len(clips)} of {total} shared clip(s) shown (first frame = ground-truth condition; "
-             "every generated clip carries its window's ground-truth audio). Metrics: mean over the run's clips "
-             "with its 95% interval in brackets, where the evaluation reports one."]
+    source = (
+        f"children of run {comparison.parent_run_id}" if comparison.parent_run_id else f"{len(runs)} run(s)"
+    )
+    notes = [
+        f"{source}; {len(clips)} of {total} shared clip(s) shown (first frame = ground-truth condition; "
+        "every generated clip carries its window's ground-truth audio). Metrics: mean over the run's clips "
+        "with its 95% interval in brackets, where the evaluation reports one."
+    ]
     if comparison.skipped_runs:
         notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
     warning = protocol_warning(runs)
-    page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>ASVA comparison</title>"
-            f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
-            f"<h1>ASVA comparison: {len(runs)} run(s)</h1>"
-            + (f'<p class="warning">{html.escape(warning)}</p>' if warning else "")
-            + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
-            + header_table(runs)
-            + '<h2 style="font-size:16px">Clips</h2><p><button id="play-all" onclick="playAll()">play all</button> '
-            '<button onclick="stopAll()">stop</button> <span class="note">every row from the start, in step; the '
-            'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th><th>ground truth</th>'
-            + heading + "</tr>" + "".join(rows) + "</table></body></html>")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ASVA comparison</title>"
+        f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
+        f"<h1>ASVA comparison: {len(runs)} run(s)</h1>"
+        + (f'<p class="warning">{html.escape(warning)}</p>' if warning else "")
+        + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+        + header_table(runs)
+        + '<h2 style="font-size:16px">Clips</h2><p><button id="play-all" onclick="playAll()">play all</button> '
+        '<button onclick="stopAll()">stop</button> <span class="note">every row from the start, in step; the '
+        'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th><th>ground truth</th>'
+        + heading
+        + "</tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
     return page, len(clips)
 
 
@@ -302,14 +362,22 @@ def log_page(client, page: str, comparison: Comparison, log_to: str = "", experi
     """Log the page as ``compare/index.html``; returns the run it went to."""
     run_id = log_to or comparison.parent_run_id
     if not run_id:
-        exp = experiment or client.get_experiment(comparison.runs[0].experiment_id).name
+        name = experiment or client.get_experiment(comparison.runs[0].experiment_id).name
         ids = ",".join(r.run_id for r in comparison.runs)
-        _, run_id = start_run(client.tracking_uri, exp, f"compare-{len(comparison.runs)}-runs",
-                              tags={TAG_COMPARED: ids[:5000]}, job=JOB)
+        _, run_id = start_run(
+            client.tracking_uri,
+            name,
+            f"compare-{len(comparison.runs)}-runs",
+            tags={TAG_COMPARED: ids[:5000]},
+            job=JOB,
+        )
         own_run = True
     else:
         own_run = False
-    with run_status(client, run_id, close=own_run), tempfile.TemporaryDirectory(prefix="asva-compare-") as tmp:
+    with (
+        run_status(client, run_id, close=own_run),
+        tempfile.TemporaryDirectory(prefix="asva-compare-") as tmp,
+    ):
         path = Path(tmp) / "index.html"
         path.write_text(page, encoding="utf-8")
         client.log_artifact(run_id, str(path), "compare")
@@ -318,12 +386,22 @@ def log_page(client, page: str, comparison: Comparison, log_to: str = "", experi
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="asva compare", description=__doc__.splitlines()[0])
-    p.add_argument("runs", nargs="+", help="MLflow run ids; one run with child runs (a sweep's parent) = its children")
-    p.add_argument("--config", default=None, help="experiment YAML for tracking URI and storage (default: env)")
-    p.add_argument("--max-clips", type=int, default=24, help="clips shown, spread evenly (0 = all; default 24)")
+    p.add_argument(
+        "runs", nargs="+", help="MLflow run ids; one run with child runs (a sweep's parent) = its children"
+    )
+    p.add_argument(
+        "--config", default=None, help="experiment YAML for tracking URI and storage (default: env)"
+    )
+    p.add_argument(
+        "--max-clips", type=int, default=24, help="clips shown, spread evenly (0 = all; default 24)"
+    )
     p.add_argument("--out", default=None, help="also write the page to this local file")
-    p.add_argument("--log-to", default="", help="log the page to this run (default: the parent run, else a new run)")
-    p.add_argument("--experiment", default="", help="experiment of a new comparison run (default: the first run's)")
+    p.add_argument(
+        "--log-to", default="", help="log the page to this run (default: the parent run, else a new run)"
+    )
+    p.add_argument(
+        "--experiment", default="", help="experiment of a new comparison run (default: the first run's)"
+    )
     p.add_argument("--no-log", action="store_true", help="do not log to MLflow (needs --out)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     return p.parse_args(argv)
@@ -334,7 +412,6 @@ def run(argv: list[str] | None = None) -> dict:
     ``mlflow_url``: the page in the MLflow UI's artifact view ('' when not logged or not on a server)."""
     args = parse_args(argv)
     from mlflow.tracking import MlflowClient
-
 
     if args.no_log and not args.out:
         raise UserError("--no-log needs --out (otherwise the page goes nowhere)")
@@ -348,18 +425,31 @@ def run(argv: list[str] | None = None) -> dict:
     page, shown = render_page(comparison, Storage.from_config(cfg.storage), args.max_clips)
     size = len(page.encode("utf-8"))
     if size > PAGE_WARN_BYTES:
-        print(f"warning: the page is {size / 2**20:.0f} MiB; lower --max-clips if browsers struggle", file=sys.stderr)
+        print(
+            f"warning: the page is {size / 2**20:.0f} MiB; lower --max-clips if browsers struggle",
+            file=sys.stderr,
+        )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(page, encoding="utf-8")
     run_id = "" if args.no_log else log_page(client, page, comparison, args.log_to, args.experiment)
     url = ui_url(uri, client.get_run(run_id).info.experiment_id, run_id, ARTIFACT_PATH) if run_id else ""
     where = f"run {run_id} artifact {ARTIFACT_PATH}" if run_id else args.out
-    print(f"compare: {len(comparison.runs)} run(s), {shown} clip(s), {size / 2**20:.1f} MiB -> {where}"
-          + (f"; in MLflow: {url}" if url else ""), flush=True)
-    return {"run_id": run_id, "artifact": ARTIFACT_PATH if run_id else "", "out": args.out or "",
-            "runs": [r.run_id for r in comparison.runs], "parent_run_id": comparison.parent_run_id,
-            "clips": shown, "bytes": size, "mlflow_url": url}
+    print(
+        f"compare: {len(comparison.runs)} run(s), {shown} clip(s), {size / 2**20:.1f} MiB -> {where}"
+        + (f"; in MLflow: {url}" if url else ""),
+        flush=True,
+    )
+    return {
+        "run_id": run_id,
+        "artifact": ARTIFACT_PATH if run_id else "",
+        "out": args.out or "",
+        "runs": [r.run_id for r in comparison.runs],
+        "parent_run_id": comparison.parent_run_id,
+        "clips": shown,
+        "bytes": size,
+        "mlflow_url": url,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@
 * ``base:`` names another YAML file (or a list of them, merged in order) that this one extends.
 * A class may declare switches (``SWITCHES``): a top-level key such as ``protocol: authors`` that sets a
   group of fields at once, except those the files or overrides set themselves.
+* A class may declare moved keys (``MOVED``): a file, an override or a sweep's search space that still names
+  an old key fails in one line naming the new one (``eval.seed: moved to generate.seed``).
 """
 
 from __future__ import annotations
@@ -29,8 +31,23 @@ import yaml
 
 from asva_model.errors import ConfigError, require
 
-__all__ = ["ConfigError", "require", "from_dict", "to_dict", "load", "load_raw", "replace_dotted", "dump_yaml",
-           "flatten", "field_docs", "parse_override", "set_dotted", "check_key_path", "read_yaml", "switches_of"]
+__all__ = [
+    "ConfigError",
+    "require",
+    "from_dict",
+    "to_dict",
+    "load",
+    "load_raw",
+    "replace_dotted",
+    "dump_yaml",
+    "flatten",
+    "field_docs",
+    "parse_override",
+    "set_dotted",
+    "check_key_path",
+    "read_yaml",
+    "switches_of",
+]
 
 T = TypeVar("T")
 
@@ -172,6 +189,7 @@ def _closest(name: str, names: set[str]) -> str:
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, source: str = "<dict>") -> T:
     """Build dataclass ``cls`` from a plain mapping; errors name ``source`` and the key."""
+    _check_not_moved(cls, dict(data or {}), source)
     try:
         return _build(cls, dict(data or {}), "")
     except ConfigError as err:
@@ -221,9 +239,22 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def moved_of(cls: type) -> dict[str, str]:
+    """A config class's moved keys (class attribute ``MOVED``): ``{old dotted key: new dotted key}``."""
+    return getattr(cls, "MOVED", {})
+
+
+def _check_not_moved(cls: type, data: dict[str, Any], source: str) -> None:
+    for old, new in moved_of(cls).items():
+        if _has_dotted(data, old):
+            raise ConfigError(f"{source}: {old}: moved to {new}")
+
+
 def check_key_path(cls: type, key: str) -> Any:
     """Return the type at dotted ``key`` of dataclass ``cls`` (``str`` for one of its switches); ConfigError
-    if no such key."""
+    if no such key (naming the new key of one that moved)."""
+    if key in moved_of(cls):
+        raise ConfigError(f"{key}: moved to {moved_of(cls)[key]}")
     if key in switches_of(cls):
         return str
     tp: Any = cls
@@ -311,8 +342,9 @@ def _has_dotted(data: dict[str, Any], key: str) -> bool:
     return True
 
 
-def _apply_switches(cls: type, data: dict[str, Any], chosen: dict[str, Any], explicit: dict[str, Any],
-                    source: str) -> None:
+def _apply_switches(
+    cls: type, data: dict[str, Any], chosen: dict[str, Any], explicit: dict[str, Any], source: str
+) -> None:
     """Set every key of each chosen switch setting that ``explicit`` does not set itself."""
     for name, choice in chosen.items():
         table = switches_of(cls)[name]

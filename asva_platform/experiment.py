@@ -5,7 +5,7 @@ modules, ``train``/``eval``/``preprocess`` in their stage packages, the model an
 ``asva_model``); this module only assembles them.
 
 Search-space keys in sweep files are dotted paths into this tree (``model.audio_cond_drop_prob``,
-``train.lr``, ``eval.audio_guidance_scale``).
+``train.lr``, ``generate.audio_guidance_scale``).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from asva_model.errors import require
 from asva_platform import config as cfg
 from asva_platform.cluster import ClusterConfig
 from asva_platform.evaluation.config import EvalConfig
+from asva_platform.inference.config import GenerateConfig
 from asva_platform.preprocess.config import PreprocessConfig
 from asva_platform.storage import StorageConfig
 from asva_platform.tracking import TrackingConfig
 from asva_platform.training.config import TrainConfig
 
-SEED_KEY = "eval.seed"
+SEED_KEY = "generate.seed"
 """The generation seed's key path: a repeat of a setting, not a setting (a sweep groups trials that differ only
 in it; the comparison page puts them side by side)."""
 PROTOCOLS: dict[str, dict[str, str]] = {
@@ -34,8 +35,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "sampling.audio_channels": "authors",
         "sampling.resampler": "sinc",
         "model.audio_encoder.drop_path_layout": "authors",
-        "eval.sampler": "authors",
-        "eval.audio_encoder_source": "imagebind",
+        "generate.sampler": "authors",
+        "generate.audio_encoder_source": "imagebind",
         "eval.metrics.fid_batchnorm": "authors",
     },
     "exact": {
@@ -44,8 +45,8 @@ PROTOCOLS: dict[str, dict[str, str]] = {
         "sampling.audio_channels": "mean",
         "sampling.resampler": "soxr",
         "model.audio_encoder.drop_path_layout": "per_sample",
-        "eval.sampler": "standard",
-        "eval.audio_encoder_source": "checkpoint",
+        "generate.sampler": "standard",
+        "generate.audio_encoder_source": "checkpoint",
         "eval.metrics.fid_batchnorm": "eval",
     },
 }
@@ -83,14 +84,28 @@ class ExperimentConfig:
     """Latent-cache preprocessing job."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """Training job."""
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    """How clips are generated (guidance, steps, sampler, seed): validation samples, generation, evaluation."""
     eval: EvalConfig = field(default_factory=EvalConfig)
-    """Generation and evaluation."""
+    """What an evaluation generates and scores, and how it runs."""
     vae_pretrain: VAEPretrainConfig = field(default_factory=VAEPretrainConfig)
     """`asva pretrain-vae`: training a small VAE for toy-scale runs (SD-1.5's VAE is used otherwise)."""
 
     SWITCHES: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"protocol": PROTOCOLS}
     """`protocol: authors | exact` in a file or the override `protocol=...` sets every field of PROTOCOLS the config
     does not set itself."""
+    MOVED: ClassVar[dict[str, str]] = {
+        f"eval.{k}": f"generate.{k}"
+        for k in (
+            "audio_guidance_scale",
+            "text_guidance_scale",
+            "num_inference_steps",
+            "sampler",
+            "audio_encoder_source",
+            "seed",
+        )
+    }
+    """Keys that moved: a file, override or search space that names the old key gets one line naming the new."""
 
     @property
     def protocol(self) -> str:
@@ -103,13 +118,23 @@ class ExperimentConfig:
         return {key: values[key] for key in PROTOCOLS["exact"]}
 
     def __post_init__(self) -> None:
-        require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
+        require(
+            bool(self.name) and "/" not in self.name,
+            "name",
+            f"must be non-empty without '/', got {self.name!r}",
+        )
         # The audio encoder's patch grid is fixed by the mel it was trained on.
         enc = self.model.audio_encoder
-        require(self.sampling.num_mel_bins == enc.num_mel_bins, "sampling.num_mel_bins",
-                f"{self.sampling.num_mel_bins} != model.audio_encoder.num_mel_bins {enc.num_mel_bins}")
-        require(self.sampling.mel_target_length == enc.target_length, "sampling.mel_target_length",
-                f"{self.sampling.mel_target_length} != model.audio_encoder.target_length {enc.target_length}")
+        require(
+            self.sampling.num_mel_bins == enc.num_mel_bins,
+            "sampling.num_mel_bins",
+            f"{self.sampling.num_mel_bins} != model.audio_encoder.num_mel_bins {enc.num_mel_bins}",
+        )
+        require(
+            self.sampling.mel_target_length == enc.target_length,
+            "sampling.mel_target_length",
+            f"{self.sampling.mel_target_length} != model.audio_encoder.target_length {enc.target_length}",
+        )
 
 
 def load_experiment(path: str | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

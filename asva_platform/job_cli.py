@@ -23,7 +23,9 @@ from asva_platform.experiment import ExperimentConfig, load_experiment
 def job_parser(module: str, doc: str, override_example: str) -> argparse.ArgumentParser:
     """A parser with --config, --json and dotted overrides; stages add their own options to it."""
     # no abbreviations: a mistyped flag (--imag) must fail, not silently become another one (--image)
-    p = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.splitlines()[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc.splitlines()[0], allow_abbrev=False
+    )
     p.add_argument("--config", required=True, help="experiment YAML (e.g. configs/tiny.yaml)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     p.add_argument("overrides", nargs="*", help=f"dotted overrides, e.g. {override_example}")
@@ -32,9 +34,12 @@ def job_parser(module: str, doc: str, override_example: str) -> argparse.Argumen
 
 
 def add_check_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--check", action="store_true",
-                   help="validate the config and arguments, print 'ok' and exit without starting anything "
-                        "(`asva submit` runs this before submitting)")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config and arguments, print 'ok' and exit without starting anything "
+        "(`asva submit` runs this before submitting)",
+    )
 
 
 def checked_only(args: argparse.Namespace, what: str) -> bool:
@@ -89,22 +94,25 @@ class StageJob:
         apply_runtime_defaults()  # before ray/deepspeed are imported
         p = job_parser(self.module, self.doc, self.override_example)
         if self.checkpoint_option:
-            p.add_argument("--checkpoint", default=None,
-                           help="init | storage URI | MLflow run id (sets eval.checkpoint)")
+            p.add_argument(
+                "--checkpoint", default=None, help="init | storage URI | MLflow run id (sets eval.checkpoint)"
+            )
         if self.add_arguments:
             self.add_arguments(p)
         args = p.parse_args(argv)
         if self.check_arguments:
             self.check_arguments(args)
-        cfg = load_experiment(args.config, args.overrides)
-        if getattr(args, "checkpoint", None):  # set as given: a run id must not go through YAML number parsing
-            cfg = replace_dotted(cfg, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
+        experiment = load_experiment(args.config, args.overrides)
+        if getattr(
+            args, "checkpoint", None
+        ):  # set as given: a run id must not go through YAML number parsing
+            experiment = replace_dotted(experiment, {"eval.checkpoint": args.checkpoint}, "--checkpoint")
         if self.check_config:
-            self.check_config(cfg)
-        if checked_only(args, cfg.name):
+            self.check_config(experiment)
+        if checked_only(args, experiment.name):
             return 0
         was_running = ray_running()
-        result = self.run(cfg, args)
+        result = self.run(experiment, args)
         shutdown_ray_if_started(was_running)
         print_result(result, args.json)
         return 0

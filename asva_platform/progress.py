@@ -19,7 +19,9 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m"
 
 
-def progress_line(noun: str, done: int, total: int, seconds_per_item: float, rate: str = "", **values: float) -> str:
+def progress_line(
+    noun: str, done: int, total: int, seconds_per_item: float, rate: str = "", **values: float
+) -> str:
     """``step 120/2000 (6%) loss 0.412 1.9 samples/s eta 16m``: ``values`` are printed as ``name value``
     (4 significant digits) and the ETA is the items left at ``seconds_per_item``."""
     shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())

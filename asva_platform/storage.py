@@ -65,8 +65,12 @@ def transfer_config():
     which boto3 picks by itself on some instance types when awscrt is installed, ignores these settings."""
     from boto3.s3.transfer import TransferConfig
 
-    return TransferConfig(multipart_threshold=PART_SIZE, multipart_chunksize=PART_SIZE,
-                          max_concurrency=TRANSFER_THREADS, preferred_transfer_client="classic")
+    return TransferConfig(
+        multipart_threshold=PART_SIZE,
+        multipart_chunksize=PART_SIZE,
+        max_concurrency=TRANSFER_THREADS,
+        preferred_transfer_client="classic",
+    )
 
 
 @dataclass
@@ -84,8 +88,11 @@ class StorageConfig:
     def __post_init__(self) -> None:
         require(bool(self.root), "root", "must not be empty")
         if self.endpoint_url:
-            require(self.endpoint_url.startswith(("http://", "https://")), "endpoint_url",
-                    f"must start with http:// or https://, got {self.endpoint_url!r}")
+            require(
+                self.endpoint_url.startswith(("http://", "https://")),
+                "endpoint_url",
+                f"must start with http:// or https://, got {self.endpoint_url!r}",
+            )
         require(self.max_attempts >= 1, "max_attempts", "must be >= 1")
 
     def resolved_endpoint(self) -> str:
@@ -107,9 +114,11 @@ class StorageError(AsvaError):
 _ENDPOINT_DOWN = "connection refused or endpoint down"
 # How pyarrow (AWS SDK), botocore and our own Storage._call say the endpoint could not be reached (inside a Ray
 # error, ours arrives only as text)
-_CONNECTION_LOST = (re.compile(r"AWS Error NETWORK_CONNECTION during \w+ operation"),
-                    re.compile(r"Could not connect to the endpoint URL"),
-                    re.compile(rf"cannot reach s3://\S+ at \S+: {_ENDPOINT_DOWN}"))
+_CONNECTION_LOST = (
+    re.compile(r"AWS Error NETWORK_CONNECTION during \w+ operation"),
+    re.compile(r"Could not connect to the endpoint URL"),
+    re.compile(rf"cannot reach s3://\S+ at \S+: {_ENDPOINT_DOWN}"),
+)
 
 
 def _chain(err: BaseException):
@@ -192,12 +201,14 @@ class Storage:
 
     def __init__(self, endpoint_url: str = "", region: str = "", max_attempts: int = 8) -> None:
         self.endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL", "")
-        self.region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        self.region = (
+            region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+        )
         self.max_attempts = max_attempts
         self._client = None
 
     @classmethod
-    def from_config(cls, storage_cfg: Any) -> Storage:
+    def from_config(cls, storage_cfg: StorageConfig) -> Storage:
         """From the experiment's ``storage`` section."""
         return cls(storage_cfg.resolved_endpoint(), storage_cfg.region, storage_cfg.max_attempts)
 
@@ -224,9 +235,13 @@ class Storage:
             "s3",
             endpoint_url=self.endpoint_url or None,
             region_name=self.region,
-            config=Config(connect_timeout=connect_timeout, read_timeout=read_timeout,
-                          retries={"max_attempts": max_attempts, "mode": "standard"}, signature_version="s3v4",
-                          s3={"addressing_style": "path"}),
+            config=Config(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+            ),
         )
 
     @property
@@ -267,11 +282,14 @@ class Storage:
         except S3UploadFailedError as err:  # boto3's upload_file wraps the ClientError of a failed part
             if isinstance(err.__context__, ClientError):
                 self._raise_known(u, err.__context__)
-                raise StorageError(f"upload to {u} failed at {self._endpoint_name}: "
-                                   f"{_error_code(err.__context__)}") from None
+                raise StorageError(
+                    f"upload to {u} failed at {self._endpoint_name}: {_error_code(err.__context__)}"
+                ) from None
             raise StorageError(f"upload to {u} failed at {self._endpoint_name}") from None
         except (BotoCoreError, Boto3Error, RetriesExceededError) as err:  # the last two: a transfer gave up
-            raise StorageError(f"storage error on {u} at {self._endpoint_name}: {type(err).__name__}") from None
+            raise StorageError(
+                f"storage error on {u} at {self._endpoint_name}: {type(err).__name__}"
+            ) from None
 
     def _raise_known(self, u: URI, err) -> None:
         """A StorageError for a ClientError that means a missing bucket or no access; else nothing."""
@@ -302,8 +320,10 @@ class Storage:
         for pattern in _CONNECTION_LOST:
             found = pattern.search(text)
             if found:
-                return (f"S3 at {self._endpoint_name} became unreachable ({found.group(0)}, {self.max_attempts} attempts; "
-                        f"storage.max_attempts sets how many)")
+                return (
+                    f"S3 at {self._endpoint_name} became unreachable ({found.group(0)}, {self.max_attempts} attempts; "
+                    f"storage.max_attempts sets how many)"
+                )
         return None
 
     # ---- checks --------------------------------------------------------------------------------
@@ -366,8 +386,11 @@ class Storage:
         pages = self._call(u, lambda: list(paginator.paginate(Bucket=u.bucket, Prefix=prefix)))
         for page in pages:
             # Keys ending in "/" are directory markers (Ray writes them), not files.
-            out.extend(f"s3://{u.bucket}/{obj['Key']}" for obj in page.get("Contents", [])
-                       if not obj["Key"].endswith("/"))
+            out.extend(
+                f"s3://{u.bucket}/{obj['Key']}"
+                for obj in page.get("Contents", [])
+                if not obj["Key"].endswith("/")
+            )
         return sorted(out)
 
     def read_bytes(self, uri: str) -> bytes:
@@ -417,8 +440,12 @@ class Storage:
         u, dest = parse_uri(uri), Path(local_path)
         with self._not_found_is_one_line(u):
             if u.is_s3:
-                _atomic_write(dest, lambda f: self._call(u, self.client.download_fileobj, u.bucket, u.key, f,
-                                                         Config=transfer_config()))
+                _atomic_write(
+                    dest,
+                    lambda f: self._call(
+                        u, self.client.download_fileobj, u.bucket, u.key, f, Config=transfer_config()
+                    ),
+                )
             else:
                 _copy_local(Path(u.key), dest)
         return dest
@@ -439,7 +466,11 @@ class Storage:
         base = str(uri).rstrip("/")
         out = []
         for item in self.list(uri):
-            rel = item[len(base) :].lstrip("/") if is_s3(base) else str(Path(item).relative_to(parse_uri(base).key))
+            rel = (
+                item[len(base) :].lstrip("/")
+                if is_s3(base)
+                else str(Path(item).relative_to(parse_uri(base).key))
+            )
             out.append(self.download_file(item, local_dir / rel))
         return out
 
@@ -469,7 +500,9 @@ def retrying_s3_filesystem(max_attempts: int, **kwargs: Any):
 
     class RetryingS3FileSystem(pafs.S3FileSystem):
         def __init__(self) -> None:
-            super().__init__(retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts), **kwargs)
+            super().__init__(
+                retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts), **kwargs
+            )
 
         def __reduce__(self):
             return functools.partial(retrying_s3_filesystem, max_attempts, **kwargs), ()

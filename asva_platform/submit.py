@@ -34,10 +34,25 @@ STAGES = ("preprocess", "train", "sweep", "evaluate", "generate")
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 # Never uploaded with the working dir: environments, state, data and build outputs.
 WORKING_DIR_EXCLUDES = [
-    ".venv/", ".asva/", ".git/", "**/__pycache__/", "*.egg-info/", ".pytest_cache/", ".ruff_cache/",
+    ".venv/",
+    ".asva/",
+    ".git/",
+    "**/__pycache__/",
+    "*.egg-info/",
+    ".pytest_cache/",
+    ".ruff_cache/",
     # Anchored with "/": an unanchored "data/" would also drop the package asva_model/data/.
-    "/bench/results/", "/datasets/", "/data/", "/out/", "*.mp4", "*.pt", "*.pth", "*.safetensors", "*.bin",
-    ".whl/", ".gl/",
+    "/bench/results/",
+    "/datasets/",
+    "/data/",
+    "/out/",
+    "*.mp4",
+    "*.pt",
+    "*.pth",
+    "*.safetensors",
+    "*.bin",
+    ".whl/",
+    ".gl/",
 ]
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
@@ -47,7 +62,12 @@ def repo_root() -> Path:
 
 
 def dashboard_address(address: str | None) -> str:
-    addr = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_ADDRESS") or DEFAULT_DASHBOARD
+    addr = (
+        address
+        or os.environ.get("RAY_API_SERVER_ADDRESS")
+        or os.environ.get("RAY_ADDRESS")
+        or DEFAULT_DASHBOARD
+    )
     if addr == "auto" or addr.startswith("ray://"):
         raise UserError(f"job submission needs the dashboard URL (http://<head>:8265), got {addr!r}")
     return addr if "://" in addr else f"http://{addr}"
@@ -60,7 +80,9 @@ def client(address: str | None = None):
     try:
         return JobSubmissionClient(addr)
     except Exception as err:  # connection refused, auth mismatch...
-        raise UserError(f"cannot reach the Ray job server at {addr}: {str(err).splitlines()[0][:200]}") from None
+        raise UserError(
+            f"cannot reach the Ray job server at {addr}: {str(err).splitlines()[0][:200]}"
+        ) from None
 
 
 @dataclass
@@ -71,8 +93,14 @@ class Submission:
     submission_id: str
 
 
-def build_submission(stage: str, config_path: str, overrides: list[str], submission_id: str = "",
-                     working_dir: Path | None = None, flags: tuple[str, ...] = ()) -> Submission:
+def build_submission(
+    stage: str,
+    config_path: str,
+    overrides: list[str],
+    submission_id: str = "",
+    working_dir: Path | None = None,
+    flags: tuple[str, ...] = (),
+) -> Submission:
     """Validate the config locally and build what gets submitted (no cluster contact)."""
     if stage not in STAGES:
         raise UserError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
@@ -83,10 +111,9 @@ def build_submission(stage: str, config_path: str, overrides: list[str], submiss
     if stage == "sweep":
         args = [config_path, *overrides, *flags]
     else:
-
-        exp = load_experiment(config_path, overrides)
-        if exp.storage.endpoint_url:
-            env["AWS_ENDPOINT_URL"] = exp.storage.endpoint_url
+        experiment = load_experiment(config_path, overrides)
+        if experiment.storage.endpoint_url:
+            env["AWS_ENDPOINT_URL"] = experiment.storage.endpoint_url
         args = ["--config", config_path, *overrides, *flags]
     check_job_args(stage, args, working_dir)
 
@@ -114,14 +141,20 @@ def check_job_args(stage: str, args: list[str], working_dir: Path) -> None:
         raise UserError(f"jobs.{stage} rejected its arguments, nothing submitted: {reason}")
 
 
-def submit(sub: Submission, address: str | None = None, num_gpus: float = 0, agent_wait_s: float = 180) -> str:
+def submit(
+    sub: Submission, address: str | None = None, num_gpus: float = 0, agent_wait_s: float = 180
+) -> str:
     c = client(address)
     kwargs = {"entrypoint_num_gpus": num_gpus} if num_gpus else {}
     deadline = time.monotonic() + agent_wait_s
     while True:
         try:
-            return c.submit_job(entrypoint=sub.entrypoint, runtime_env=sub.runtime_env,
-                                submission_id=sub.submission_id, **kwargs)
+            return c.submit_job(
+                entrypoint=sub.entrypoint,
+                runtime_env=sub.runtime_env,
+                submission_id=sub.submission_id,
+                **kwargs,
+            )
         except RuntimeError as err:
             # A freshly started head answers before its job agent has registered; that passes.
             if "No available agent" not in str(err) or time.monotonic() > deadline:
@@ -129,7 +162,9 @@ def submit(sub: Submission, address: str | None = None, num_gpus: float = 0, age
             time.sleep(2.0)
 
 
-def wait(job_id: str, address: str | None = None, follow: bool = False, timeout: float = 0, out=sys.stdout) -> str:
+def wait(
+    job_id: str, address: str | None = None, follow: bool = False, timeout: float = 0, out=sys.stdout
+) -> str:
     """Wait for a job to finish (optionally streaming its logs); returns the final status name."""
     c = client(address)
     start = time.monotonic()
@@ -170,12 +205,14 @@ def last_json_line(text: str) -> dict:
 def list_jobs(address: str | None = None) -> list[dict]:
     rows = []
     for info in client(address).list_jobs():
-        rows.append({
-            "submission_id": info.submission_id,
-            "status": str(getattr(info.status, "value", info.status)),
-            "entrypoint": info.entrypoint,
-            "start_time": info.start_time,
-        })
+        rows.append(
+            {
+                "submission_id": info.submission_id,
+                "status": str(getattr(info.status, "value", info.status)),
+                "entrypoint": info.entrypoint,
+                "start_time": info.start_time,
+            }
+        )
     return sorted(rows, key=lambda r: r["start_time"] or 0)
 
 

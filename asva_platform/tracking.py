@@ -18,12 +18,15 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from asva_model.errors import AsvaError
 from asva_platform import config as cfg
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 DEFAULT_MLFLOW_PORT = 5100
 MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
@@ -129,7 +132,7 @@ def check_tracking_server(uri: str, timeout: float = 3.0) -> None:
         raise TrackingError(f"MLflow tracking server at {uri} is unhealthy (HTTP {resp.status_code})")
 
 
-def resolve_tracking_uri(tracking_cfg, state_dir: str | Path = ".asva") -> str:
+def resolve_tracking_uri(tracking_cfg: TrackingConfig, state_dir: str | Path = ".asva") -> str:
     """The URI to log to. A required server must answer; an optional one falls back to a local sqlite store
     (documented: runs logged there can be copied to the server later with ``mlflow`` export tools)."""
     uri = tracking_cfg.resolved_uri()
@@ -163,7 +166,10 @@ def git_commit() -> str:
         return os.environ["ASVA_GIT_COMMIT"]
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
             timeout=5,
         )
         return out.stdout.strip() if out.returncode == 0 else ""
@@ -185,27 +191,38 @@ def standard_tags(job: str, extra: dict[str, Any] | None = None) -> dict[str, st
     return tags
 
 
-def config_params(config_obj: Any) -> dict[str, str]:
-    """Flattened dotted params, values stringified and clipped to MLflow's limit."""
-    out = {}
-    for k, v in cfg.flatten(config_obj).items():
-        text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
-        out[k] = text[:MAX_PARAM_VALUE]
-    return out
+@dataclass(frozen=True)
+class LoggedConfig:
+    """What a run records of the config that made it: every dotted key as a param, the YAML as an artifact and,
+    for an experiment config, the protocol it follows (a tag)."""
+
+    params: dict[str, str]
+    yaml: str
+    protocol: str = ""
+
+    @classmethod
+    def of(cls, config_obj: DataclassInstance) -> LoggedConfig:
+        """Of a config dataclass: flattened dotted params, values stringified and clipped to MLflow's limit."""
+        params = {
+            k: (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:MAX_PARAM_VALUE]
+            for k, v in cfg.flatten(config_obj).items()
+        }
+        protocol = getattr(config_obj, "protocol", "")  # an experiment config names the protocol it follows
+        return cls(params, cfg.dump_yaml(config_obj), protocol if isinstance(protocol, str) else "")
 
 
 EXPERIMENT_NOTES = {
     "train": "AVSyncD training runs: one run per training name (a re-run with the same name resumes into the "
-             "same run). Compare `loss` and `val_loss` across runs in the chart view; each run's description "
-             "says its recipe, data and where its checkpoints, samples and export are. Evaluations of a run "
-             "log `eval/*` metrics into it.",
+    "same run). Compare `loss` and `val_loss` across runs in the chart view; each run's description "
+    "says its recipe, data and where its checkpoints, samples and export are. Evaluations of a run "
+    "log `eval/*` metrics into it.",
     "preprocess": "Latent-cache builds: one run per cache id, with its clip counts, skipped media and the "
-                  "cache's URI (tag `asva.cache_uri`). Training runs name the cache they read in `asva.cache_id`.",
+    "cache's URI (tag `asva.cache_uri`). Training runs name the cache they read in `asva.cache_id`.",
     "evaluate": "Evaluations: FID, FVD, IA/IT, the audio-sync metrics, each with the protocol it followed "
-                "(tag `asva.protocol`) and the checkpoint it evaluated (tag `asva.eval.checkpoint`).",
+    "(tag `asva.protocol`) and the checkpoint it evaluated (tag `asva.eval.checkpoint`).",
     "sweep": "A Ray Tune sweep: the parent run (tag `asva.sweep.role=parent`) holds the search space, the "
-             "summary table `summary/trials.csv`, the plots and the best trial; each child run is one trial. "
-             "Expand the parent in the runs table to see its trials.",
+    "summary table `summary/trials.csv`, the plots and the best trial; each child run is one trial. "
+    "Expand the parent in the runs table to see its trials.",
     "compare": "Side-by-side comparison pages (`compare/index.html`) of the runs named in `asva.compare.runs`.",
 }
 """The description an experiment gets when a job of that kind creates it (or finds it without one)."""
@@ -254,7 +271,7 @@ def _local_artifact_root(client, experiment: str) -> str | None:
     uri = client._tracking_client.tracking_uri
     if not uri.startswith("sqlite:///"):
         return None  # a tracking server assigns its own artifact root
-    db_dir = Path(uri[len("sqlite:///"):]).parent
+    db_dir = Path(uri[len("sqlite:///") :]).parent
     return (db_dir / "artifacts" / experiment).resolve().as_uri()
 
 
@@ -266,8 +283,16 @@ def log_params_batched(client, run_id: str, params: dict[str, str]) -> None:
         client.log_batch(run_id, params=items[i : i + 100])
 
 
-def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, tags: dict[str, str] | None = None,
-              job: str = "", parent_run_id: str = "", description: str = ""):
+def start_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    config: LoggedConfig | None = None,
+    tags: dict[str, str] | None = None,
+    job: str = "",
+    parent_run_id: str = "",
+    description: str = "",
+):
     """Create a run (no global mlflow state) and return ``(client, run_id)``; close it with :func:`run_status`.
     ``description`` is the run's markdown description in the UI."""
     from mlflow.tracking import MlflowClient
@@ -279,13 +304,12 @@ def start_run(uri: str, experiment: str, run_name: str, config_obj: Any = None, 
         all_tags[TAG_NOTE] = description
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
-    protocol = getattr(config_obj, "protocol", None)  # an experiment config names the protocol it follows
-    if isinstance(protocol, str):
-        all_tags[TAG_PROTOCOL] = protocol
+    if config is not None and config.protocol:
+        all_tags[TAG_PROTOCOL] = config.protocol
     run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
-    if config_obj is not None:
-        log_params_batched(client, run.info.run_id, config_params(config_obj))
-        client.log_text(run.info.run_id, cfg.dump_yaml(config_obj), "config.yaml")
+    if config is not None:
+        log_params_batched(client, run.info.run_id, config.params)
+        client.log_text(run.info.run_id, config.yaml, "config.yaml")
     return client, run.info.run_id
 
 

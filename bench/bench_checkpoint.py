@@ -50,8 +50,11 @@ def parse_args(argv: list[str]):
 def prepare_inputs(work: Path, root: str) -> list[str]:
     """Synthetic clips, tiny frozen weights and their latent cache on S3; the overrides a fit needs."""
     _, overrides = tiny_inputs(work, clips_per_class=1, max_duration=3.0, image_size=16)
-    overrides += [f"storage.root={root}", "preprocess.windows_per_clip=1",
-                  f"tracking.uri=sqlite:///{work / 'mlflow.db'}"]
+    overrides += [
+        f"storage.root={root}",
+        "preprocess.windows_per_clip=1",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+    ]
     cfg = load_experiment(TINY, overrides)
     prep = prepare(cfg, Storage.from_config(cfg.storage), log=lambda _: None)
     build_cache(prep, run_sequential, log=lambda _: None)
@@ -63,12 +66,24 @@ def fit(overrides: list[str], mode: str, steps: int, checkpoint_every: int, chan
     its checkpoint stalls (the mean leaves the last checkpoint out, unless it is the only one) and size."""
     from mlflow.tracking import MlflowClient
 
-    cfg = load_experiment(TINY, [
-        *overrides, f"name=ckpt-{mode}-{time.strftime('%Y%m%d-%H%M%S')}", f"train.checkpoint_upload={mode}",
-        f"train.max_steps={steps}", f"train.checkpoint_every={checkpoint_every}",
-        f"train.log_every={checkpoint_every}", "train.zero_stage=2", "train.validate_every=0",
-        "train.export=false", f"train.keep_checkpoints={steps}", "model.unet.attention_head_dim=8",
-        f"model.unet.block_out_channels=[{channels}]", "model.pretrained_sd="])  # the wide UNet: random init
+    cfg = load_experiment(
+        TINY,
+        [
+            *overrides,
+            f"name=ckpt-{mode}-{time.strftime('%Y%m%d-%H%M%S')}",
+            f"train.checkpoint_upload={mode}",
+            f"train.max_steps={steps}",
+            f"train.checkpoint_every={checkpoint_every}",
+            f"train.log_every={checkpoint_every}",
+            "train.zero_stage=2",
+            "train.validate_every=0",
+            "train.export=false",
+            f"train.keep_checkpoints={steps}",
+            "model.unet.attention_head_dim=8",
+            f"model.unet.block_out_channels=[{channels}]",
+            "model.pretrained_sd=",
+        ],
+    )  # the wide UNet: random init
     t0 = time.perf_counter()
     result = run_training(cfg, log_fn=lambda _: None)
     wall = time.perf_counter() - t0
@@ -80,8 +95,13 @@ def fit(overrides: list[str], mode: str, steps: int, checkpoint_every: int, chan
 
     size = sum(f.size or 0 for f in fs.get_file_info(FileSelector(path, recursive=True)))
     before_last = [v for s, v in sorted(stalls.items()) if s < result.final_step] or list(stalls.values())
-    return {"stalls_s": stalls, "mean_stall_s": statistics.mean(before_last), "wall_s": wall,
-            "checkpoint_bytes": size, "final_step": result.final_step}
+    return {
+        "stalls_s": stalls,
+        "mean_stall_s": statistics.mean(before_last),
+        "wall_s": wall,
+        "checkpoint_bytes": size,
+        "final_step": result.final_step,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -93,18 +113,26 @@ def main(argv: list[str]) -> None:
         with env_applied(s3.env):
             overrides = prepare_inputs(work, f"s3://{BUCKET}/root")
             sync = fit(overrides, "sync", args.steps, args.checkpoint_every, args.channels)
-            print(f"sync : checkpoint {sync['checkpoint_bytes'] / 1e6:.0f} MB, stall {sync['mean_stall_s']:.2f} s "
-                  f"per checkpoint, fit {sync['wall_s']:.1f} s", flush=True)
+            print(
+                f"sync : checkpoint {sync['checkpoint_bytes'] / 1e6:.0f} MB, stall {sync['mean_stall_s']:.2f} s "
+                f"per checkpoint, fit {sync['wall_s']:.1f} s",
+                flush=True,
+            )
             asynchronous = fit(overrides, "async", args.steps, args.checkpoint_every, args.channels)
     finally:
         s3.stop()
     ratio = asynchronous["mean_stall_s"] / sync["mean_stall_s"]
-    print(f"async: checkpoint {asynchronous['checkpoint_bytes'] / 1e6:.0f} MB, stall "
-          f"{asynchronous['mean_stall_s']:.2f} s per checkpoint, fit {asynchronous['wall_s']:.1f} s")
-    print(f"stall per checkpoint async / sync: {ratio:.3f} (goal <= 0.1); "
-          f"fit wall async / sync: {asynchronous['wall_s'] / sync['wall_s']:.2f}")
-    path = write_results("checkpoint", {"sync": sync, "async": asynchronous, "stall_ratio": ratio,
-                                        "args": vars(args)})
+    print(
+        f"async: checkpoint {asynchronous['checkpoint_bytes'] / 1e6:.0f} MB, stall "
+        f"{asynchronous['mean_stall_s']:.2f} s per checkpoint, fit {asynchronous['wall_s']:.1f} s"
+    )
+    print(
+        f"stall per checkpoint async / sync: {ratio:.3f} (goal <= 0.1); "
+        f"fit wall async / sync: {asynchronous['wall_s'] / sync['wall_s']:.2f}"
+    )
+    path = write_results(
+        "checkpoint", {"sync": sync, "async": asynchronous, "stall_ratio": ratio, "args": vars(args)}
+    )
     print(f"results: {path}")
 
 

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from asva_model.data.avsync15 import read_split  # noqa: E402
 from asva_model.data.config import DatasetConfig, SamplingConfig  # noqa: E402
 from asva_model.data.sampling import probe, sample_clip, sample_grid_windows, train_window_start  # noqa: E402
-from asva_model.data.synth import synthesize  # noqa: E402
+from asva_platform.dev.synth import synthesize  # noqa: E402
 
 
 def _timed(fn, items) -> tuple[float, float, int]:
@@ -59,8 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         gen = "reused" if s.reused else f"generated on 1 process in {time.perf_counter() - t:.1f} s wall"
         print(f"dataset: synthetic, {s.num_clips} clips, {s.total_duration / s.num_clips:.2f} s mean ({gen})")
         root = s.out_dir
-    entries = read_split(DatasetConfig(root=str(root)), "train").entries + \
-        read_split(DatasetConfig(root=str(root)), "test").entries
+    entries = (
+        read_split(DatasetConfig(root=str(root)), "train").entries
+        + read_split(DatasetConfig(root=str(root)), "test").entries
+    )
     paths = [str(Path(root) / e.path) for e in entries][: a.clips]
     cfg = SamplingConfig(image_size=[a.size, a.size])
     infos = {p: probe(p, cfg) for p in paths}  # warm-up (imports, codec init) outside the timings
@@ -74,11 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     video_s = sum(infos[p].duration for p in paths)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    print(f"one thread (torch threads = {torch.get_num_threads()}), {len(paths)} videos, {video_s:.0f} s of video, "
-          f"output {a.size}x{a.size}; load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"one thread (torch threads = {torch.get_num_threads()}), {len(paths)} videos, {video_s:.0f} s of video, "
+        f"output {a.size}x{a.size}; load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
     print(_rate("probe (headers)", n_probe, w_probe, c_probe, "videos"))
     print(_rate("sample_clip (1 window/decode)", n_one, w_one, c_one))
-    print(_rate("sample_grid_windows", n_grid, w_grid, c_grid) + f"  [{n_grid / len(paths):.1f} windows/video]")
+    print(
+        _rate("sample_grid_windows", n_grid, w_grid, c_grid) + f"  [{n_grid / len(paths):.1f} windows/video]"
+    )
     print(f"  ratio grid / per-window: {(n_grid / c_grid) / (n_one / c_one):.2f}x clips per CPU-second")
 
 

@@ -36,7 +36,9 @@ TARGETS = {"win_rate_vs_shifted": 0.75, "loss_gap_t": 5.0, "vae_psnr_db": 25.0, 
 def parse_args(argv: list[str]):
 
     p = argparse.ArgumentParser(prog="bench_learn", description=__doc__.splitlines()[0])
-    p.add_argument("--clips-per-class", type=int, default=DEFAULT_CLIPS_PER_CLASS, help="synthetic clips per class")
+    p.add_argument(
+        "--clips-per-class", type=int, default=DEFAULT_CLIPS_PER_CLASS, help="synthetic clips per class"
+    )
     p.add_argument("--max-steps", type=int, default=0, help="training steps (0 = the recipe's)")
     p.add_argument("--name", default="bench-learn", help="training run name (re-using one resumes it)")
     return p.parse_args(argv)
@@ -58,9 +60,14 @@ def summarize(run, wall_s: float, cpu_s: float) -> dict:
         "loss_null_audio": m.get("val_loss_null_audio"),
         "loss_gap_t": m.get("val_loss_gap_t"),
         "loss_win_rate": m.get("val_audio_win_rate"),
-        "sync_by_scale": {str(v): {"mean": r["mean"], "seeds": r.get("seeds", 1),
-                                   **dict(zip(("ci_low", "ci_high"), setting_interval(r)))}
-                          for v, r in sorted(rows.items())},
+        "sync_by_scale": {
+            str(v): {
+                "mean": r["mean"],
+                "seeds": r.get("seeds", 1),
+                **dict(zip(("ci_low", "ci_high"), setting_interval(r))),
+            }
+            for v, r in sorted(rows.items())
+        },
         "best_scale": comp.get("best"),
         "sync_gt": best["gt"] if best else None,
         "sync_shifted": best["shifted"] if best else None,
@@ -95,14 +102,21 @@ def table(out: dict) -> str:
     for scale, s in out["sync_by_scale"].items():
         row(f"sync @ scale {scale}", f"{s['mean']:.3f} [{s['ci_low']:.3f}, {s['ci_high']:.3f}]")
     gain = out["sync_gain_ci"]
-    row("gain best vs scale 1", f"{_fmt(out['sync_gain_best_vs_baseline'])}"
-        + (f" [{gain[0]:.3f}, {gain[1]:.3f}]" if gain and gain[0] is not None else ""), "> 0, CI above 0")
+    row(
+        "gain best vs scale 1",
+        f"{_fmt(out['sync_gain_best_vs_baseline'])}"
+        + (f" [{gain[0]:.3f}, {gain[1]:.3f}]" if gain and gain[0] is not None else ""),
+        "> 0, CI above 0",
+    )
     row("best_scale", _fmt(out["best_scale"]))
     row("sync_shifted (best)", _fmt(out["sync_shifted"]))
     row("sync_gt", _fmt(out["sync_gt"]))
     ci = out["win_rate_ci"]
-    row("win_rate_vs_shifted (best)", _fmt(out["win_rate_vs_shifted"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""),
-        f">= {TARGETS['win_rate_vs_shifted']}")
+    row(
+        "win_rate_vs_shifted (best)",
+        _fmt(out["win_rate_vs_shifted"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""),
+        f">= {TARGETS['win_rate_vs_shifted']}",
+    )
     row("wall_minutes", _fmt(out["wall_minutes"]), f"<= {TARGETS['wall_minutes']}")
     row("cpu_minutes", _fmt(out["cpu_minutes"]))
     return "\n".join(lines)

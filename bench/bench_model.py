@@ -66,7 +66,9 @@ def model_config(model_size: str, **fields) -> ModelConfig:
     if model_size == "full":
         return ModelConfig(**fields)
     path = CONFIGS / "model" / f"{model_size}.yaml"
-    return dataclasses.replace(from_dict(ModelConfig, yaml.safe_load(path.read_text())["model"], str(path)), **fields)
+    return dataclasses.replace(
+        from_dict(ModelConfig, yaml.safe_load(path.read_text())["model"], str(path)), **fields
+    )
 
 
 def _ours(model_size: str, device, dtype, checkpointing: bool):
@@ -79,14 +81,20 @@ def _motion(model_size: str, device, dtype, checkpointing: bool):
     u = model_config(model_size).unet
     levels = len(u.block_out_channels)
     unet2d = UNet2DConditionModel(
-        block_out_channels=tuple(u.block_out_channels), layers_per_block=u.layers_per_block,
-        attention_head_dim=u.attention_head_dim, cross_attention_dim=u.cross_attention_dim,
+        block_out_channels=tuple(u.block_out_channels),
+        layers_per_block=u.layers_per_block,
+        attention_head_dim=u.attention_head_dim,
+        cross_attention_dim=u.cross_attention_dim,
         norm_num_groups=u.norm_num_groups,
         down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1))
-    adapter = MotionAdapter(block_out_channels=tuple(u.block_out_channels), motion_layers_per_block=u.layers_per_block,
-                            motion_num_attention_heads=8 if model_size == "full" else u.attention_head_dim,
-                            motion_norm_num_groups=u.norm_num_groups)
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+    )
+    adapter = MotionAdapter(
+        block_out_channels=tuple(u.block_out_channels),
+        motion_layers_per_block=u.layers_per_block,
+        motion_num_attention_heads=8 if model_size == "full" else u.attention_head_dim,
+        motion_norm_num_groups=u.norm_num_groups,
+    )
     model = UNetMotionModel.from_unet2d(unet2d, adapter)
     model.freeze_unet2d_params()
     if checkpointing:
@@ -161,7 +169,9 @@ def bench_inference(model_size, device, dtype, batch, frames, size, iters) -> di
     text = b["text"].repeat_interleave(frames, 0)
     with torch.no_grad():
         return {
-            "avsyncd": _timeit(lambda: ours(b["latents"], t, b["text"], b["audio"], b["mask"]), iters, device),
+            "avsyncd": _timeit(
+                lambda: ours(b["latents"], t, b["text"], b["audio"], b["mask"]), iters, device
+            ),
             "unet_motion": _timeit(lambda: motion(b["latents"], t, text), iters, device),
         }
 
@@ -172,7 +182,11 @@ def bench_ff_conv(iters, channels=64, batch=2, frames=12, size=16) -> dict:
     x = torch.randn(batch * frames, channels, size, size, requires_grad=True)
 
     def naive():
-        y = F.conv2d(x, conv.weight, conv.bias, padding=1).unflatten(0, (batch, frames)).permute(0, 3, 4, 1, 2)
+        y = (
+            F.conv2d(x, conv.weight, conv.bias, padding=1)
+            .unflatten(0, (batch, frames))
+            .permute(0, 3, 4, 1, 2)
+        )
         prev = torch.clamp(torch.arange(frames) - 1, min=0)
         cat = torch.cat([y[..., [0] * frames, :], y[..., prev, :], y], dim=-1)
         (y + conv.conv_temp(cat)).permute(0, 3, 4, 1, 2).sum().backward()
@@ -201,8 +215,10 @@ def bench_ff_attention(iters, dim=128, heads=8, batch=2, frames=12, tokens=256) 
 
     cpu = torch.device("cpu")
     with torch.no_grad():
-        return {"ours": _timeit(lambda: ours_proc(attn, x, num_frames=frames), iters, cpu),
-                "naive_all_frames_kv": _timeit(naive, iters, cpu)}
+        return {
+            "ours": _timeit(lambda: ours_proc(attn, x, num_frames=frames), iters, cpu),
+            "naive_all_frames_kv": _timeit(naive, iters, cpu),
+        }
 
 
 def _ratio(a: float, b: float) -> str:
@@ -215,7 +231,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--smoke", action="store_true", help="run the GPU section on CPU with the tiny config")
+    parser.add_argument(
+        "--smoke", action="store_true", help="run the GPU section on CPU with the tiny config"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     diffusers_logging.set_verbosity_error()  # silence per-cast "kept in float32" notices
@@ -224,46 +242,65 @@ def main(argv=None) -> int:
     cpu = torch.device("cpu")
     results: dict = {"torch": torch.__version__, "threads": torch.get_num_threads()}
 
-    print(f"== CPU ({torch.get_num_threads()} threads), tiny config, batch {args.batch} x {args.frames} frames, "
-          f"8x8 latents: train step (fwd+bwd+AdamW), median of {args.iters}")
+    print(
+        f"== CPU ({torch.get_num_threads()} threads), tiny config, batch {args.batch} x {args.frames} frames, "
+        f"8x8 latents: train step (fwd+bwd+AdamW), median of {args.iters}"
+    )
     steps = bench_train_steps("tiny", cpu, torch.float32, args.batch, args.frames, 8, args.iters)
     results["cpu_tiny_train_step_s"] = steps
     for ck in (False, True):
         a, m = steps[f"avsyncd_ckpt={ck}"], steps[f"unet_motion_ckpt={ck}"]
-        print(f"  grad ckpt {'on ' if ck else 'off'}: AVSyncD {a * 1e3:8.1f} ms | UNetMotionModel {m * 1e3:8.1f} ms"
-              f" | AVSyncD/UNetMotion time {a / m:.2f}")
+        print(
+            f"  grad ckpt {'on ' if ck else 'off'}: AVSyncD {a * 1e3:8.1f} ms | UNetMotionModel {m * 1e3:8.1f} ms"
+            f" | AVSyncD/UNetMotion time {a / m:.2f}"
+        )
     conv = bench_ff_conv(args.iters)
     attn = bench_ff_attention(args.iters)
     results["cpu_ff_conv_s"], results["cpu_ff_attention_s"] = conv, attn
-    print(f"  FF temporal conv (C=64, 2x12 frames, 16x16, fwd+bwd): ours {conv['ours'] * 1e3:.2f} ms | "
-          f"naive concat+Linear {conv['naive_concat_linear'] * 1e3:.2f} ms | speed-up "
-          f"{_ratio(conv['ours'], conv['naive_concat_linear'])}")
-    print(f"  FF spatial attention (dim 128, 2x12 frames, 256 tokens, fwd): ours {attn['ours'] * 1e3:.2f} ms | "
-          f"K/V for all frames {attn['naive_all_frames_kv'] * 1e3:.2f} ms | speed-up "
-          f"{_ratio(attn['ours'], attn['naive_all_frames_kv'])}")
+    print(
+        f"  FF temporal conv (C=64, 2x12 frames, 16x16, fwd+bwd): ours {conv['ours'] * 1e3:.2f} ms | "
+        f"naive concat+Linear {conv['naive_concat_linear'] * 1e3:.2f} ms | speed-up "
+        f"{_ratio(conv['ours'], conv['naive_concat_linear'])}"
+    )
+    print(
+        f"  FF spatial attention (dim 128, 2x12 frames, 256 tokens, fwd): ours {attn['ours'] * 1e3:.2f} ms | "
+        f"K/V for all frames {attn['naive_all_frames_kv'] * 1e3:.2f} ms | speed-up "
+        f"{_ratio(attn['ours'], attn['naive_all_frames_kv'])}"
+    )
 
     if torch.cuda.is_available() or args.smoke:
         device = torch.device("cuda") if torch.cuda.is_available() and not args.smoke else cpu
         model_size, size = ("tiny", 8) if args.smoke else ("full", 32)
         dtype = torch.bfloat16
         name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke)"
-        print(f"== {name}: {model_size} model in bf16, batch {args.batch} x {args.frames} frames, {size}x{size} latents")
+        print(
+            f"== {name}: {model_size} model in bf16, batch {args.batch} x {args.frames} frames, {size}x{size} latents"
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         train = bench_train_steps(model_size, device, dtype, args.batch, args.frames, size, args.iters)
         infer = bench_inference(model_size, device, dtype, args.batch, args.frames, size, args.iters)
         n = args.batch * args.frames
-        fps = {k: n / v for k, v in {**{f"train_{k}": v for k, v in train.items()},
-                                      **{f"infer_{k}": v for k, v in infer.items()}}.items()}
+        fps = {
+            k: n / v
+            for k, v in {
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"infer_{k}": v for k, v in infer.items()},
+            }.items()
+        }
         results["gpu"] = {"device": name, "model": model_size, "frames_per_s": fps}
         for ck in (False, True):
             a, m = fps[f"train_avsyncd_ckpt={ck}"], fps[f"train_unet_motion_ckpt={ck}"]
-            print(f"  train, grad ckpt {'on ' if ck else 'off'}: AVSyncD {a:8.1f} frames/s | UNetMotionModel "
-                  f"{m:8.1f} frames/s | ratio {a / m:.2f}")
+            print(
+                f"  train, grad ckpt {'on ' if ck else 'off'}: AVSyncD {a:8.1f} frames/s | UNetMotionModel "
+                f"{m:8.1f} frames/s | ratio {a / m:.2f}"
+            )
         a, m = fps["infer_avsyncd"], fps["infer_unet_motion"]
-        print(f"  inference forward: AVSyncD {a:8.1f} frames/s | UNetMotionModel {m:8.1f} frames/s | ratio {a / m:.2f}")
+        print(
+            f"  inference forward: AVSyncD {a:8.1f} frames/s | UNetMotionModel {m:8.1f} frames/s | ratio {a / m:.2f}"
+        )
         if device.type == "cuda":
-            results["gpu"]["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+            results["gpu"]["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
             print(f"  peak memory {results['gpu']['peak_memory_gib']:.1f} GiB")
     else:
         print("== GPU section skipped: CUDA is not available")

@@ -17,6 +17,7 @@ actor imports torch/diffusers and loads its models; daemons) is ~20 CPU-s here, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import time
@@ -46,7 +47,6 @@ def parse_args(argv: list[str]):
 def _encode_times(prep) -> dict[int, float]:
     """Seconds to encode one clip with 1 thread and with torch's default (for the printout)."""
     import torch
-
 
     decode, encode, _ = stage_kwargs(prep, prep.shards[:1])
     encode["num_threads"] = 0
@@ -132,27 +132,40 @@ def main(argv: list[str] | None = None) -> int:
     work = work_dir(args.work_dir, "bench-preprocess-")
     try:
         t0 = time.perf_counter()
-        _, overrides = tiny_inputs(work, clips_per_class=args.clips_per_class, max_duration=args.max_duration,
-                                   image_size=args.image_size)
+        _, overrides = tiny_inputs(
+            work,
+            clips_per_class=args.clips_per_class,
+            max_duration=args.max_duration,
+            image_size=args.image_size,
+        )
         print(f"inputs ready in {time.perf_counter() - t0:.1f} s at {work}", flush=True)
-        common = [*overrides, f"preprocess.windows_per_clip={args.windows_per_clip}",
-                  f"preprocess.decode_concurrency={args.decode_concurrency}",
-                  f"preprocess.encode_concurrency={args.encode_concurrency}", "preprocess.clips_per_shard=4"]
+        common = [
+            *overrides,
+            f"preprocess.windows_per_clip={args.windows_per_clip}",
+            f"preprocess.decode_concurrency={args.decode_concurrency}",
+            f"preprocess.encode_concurrency={args.encode_concurrency}",
+            "preprocess.clips_per_shard=4",
+        ]
         storage = Storage()
         quiet = lambda _msg: None  # noqa: E731
 
         # --- sequential baselines: 1 torch thread, then torch's default
         import torch
 
-        thread_times = _encode_times(prepare(load_experiment(None, [*common, f"storage.root={work}/store-probe"]),
-                                             storage, quiet))
-        print("encode of one clip: " + ", ".join(f"{n} thread(s) {t:.2f} s" for n, t in thread_times.items()),
-              flush=True)
+        thread_times = _encode_times(
+            prepare(load_experiment(None, [*common, f"storage.root={work}/store-probe"]), storage, quiet)
+        )
+        print(
+            "encode of one clip: " + ", ".join(f"{n} thread(s) {t:.2f} s" for n, t in thread_times.items()),
+            flush=True,
+        )
         default_threads = torch.get_num_threads()
         baselines = {}
         for n in sorted(thread_times):
             torch.set_num_threads(n)
-            seq_prep = prepare(load_experiment(None, [*common, f"storage.root={work}/store-seq{n}"]), storage, quiet)
+            seq_prep = prepare(
+                load_experiment(None, [*common, f"storage.root={work}/store-seq{n}"]), storage, quiet
+            )
             with CpuMeter() as seq_meter:
                 seq_manifest, result = build_cache(seq_prep, run_sequential, quiet)
             baselines[n] = (result, seq_meter.seconds)
@@ -176,41 +189,60 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             ray.shutdown()
 
-        totals = ray_manifest["totals"]
-        same = {k: v for k, v in totals.items() if k != "bytes"}
-        assert same == {k: v for k, v in seq_manifest["totals"].items() if k != "bytes"}, \
-            f"both sides must cache the same windows: {totals} vs {seq_manifest['totals']}"
+        totals = ray_manifest.totals
+        assert dataclasses.replace(totals, bytes=0) == dataclasses.replace(seq_manifest.totals, bytes=0), (
+            f"both sides must cache the same windows: {totals} vs {seq_manifest.totals}"
+        )
         ratio = par.clips_per_s / seq.clips_per_s
         out = {
-            "clips": totals["clips"], "windows": totals["windows"], "samples": totals["samples"],
-            "image_size": list(ray_cfg.sampling.image_size), "latent": ray_manifest["layout"]["latent"],
-            "audio_tokens": ray_manifest["layout"]["audio"],
-            "sequential_s": round(seq.pipeline_seconds, 2), "sequential_clips_per_s": round(seq.clips_per_s, 3),
+            "clips": totals.clips,
+            "windows": totals.windows,
+            "samples": totals.samples,
+            "image_size": list(ray_cfg.sampling.image_size),
+            "latent": list(ray_manifest.layout.latent),
+            "audio_tokens": list(ray_manifest.layout.audio),
+            "sequential_s": round(seq.pipeline_seconds, 2),
+            "sequential_clips_per_s": round(seq.clips_per_s, 3),
             "sequential_torch_threads": threads,
             "sequential_s_by_threads": {n: round(r.pipeline_seconds, 2) for n, (r, _) in baselines.items()},
-            "ray_vs_sequential_by_threads": {n: round(r.pipeline_seconds / par.pipeline_seconds, 2)
-                                             for n, (r, _) in baselines.items()},
-            "ray_s": round(par.pipeline_seconds, 2), "ray_clips_per_s": round(par.clips_per_s, 3),
-            "ray_init_s": round(init_s, 2), "ray_vs_sequential": round(ratio, 2),
-            "sequential_cpu_s": round(seq_cpu, 1), "ray_cpu_s": round(ray_cpu, 1),
+            "ray_vs_sequential_by_threads": {
+                n: round(r.pipeline_seconds / par.pipeline_seconds, 2) for n, (r, _) in baselines.items()
+            },
+            "ray_s": round(par.pipeline_seconds, 2),
+            "ray_clips_per_s": round(par.clips_per_s, 3),
+            "ray_init_s": round(init_s, 2),
+            "ray_vs_sequential": round(ratio, 2),
+            "sequential_cpu_s": round(seq_cpu, 1),
+            "ray_cpu_s": round(ray_cpu, 1),
             "ray_cpu_s_by_process": {k: round(v, 1) for k, v in ray_meter.by_process().items() if v >= 0.1},
-            "decode_concurrency": args.decode_concurrency, "encode_concurrency": args.encode_concurrency,
-            "cache_bytes": totals["bytes"], "bytes_per_clip": round(totals["bytes"] / totals["clips"]),
-            "bytes_per_window": round(totals["bytes"] / totals["windows"]),
-            "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+            "decode_concurrency": args.decode_concurrency,
+            "encode_concurrency": args.encode_concurrency,
+            "cache_bytes": totals.bytes,
+            "bytes_per_clip": round(totals.bytes / totals.clips),
+            "bytes_per_window": round(totals.bytes / totals.windows),
+            "cpu_count": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
         }
         print(f"{'':24}{'sequential':>12}{'ray data':>12}")
         print(f"{'seconds':24}{seq.pipeline_seconds:12.1f}{par.pipeline_seconds:12.1f}")
         print(f"{'clips/s':24}{seq.clips_per_s:12.3f}{par.clips_per_s:12.3f}")
         print(f"{'CPU seconds (all procs)':24}{seq_cpu:12.1f}{ray_cpu:12.1f}")
-        print(f"ray data vs sequential: {ratio:.2f}x clips/s end to end "
-              f"({totals['clips']} clips, {totals['windows']} windows, {args.decode_concurrency} decode + "
-              f"{args.encode_concurrency} encode actors; goal >= 1.7x; load average {os.getloadavg()[0]:.1f} "
-              f"on {os.cpu_count()} CPUs)")
-        print("ray data vs the sequential loop with " + ", ".join(
-            f"{n} torch thread(s): {v:.2f}x" for n, v in out["ray_vs_sequential_by_threads"].items()))
-        print(f"cache size: {out['bytes_per_clip'] / 2**20:.2f} MiB per clip, {out['bytes_per_window'] / 2**10:.0f} KiB "
-              f"per window (latent {out['latent']}, audio tokens {out['audio_tokens']}; both flips)")
+        print(
+            f"ray data vs sequential: {ratio:.2f}x clips/s end to end "
+            f"({totals.clips} clips, {totals.windows} windows, {args.decode_concurrency} decode + "
+            f"{args.encode_concurrency} encode actors; goal >= 1.7x; load average {os.getloadavg()[0]:.1f} "
+            f"on {os.cpu_count()} CPUs)"
+        )
+        print(
+            "ray data vs the sequential loop with "
+            + ", ".join(
+                f"{n} torch thread(s): {v:.2f}x" for n, v in out["ray_vs_sequential_by_threads"].items()
+            )
+        )
+        print(
+            f"cache size: {out['bytes_per_clip'] / 2**20:.2f} MiB per clip, {out['bytes_per_window'] / 2**10:.0f} KiB "
+            f"per window (latent {out['latent']}, audio tokens {out['audio_tokens']}; both flips)"
+        )
         print(f"results: {write_results('preprocess', out)}")
     finally:
         if not args.work_dir:

@@ -88,8 +88,15 @@ def moto(work: Path) -> Iterator[Server]:
     log = work / f"moto-{port}.log"
     proc = spawn([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], log, dict(os.environ))
     url = f"http://{HOST}:{port}"
-    env = {"AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, **MOTO_KEY,
-           "AWS_SESSION_TOKEN": "", "AWS_SHARED_CREDENTIALS_FILE": "", "AWS_PROFILE": ""}
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        **MOTO_KEY,
+        "AWS_SESSION_TOKEN": "",
+        "AWS_SHARED_CREDENTIALS_FILE": "",
+        "AWS_PROFILE": "",
+    }
     try:
         wait_until(lambda: port_open(port), 60, f"moto server on port {port}", proc, log)
         with env_applied(env):
@@ -122,8 +129,14 @@ def transfer(server: Server, src: Path, work: Path) -> dict:
     back.unlink()
     with env_applied(server.env):
         Storage().delete(uri)
-    return {"upload_MBps": size / up["seconds"] / 1e6, "download_MBps": size / down["seconds"] / 1e6,
-            "upload": up, "download": down, "server_rss": server_rss, "downloaded_whole": whole}
+    return {
+        "upload_MBps": size / up["seconds"] / 1e6,
+        "download_MBps": size / down["seconds"] / 1e6,
+        "upload": up,
+        "download": down,
+        "server_rss": server_rss,
+        "downloaded_whole": whole,
+    }
 
 
 def checkpoint_stall(server: Server, work: Path, channels: str) -> dict:
@@ -147,25 +160,38 @@ def fmt_size(size: int) -> str:
 
 def table(transfers: dict[int, dict[str, dict]], stalls: dict[str, dict], channels: str) -> str:
     """The results side by side: per size, each server's row and the SeaweedFS / moto ratios; then the stalls."""
-    lines = ["transfers through Storage.upload_file / download_file, each in a fresh process (MB = 10^6 bytes)",
-             f"{'object':>9}  {'server':<11}{'up MB/s':>9}{'down MB/s':>11}  {'client peak RSS MB (growth) up / down':<40}"
-             f"{'server RSS MB':>13}"]
+    lines = [
+        "transfers through Storage.upload_file / download_file, each in a fresh process (MB = 10^6 bytes)",
+        f"{'object':>9}  {'server':<11}{'up MB/s':>9}{'down MB/s':>11}  {'client peak RSS MB (growth) up / down':<40}"
+        f"{'server RSS MB':>13}",
+    ]
     for size, rows in transfers.items():
         for name, r in rows.items():
-            rss = " / ".join(f"{r[d]['rss_peak'] / 1e6:.0f} (+{r[d]['rss_growth'] / 1e6:.0f})" for d in ("upload", "download"))
-            lines.append(f"{fmt_size(size) if name == 'seaweedfs' else '':>9}  {name:<11}{r['upload_MBps']:>9.1f}"
-                         f"{r['download_MBps']:>11.1f}  {rss:<40}{r['server_rss'] / 1e6:>13.0f}"
-                         + ("" if r["downloaded_whole"] else "  download incomplete!"))
+            rss = " / ".join(
+                f"{r[d]['rss_peak'] / 1e6:.0f} (+{r[d]['rss_growth'] / 1e6:.0f})"
+                for d in ("upload", "download")
+            )
+            lines.append(
+                f"{fmt_size(size) if name == 'seaweedfs' else '':>9}  {name:<11}{r['upload_MBps']:>9.1f}"
+                f"{r['download_MBps']:>11.1f}  {rss:<40}{r['server_rss'] / 1e6:>13.0f}"
+                + ("" if r["downloaded_whole"] else "  download incomplete!")
+            )
         sw, mo = rows["seaweedfs"], rows["moto"]
-        lines.append(f"{'':>9}  {'ratio s/m':<11}{sw['upload_MBps'] / mo['upload_MBps']:>9.2f}"
-                     f"{sw['download_MBps'] / mo['download_MBps']:>11.2f}")
+        lines.append(
+            f"{'':>9}  {'ratio s/m':<11}{sw['upload_MBps'] / mo['upload_MBps']:>9.2f}"
+            f"{sw['download_MBps'] / mo['download_MBps']:>11.2f}"
+        )
     lines.append(f"checkpoint stall, train.checkpoint_upload=async, one checkpoint (UNet [{channels}]):")
     for name, r in stalls.items():
-        lines.append(f"  {name:<11}checkpoint {r['checkpoint_bytes'] / 1e6:.0f} MB, stall {r['mean_stall_s']:.2f} s, "
-                     f"fit {r['wall_s']:.1f} s")
+        lines.append(
+            f"  {name:<11}checkpoint {r['checkpoint_bytes'] / 1e6:.0f} MB, stall {r['mean_stall_s']:.2f} s, "
+            f"fit {r['wall_s']:.1f} s"
+        )
     sw, mo = stalls["seaweedfs"], stalls["moto"]
-    lines.append(f"  {'ratio s/m':<11}stall {sw['mean_stall_s'] / mo['mean_stall_s']:.2f}, "
-                 f"fit {sw['wall_s'] / mo['wall_s']:.2f}")
+    lines.append(
+        f"  {'ratio s/m':<11}stall {sw['mean_stall_s'] / mo['mean_stall_s']:.2f}, "
+        f"fit {sw['wall_s'] / mo['wall_s']:.2f}"
+    )
     return "\n".join(lines)
 
 
@@ -196,8 +222,14 @@ def run(args, work: Path) -> None:
         for server in servers:
             stalls[server.name] = checkpoint_stall(server, work, args.channels)
     print("\n" + table(transfers, stalls, args.channels))
-    path = write_results("storage", {"transfers": {str(size): rows for size, rows in transfers.items()},
-                                     "checkpoint_stall": stalls, "args": vars(args)})
+    path = write_results(
+        "storage",
+        {
+            "transfers": {str(size): rows for size, rows in transfers.items()},
+            "checkpoint_stall": stalls,
+            "args": vars(args),
+        },
+    )
     print(f"results: {path}")
 
 

@@ -53,12 +53,22 @@ def parse_args(argv: list[str]):
 def run(base_overrides: list[str], scheduler: str, args, tag: str):
     """One sweep; returns its trial rows in execution order."""
 
-    lrs = ", ".join(f"{float(x):.3e}" for x in args.lrs.split(","))  # YAML reads 1e-4 as text, 1.000e-04 as a number
-    loaded = load_sweep(REPO / "sweeps" / "train_tiny.yaml", [
-        *[f"base.{o}" for o in base_overrides], f"name=bench-{scheduler}-{tag}",
-        f"search_space={{train.lr: {{grid: [{lrs}]}}}}", f"scheduler.type={scheduler}",
-        f"scheduler.grace_period={args.grace}", f"scheduler.reduction_factor={args.reduction_factor}",
-        f"base.train.max_steps={args.max_steps}", f"base.train.checkpoint_every={args.max_steps}"])
+    lrs = ", ".join(
+        f"{float(x):.3e}" for x in args.lrs.split(",")
+    )  # YAML reads 1e-4 as text, 1.000e-04 as a number
+    loaded = load_sweep(
+        REPO / "sweeps" / "train_tiny.yaml",
+        [
+            *[f"base.{o}" for o in base_overrides],
+            f"name=bench-{scheduler}-{tag}",
+            f"search_space={{train.lr: {{grid: [{lrs}]}}}}",
+            f"scheduler.type={scheduler}",
+            f"scheduler.grace_period={args.grace}",
+            f"scheduler.reduction_factor={args.reduction_factor}",
+            f"base.train.max_steps={args.max_steps}",
+            f"base.train.checkpoint_every={args.max_steps}",
+        ],
+    )
     t0 = time.perf_counter()
     result = run_sweep(loaded, log=lambda _: None)
     wall = time.perf_counter() - t0
@@ -83,10 +93,13 @@ def compare(grid_rows, asha_rows, args) -> dict:
             reached_at = {"run_name": row.run_name, "loss": row.metrics["loss"], "steps_spent": spent}
             break
     return {
-        "grid_steps": grid_steps, "asha_steps": asha_steps,
+        "grid_steps": grid_steps,
+        "asha_steps": asha_steps,
         "grid_best": {"run_name": best.run_name, "loss": best.metrics["loss"]},
         "asha_reached": reached_at,
-        "asha_steps_to_reach_grid_best_vs_grid": (reached_at["steps_spent"] / grid_steps) if reached_at else None,
+        "asha_steps_to_reach_grid_best_vs_grid": (reached_at["steps_spent"] / grid_steps)
+        if reached_at
+        else None,
         "asha_total_steps_vs_grid": asha_steps / grid_steps,
         "grid_trial_seconds": sum(r.metrics.get("time_total_s", 0.0) for r in grid_rows),
         "asha_trial_seconds": sum(r.metrics.get("time_total_s", 0.0) for r in asha_rows),
@@ -94,12 +107,16 @@ def compare(grid_rows, asha_rows, args) -> dict:
 
 
 def show_table(grid_rows, asha_rows) -> None:
-    print(f"\n{'trial':16s}{'grid steps':>11s}{'grid loss':>11s}{'asha steps':>11s}{'asha loss':>11s}  asha status")
+    print(
+        f"\n{'trial':16s}{'grid steps':>11s}{'grid loss':>11s}{'asha steps':>11s}{'asha loss':>11s}  asha status"
+    )
     asha = {r.params["train.lr"]: r for r in asha_rows}
     for g in grid_rows:
         a = asha.get(g.params["train.lr"])
-        print(f"{g.run_name:16s}{steps_of(g):11d}{g.metrics['loss']:11.4f}"
-              + (f"{steps_of(a):11d}{a.metrics['loss']:11.4f}  {a.status}" if a else ""))
+        print(
+            f"{g.run_name:16s}{steps_of(g):11d}{g.metrics['loss']:11.4f}"
+            + (f"{steps_of(a):11d}{a.metrics['loss']:11.4f}  {a.status}" if a else "")
+        )
 
 
 def main(argv: list[str]) -> int:
@@ -112,8 +129,11 @@ def main(argv: list[str]) -> int:
         from bench.bench_train import prepare_inputs
 
         t0 = time.perf_counter()
-        inputs = SimpleNamespace(clips_per_class=args.clips_per_class, image_size=args.image_size,
-                                 windows_per_clip=args.windows_per_clip)
+        inputs = SimpleNamespace(
+            clips_per_class=args.clips_per_class,
+            image_size=args.image_size,
+            windows_per_clip=args.windows_per_clip,
+        )
         overrides, cache_id = prepare_inputs(inputs, work)
         print(f"inputs + cache {cache_id}: {time.perf_counter() - t0:.1f}s", flush=True)
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
@@ -130,18 +150,29 @@ def main(argv: list[str]) -> int:
     show_table(grid_rows, asha_rows)
     print(f"\n{'':44s}{'grid':>10s}{'asha':>10s}")
     print(f"{'optimizer steps':44s}{out['grid_steps']:10d}{out['asha_steps']:10d}")
-    print(f"{'trial seconds (Tune time_total_s)':44s}{out['grid_trial_seconds']:10.0f}{out['asha_trial_seconds']:10.0f}")
+    print(
+        f"{'trial seconds (Tune time_total_s)':44s}{out['grid_trial_seconds']:10.0f}{out['asha_trial_seconds']:10.0f}"
+    )
     print(f"{'sweep wall seconds':44s}{grid_wall:10.0f}{asha_wall:10.0f}")
     print(f"grid best: {out['grid_best']['run_name']} loss {out['grid_best']['loss']:.4f}")
     ratio = out["asha_steps_to_reach_grid_best_vs_grid"]
     if ratio is None:
         print("ASHA did not reach the grid's best loss (it stopped that configuration early)")
     else:
-        print(f"ASHA reached it with {out['asha_reached']['run_name']} (loss {out['asha_reached']['loss']:.4f})")
+        print(
+            f"ASHA reached it with {out['asha_reached']['run_name']} (loss {out['asha_reached']['loss']:.4f})"
+        )
         print(f"{'ASHA steps to reach grid best / grid steps':44s}{ratio:10.3f}  goal <= 0.5")
     print(f"{'ASHA total steps / grid steps':44s}{out['asha_total_steps_vs_grid']:10.3f}")
-    write_results("sweep", {"args": vars(args), **out,
-                            "grid": [vars(r) for r in grid_rows], "asha": [vars(r) for r in asha_rows]})
+    write_results(
+        "sweep",
+        {
+            "args": vars(args),
+            **out,
+            "grid": [vars(r) for r in grid_rows],
+            "asha": [vars(r) for r in asha_rows],
+        },
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ Nothing is asserted; results go to stdout and bench/results/train.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -35,16 +36,19 @@ import time
 from pathlib import Path
 
 from asva_model.build import build_noise_scheduler, build_unet
-from asva_model.objective import loss_from_inputs, prepare_cached_batch
+from asva_model.objective import loss_from_inputs
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.experiment import load_experiment
 from asva_platform.preprocess.job import build_cache, prepare, run_sequential
 from asva_platform.storage import Storage
-from asva_platform.training.data import audio_mask, collate_training_batch
-from asva_platform.training.deepspeed_setup import initialize_engine, state_bytes
+from asva_platform.training.data import CachedSource, WorkerInfo, collate_training_batch
+from asva_platform.training.deepspeed_setup import state_bytes
 from asva_platform.training.flops import online_encoder_flops_per_sample, training_flops_per_sample
 from asva_platform.training.job import run as run_training
+from asva_platform.training.job import trainer_spec
+from asva_platform.training.loop import LocalContext, WorkerTrainer
+from asva_platform.training.spec import RunSpec
 from bench.common import local_ray_defaults, work_dir, write_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,10 +75,14 @@ def parse_args(argv: list[str]):
 def prepare_inputs(args, work: Path) -> tuple[list[str], str]:
     """Synthetic data + tiny weights + their latent cache (local storage, sqlite MLflow)."""
 
-    _, overrides = tiny_inputs(work, clips_per_class=args.clips_per_class, max_duration=4.0,
-                               image_size=args.image_size)
-    overrides += [f"storage.root={work / 'store'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
-                  f"preprocess.windows_per_clip={args.windows_per_clip}"]
+    _, overrides = tiny_inputs(
+        work, clips_per_class=args.clips_per_class, max_duration=4.0, image_size=args.image_size
+    )
+    overrides += [
+        f"storage.root={work / 'store'}",
+        f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
+        f"preprocess.windows_per_clip={args.windows_per_clip}",
+    ]
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
     prep = prepare(cfg, Storage.from_config(cfg.storage), log=lambda _: None)
     build_cache(prep, run_sequential, log=lambda _: None)
@@ -85,16 +93,26 @@ def fit(overrides: list[str], name: str, args) -> dict:
     """One fresh training run (a unique name: a reused one would resume); returns its window metrics."""
     from mlflow.tracking import MlflowClient
 
-
-    cfg = load_experiment(REPO / "configs" / "tiny.yaml", [
-        *overrides, f"name={name}-{time.strftime('%Y%m%d-%H%M%S')}", f"train.max_steps={args.steps}", f"train.log_every={args.log_every}",
-        f"train.checkpoint_every={args.steps}", "train.validate_every=0", "train.export=false"])
+    cfg = load_experiment(
+        REPO / "configs" / "tiny.yaml",
+        [
+            *overrides,
+            f"name={name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            f"train.max_steps={args.steps}",
+            f"train.log_every={args.log_every}",
+            f"train.checkpoint_every={args.steps}",
+            "train.validate_every=0",
+            "train.export=false",
+        ],
+    )
     t0 = time.perf_counter()
     result = run_training(cfg, log_fn=lambda _: None)
     wall = time.perf_counter() - t0
     client = MlflowClient(tracking_uri=cfg.tracking.resolved_uri())
-    hist = {k: [m.value for m in sorted(client.get_metric_history(result.run_id, k), key=lambda m: m.step)]
-            for k in ("samples_per_s", "step_time_s", "data_wait_frac")}
+    hist = {
+        k: [m.value for m in sorted(client.get_metric_history(result.run_id, k), key=lambda m: m.step)]
+        for k in ("samples_per_s", "step_time_s", "data_wait_frac")
+    }
     steady = {k: statistics.mean(v[1:] or v) for k, v in hist.items()}  # drop the start-up window
     return {**steady, "windows": hist, "wall_s": wall, "run_id": result.run_id}
 
@@ -109,55 +127,61 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _batches(cfg, n: int):
-    """``n`` training batches of loss inputs from the cache (the same tensors a cached fit sees)."""
+def _cached_source(cfg, rank: int, world: int, train_cfg=None):
+    """The trainer spec and the cached-mode data source of the fits, and one collated batch of it (the same
+    tensors a cached fit sees)."""
     import itertools
 
     import numpy as np
     import torch
 
-
+    spec = trainer_spec(dataclasses.replace(cfg, train=train_cfg or cfg.train), RunSpec("", "", ""))
     handle = open_cache(Storage.from_config(cfg.storage), cfg.train.cache, cfg.storage.cache_root)
     rows = list(itertools.islice(handle.iter_rows("train"), cfg.train.batch_size_per_worker))
-    batch = collate_training_batch({k: np.stack([r[k] for r in rows]) for k in rows[0]}, handle.text_encodings(),
-                                   handle.null_audio_tokens(), np.random.default_rng(0))
-    mask = audio_mask(cfg.model, cfg.sampling.num_frames)
-    return [(batch, mask, torch.Generator().manual_seed(i)) for i in range(n)]
+    batch = collate_training_batch(
+        {k: np.stack([r[k] for r in rows]) for k in rows[0]},
+        handle.text_encodings(),
+        handle.null_audio_tokens(),
+        np.random.default_rng(0),
+    )
+    info = WorkerInfo(rank, world, torch.device("cpu"))
+    return spec, CachedSource(spec, handle, info), batch
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, steps: int, precision: str,
-            out: str) -> None:
+def _worker(
+    rank: int, world: int, port: int, overrides: list[str], what: str, steps: int, precision: str, out: str
+) -> None:
     import torch
     import torch.distributed as dist
 
-
     torch.set_num_threads(1)  # what a Ray Train worker with 1 CPU gets
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))  # what Ray Train sets; DeepSpeed checks them
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )  # what Ray Train sets; DeepSpeed checks them
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
-    torch.manual_seed(cfg.train.seed)
-    unet = build_unet(cfg.model)
-    sched = build_noise_scheduler(cfg.model)
-    batches = _batches(cfg, steps + 3)
     result: dict = {}
-
-    def loss_of(model, item):
-        batch, mask, gen = item
-        inputs = prepare_cached_batch(batch["mean"], batch["std"], batch["audio_tokens"], batch["null_audio_tokens"],
-                                      mask, batch["text"], gen)
-        return loss_from_inputs(model, sched, inputs, cfg.model.audio_cond_drop_prob, gen)
-
-    if what == "ddp":
+    if what == "ddp":  # the loop's loss on the loop's inputs, under plain DDP instead of DeepSpeed
         from torch.nn.parallel import DistributedDataParallel
 
+        torch.manual_seed(cfg.train.seed)
+        unet = build_unet(cfg.model)
+        sched = build_noise_scheduler(cfg.model)
+        _, source, batch = _cached_source(cfg, rank, world)
         model = DistributedDataParallel(unet)
         params = [p for p in unet.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
         times = []
-        for i, item in enumerate(batches):
+        for i in range(steps + 3):
             t0 = time.perf_counter()
-            loss = loss_of(model, item)
+            gen = torch.Generator().manual_seed(i)
+            loss = loss_from_inputs(
+                model, sched, source.to_inputs(batch, gen), cfg.model.audio_cond_drop_prob, gen
+            )
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
             opt.step()
@@ -165,20 +189,18 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], what: str, s
             if i >= 3:
                 times.append(time.perf_counter() - t0)
         result["step_time_s"] = statistics.mean(times)
-    else:  # "bytes": per-rank parameter + optimizer bytes for ZeRO-0 and ZeRO-3 after one step
-        import dataclasses
-
-
+    else:  # "bytes": per-rank parameter + optimizer bytes for ZeRO-0 and ZeRO-3 after one step of the trainer
         for prec in dict.fromkeys([precision, "bf16", "fp32"]):
             for stage in (0, 3):
-                torch.manual_seed(cfg.train.seed)
-                t = dataclasses.replace(cfg.train, zero_stage=stage, precision=prec, gradient_accumulation_steps=1)
-                engine = initialize_engine(build_unet(cfg.model), t, world)
-                engine.backward(loss_of(engine, batches[0]))
-                engine.step()
+                t = dataclasses.replace(
+                    cfg.train, zero_stage=stage, precision=prec, gradient_accumulation_steps=1
+                )
+                spec, source, batch = _cached_source(cfg, rank, world, t)
+                trainer = WorkerTrainer(spec, LocalContext(), source)
+                trainer.micro_step(batch)
                 key = f"zero{stage}_bytes" + ("" if prec == precision else f"_{prec}")
-                result[key] = state_bytes(engine)
-                del engine
+                result[key] = state_bytes(trainer.engine)
+                del trainer
     if rank == 0:
         Path(out).write_text(json.dumps(result))
     dist.destroy_process_group()
@@ -188,8 +210,11 @@ def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
     import torch.multiprocessing as mp
 
     out = work / f"{what}.json"
-    mp.spawn(_worker, args=(2, _free_port(), overrides, what, args.ddp_steps, args.bytes_precision, str(out)),
-             nprocs=2)
+    mp.spawn(
+        _worker,
+        args=(2, _free_port(), overrides, what, args.ddp_steps, args.bytes_precision, str(out)),
+        nprocs=2,
+    )
     return json.loads(out.read_text())
 
 
@@ -225,23 +250,33 @@ def main(argv: list[str]) -> int:
         # ratio should not depend on which side ran in a quieter minute
         ddp_runs = [show("plain DDP (before)", spawn(overrides, "ddp", args, work))]
         cached = show("cached fit", fit(overrides, "bench-cached", args))
-        cached_zero0 = show("cached fit, ZeRO-0", fit([*overrides, "train.zero_stage=0"], "bench-cached-zero0", args))
+        cached_zero0 = show(
+            "cached fit, ZeRO-0", fit([*overrides, "train.zero_stage=0"], "bench-cached-zero0", args)
+        )
         ddp_runs.append(show("plain DDP (after)", spawn(overrides, "ddp", args, work)))
-        ddp = {"step_time_s": statistics.mean(r["step_time_s"] for r in ddp_runs),
-               "runs": [r["step_time_s"] for r in ddp_runs]}
+        ddp = {
+            "step_time_s": statistics.mean(r["step_time_s"] for r in ddp_runs),
+            "runs": [r["step_time_s"] for r in ddp_runs],
+        }
         # online as the official code does it (decode in the loop, nothing ahead), then with our prefetching
-        online = show("online fit (synchronous decode)",
-                      fit([*overrides, "train.data_mode=online", "train.prefetch_batches=0"], "bench-online", args))
-        online_prefetch = show("online fit (decode prefetch)",
-                               fit([*overrides, "train.data_mode=online"], "bench-online-prefetch", args))
+        online = show(
+            "online fit (synchronous decode)",
+            fit([*overrides, "train.data_mode=online", "train.prefetch_batches=0"], "bench-online", args),
+        )
+        online_prefetch = show(
+            "online fit (decode prefetch)",
+            fit([*overrides, "train.data_mode=online"], "bench-online-prefetch", args),
+        )
         ray.shutdown()
         sizes = show("ZeRO bytes", spawn(overrides, "bytes", args, work))
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
 
-    flops_ratio = {"this_model": compute_only_ratio(REPO / "configs" / "tiny.yaml", overrides),
-                   "full_size": compute_only_ratio(REPO / "configs" / "avsync15.yaml", [])}
+    flops_ratio = {
+        "this_model": compute_only_ratio(REPO / "configs" / "tiny.yaml", overrides),
+        "full_size": compute_only_ratio(REPO / "configs" / "avsync15.yaml", []),
+    }
     ratios = {
         "cached_vs_online_samples_per_s": cached["samples_per_s"] / online["samples_per_s"],
         "cached_vs_online_prefetch_samples_per_s": cached["samples_per_s"] / online_prefetch["samples_per_s"],
@@ -250,9 +285,14 @@ def main(argv: list[str]) -> int:
         "zero3_vs_zero0_bytes_per_rank": sizes["zero3_bytes"] / sizes["zero0_bytes"],
         "cached_data_wait_fraction": cached["data_wait_frac"],
     }
-    goals = {"cached_vs_online_samples_per_s": ">= 3", "cached_vs_online_prefetch_samples_per_s": "(ours)",
-             "trainer_deepspeed_vs_ddp_step_time": "<= 1.10", "trainer_deepspeed_zero2_vs_ddp_step_time": "(info)",
-             "zero3_vs_zero0_bytes_per_rank": "<= 0.55", "cached_data_wait_fraction": "<= 0.05"}
+    goals = {
+        "cached_vs_online_samples_per_s": ">= 3",
+        "cached_vs_online_prefetch_samples_per_s": "(ours)",
+        "trainer_deepspeed_vs_ddp_step_time": "<= 1.10",
+        "trainer_deepspeed_zero2_vs_ddp_step_time": "(info)",
+        "zero3_vs_zero0_bytes_per_rank": "<= 0.55",
+        "cached_data_wait_fraction": "<= 0.05",
+    }
     print(f"\n{'':38s}{'value':>12s}  goal")
     print(f"{'cached samples/s':38s}{cached['samples_per_s']:12.2f}")
     print(f"{'online samples/s (synchronous decode)':38s}{online['samples_per_s']:12.2f}")
@@ -263,14 +303,28 @@ def main(argv: list[str]) -> int:
     print(f"{'ZeRO-0 bytes/rank':38s}{sizes['zero0_bytes']:12d}")
     print(f"{'ZeRO-3 bytes/rank':38s}{sizes['zero3_bytes']:12d}")
     other = "fp32" if args.bytes_precision == "bf16" else "bf16"
-    print(f"{'ZeRO-3 / ZeRO-0 bytes in ' + other:38s}{sizes[f'zero3_bytes_{other}'] / sizes[f'zero0_bytes_{other}']:12.3f}")
+    print(
+        f"{'ZeRO-3 / ZeRO-0 bytes in ' + other:38s}{sizes[f'zero3_bytes_{other}'] / sizes[f'zero0_bytes_{other}']:12.3f}"
+    )
     print(f"{'compute-only online/cached, this model':38s}{flops_ratio['this_model']:12.3f}")
     print(f"{'compute-only online/cached, full size':38s}{flops_ratio['full_size']:12.3f}")
     for k, v in ratios.items():
         print(f"{k:38s}{v:12.3f}  {goals[k]}")
-    write_results("train", {"args": vars(args), "ratios": ratios, "goals": goals, "cached": cached,
-                            "online": online, "online_prefetch": online_prefetch, "ddp": ddp, "cached_zero0": cached_zero0, "bytes": sizes,
-                            "compute_only_online_vs_cached": flops_ratio})
+    write_results(
+        "train",
+        {
+            "args": vars(args),
+            "ratios": ratios,
+            "goals": goals,
+            "cached": cached,
+            "online": online,
+            "online_prefetch": online_prefetch,
+            "ddp": ddp,
+            "cached_zero0": cached_zero0,
+            "bytes": sizes,
+            "compute_only_online_vs_cached": flops_ratio,
+        },
+    )
     return 0
 
 

@@ -9,7 +9,7 @@ Sections (each guarded: a failing one prints its error, the others still run, th
   (``asva_platform.training.flops``), peak memory; gradient checkpointing off;
 * ``train_grad_ckpt``: the same with gradient checkpointing (the paper's setting; its recompute is not
   counted in the FLOPs, so MFU stays model FLOPs utilisation);
-* ``sampling``: one full-size 50-step PNDM sampling with audio CFG (``eval.audio_guidance_scale`` 4, the
+* ``sampling``: one full-size 50-step PNDM sampling with audio CFG (``generate.audio_guidance_scale`` 4, the
   UNet in bf16), one clip, decode included; ``sampling_fp32``: the same in fp32 (what the evaluation stage
   runs today);
 * ``online_data``: the online data path on GPU for a few synthetic AVSync15-like clips
@@ -53,19 +53,19 @@ import torch
 from asva_model.build import (
     build_audio_encoder,
     build_inference_scheduler,
-    build_noise_scheduler,
     build_unet,
 )
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
-from asva_model.data.synth import synthesize
-from asva_model.models.audio_encoder import segment_mask
-from asva_model.objective import loss_from_inputs, prepare_cached_batch
 from asva_model.pipeline import AVSyncPipeline
-from asva_platform.artifacts.weights import load_frozen_encoders
 from asva_platform.dev.ray_local import use_private_local_ray
+from asva_platform.dev.synth import synthesize
+from asva_platform.dev.synthetic_batches import SyntheticSource
 from asva_platform.experiment import load_experiment
-from asva_platform.training.deepspeed_setup import initialize_engine
+from asva_platform.inference.weights import load_frozen_encoders
 from asva_platform.training.flops import mfu, peak_flops, training_flops_per_sample
+from asva_platform.training.job import trainer_spec
+from asva_platform.training.loop import LocalContext, RayTrainContext, TrainContext, WorkerTrainer
+from asva_platform.training.spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_CONFIG = REPO / "configs" / "avsync15.yaml"
@@ -80,23 +80,53 @@ NA_CPU = "n/a (cpu)"
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gpu_check", description=__doc__.splitlines()[0])
-    p.add_argument("--tiny", "--dry-run", dest="tiny", action="store_true",
-                   help="CPU, tiny geometry (configs/tiny.yaml), a couple of steps")
-    p.add_argument("--no-ray", action="store_true",
-                   help="training sections in this process (same step function, no TorchTrainer)")
-    p.add_argument("--steps", type=int, default=0, help="timed optimizer steps per training section "
-                   "(default 20; --tiny 2)")
-    p.add_argument("--warmup", type=int, default=-1, help="untimed optimizer steps first (default 5; --tiny 1)")
-    p.add_argument("--sample-steps", type=int, default=0, help="PNDM steps (default: eval.num_inference_steps, "
-                   "50 in the full recipe; --tiny 2)")
-    p.add_argument("--online-clips", type=int, default=0,
-                   help="synthetic clips through the online data path (default 12; --tiny 4)")
+    p.add_argument(
+        "--tiny",
+        "--dry-run",
+        dest="tiny",
+        action="store_true",
+        help="CPU, tiny geometry (configs/tiny.yaml), a couple of steps",
+    )
+    p.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="training sections in this process (same step function, no TorchTrainer)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="timed optimizer steps per training section (default 20; --tiny 2)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=-1, help="untimed optimizer steps first (default 5; --tiny 1)"
+    )
+    p.add_argument(
+        "--sample-steps",
+        type=int,
+        default=0,
+        help="PNDM steps (default: generate.num_inference_steps, 50 in the full recipe; --tiny 2)",
+    )
+    p.add_argument(
+        "--online-clips",
+        type=int,
+        default=0,
+        help="synthetic clips through the online data path (default 12; --tiny 4)",
+    )
     p.add_argument("--only", default="", help="comma-separated sections to run (default: all)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra dotted config override, e.g. train.batch_size_per_worker=8 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra dotted config override, e.g. train.batch_size_per_worker=8 (repeatable)",
+    )
     p.add_argument("--num-cpus", type=int, default=0, help="logical CPUs of the local Ray (default: all)")
     p.add_argument("--out", default="", help="JSON path (default: $OUT/gpu_check.json or bench/results/...)")
-    p.add_argument("--work-dir", default="", help="keep synthetic data and Ray results here (default: a temp dir)")
+    p.add_argument(
+        "--work-dir", default="", help="keep synthetic data and Ray results here (default: a temp dir)"
+    )
     args = p.parse_args(argv)
     args.steps = args.steps or (2 if args.tiny else 20)
     args.warmup = args.warmup if args.warmup >= 0 else (1 if args.tiny else 5)
@@ -112,8 +142,13 @@ def base_overrides(args) -> list[str]:
     (the recipe's accumulation path)."""
     common = ["train.num_workers=1", "train.zero_stage=2", "train.validate_every=0"]
     if args.tiny:
-        common += ["train.use_gpu=false", "train.precision=fp32", "sampling.image_size=[32, 32]",
-                   "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=2"]
+        common += [
+            "train.use_gpu=false",
+            "train.precision=fp32",
+            "sampling.image_size=[32, 32]",
+            "train.batch_size_per_worker=1",
+            "train.gradient_accumulation_steps=2",
+        ]
     else:
         common += ["train.use_gpu=true", "train.precision=bf16"]
     return common + list(args.overrides)
@@ -146,8 +181,10 @@ def _reset_memory(device: torch.device) -> None:
 def _peak_memory(device: torch.device) -> dict[str, float | None]:
     if device.type != "cuda":
         return {"peak_mem_gib": None, "peak_reserved_gib": None}
-    return {"peak_mem_gib": torch.cuda.max_memory_allocated(device) / GIB,
-            "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / GIB}
+    return {
+        "peak_mem_gib": torch.cuda.max_memory_allocated(device) / GIB,
+        "peak_reserved_gib": torch.cuda.max_memory_reserved(device) / GIB,
+    }
 
 
 def _device_name(device: torch.device) -> str:
@@ -158,70 +195,41 @@ def _device_name(device: torch.device) -> str:
 # Training steps (run in a TorchTrainer worker, or in this process with --no-ray)
 
 
-def synthetic_batch(exp, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """A cached-mode batch of the config's geometry on ``device``: the latent distribution (mean, std; what the
-    cache stores), audio tokens, the null audio, the per-frame audio mask and text encodings."""
-    m, s, t = exp.model, exp.sampling, exp.train
-    b, f = t.batch_size_per_worker, s.num_frames
-    h, w = (size // m.vae.downsample_factor for size in s.image_size)
-    encoder = build_audio_encoder(m, device="meta")  # geometry only: token count and width
-    tokens, width = encoder.num_tokens, m.audio_encoder.embed_dim
-
-    def randn(*shape):
-        return torch.randn(*shape, generator=generator).to(device)
-
-    return {
-        "mean": randn(b, m.unet.in_channels, f, h, w),
-        "std": torch.full((b, m.unet.in_channels, f, h, w), 0.1, device=device),
-        "audio_tokens": randn(b, tokens, width),
-        "null_audio_tokens": randn(1, tokens, width),
-        "audio_mask": segment_mask(f, *encoder.patch_grid, encoder.has_cls_token)[None].to(device),
-        "text": randn(b, 77, m.unet.cross_attention_dim),
-    }
-
-
-def train_steps(spec: dict[str, Any], device: torch.device, world: int = 1) -> dict[str, Any]:
-    """Build the UNet (random init, on the device) and its DeepSpeed engine, run ``warmup`` + ``steps``
-    optimizer steps on synthetic inputs, and return the timings; the engine and loss are the project's
-    (``initialize_engine``, ``prepare_cached_batch`` + ``loss_from_inputs``), as in the training loop."""
+def train_steps(spec: dict[str, Any], device: torch.device, context: TrainContext) -> dict[str, Any]:
+    """The training loop's own trainer (:class:`WorkerTrainer`: the UNet, its DeepSpeed engine, the loss) on a
+    synthetic cached-mode batch: ``warmup`` + ``steps`` optimizer steps of :meth:`WorkerTrainer.micro_step`,
+    and their timings."""
     t_setup = time.perf_counter()
     exp = load_experiment(spec["config"], spec["overrides"])
     t, m = exp.train, exp.model
+    world = context.info.world
     _reset_memory(device)
-    torch.manual_seed(t.seed)
-    with torch.device(device):  # initialise the weights where they will live (a full-size CPU init is slow)
-        unet = build_unet(m, device=device)
-    engine = initialize_engine(unet, t, world)
-    scheduler = build_noise_scheduler(m)
-    batch = synthetic_batch(exp, device, torch.Generator().manual_seed(t.seed))
+    worker_spec = trainer_spec(exp, RunSpec("", "", ""))
+    trainer = WorkerTrainer(worker_spec, context, SyntheticSource(worker_spec, device, t.seed))
+    batch = trainer.source.batch
     ga = t.gradient_accumulation_steps
     losses: list[float] = []
 
-    def step(index: int) -> None:
+    def step() -> None:
         for micro in range(ga):
-            gen = torch.Generator().manual_seed(t.seed * 1_000_003 + index * ga + micro)
-            inputs = prepare_cached_batch(batch["mean"], batch["std"], batch["audio_tokens"],
-                                          batch["null_audio_tokens"], batch["audio_mask"], batch["text"], gen,
-                                          m.vae.scaling_factor)
-            loss = loss_from_inputs(engine, scheduler, inputs, m.audio_cond_drop_prob, gen)
-            engine.backward(loss)
-            engine.step()
-            losses.append(float(loss.detach()))
+            losses.append(trainer.micro_step(batch, micro))
+        trainer.state.step = trainer.engine.global_steps
 
-    engine.train()
-    for i in range(spec["warmup"]):
-        step(i)
+    trainer.engine.train()
+    for _ in range(spec["warmup"]):
+        step()
     _sync(device)
     setup_s = time.perf_counter() - t_setup
     times = []
     t0 = time.perf_counter()
-    for i in range(spec["steps"]):
+    for _ in range(spec["steps"]):
         s0 = time.perf_counter()
-        step(spec["warmup"] + i)
+        step()
         _sync(device)
         times.append(time.perf_counter() - s0)
     elapsed = time.perf_counter() - t0
     samples = spec["steps"] * ga * t.batch_size_per_worker * world
+    module = trainer.engine.module
     out = {
         "device": _device_name(device),
         "world_size": world,
@@ -239,8 +247,8 @@ def train_steps(spec: dict[str, Any], device: torch.device, world: int = 1) -> d
         "samples_per_s": samples / elapsed,
         "loss_first": losses[0],
         "loss_last": losses[-1],
-        "trainable_params": sum(p.numel() for p in engine.module.parameters() if p.requires_grad),
-        "params": sum(p.numel() for p in engine.module.parameters()),
+        "trainable_params": sum(p.numel() for p in module.parameters() if p.requires_grad),
+        "params": sum(p.numel() for p in module.parameters()),
         **_peak_memory(device),
     }
     return out  # the engine is freed on return; the next section resets the memory counters
@@ -248,11 +256,9 @@ def train_steps(spec: dict[str, Any], device: torch.device, world: int = 1) -> d
 
 def train_worker(spec: dict[str, Any]) -> None:
     """TorchTrainer entry point: the timings of :func:`train_steps` on this worker's device, reported."""
-    import ray.train
     import ray.train.torch
 
-    ctx = ray.train.get_context()
-    result = train_steps(spec, ray.train.torch.get_device(), ctx.get_world_size())
+    result = train_steps(spec, ray.train.torch.get_device(), RayTrainContext())
     # Train V2 keeps only the metrics reported with a checkpoint: a one-file checkpoint carries them
     with tempfile.TemporaryDirectory(prefix="asva-gpu-check-") as d:
         (Path(d) / "result.json").write_text(json.dumps(result))
@@ -266,11 +272,19 @@ def fit_with_trainer(spec: dict[str, Any], args, work: Path, name: str) -> dict[
 
     cpus = 1 if args.tiny else max(1, min(8, (os.cpu_count() or 2) - 2))
     trainer = TorchTrainer(
-        train_worker, train_loop_config=spec,
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=not args.tiny, resources_per_worker={
-            "CPU": cpus, **({} if args.tiny else {"GPU": 1})}),
-        run_config=RunConfig(name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(work / "ray_results"),
-                             failure_config=FailureConfig(max_failures=0)))
+        train_worker,
+        train_loop_config=spec,
+        scaling_config=ScalingConfig(
+            num_workers=1,
+            use_gpu=not args.tiny,
+            resources_per_worker={"CPU": cpus, **({} if args.tiny else {"GPU": 1})},
+        ),
+        run_config=RunConfig(
+            name=f"{name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(work / "ray_results"),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
     result = trainer.fit()
     if result.error:
         raise result.error
@@ -287,12 +301,22 @@ def one_rank_group(device: torch.device, work: Path):
     reads is set for the duration and restored afterwards."""
     import torch.distributed as dist
 
-    env = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    env = {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     store_path = work / f"pg-store-{os.getpid()}-{time.monotonic_ns()}"
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=dist.FileStore(str(store_path), 1),
-                            rank=0, world_size=1)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        store=dist.FileStore(str(store_path), 1),
+        rank=0,
+        world_size=1,
+    )
     try:
         yield
     finally:
@@ -318,12 +342,17 @@ def fit_in_process(spec: dict[str, Any], args, work: Path) -> dict[str, Any]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         PROCESS_GROUP.enter_context(one_rank_group(device, work))
-    return {**train_steps(spec, device), "runner": "in process (--no-ray)"}
+    return {**train_steps(spec, device, LocalContext(device)), "runner": "in process (--no-ray)"}
 
 
 def train_section(args, work: Path, grad_ckpt: bool) -> dict[str, Any]:
     overrides = [*base_overrides(args), f"model.gradient_checkpointing={'true' if grad_ckpt else 'false'}"]
-    spec = {"config": str(config_path(args)), "overrides": overrides, "warmup": args.warmup, "steps": args.steps}
+    spec = {
+        "config": str(config_path(args)),
+        "overrides": overrides,
+        "warmup": args.warmup,
+        "steps": args.steps,
+    }
     name = "gpu-check-train" + ("-ckpt" if grad_ckpt else "")
     result = fit_in_process(spec, args, work) if args.no_ray else fit_with_trainer(spec, args, work, name)
     exp = load_experiment(spec["config"], overrides)
@@ -353,10 +382,10 @@ def _latent_geometry(exp) -> str:
 
 
 def sampling_section(args, dtype: torch.dtype) -> dict[str, Any]:
-    """One clip through AVSyncPipeline: PNDM, audio CFG at eval.audio_guidance_scale, decode included."""
+    """One clip through AVSyncPipeline: PNDM, audio CFG at generate.audio_guidance_scale, decode included."""
     device = compute_device(args)
     exp = load_experiment(config_path(args), [*base_overrides(args), "model.gradient_checkpointing=false"])
-    m, s, e = exp.model, exp.sampling, exp.eval
+    m, s, e = exp.model, exp.sampling, exp.generate
     steps = args.sample_steps or e.num_inference_steps
     dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}[dtype]
     _reset_memory(device)
@@ -371,9 +400,17 @@ def sampling_section(args, dtype: torch.dtype) -> dict[str, Any]:
     text = torch.randn(1, 77, m.unet.cross_attention_dim, generator=g)
 
     def run(n: int):
-        return pipe(image, text, mel, num_frames=s.num_frames, num_inference_steps=n,
-                    audio_guidance_scale=e.audio_guidance_scale, text_guidance_scale=1.0,
-                    generator=torch.Generator().manual_seed(e.seed), sampler=e.sampler)
+        return pipe(
+            image,
+            text,
+            mel,
+            num_frames=s.num_frames,
+            num_inference_steps=n,
+            audio_guidance_scale=e.audio_guidance_scale,
+            text_guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(e.seed),
+            sampler=e.sampler,
+        )
 
     run(2)  # warm-up: kernels, allocator
     _sync(device)
@@ -410,13 +447,18 @@ def synthetic_dataset(work: Path, clips: int, exp) -> list[str]:
     """``clips`` synthetic AVSync15-like clips (one per class, cycling), all in the train split, and random
     text encodings of the UNet's width for every class prompt; the overrides that point ``exp`` at them."""
     per_class = max(1, math.ceil(clips / len(AVSYNC15_CLASSES)))
-    classes = AVSYNC15_CLASSES[:min(clips, len(AVSYNC15_CLASSES))]
+    classes = AVSYNC15_CLASSES[: min(clips, len(AVSYNC15_CLASSES))]
     data = work / "data"
     synthesize(data, clips_per_class=per_class, seed=0, max_duration=3.0, classes=classes)
     text = work / "text_encodings.pt"
     g = torch.Generator().manual_seed(0)
-    torch.save({default_prompt(c): torch.randn(77, exp.model.unet.cross_attention_dim, generator=g)
-                for c in AVSYNC15_CLASSES}, text)
+    torch.save(
+        {
+            default_prompt(c): torch.randn(77, exp.model.unet.cross_attention_dim, generator=g)
+            for c in AVSYNC15_CLASSES
+        },
+        text,
+    )
     return [f"dataset.root={data}", f"model.text_encodings={text}", f"storage.root={work / 'store'}"]
 
 
@@ -432,7 +474,9 @@ def online_data_section(args, work: Path) -> dict[str, Any]:
     exp = load_experiment(config_path(args), overrides)
     batch_size = exp.train.batch_size_per_worker
     if args.online_clips < 2 * batch_size:
-        raise ValueError(f"--online-clips {args.online_clips}: need >= 2 batches of {batch_size} (one is a warm-up)")
+        raise ValueError(
+            f"--online-clips {args.online_clips}: need >= 2 batches of {batch_size} (one is a warm-up)"
+        )
     t0 = time.perf_counter()
     overrides += synthetic_dataset(work, args.online_clips, exp)
     synth_s = time.perf_counter() - t0
@@ -486,31 +530,51 @@ def _fmt(value, unit: str = "", digits: int = 2, cpu: bool = False) -> str:
 
 def print_section(name: str, r: dict[str, Any], cpu: bool) -> None:
     if name.startswith("train"):
-        print(f"  [{name}] {r['runner']}, {r['device']}, {r['latent_geometry']}, ZeRO-{r['zero_stage']} "
-              f"{r['precision']}, grad ckpt {'on' if r['gradient_checkpointing'] else 'off'}, "
-              f"{r['samples_per_step']} samples/step ({r['micro_batch']} x {r['grad_accum']} accumulation), "
-              f"{r['timed_steps']} timed steps after {r['warmup_steps']}")
-        print(f"  [{name}] samples/s          {r['samples_per_s']:.2f}  (step {r['step_time_s'] * 1e3:.1f} ms, "
-              f"median {r['step_time_median_s'] * 1e3:.1f} ms)")
-        print(f"  [{name}] achieved TFLOP/s   {r['tflops_per_s']:.3f}  ({r['flops_per_sample'] / 1e12:.3f} "
-              f"TFLOP per sample)")
+        print(
+            f"  [{name}] {r['runner']}, {r['device']}, {r['latent_geometry']}, ZeRO-{r['zero_stage']} "
+            f"{r['precision']}, grad ckpt {'on' if r['gradient_checkpointing'] else 'off'}, "
+            f"{r['samples_per_step']} samples/step ({r['micro_batch']} x {r['grad_accum']} accumulation), "
+            f"{r['timed_steps']} timed steps after {r['warmup_steps']}"
+        )
+        print(
+            f"  [{name}] samples/s          {r['samples_per_s']:.2f}  (step {r['step_time_s'] * 1e3:.1f} ms, "
+            f"median {r['step_time_median_s'] * 1e3:.1f} ms)"
+        )
+        print(
+            f"  [{name}] achieved TFLOP/s   {r['tflops_per_s']:.3f}  ({r['flops_per_sample'] / 1e12:.3f} "
+            f"TFLOP per sample)"
+        )
         peak = f" of {r['peak_tflops']:.1f} TFLOP/s bf16 peak" if r.get("peak_tflops") else ""
-        print(f"  [{name}] MFU                {_fmt(None if r['mfu'] is None else 100 * r['mfu'], '%', 1, cpu)}"
-              f"{peak}")
-        print(f"  [{name}] peak memory        {_fmt(r['peak_mem_gib'], ' GiB', 2, cpu)}"
-              + (f" (reserved {r['peak_reserved_gib']:.2f} GiB)" if r.get("peak_reserved_gib") else ""))
+        print(
+            f"  [{name}] MFU                {_fmt(None if r['mfu'] is None else 100 * r['mfu'], '%', 1, cpu)}"
+            f"{peak}"
+        )
+        print(
+            f"  [{name}] peak memory        {_fmt(r['peak_mem_gib'], ' GiB', 2, cpu)}"
+            + (f" (reserved {r['peak_reserved_gib']:.2f} GiB)" if r.get("peak_reserved_gib") else "")
+        )
     elif name.startswith("sampling"):
-        print(f"  [{name}] {r['device']}, {r['dtype']}, {r['steps']}-step PNDM ({r['sampler']}), audio CFG "
-              f"{r['audio_guidance_scale']} ({r['unet_evals_per_step']} UNet passes/step), frames {r['frames']}")
-        print(f"  [{name}] seconds per clip    {r['seconds_per_clip']:.2f}  ({r['steps_per_s']:.2f} steps/s, "
-              f"UNet {r['unet_tflops_per_s']:.2f} TFLOP/s)")
+        print(
+            f"  [{name}] {r['device']}, {r['dtype']}, {r['steps']}-step PNDM ({r['sampler']}), audio CFG "
+            f"{r['audio_guidance_scale']} ({r['unet_evals_per_step']} UNet passes/step), frames {r['frames']}"
+        )
+        print(
+            f"  [{name}] seconds per clip    {r['seconds_per_clip']:.2f}  ({r['steps_per_s']:.2f} steps/s, "
+            f"UNet {r['unet_tflops_per_s']:.2f} TFLOP/s)"
+        )
         print(f"  [{name}] peak memory         {_fmt(r['peak_mem_gib'], ' GiB', 2, cpu)}")
     elif name == "online_data":
-        print(f"  [{name}] {r['device']}, {r['clips']} clips timed (batches of {r['batch_size']}, after one "
-              f"warm-up batch), latents {r['latents_shape']}, audio tokens {r['audio_tokens_shape']}")
-        print(f"  [{name}] decode clips/s       {r['decode_clips_per_s']:.2f}  (CPU, {r['decode_threads']} thread)")
-        print(f"  [{name}] VAE+audio clips/s    {r['encode_clips_per_s']:.2f}  (frozen encoders in "
-              f"{r['encoder_dtype']})")
+        print(
+            f"  [{name}] {r['device']}, {r['clips']} clips timed (batches of {r['batch_size']}, after one "
+            f"warm-up batch), latents {r['latents_shape']}, audio tokens {r['audio_tokens_shape']}"
+        )
+        print(
+            f"  [{name}] decode clips/s       {r['decode_clips_per_s']:.2f}  (CPU, {r['decode_threads']} thread)"
+        )
+        print(
+            f"  [{name}] VAE+audio clips/s    {r['encode_clips_per_s']:.2f}  (frozen encoders in "
+            f"{r['encoder_dtype']})"
+        )
         print(f"  [{name}] online clips/s       {r['clips_per_s']:.2f}  (decode then encode, no overlap)")
         print(f"  [{name}] peak memory          {_fmt(r['peak_mem_gib'], ' GiB', 2, cpu)}")
 
@@ -555,7 +619,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": str(config_path(args).relative_to(REPO)),
         "overrides": base_overrides(args),
         "torch": torch.__version__,
-        "device": "cpu" if cpu else (torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"),
+        "device": "cpu"
+        if cpu
+        else (torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA"),
         "weights": "random init (no pretrained weights; timings and memory only)",
         "trainer": "in process (--no-ray)" if args.no_ray else "TorchTrainer",
         "sections": {},
@@ -566,8 +632,11 @@ def main(argv: list[str] | None = None) -> int:
         report["total_s"] = time.perf_counter() - started
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
-    print(f"GPU check: {report['mode']}, {report['device']}, torch {torch.__version__}, "
-          f"{report['trainer']} for training; sections {', '.join(wanted)}", flush=True)
+    print(
+        f"GPU check: {report['mode']}, {report['device']}, torch {torch.__version__}, "
+        f"{report['trainer']} for training; sections {', '.join(wanted)}",
+        flush=True,
+    )
     ray_started = False
     runners = {
         "train": lambda: train_section(args, work, grad_ckpt=False),
@@ -593,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
                 print(f"  [{name}] FAILED: {type(err).__name__}: {err}", flush=True)
             print(f"-- {name}: {time.perf_counter() - t0:.1f}s", flush=True)
-            if ray_started and not any(n.startswith("train") for n in wanted[i + 1:]):
+            if ray_started and not any(n.startswith("train") for n in wanted[i + 1 :]):
                 import ray
 
                 ray.shutdown()  # the other sections time this process alone
@@ -615,8 +684,12 @@ def main(argv: list[str] | None = None) -> int:
             print_section(name, report["sections"][name], cpu)
         else:
             print(f"  [{name}] FAILED: {report['errors'].get(name)}")
-    print(f"GPU check: {len(report['sections'])} section(s) ok, {len(failed)} failed"
-          + (f" ({', '.join(failed)})" if failed else "") + f", {report['total_s']:.0f}s; results in {path}", flush=True)
+    print(
+        f"GPU check: {len(report['sections'])} section(s) ok, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+        + f", {report['total_s']:.0f}s; results in {path}",
+        flush=True,
+    )
     return 1 if failed else 0
 
 
@@ -627,12 +700,21 @@ def start_ray(args) -> bool:
     if ray.is_initialized():
         return False
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    env = {"PYTHONPATH": path, "DS_ACCELERATOR": os.environ["DS_ACCELERATOR"],
-           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"],
-           "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        "PYTHONPATH": path,
+        "DS_ACCELERATOR": os.environ["DS_ACCELERATOR"],
+        "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"],
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     num_cpus = args.num_cpus or (2 if args.tiny else (os.cpu_count() or 2))
-    ray.init(address="local", num_cpus=num_cpus, num_gpus=0 if args.tiny else 1, include_dashboard=False,
-             log_to_driver=True, runtime_env={"env_vars": env})
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        num_gpus=0 if args.tiny else 1,
+        include_dashboard=False,
+        log_to_driver=True,
+        runtime_env={"env_vars": env},
+    )
     return True
 
 

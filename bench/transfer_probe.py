@@ -67,11 +67,18 @@ def measure(direction: str, src: str, dst: str) -> dict[str, float]:
     return {"seconds": seconds, "rss_before": before, "rss_peak": peak, "rss_growth": peak - before}
 
 
-def run_probe(direction: str, src: str | Path, dst: str | Path, env: dict[str, str] | None = None,
-              timeout: float = 900) -> dict[str, float]:
+def run_probe(
+    direction: str, src: str | Path, dst: str | Path, env: dict[str, str] | None = None, timeout: float = 900
+) -> dict[str, float]:
     """:func:`measure` in a fresh Python process (``env``: its environment, default this one's)."""
-    proc = subprocess.run([sys.executable, "-m", "bench.transfer_probe", direction, str(src), str(dst)],
-                          cwd=REPO, env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.transfer_probe", direction, str(src), str(dst)],
+        cwd=REPO,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"transfer probe {direction} {src} -> {dst} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -15,9 +15,14 @@ from asva_platform.errors import run_guarded
 from asva_platform.evaluation import job as evaluation
 from asva_platform.job_cli import StageJob
 
-JOB = StageJob("jobs.evaluate", __doc__, lambda cfg, args: evaluation.run(cfg),
-               override_example="eval.audio_guidance_scale=8", checkpoint_option=True,
-               check_config=evaluation.check_config)
+JOB = StageJob(
+    "jobs.evaluate",
+    __doc__,
+    lambda experiment, args: evaluation.run(experiment),
+    override_example="generate.audio_guidance_scale=8",
+    checkpoint_option=True,
+    check_config=evaluation.check_config,
+)
 main = JOB.main
 
 

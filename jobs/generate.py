@@ -23,9 +23,13 @@ from asva_platform.storage import Storage
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", help="first frame (png/jpg; local or s3://)")
     p.add_argument("--audio", help="audio file (wav/flac/ogg; local or s3://)")
-    p.add_argument("--prompt", help="class prompt (a text-encoding key, or a class folder name like dog_barking)")
+    p.add_argument(
+        "--prompt", help="class prompt (a text-encoding key, or a class folder name like dog_barking)"
+    )
     p.add_argument("--out", help="output .mp4 (local or s3://)")
-    p.add_argument("--audio-start", type=float, default=0.0, help="seconds into the audio where the 2 s window starts")
+    p.add_argument(
+        "--audio-start", type=float, default=0.0, help="seconds into the audio where the 2 s window starts"
+    )
     p.add_argument("--batch", help="CSV/JSONL list of items (image,audio,prompt,out[,audio_start])")
 
 
@@ -37,17 +41,24 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError("single mode needs all of --image, --audio, --prompt, --out")
 
 
-def run(cfg: ExperimentConfig, args: argparse.Namespace) -> generation.Result:
+def run(experiment: ExperimentConfig, args: argparse.Namespace) -> generation.Result:
     # the item list is read here, not at --check: it may live on the cluster's S3
     if args.batch:
-        items = generation.read_item_list(args.batch, Storage.from_config(cfg.storage))
+        items = generation.read_item_list(args.batch, Storage.from_config(experiment.storage))
     else:
         items = [generation.GenerateItem(args.image, args.audio, args.prompt, args.out, args.audio_start)]
-    return generation.run(cfg, items)
+    return generation.run(experiment, items)
 
 
-JOB = StageJob("jobs.generate", __doc__, run, override_example="eval.audio_guidance_scale=8",
-               add_arguments=add_arguments, check_arguments=check_arguments, checkpoint_option=True)
+JOB = StageJob(
+    "jobs.generate",
+    __doc__,
+    run,
+    override_example="generate.audio_guidance_scale=8",
+    add_arguments=add_arguments,
+    check_arguments=check_arguments,
+    checkpoint_option=True,
+)
 main = JOB.main
 
 

@@ -13,8 +13,12 @@ from asva_platform.errors import run_guarded
 from asva_platform.job_cli import StageJob
 from asva_platform.preprocess import job as preprocess
 
-JOB = StageJob("jobs.preprocess", __doc__, lambda cfg, args: preprocess.run(cfg),
-               override_example="dataset.root=s3://bucket/AVSync15")
+JOB = StageJob(
+    "jobs.preprocess",
+    __doc__,
+    lambda experiment, args: preprocess.run(experiment),
+    override_example="dataset.root=s3://bucket/AVSync15",
+)
 main = JOB.main
 
 

@@ -24,9 +24,13 @@ from sweeps.tune_runner import run_sweep
 
 
 def parse_args(argv: list[str] | None):
-    p = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.splitlines()[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.sweep", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     p.add_argument("sweep", help="sweep YAML (e.g. sweeps/guidance_scale_tiny.yaml)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides: sweep keys, or base.<key> for the base config")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides: sweep keys, or base.<key> for the base config"
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     add_check_flag(p)
     return p.parse_args(argv)
@@ -44,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result.to_json()), flush=True)
     if result.trials and all(t.status == "failed" for t in result.trials):
-        print(f"error: every trial of sweep {result.experiment} failed (see the trial errors above)", file=sys.stderr)
+        print(
+            f"error: every trial of sweep {result.experiment} failed (see the trial errors above)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -13,8 +13,13 @@ from asva_platform.errors import run_guarded
 from asva_platform.job_cli import StageJob
 from asva_platform.training import job as training
 
-JOB = StageJob("jobs.train", __doc__, lambda cfg, args: training.run(cfg),
-               override_example="train.cache=<cache_id> train.zero_stage=3", check_config=training.check_config)
+JOB = StageJob(
+    "jobs.train",
+    __doc__,
+    lambda experiment, args: training.run(experiment),
+    override_example="train.cache=<cache_id> train.zero_stage=3",
+    check_config=training.check_config,
+)
 main = JOB.main
 
 

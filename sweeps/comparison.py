@@ -42,16 +42,45 @@ SCORE_ARRAY = "sync"
 SHIFTED_ARRAY = "sync_shifted"
 """Its shifted-audio control."""
 # Comparison row key -> the trial's reported metric (asva_model.metrics.compute.sync_summary).
-ROW_METRICS = {"mean": "Sync", "ci_low": "Sync_ci_low", "ci_high": "Sync_ci_high", "shifted": "Sync_shifted",
-               "win_rate": "Sync_win_rate", "win_rate_ci_low": "Sync_win_rate_ci_low",
-               "win_rate_ci_high": "Sync_win_rate_ci_high", "gt": "Sync_gt"}
-ROW_KEYS = ("value", "seeds", "num_clips", "mean", "boot_ci_low", "boot_ci_high", "ci_low", "ci_high", "shifted",
-            "win_rate", "win_rate_ci_low", "win_rate_ci_high", "gt", "gain", "gain_ci_low", "gain_ci_high")
+ROW_METRICS = {
+    "mean": "Sync",
+    "ci_low": "Sync_ci_low",
+    "ci_high": "Sync_ci_high",
+    "shifted": "Sync_shifted",
+    "win_rate": "Sync_win_rate",
+    "win_rate_ci_low": "Sync_win_rate_ci_low",
+    "win_rate_ci_high": "Sync_win_rate_ci_high",
+    "gt": "Sync_gt",
+}
+ROW_KEYS = (
+    "value",
+    "seeds",
+    "num_clips",
+    "mean",
+    "boot_ci_low",
+    "boot_ci_high",
+    "ci_low",
+    "ci_high",
+    "shifted",
+    "win_rate",
+    "win_rate_ci_low",
+    "win_rate_ci_high",
+    "gt",
+    "gain",
+    "gain_ci_low",
+    "gain_ci_high",
+)
 """A comparison row's keys, in the order of the settings table."""
 # Parent-run metric -> row key of the best value.
-PARENT_METRICS = {"best_Sync_mean": "mean", "best_Sync_boot_ci_low": "boot_ci_low",
-                  "best_Sync_boot_ci_high": "boot_ci_high", "best_Sync_gain": "gain", "best_Sync_gain_ci_low": "gain_ci_low",
-                  "best_Sync_gain_ci_high": "gain_ci_high", "best_Sync_win_rate": "win_rate"}
+PARENT_METRICS = {
+    "best_Sync_mean": "mean",
+    "best_Sync_boot_ci_low": "boot_ci_low",
+    "best_Sync_boot_ci_high": "boot_ci_high",
+    "best_Sync_gain": "gain",
+    "best_Sync_gain_ci_low": "gain_ci_low",
+    "best_Sync_gain_ci_high": "gain_ci_high",
+    "best_Sync_win_rate": "win_rate",
+}
 
 
 @dataclass
@@ -88,25 +117,33 @@ class SweepComparison:
         """The comparison as console lines."""
         seeds = max(r["seeds"] for r in self.rows)
         over = f"clips x {seeds} seeds" if seeds > 1 else "clips"
-        lines = [f"{self.metric} vs {self.param} (mean, bootstrap 95% CI over {over}; gain: per-clip difference "
-                 f"from {self.baseline}, paired on the same clips; * = best mean)",
-                 f"  {'value':10s} {self.metric + ' [95% CI]':24s} {'shifted':>8s}  {'win rate [95% CI]':20s} "
-                 f"{f'gain vs {self.baseline} [95% CI]':26s} clips x seeds"]
+        lines = [
+            f"{self.metric} vs {self.param} (mean, bootstrap 95% CI over {over}; gain: per-clip difference "
+            f"from {self.baseline}, paired on the same clips; * = best mean)",
+            f"  {'value':10s} {self.metric + ' [95% CI]':24s} {'shifted':>8s}  {'win rate [95% CI]':20s} "
+            f"{f'gain vs {self.baseline} [95% CI]':26s} clips x seeds",
+        ]
         for r in self.rows:
             value = f"{r['value']}{' *' if r['value'] == self.best else ''}"
             low, high = setting_interval(r)
-            lines.append(f"  {value:10s} {_with_interval(r['mean'], low, high, '.3f'):24s} "
-                         f"{_with_interval(r['shifted'], None, None, '.3f'):>8s}  "
-                         f"{_with_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'], '.2f'):20s} "
-                         f"{_with_interval(r['gain'], r['gain_ci_low'], r['gain_ci_high'], '+.3f'):26s} "
-                         f"{'-' if r['num_clips'] is None else r['num_clips']} x {r['seeds']}")
+            lines.append(
+                f"  {value:10s} {_with_interval(r['mean'], low, high, '.3f'):24s} "
+                f"{_with_interval(r['shifted'], None, None, '.3f'):>8s}  "
+                f"{_with_interval(r['win_rate'], r['win_rate_ci_low'], r['win_rate_ci_high'], '.2f'):20s} "
+                f"{_with_interval(r['gain'], r['gain_ci_low'], r['gain_ci_high'], '+.3f'):26s} "
+                f"{'-' if r['num_clips'] is None else r['num_clips']} x {r['seeds']}"
+            )
         gt = [r["gt"] for r in self.rows if r["gt"] is not None]
         if gt:
-            lines.append(f"  ground truth {self.metric} {np.mean(gt):.3f}; shifted: the same clips against their "
-                         "audio rolled by eval.metrics.sync_shift_s")
+            lines.append(
+                f"  ground truth {self.metric} {np.mean(gt):.3f}; shifted: the same clips against their "
+                "audio rolled by eval.metrics.sync_shift_s"
+            )
         if self.per_class:
-            lines.append(f"  per class, best / worst {self.param}: " + "; ".join(
-                f"{c['class']} {c['best']} / {c['worst']}" for c in self.per_class))
+            lines.append(
+                f"  per class, best / worst {self.param}: "
+                + "; ".join(f"{c['class']} {c['best']} / {c['worst']}" for c in self.per_class)
+            )
         return lines
 
 
@@ -147,7 +184,9 @@ def clip_scores(storage: Storage, eval_uri: str) -> TrialScores | None:
         return None
     with np.load(io.BytesIO(storage.read_bytes(uri))) as data:
         names = data[CLIP_NAMES_ARRAY].tolist()
-        by_name = {key: dict(zip(names, data[key].astype(float).tolist())) for key in (SCORE_ARRAY, SHIFTED_ARRAY)}
+        by_name = {
+            key: dict(zip(names, data[key].astype(float).tolist())) for key in (SCORE_ARRAY, SHIFTED_ARRAY)
+        }
         classes = dict(zip(names, data[CLASSES_ARRAY].tolist())) if CLASSES_ARRAY in data else {}
     return TrialScores(by_name[SCORE_ARRAY], by_name[SHIFTED_ARRAY], classes)
 
@@ -194,9 +233,15 @@ def setting_row(value: Any, trials: list[TrialRow], scores: SettingScores | None
         row.update({key: _plain(reported.get(name)) for key, name in ROW_METRICS.items()})
         row.update(boot_ci_low=_plain(boot.low), boot_ci_high=_plain(boot.high), num_clips=len(scores.clips))
     else:  # one trial: its reported values stand; several: the mean of theirs, intervals unknown
-        own = trials[0].metrics if len(trials) == 1 else {
-            name: float(np.mean([t.metrics[name] for t in trials])) for name in ("Sync", "Sync_shifted", "Sync_win_rate")
-            if all(finite(t.metrics.get(name)) for t in trials)}
+        own = (
+            trials[0].metrics
+            if len(trials) == 1
+            else {
+                name: float(np.mean([t.metrics[name] for t in trials]))
+                for name in ("Sync", "Sync_shifted", "Sync_win_rate")
+                if all(finite(t.metrics.get(name)) for t in trials)
+            }
+        )
         row.update({key: _plain(own.get(name)) for key, name in ROW_METRICS.items()})
         clips = trials[0].metrics.get("num_clips")
         row.update(boot_ci_low=None, boot_ci_high=None, num_clips=int(clips) if finite(clips) else None)
@@ -222,8 +267,15 @@ def per_class_table(values: list[Any], scores: dict[Any, SettingScores | None]) 
         if not means:
             continue
         clips = max(sum(s.classes.get(c) == name for c in s.clips) for s in known.values())
-        out.append({"class": name, "clips": clips, **{f"{METRIC}@{v}": means.get(v) for v in values},
-                    "best": max(means, key=means.get), "worst": min(means, key=means.get)})
+        out.append(
+            {
+                "class": name,
+                "clips": clips,
+                **{f"{METRIC}@{v}": means.get(v) for v in values},
+                "best": max(means, key=means.get),
+                "worst": min(means, key=means.get),
+            }
+        )
     return out
 
 
@@ -233,14 +285,25 @@ def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepCompari
     if found is None:
         return None
     param, values = found
-    done = [r for r in rows if r.status != "failed" and param in r.params and r.params[param] in values
-            and finite(r.metrics.get(METRIC))]
+    done = [
+        r
+        for r in rows
+        if r.status != "failed"
+        and param in r.params
+        and r.params[param] in values
+        and finite(r.metrics.get(METRIC))
+    ]
     if not done:
         return None
-    done.sort(key=lambda r: (values.index(r.params[param]), r.params.get(SEED_KEY, 0), trial_index(r.trial_id)))
+    done.sort(
+        key=lambda r: (values.index(r.params[param]), r.params.get(SEED_KEY, 0), trial_index(r.trial_id))
+    )
     listed = [v for v in values if any(r.params[param] == v for r in done)]
     groups = {v: [r for r in done if r.params[param] == v] for v in listed}
-    scores = {v: SettingScores.of([clip_scores(storage, r.eval_uri) for r in trials]) for v, trials in groups.items()}
+    scores = {
+        v: SettingScores.of([clip_scores(storage, r.eval_uri) for r in trials])
+        for v, trials in groups.items()
+    }
     base = scores.get(values[0])
     base_clips = base.per_clip() if base is not None else None
     out = []

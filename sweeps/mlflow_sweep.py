@@ -38,7 +38,6 @@ from sweeps.report import describe_sweep
 log = logging.getLogger(__name__)
 
 
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -64,7 +63,9 @@ def trial_run_name(params: dict[str, Any], trial_id: str) -> str:
     return f"{name}_t{trial_index(trial_id)}"
 
 
-def sweep_tags(sweep_name: str, kind: str, cache_id: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
+def sweep_tags(
+    sweep_name: str, kind: str, cache_id: str = "", extra: dict[str, str] | None = None
+) -> dict[str, str]:
     tags = {TAG_SWEEP: sweep_name, TAG_SWEEP_KIND: kind, **(extra or {})}
     if cache_id:
         tags[TAG_CACHE_ID] = cache_id
@@ -80,18 +81,29 @@ def find_child_run(client, experiment_id: str, parent_run_id: str, trial_id: str
     runs = client.search_runs(
         [experiment_id],
         filter_string=f"tags.`{TAG_TRIAL_ID}` = '{trial_id}' and tags.`{tracking.TAG_PARENT}` = '{parent_run_id}'",
-        order_by=["attributes.start_time ASC"], max_results=1)
+        order_by=["attributes.start_time ASC"],
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
 def list_child_runs(client, experiment_id: str, parent_run_id: str) -> list:
     """Every (not deleted) child run of the parent."""
-    return client.search_runs([experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent_run_id}'",
-                              max_results=10000)
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{tracking.TAG_PARENT}` = '{parent_run_id}'", max_results=10000
+    )
 
 
-def open_child_run(uri: str, experiment: str, parent_run_id: str, trial_id: str, run_name: str, config_obj: Any,
-                   tags: dict[str, str], job: str) -> str:
+def open_child_run(
+    uri: str,
+    experiment: str,
+    parent_run_id: str,
+    trial_id: str,
+    run_name: str,
+    config: tracking.LoggedConfig,
+    tags: dict[str, str],
+    job: str,
+) -> str:
     """Find the trial's run (a restarted trial) or create it with the config as params; set it RUNNING."""
     from mlflow.tracking import MlflowClient
 
@@ -101,8 +113,9 @@ def open_child_run(uri: str, experiment: str, parent_run_id: str, trial_id: str,
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    _, run_id = tracking.start_run(uri, experiment, run_name, config_obj, child_tags(tags, trial_id), job=job,
-                                   parent_run_id=parent_run_id)
+    _, run_id = tracking.start_run(
+        uri, experiment, run_name, config, child_tags(tags, trial_id), job=job, parent_run_id=parent_run_id
+    )
     return run_id
 
 
@@ -115,8 +128,15 @@ class SweepRunsCallback(Callback):
     child anyway, see ``tune_runner.finalize_children``).
     """
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, sweep_uri: str,
-                 time_attr: str = "", full_t: int = 0) -> None:
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_id: str,
+        parent_run_id: str,
+        sweep_uri: str,
+        time_attr: str = "",
+        full_t: int = 0,
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment_id = experiment_id
         self.parent_run_id = parent_run_id
@@ -166,12 +186,17 @@ def create_parent_run(uri: str, loaded, sweep_uri: str, tags: dict[str, str]) ->
     form and the resolved base config as artifacts. Returns ``(experiment_id, run_id)``."""
 
     spec = loaded.spec
-    client, run_id = tracking.start_run(uri, spec.name, spec.name, None, {**tags, TAG_SWEEP_ROLE: "parent",
-                                                                          TAG_SWEEP_URI: sweep_uri}, job="sweep",
-                                        description=describe_sweep(spec))
-    tracking.log_params_batched(client, run_id, tracking.config_params(spec))
+    client, run_id = tracking.start_run(
+        uri,
+        spec.name,
+        spec.name,
+        None,
+        {**tags, TAG_SWEEP_ROLE: "parent", TAG_SWEEP_URI: sweep_uri},
+        job="sweep",
+        description=describe_sweep(spec),
+    )
+    tracking.log_params_batched(client, run_id, tracking.LoggedConfig.of(spec).params)
     client.log_artifact(run_id, str(loaded.path), "sweep")
     client.log_text(run_id, cfg.dump_yaml(spec), "sweep/sweep.resolved.yaml")
     client.log_text(run_id, cfg.dump_yaml(loaded.base), "sweep/base_config.yaml")
     return client.get_run(run_id).info.experiment_id, run_id
-

@@ -109,5 +109,9 @@ class RecordPlacementGroups(WorkerGroupCallback):
             ledger = ray.get_actor(ledger_name(self.sweep_uri))
             ray.get(ledger.record.remote(self.trial_id, group, controller), timeout=30)
         except Exception as err:  # noqa: BLE001 - bookkeeping must never fail the training run
-            log.warning("sweep trial %s: could not record its workers' placement group (%s); if the trial is "
-                        "stopped early its workers' resources stay reserved until the sweep ends", self.trial_id, err)
+            log.warning(
+                "sweep trial %s: could not record its workers' placement group (%s); if the trial is "
+                "stopped early its workers' resources stay reserved until the sweep ends",
+                self.trial_id,
+                err,
+            )

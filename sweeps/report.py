@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from asva_model.metrics import catalogue
 from asva_platform.tracking import TAG_BEST_RUN, TAG_BEST_TRIAL, TAG_NOTE, ui_url
 from sweeps.spec import SEED_KEY, swept_keys
 
@@ -78,10 +79,15 @@ def best_row(rows: list[TrialRow], metric: str, mode: str) -> TrialRow | None:
 
 
 def with_companions(rows: list[TrialRow], metrics: list[str]) -> list[str]:
-    """``metrics`` each followed by the reported keys that qualify it (``Sync`` -> ``Sync_ci_low``,
-    ``Sync_shifted``, ``Sync_win_rate`` ...; ``IA`` -> ``IA_std``), in the order the trials reported them."""
-    reported = list(dict.fromkeys(k for r in rows for k in r.metrics))
-    return list(dict.fromkeys(k for m in metrics for k in [m, *(k for k in reported if k.startswith(f"{m}_"))]))
+    """``metrics`` each followed by the reported keys of its metric family that the trials reported (``Sync`` ->
+    ``Sync_ci_low``, ``Sync_shifted``, ``Sync_win_rate`` ...; ``IA`` -> ``IA_std``), in catalogue order."""
+    reported = {k for r in rows for k in r.metrics}
+    out = []
+    for name in metrics:
+        found = catalogue.find(name)
+        family = catalogue.reported_keys([found[0].family]) if found and found[0].family else ()
+        out += [name, *(k for k in family if k in reported)]
+    return list(dict.fromkeys(out))
 
 
 def table_columns(rows: list[TrialRow], metrics: list[str]) -> list[str]:
@@ -121,8 +127,8 @@ def _numeric(values: list[Any]) -> bool:
 
 
 def _interval(row: TrialRow, metric: str) -> tuple[float, float] | None:
-    low, high = row.metrics.get(f"{metric}_ci_low"), row.metrics.get(f"{metric}_ci_high")
-    return (float(low), float(high)) if finite(low) and finite(high) else None
+    bounds = catalogue.interval(row.metrics, metric)
+    return (float(bounds[0]), float(bounds[1])) if bounds and all(map(finite, bounds)) else None
 
 
 def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Path, log_x: bool) -> bool:
@@ -134,8 +140,11 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(r.params[param], float(r.metrics[metric]), r.status, r) for r in rows
-              if r.status != "failed" and param in r.params and finite(r.metrics.get(metric))]
+    points = [
+        (r.params[param], float(r.metrics[metric]), r.status, r)
+        for r in rows
+        if r.status != "failed" and param in r.params and finite(r.metrics.get(metric))
+    ]
     if not points:
         return False
     numeric = _numeric([p[0] for p in points])
@@ -150,20 +159,45 @@ def plot_metric_vs_param(rows: list[TrialRow], param: str, metric: str, path: Pa
     finished = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] != "stopped_early"]
     stopped = [(x, y) for x, y, p in zip(xs, ys, points) if p[2] == "stopped_early"]
     if finished:
-        ax.plot(*zip(*finished), "o-" if numeric and len(set(xs)) == len(xs) else "o", color="C0",
-                label="finished" if stopped else metric)
+        ax.plot(
+            *zip(*finished),
+            "o-" if numeric and len(set(xs)) == len(xs) else "o",
+            color="C0",
+            label="finished" if stopped else metric,
+        )
     if stopped:
         ax.plot(*zip(*stopped), "o", mfc="none", color="C3", label="stopped early")
     bars = [(x, y, _interval(p[3], metric)) for x, y, p in zip(xs, ys, points)]
     bars = [(x, y, iv) for x, y, iv in bars if iv is not None]
     if bars:
-        ax.errorbar([b[0] for b in bars], [b[1] for b in bars], fmt="none", ecolor="C0", capsize=3, alpha=0.6,
-                    yerr=[[y - iv[0] for _, y, iv in bars], [iv[1] - y for _, y, iv in bars]], label="95% CI")
+        ax.errorbar(
+            [b[0] for b in bars],
+            [b[1] for b in bars],
+            fmt="none",
+            ecolor="C0",
+            capsize=3,
+            alpha=0.6,
+            yerr=[[y - iv[0] for _, y, iv in bars], [iv[1] - y for _, y, iv in bars]],
+            label="95% CI",
+        )
     gt = [float(p[3].metrics[f"{metric}_gt"]) for p in points if finite(p[3].metrics.get(f"{metric}_gt"))]
-    shifted = [(x, float(p[3].metrics[f"{metric}_shifted"])) for x, p in zip(xs, points)
-               if finite(p[3].metrics.get(f"{metric}_shifted"))]
+    shifted = [
+        (x, float(p[3].metrics[f"{metric}_shifted"]))
+        for x, p in zip(xs, points)
+        if finite(p[3].metrics.get(f"{metric}_shifted"))
+    ]
     references = _draw_references(ax, metric, gt, shifted)
-    _finish(fig, ax, path, param, metric, xs, None if numeric else labels, log_x, bool(stopped or bars or references))
+    _finish(
+        fig,
+        ax,
+        path,
+        param,
+        metric,
+        xs,
+        None if numeric else labels,
+        log_x,
+        bool(stopped or bars or references),
+    )
     return True
 
 
@@ -177,8 +211,17 @@ def _draw_references(ax, metric: str, gt: list[float], shifted: list[tuple[float
     return bool(gt or shifted)
 
 
-def _finish(fig, ax, path: Path, param: str, metric: str, xs: list[float], labels: list[str] | None, log_x: bool,
-            legend: bool) -> None:
+def _finish(
+    fig,
+    ax,
+    path: Path,
+    param: str,
+    metric: str,
+    xs: list[float],
+    labels: list[str] | None,
+    log_x: bool,
+    legend: bool,
+) -> None:
     """Axes (log x for wide positive ranges; ``labels`` for categorical values), title, legend; save and close."""
     import matplotlib.pyplot as plt
 
@@ -221,15 +264,31 @@ def plot_settings(comparison: SweepComparison, rows: list[TrialRow], path: Path,
     bars = [b for b in bars if b[1] is not None]
     if bars:
         boot = any(r["boot_ci_low"] is not None for r in points)
-        ax.errorbar([b[0] for b in bars], [b[3] for b in bars], fmt="none", ecolor="C0", capsize=4, alpha=0.8,
-                    yerr=[[b[3] - b[1] for b in bars], [b[2] - b[3] for b in bars]],
-                    label="95% CI (bootstrap)" if boot else "95% CI")
-    single = [(x_of(r.params[param]), float(r.metrics[metric])) for r in rows if r.status != "failed"
-              and r.params.get(param) in [p["value"] for p in points] and finite(r.metrics.get(metric))]
+        ax.errorbar(
+            [b[0] for b in bars],
+            [b[3] for b in bars],
+            fmt="none",
+            ecolor="C0",
+            capsize=4,
+            alpha=0.8,
+            yerr=[[b[3] - b[1] for b in bars], [b[2] - b[3] for b in bars]],
+            label="95% CI (bootstrap)" if boot else "95% CI",
+        )
+    single = [
+        (x_of(r.params[param]), float(r.metrics[metric]))
+        for r in rows
+        if r.status != "failed"
+        and r.params.get(param) in [p["value"] for p in points]
+        and finite(r.metrics.get(metric))
+    ]
     if seeds > 1 and single:
         ax.plot(*zip(*single), ".", color="C0", alpha=0.35, label="one seed")
-    _draw_references(ax, metric, [r["gt"] for r in points if r["gt"] is not None],
-                     [(x, r["shifted"]) for x, r in zip(xs, points) if r["shifted"] is not None])
+    _draw_references(
+        ax,
+        metric,
+        [r["gt"] for r in points if r["gt"] is not None],
+        [(x, r["shifted"]) for x, r in zip(xs, points) if r["shifted"] is not None],
+    )
     _finish(fig, ax, path, param, metric, xs, None if numeric else labels, log_x, legend=True)
     return True
 
@@ -246,8 +305,14 @@ def plot_curves(rows: list[TrialRow], metric: str, time_attr: str, path: Path) -
     fig, ax = plt.subplots(figsize=(6.5, 4.0), dpi=100)
     for i, r in enumerate(sorted(drawn, key=lambda r: r.run_name)):
         xs, ys = zip(*r.history)
-        ax.plot(xs, ys, "--" if r.status == "stopped_early" else "-", marker=".", color=f"C{i % 10}",
-                label=r.run_name)
+        ax.plot(
+            xs,
+            ys,
+            "--" if r.status == "stopped_early" else "-",
+            marker=".",
+            color=f"C{i % 10}",
+            label=r.run_name,
+        )
     ax.set_xlabel(time_attr)
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} per trial (dashed: stopped early)")
@@ -272,15 +337,21 @@ def plot_path(metric: str, param: str) -> str:
     return f"plots/{metric}_vs_{param.replace('.', '_')}.png"
 
 
-def summary_links(tracking_uri: str, experiment_id: str, parent_run_id: str, spec,
-                  comparison: SweepComparison | None) -> dict[str, str]:
+def summary_links(
+    tracking_uri: str, experiment_id: str, parent_run_id: str, spec, comparison: SweepComparison | None
+) -> dict[str, str]:
     """The sweep's places in the MLflow UI: ``runs`` (the experiment's runs table: parent and trials),
     ``parent`` (its description, metrics, artifacts), ``plot`` (the sweep's metric against the first swept
     parameter) and, for guidance comparisons, ``settings`` (the per-setting table); {} off a server."""
     if not ui_url(tracking_uri, experiment_id):
         return {}
-    links = {"runs": ui_url(tracking_uri, experiment_id), "parent": ui_url(tracking_uri, experiment_id, parent_run_id),
-             "plot": ui_url(tracking_uri, experiment_id, parent_run_id, plot_path(spec.metric, swept_keys(spec)[0]))}
+    links = {
+        "runs": ui_url(tracking_uri, experiment_id),
+        "parent": ui_url(tracking_uri, experiment_id, parent_run_id),
+        "plot": ui_url(
+            tracking_uri, experiment_id, parent_run_id, plot_path(spec.metric, swept_keys(spec)[0])
+        ),
+    }
     if comparison is not None:
         links["settings"] = ui_url(tracking_uri, experiment_id, parent_run_id, f"{SETTINGS_TABLE}.json")
     return links
@@ -290,7 +361,9 @@ def plot_names(spec) -> list[str]:
     return [spec.metric, *[m for m in spec.plot_metrics if m != spec.metric]]
 
 
-def write_plots(rows: list[TrialRow], spec, out_dir: Path, comparison: SweepComparison | None = None) -> list[Path]:
+def write_plots(
+    rows: list[TrialRow], spec, out_dir: Path, comparison: SweepComparison | None = None
+) -> list[Path]:
     """Every plot of the sweep under ``out_dir``; the comparison's metric against its parameter is drawn from
     the comparison (settings with their seeds grouped)."""
     written = []
@@ -313,17 +386,23 @@ def write_plots(rows: list[TrialRow], spec, out_dir: Path, comparison: SweepComp
 
 def describe_sweep(spec, best_run_name: str = "", best_value: float | None = None) -> str:
     """The parent run's description in the MLflow UI: what was searched, for what, and (once known) the best."""
-    space = "; ".join(f"`{key}` {', '.join(f'{k} {v}' for k, v in spec.search_space[key].items())}"
-                      for key in swept_keys(spec))
+    space = "; ".join(
+        f"`{key}` {', '.join(f'{k} {v}' for k, v in spec.search_space[key].items())}"
+        for key in swept_keys(spec)
+    )
     if SEED_KEY in spec.search_space:
         space += f", each with seeds {next(iter(spec.search_space[SEED_KEY].values()))}"
     what = f"on checkpoint `{spec.checkpoint}`" if spec.kind == "guidance" else "one training run per trial"
-    lines = [f"**{spec.kind} sweep** `{spec.name}`, {what}: {spec.mode or 'best'} `{spec.metric}` over {space}.",
-             "- trials: the child runs below this one; table `summary/trials.csv`, plots under `plots/`"]
+    lines = [
+        f"**{spec.kind} sweep** `{spec.name}`, {what}: {spec.mode or 'best'} `{spec.metric}` over {space}.",
+        "- trials: the child runs below this one; table `summary/trials.csv`, plots under `plots/`",
+    ]
     if spec.kind == "guidance":
-        lines.append("- per setting: mean over clips x seeds with a bootstrap 95% CI (`summary/settings.csv`); "
-                     "per class, best and worst setting (`summary/per_class.csv`); paired gains "
-                     "`summary/comparison.json`; side by side: artifact `compare/index.html` (`asva compare` on this run)")
+        lines.append(
+            "- per setting: mean over clips x seeds with a bootstrap 95% CI (`summary/settings.csv`); "
+            "per class, best and worst setting (`summary/per_class.csv`); paired gains "
+            "`summary/comparison.json`; side by side: artifact `compare/index.html` (`asva compare` on this run)"
+        )
     if best_run_name:
         lines.append(f"- best trial: **{best_run_name}** ({spec.metric} {best_value:.4g})")
     return "\n".join(lines)
@@ -333,11 +412,14 @@ def log_table(client, run_id: str, rows: list[dict[str, Any]], columns: list[str
     """``<name>.csv`` and, when there are rows, ``<name>.json`` (an MLflow table, rendered in the UI)."""
     client.log_text(run_id, to_csv(rows, columns), f"{name}.csv")
     if rows:
-        client.log_table(run_id, data={c: [row.get(c) for row in rows] for c in columns}, artifact_file=f"{name}.json")
+        client.log_table(
+            run_id, data={c: [row.get(c) for row in rows] for c in columns}, artifact_file=f"{name}.json"
+        )
 
 
-def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
-                comparison: SweepComparison | None = None) -> TrialRow | None:
+def log_summary(
+    client, parent_run_id: str, spec, rows: list[TrialRow], comparison: SweepComparison | None = None
+) -> TrialRow | None:
     """Table, plots, best trial, counts and (guidance sweeps) the paired comparison on the parent run;
     returns the best trial."""
     from mlflow.entities import Metric
@@ -355,18 +437,25 @@ def log_summary(client, parent_run_id: str, spec, rows: list[TrialRow],
     if comparison is not None:
         log_table(client, parent_run_id, comparison.rows, list(comparison.rows[0]), SETTINGS_TABLE)
         if comparison.per_class:
-            log_table(client, parent_run_id, comparison.per_class, list(comparison.per_class[0]), PER_CLASS_TABLE)
+            log_table(
+                client, parent_run_id, comparison.per_class, list(comparison.per_class[0]), PER_CLASS_TABLE
+            )
     with tempfile.TemporaryDirectory(prefix="asva-sweep-plots-") as tmp:
         for path in write_plots(rows, spec, Path(tmp), comparison):
             client.log_artifact(parent_run_id, str(path), "plots")
     best = best_row(rows, spec.metric, spec.mode)
-    counts = {"trials": len(rows), "trials_stopped_early": sum(r.status == "stopped_early" for r in rows),
-              "trials_failed": sum(r.status == "failed" for r in rows)}
+    counts = {
+        "trials": len(rows),
+        "trials_stopped_early": sum(r.status == "stopped_early" for r in rows),
+        "trials_failed": sum(r.status == "failed" for r in rows),
+    }
     if best is not None:
         counts[f"best_{spec.metric}"] = float(best.metrics[spec.metric])
         client.set_tag(parent_run_id, TAG_BEST_RUN, best.run_id)
         client.set_tag(parent_run_id, TAG_BEST_TRIAL, best.run_name)
-        client.set_tag(parent_run_id, TAG_NOTE, describe_sweep(spec, best.run_name, float(best.metrics[spec.metric])))
+        client.set_tag(
+            parent_run_id, TAG_NOTE, describe_sweep(spec, best.run_name, float(best.metrics[spec.metric]))
+        )
     if comparison is not None:
         client.log_dict(parent_run_id, comparison.to_json(), COMPARISON_ARTIFACT)
         counts.update(comparison.parent_metrics())

@@ -12,7 +12,7 @@ produce must pass that key's type and range checks, before anything starts::
     metric: sync_score
     mode: max
     search_space:
-      eval.audio_guidance_scale: {grid: [1, 4, 8]}
+      generate.audio_guidance_scale: {grid: [1, 4, 8]}
     scheduler: {type: fifo}
     search: grid
     seeds: [0, 1, 2]                  # guidance sweeps: generation seeds per setting (grouped in the summary)
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from asva_model.metrics import compute as metric_names
+from asva_model.metrics import catalogue
 from asva_platform import config as cfg
 from asva_platform.config import ConfigError, require
 from asva_platform.experiment import SEED_KEY, ExperimentConfig, load_experiment
@@ -70,8 +70,9 @@ class SweepSpec:
     """Metric Tune optimizes (reported by every trial); empty = `loss` for train sweeps, `AlignSync` (else
     `Sync`) for guidance sweeps."""
     mode: Literal["", "min", "max"] = ""
-    """Whether lower or higher `metric` is better; empty = the metric's known direction (loss, FID, FVD,
-    SyncLag_s: min; IA, IT, RelSync, AlignSync, Sync, Sync_ci_low, Sync_win_rate: max)."""
+    """Whether lower or higher `metric` is better; empty = the metric's direction in the metric catalogue
+    (`asva_model.metrics.catalogue`: loss, FID, FVD, SyncLag_s: min; IA, IT, RelSync, AlignSync, Sync,
+    Sync_ci_low, Sync_win_rate: max)."""
     search_space: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Dotted config key -> one distribution: {choice: [...]}, {grid: [...]}, {uniform: [lo, hi]},
     {loguniform: [lo, hi]}, {randint: [lo, hi)}."""
@@ -91,21 +92,31 @@ class SweepSpec:
     """Reported metrics plotted against each swept parameter on the parent run, besides `metric`
     (e.g. FVD next to Sync for a guidance sweep)."""
     seeds: list[int] = field(default_factory=list)
-    """Guidance sweeps: generation seeds (`eval.seed`) to run every setting with, e.g. [0, 1, 2]; short for a
-    `eval.seed: {grid: [...]}` search dimension. Trials that differ only in seed are grouped: the summary
+    """Guidance sweeps: generation seeds (`generate.seed`) to run every setting with, e.g. [0, 1, 2]; short for a
+    `generate.seed: {grid: [...]}` search dimension. Trials that differ only in seed are grouped: the summary
     gives each setting's mean over clips x seeds with a bootstrap 95 % interval (docs/sweeps.md)."""
 
     def __post_init__(self) -> None:
         if self.seeds:
             require(self.kind == "guidance", "seeds", "only guidance sweeps repeat a setting over seeds")
-            require(all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.seeds), "seeds",
-                    f"must be integers >= 0, got {self.seeds!r}")
+            require(
+                all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.seeds),
+                "seeds",
+                f"must be integers >= 0, got {self.seeds!r}",
+            )
             require(len(set(self.seeds)) == len(self.seeds), "seeds", f"must be distinct, got {self.seeds!r}")
             grid = {"grid": list(self.seeds)}
-            require(self.search_space.get(SEED_KEY, grid) == grid, "seeds",
-                    f"give the seeds either here or as search_space.{SEED_KEY}, not both")
+            require(
+                self.search_space.get(SEED_KEY, grid) == grid,
+                "seeds",
+                f"give the seeds either here or as search_space.{SEED_KEY}, not both",
+            )
             self.search_space = {**self.search_space, SEED_KEY: grid}
-        require(bool(self.name) and "/" not in self.name, "name", f"must be non-empty without '/', got {self.name!r}")
+        require(
+            bool(self.name) and "/" not in self.name,
+            "name",
+            f"must be non-empty without '/', got {self.name!r}",
+        )
         require(bool(self.base_config), "base_config", "must name the experiment YAML the trials start from")
         require(bool(self.search_space), "search_space", "must have at least one key")
         require(self.num_samples >= 1, "num_samples", "must be >= 1")
@@ -117,9 +128,14 @@ class SweepSpec:
             require(not bad, "search", f"`grid` needs grid distributions, not for {bad}")
         if self.search == "optuna":
             bad = [k for k, d in self.search_space.items() if next(iter(d)) == "grid"]
-            require(not bad, "search", f"`optuna` samples distributions; use choice instead of grid for {bad}")
-        require(not (self.scheduler.type == "asha" and self.kind == "guidance"), "scheduler.type",
-                "asha needs intermediate results; guidance trials report once (use fifo)")
+            require(
+                not bad, "search", f"`optuna` samples distributions; use choice instead of grid for {bad}"
+            )
+        require(
+            not (self.scheduler.type == "asha" and self.kind == "guidance"),
+            "scheduler.type",
+            "asha needs intermediate results; guidance trials report once (use fifo)",
+        )
 
 
 def _check_distribution(key: str, dist: dict[str, Any]) -> None:
@@ -173,7 +189,7 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     a ``base.`` prefix, the base experiment config (``base.train.max_steps=10``)."""
     path = Path(path)
     sweep_over = [o for o in overrides if not o.startswith("base.")]
-    base_over = [o[len("base."):] for o in overrides if o.startswith("base.")]
+    base_over = [o[len("base.") :] for o in overrides if o.startswith("base.")]
     spec = cfg.load(SweepSpec, path, sweep_over)
     base_path = (path.parent / spec.base_config).resolve()
     try:
@@ -190,7 +206,9 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                 cfg.replace_dotted(base, {key: value}, source="")
             except ConfigError as err:
                 reason = str(err).removeprefix(": ")
-                raise ConfigError(f"{path}: search_space.{key}: value {value!r} is invalid ({reason})") from None
+                raise ConfigError(
+                    f"{path}: search_space.{key}: value {value!r} is invalid ({reason})"
+                ) from None
     if spec.kind == "guidance" and not spec.checkpoint:
         raise ConfigError(f"{path}: checkpoint: a guidance sweep needs a checkpoint URI or MLflow run id")
     reported = reported_metrics(spec.kind, base)
@@ -201,17 +219,16 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
     for key, names in checks:
         unknown = [n for n in names if n not in reported]
         if unknown:
-            raise ConfigError(f"{path}: {key}: {', '.join(unknown)} is not reported by every {spec.kind} trial "
-                              f"of this config (choose from {', '.join(sorted(reported))})")
+            raise ConfigError(
+                f"{path}: {key}: {', '.join(unknown)} is not reported by every {spec.kind} trial "
+                f"of this config (choose from {', '.join(sorted(reported))})"
+            )
     return LoadedSweep(spec, base, path)
 
 
-# The reported names come from the code that reports them: evaluation (asva_model.metrics.compute) and the
-# training loop (asva_platform.training.job).
-EVAL_REPORTED = metric_names.REPORTED
-TRAIN_REPORTED = training.REPORTED_METRICS
-LOWER_IS_BETTER = training.LOWER_IS_BETTER + metric_names.LOWER_IS_BETTER
-HIGHER_IS_BETTER = training.HIGHER_IS_BETTER + metric_names.HIGHER_IS_BETTER
+# The reported numbers and their directions come from the one catalogue of each stage that reports them:
+# evaluation's (asva_model.metrics.catalogue) and the training loop's (asva_platform.training.job).
+CATALOGUE = catalogue.EVALUATION_METRICS + training.TRAINING_METRICS + (training.VALIDATION,)
 
 
 def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> SweepSpec:
@@ -220,11 +237,9 @@ def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> 
     if not metric:
         candidates = ["loss"] if spec.kind == "train" else ["AlignSync", "Sync"]
         metric = next((m for m in candidates if m in reported), candidates[0])
-    mode = spec.mode
+    mode = spec.mode or catalogue.mode(metric, CATALOGUE)
     if not mode:
-        if metric not in LOWER_IS_BETTER + HIGHER_IS_BETTER:
-            raise ConfigError(f"{path}: mode: set min or max (the direction of {metric!r} is not known)")
-        mode = "min" if metric in LOWER_IS_BETTER else "max"
+        raise ConfigError(f"{path}: mode: set min or max ({metric!r} has no better direction of its own)")
     return dataclasses.replace(spec, metric=metric, mode=mode)
 
 
@@ -232,10 +247,14 @@ def reported_metrics(kind: str, base: ExperimentConfig) -> set[str]:
     """Metrics every trial of ``kind`` reports to Tune with this base config: what `metric` (and ASHA's
     intermediate decisions) may use."""
     if kind == "guidance":
-        return {key for name in base.eval.metrics.metrics for key in EVAL_REPORTED[name]}
+        return set(catalogue.reported_keys(base.eval.metrics.metrics))
     t = base.train
-    out = set(TRAIN_REPORTED)
-    if t.validate_every and t.val_windows and all(n % t.validate_every == 0 for n in (t.log_every, t.checkpoint_every)):
+    out = set(training.REPORTED_METRICS)
+    if (
+        t.validate_every
+        and t.val_windows
+        and all(n % t.validate_every == 0 for n in (t.log_every, t.checkpoint_every))
+    ):
         out.add(training.VALIDATION_METRIC)
     return out
 

@@ -9,7 +9,7 @@ Both live in the package (Ray workers import them by module path) and get everyt
   ``<sweep>/runs/<Tune run id>/<run name>/`` on the sweep's storage, so a restarted trial resumes from them.
   Its workers' placement groups are recorded (:mod:`sweeps.placement`) so a stopped trial's are freed.
 * ``guidance_trial`` evaluates the sweep's checkpoint in this process (no nested Ray) at the trial's
-  ``eval.*`` values, logs the evaluation to its child run and reports the metrics once, with the
+  ``generate.*`` values, logs the evaluation to its child run and reports the metrics once, with the
   evaluation's output URI (``eval_uri``: its per-clip ``scores.npz``).
 """
 
@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from asva_platform.artifacts.evaluation import log_evaluation
 from asva_platform.evaluation import job as evaluation
 from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import join
-from asva_platform.tracking import run_status
+from asva_platform.tracking import LoggedConfig, run_status
 from asva_platform.training import job as training
 from sweeps.mlflow_sweep import child_tags, open_child_run, trial_run_name
 from sweeps.placement import RecordPlacementGroups
@@ -48,7 +47,7 @@ class SweepContext:
     tags: dict[str, str] = field(default_factory=dict)
     """Tags of every child run (sweep name, kind, cache_id)."""
     checkpoint: Any = None
-    """Guidance sweeps: the resolved checkpoint (asva_platform.artifacts.checkpoint_ref.ResolvedCheckpoint)."""
+    """Guidance sweeps: the resolved checkpoint (asva_platform.artifacts.checkpoint.ResolvedCheckpoint)."""
 
     def trial_config(self, params: dict[str, Any]) -> ExperimentConfig:
         """The trial's experiment config: the swept values, logged to the sweep's experiment."""
@@ -79,15 +78,19 @@ def train_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """One training run per trial; Train reports reach Tune through ``TuneReportCallback``."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-
     trial_id = _trial_id()
     params = plain_params(config)
     # <runs>/<Tune run>/<run name>: a restored trial (same id) finds its checkpoints and MLflow run again; a new
     # Tune run of the same sweep (its state deleted) never picks up an older run's.
     runs_root = join(ctx.runs_root, trial_id.rsplit("_", 1)[0])
-    training.run(ctx.trial_config(params), callbacks=[TuneReportCallback(), RecordPlacementGroups(ctx.sweep_uri, trial_id)],
-                 run_name=trial_run_name(params, trial_id), storage_path=runs_root,
-                 parent_run_id=ctx.parent_run_id, run_tags=child_tags(ctx.tags, trial_id))
+    training.run(
+        ctx.trial_config(params),
+        callbacks=[TuneReportCallback(), RecordPlacementGroups(ctx.sweep_uri, trial_id)],
+        run_name=trial_run_name(params, trial_id),
+        storage_path=runs_root,
+        parent_run_id=ctx.parent_run_id,
+        run_tags=child_tags(ctx.tags, trial_id),
+    )
 
 
 def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
@@ -95,15 +98,24 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     from mlflow.tracking import MlflowClient
     from ray import tune
 
-
     trial_id = _trial_id()
     params = plain_params(config)
-    exp_cfg = ctx.trial_config(params)
-    run_id = open_child_run(ctx.tracking_uri, ctx.loaded.spec.name, ctx.parent_run_id, trial_id,
-                            trial_run_name(params, trial_id), exp_cfg, ctx.tags, job="sweep-guidance")
+    experiment = ctx.trial_config(params)
+    run_id = open_child_run(
+        ctx.tracking_uri,
+        ctx.loaded.spec.name,
+        ctx.parent_run_id,
+        trial_id,
+        trial_run_name(params, trial_id),
+        LoggedConfig.of(experiment),
+        ctx.tags,
+        job="sweep-guidance",
+    )
     client = MlflowClient(tracking_uri=ctx.tracking_uri)
     with run_status(client, run_id):
-        result = evaluation.evaluate_checkpoint(exp_cfg, ctx.checkpoint, parallel=False)
-        log_evaluation(client, run_id, result)
+        result = evaluation.evaluate_checkpoint(experiment, ctx.checkpoint, parallel=False)
+        evaluation.log_evaluation(client, run_id, result.record, result.run_metrics)
         # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
-        tune.report({**{k: float(v) for k, v in result.metrics.items()}, EVAL_URI_KEY: result.eval_uri})
+        tune.report(
+            {**{k: float(v) for k, v in result.record.metrics.items()}, EVAL_URI_KEY: result.record.eval_uri}
+        )

@@ -30,9 +30,11 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from asva_platform import config as cfg
-from asva_platform.cluster import init_ray
+from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
+from asva_platform.cluster import check_fits, init_ray
 from asva_platform.errors import UserError
 from asva_platform.evaluation import job as evaluation
+from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage, is_s3, join
 from asva_platform.tracking import (
     TAG_CACHE_ID,
@@ -99,14 +101,28 @@ class SweepResult:
     def to_json(self) -> dict[str, Any]:
         best = None
         if self.best is not None:
-            best = {"params": self.best.params, "metric": self.best.metrics.get(self.metric),
-                    "metric_name": self.metric, "run_id": self.best.run_id, "run_name": self.best.run_name,
-                    "trial_id": self.best.trial_id}
-        return {"experiment": self.experiment, "parent_run_id": self.parent_run_id, "trials": len(self.trials),
-                "best": best, "stopped_early": sum(r.status == "stopped_early" for r in self.trials),
-                "failed": sum(r.status == "failed" for r in self.trials), "resumed": self.resumed,
-                "sweep_uri": self.sweep_uri, "comparison": self.comparison.to_json() if self.comparison else None,
-                "mlflow_url": self.mlflow_url, "experiment_id": self.experiment_id, "links": self.links}
+            best = {
+                "params": self.best.params,
+                "metric": self.best.metrics.get(self.metric),
+                "metric_name": self.metric,
+                "run_id": self.best.run_id,
+                "run_name": self.best.run_name,
+                "trial_id": self.best.trial_id,
+            }
+        return {
+            "experiment": self.experiment,
+            "parent_run_id": self.parent_run_id,
+            "trials": len(self.trials),
+            "best": best,
+            "stopped_early": sum(r.status == "stopped_early" for r in self.trials),
+            "failed": sum(r.status == "failed" for r in self.trials),
+            "resumed": self.resumed,
+            "sweep_uri": self.sweep_uri,
+            "comparison": self.comparison.to_json() if self.comparison else None,
+            "mlflow_url": self.mlflow_url,
+            "experiment_id": self.experiment_id,
+            "links": self.links,
+        }
 
 
 @dataclass
@@ -117,10 +133,11 @@ class PreparedSweep:
     sweeps_root: str
     sweep_uri: str
     cache_id: str = ""
-    checkpoint: Any = None
+    checkpoint: ResolvedCheckpoint | None = None
+    """Guidance sweeps: the checkpoint every trial evaluates."""
 
 
-def _checkpoint_cache_id(resolved, tracking_uri: str) -> str:
+def _checkpoint_cache_id(resolved: ResolvedCheckpoint, tracking_uri: str) -> str:
     if not resolved.run_id:
         return ""
     from mlflow.tracking import MlflowClient
@@ -143,13 +160,11 @@ def prepare_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> Pr
     storage.check_reachable(sweeps_root)
     prep = PreparedSweep(loaded, tracking_uri, storage, sweeps_root, join(sweeps_root, spec.name))
     if spec.kind == "train":
-
         prep.cache_id = training.preflight(base, storage_path=join(prep.sweep_uri, RUNS_DIR)).cache_id
     else:
-
         first = {k: representative_values(d)[0] for k, d in spec.search_space.items()}
         trial_cfg = loaded.trial_config({**first, **fixed_trial_values(spec, tracking_uri)})
-        prep.checkpoint = evaluation.prepare_evaluation(trial_cfg, spec.checkpoint, storage, log=log).checkpoint
+        prep.checkpoint = evaluation.prepare(trial_cfg, spec.checkpoint, storage, log=log).checkpoint
         prep.cache_id = _checkpoint_cache_id(prep.checkpoint, tracking_uri)
     return prep
 
@@ -178,8 +193,10 @@ def open_parent(prep: PreparedSweep, log: Callable[[str], None]) -> tuple[str, s
         changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         if changed:
             shown = ", ".join(changed[:4]) + (f" (+{len(changed) - 4} more)" if len(changed) > 4 else "")
-            raise UserError(f"sweep {spec.name!r} at {prep.sweep_uri} was started with other settings ({shown}); "
-                            "re-run it unchanged to resume it, or give the new sweep another name")
+            raise UserError(
+                f"sweep {spec.name!r} at {prep.sweep_uri} was started with other settings ({shown}); "
+                "re-run it unchanged to resume it, or give the new sweep another name"
+            )
         client = MlflowClient(tracking_uri=prep.tracking_uri)
         try:
             run = client.get_run(state["parent_run_id"])
@@ -191,13 +208,20 @@ def open_parent(prep: PreparedSweep, log: Callable[[str], None]) -> tuple[str, s
             pass
         log(f"sweep {spec.name}: the parent run recorded in {state_uri} is gone; creating a new one")
     exp_id, run_id = create_parent_run(prep.tracking_uri, prep.loaded, prep.sweep_uri, tags)
-    prep.storage.write_json(state_uri, {"parent_run_id": run_id, "experiment_id": exp_id, "settings": settings,
-                                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    prep.storage.write_json(
+        state_uri,
+        {
+            "parent_run_id": run_id,
+            "experiment_id": exp_id,
+            "settings": settings,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     log(f"sweep {spec.name}: parent run {run_id} in experiment {spec.name!r}")
     return exp_id, run_id, False
 
 
-def check_cluster_fits(spec, base, resources: dict[str, float], remote: bool) -> None:
+def check_cluster_fits(spec, base: ExperimentConfig, resources: dict[str, float], remote: bool) -> None:
     """A trial that can never be scheduled would hang the sweep: say so before Tune starts."""
     need = dict(spec.resources_per_trial)
     if spec.kind == "train":
@@ -205,14 +229,13 @@ def check_cluster_fits(spec, base, resources: dict[str, float], remote: bool) ->
         need["CPU"] = need.get("CPU", 0) + t.num_workers * t.cpus_per_worker
         if t.use_gpu:
             need["GPU"] = need.get("GPU", 0) + t.num_workers
-    short = [f"{v:g} {k} (cluster has {resources.get(k, 0):g})" for k, v in need.items() if resources.get(k, 0) < v]
-    if not short:
-        return
-    msg = f"one {spec.kind} trial needs {', '.join(short)}: lower resources_per_trial or the trial's workers"
-    if remote:
-        print(f"warning: {msg} (waiting for the autoscaler, if any)")
-    else:
-        raise UserError(msg)
+    check_fits(
+        f"one {spec.kind} trial",
+        need,
+        resources,
+        "lower resources_per_trial or the trial's workers",
+        may_grow=remote,
+    )
 
 
 def trial_budget(spec, base) -> tuple[str, int]:
@@ -243,29 +266,42 @@ def build_tuner(ctx: SweepContext, prep: PreparedSweep, log: Callable[[str], Non
     experiment_path = str(PurePosixPath(root) / spec.name)
     if tune.Tuner.can_restore(experiment_path, storage_filesystem=fs):
         log(f"sweep {spec.name}: restoring Tune state from {prep.sweep_uri}")
-        return tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True, restart_errored=True,
-                                  storage_filesystem=fs), True
+        return tune.Tuner.restore(
+            experiment_path, trainable, resume_unfinished=True, restart_errored=True, storage_filesystem=fs
+        ), True
     scheduler = None
     if spec.scheduler.type == "asha":
         s = spec.scheduler
-        scheduler = ASHAScheduler(time_attr=s.time_attr, max_t=s.max_t or base.train.max_steps,
-                                  grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr=s.time_attr,
+            max_t=s.max_t or base.train.max_steps,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
     search_alg = None
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch()
-    callback = SweepRunsCallback(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, ctx.sweep_uri,
-                                 *trial_budget(spec, base))
+    callback = SweepRunsCallback(
+        ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, ctx.sweep_uri, *trial_budget(spec, base)
+    )
     tuner = tune.Tuner(
         trainable,
         param_space=tune_search_space(spec),
-        tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=spec.num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials, scheduler=scheduler,
-                                    search_alg=search_alg, trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=spec.name, storage_path=root, storage_filesystem=fs, callbacks=[callback],
-                                  verbose=1),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric,
+            mode=spec.mode,
+            num_samples=spec.num_samples,
+            max_concurrent_trials=spec.max_concurrent_trials,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            trial_name_creator=trial_name,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=spec.name, storage_path=root, storage_filesystem=fs, callbacks=[callback], verbose=1
+        ),
     )
     return tuner, False
 
@@ -275,7 +311,7 @@ def _trial_id_of(result) -> str:
     if tid:
         return str(tid)
     name = PurePosixPath(str(result.path)).name
-    return name[len("trial_"):] if name.startswith("trial_") else name
+    return name[len("trial_") :] if name.startswith("trial_") else name
 
 
 def collect_rows(results, spec, base, children: dict[str, str], checkpoint_scheme: str) -> list[TrialRow]:
@@ -283,8 +319,11 @@ def collect_rows(results, spec, base, children: dict[str, str], checkpoint_schem
     rows = []
     time_attr, full_t = trial_budget(spec, base)
     for result in results:
-        metrics = {k: float(v) for k, v in (result.metrics or {}).items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: float(v)
+            for k, v in (result.metrics or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         trial_id = _trial_id_of(result)
         params = plain_params({k: v for k, v in (result.config or {}).items() if k in spec.search_space})
         if result.error is not None:
@@ -300,10 +339,20 @@ def collect_rows(results, spec, base, children: dict[str, str], checkpoint_schem
         if df is not None and CHECKPOINT_KEY in df:
             paths = [p for p in df[CHECKPOINT_KEY] if isinstance(p, str) and p]
             checkpoint = checkpoint_scheme + paths[-1] if paths else ""
-        rows.append(TrialRow(trial_id, trial_run_name(params, trial_id), params, status, metrics,
-                             children.get(trial_id, ""), history,
-                             str(result.error).splitlines()[0][:300] if result.error is not None else "",
-                             checkpoint, str((result.metrics or {}).get(EVAL_URI_KEY) or "")))
+        rows.append(
+            TrialRow(
+                trial_id,
+                trial_run_name(params, trial_id),
+                params,
+                status,
+                metrics,
+                children.get(trial_id, ""),
+                history,
+                str(result.error).splitlines()[0][:300] if result.error is not None else "",
+                checkpoint,
+                str((result.metrics or {}).get(EVAL_URI_KEY) or ""),
+            )
+        )
     return rows
 
 
@@ -323,23 +372,9 @@ def finalize_children(client, rows: list[TrialRow]) -> None:
             client.set_terminated(row.run_id, status=wanted)
 
 
-def saved_trial_statuses(storage: Storage, sweep_uri: str) -> dict[str, str]:
-    """``{trial_id: status}`` as of Tune's last saved experiment state (what a restore would start from);
-    empty before the first save."""
-    base = sweep_uri.rstrip("/") + "/"
-    states = sorted(u for u in storage.list(sweep_uri)
-                    if "/" not in u[len(base):] and u[len(base):].startswith("experiment_state-"))
-    if not states:
-        return {}
-    out = {}
-    for trial_json, _ in storage.read_json(states[-1]).get("trial_data", []):
-        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
-        out[str(trial.get("trial_id"))] = str(trial.get("status"))
-    return out
-
-
-def reconcile_children(client, experiment_id: str, parent_run_id: str, trial_ids: set[str],
-                       log: Callable[[str], None]) -> tuple[dict[str, str], list[str]]:
+def reconcile_children(
+    client, experiment_id: str, parent_run_id: str, trial_ids: set[str], log: Callable[[str], None]
+) -> tuple[dict[str, str], list[str]]:
     """``({trial_id: run_id}, deleted)``: the children of live trials; strays (no trial owns them) are
     soft-deleted (restorable from MLflow's trash)."""
     owned, deleted = {}, []
@@ -352,7 +387,9 @@ def reconcile_children(client, experiment_id: str, parent_run_id: str, trial_ids
         else:
             client.delete_run(run.info.run_id)
             deleted.append(run.info.run_id)
-            log(f"sweep: deleted child run {run.info.run_id} ({run.info.run_name}): no trial of this sweep owns it")
+            log(
+                f"sweep: deleted child run {run.info.run_id} ({run.info.run_name}): no trial of this sweep owns it"
+            )
     return owned, deleted
 
 
@@ -360,14 +397,20 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
     """Run (or resume) the sweep end to end; see the module doc."""
     from mlflow.tracking import MlflowClient
 
-
     spec, base = loaded.spec, loaded.base
     prep = prepare_sweep(loaded, log)
     experiment_id, parent_id, parent_resumed = open_parent(prep, log)
     client = MlflowClient(tracking_uri=prep.tracking_uri)
-    ctx = SweepContext(loaded, prep.tracking_uri, experiment_id, parent_id, prep.sweep_uri,
-                       join(prep.sweep_uri, RUNS_DIR), sweep_tags(spec.name, spec.kind, prep.cache_id),
-                       prep.checkpoint)
+    ctx = SweepContext(
+        loaded,
+        prep.tracking_uri,
+        experiment_id,
+        parent_id,
+        prep.sweep_uri,
+        join(prep.sweep_uri, RUNS_DIR),
+        sweep_tags(spec.name, spec.kind, prep.cache_id),
+        prep.checkpoint,
+    )
     with run_status(client, parent_id):
         os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_PERIOD_S)
         ray = init_ray(base.cluster)
@@ -375,7 +418,6 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         check_cluster_fits(spec, base, ray.cluster_resources(), remote)
         ledger = None  # held until the sweep ends (see sweeps.placement)
         if spec.kind == "train":
-
             ledger = start_ledger(prep.sweep_uri)
         tuner, restored = build_tuner(ctx, prep, log)
         results = tuner.fit()
@@ -386,18 +428,34 @@ def run_sweep(loaded: LoadedSweep, log: Callable[[str], None] = print) -> SweepR
         comparison = compare_trials(rows, spec, prep.storage)
         best = log_summary(client, parent_id, spec, rows, comparison)
         del ledger
-    out = SweepResult(spec.name, experiment_id, parent_id, prep.sweep_uri, spec.metric, rows, best,
-                      restored or parent_resumed, deleted, comparison, ui_url(prep.tracking_uri, experiment_id),
-                      summary_links(prep.tracking_uri, experiment_id, parent_id, spec, comparison))
+    out = SweepResult(
+        spec.name,
+        experiment_id,
+        parent_id,
+        prep.sweep_uri,
+        spec.metric,
+        rows,
+        best,
+        restored or parent_resumed,
+        deleted,
+        comparison,
+        ui_url(prep.tracking_uri, experiment_id),
+        summary_links(prep.tracking_uri, experiment_id, parent_id, spec, comparison),
+    )
     for row in sorted(rows, key=lambda r: r.run_name):
         value = row.metrics.get(spec.metric)
         shown = "-" if value is None else f"{value:.5g}"
-        log(f"  {row.run_name:40s} {row.status:14s} {spec.metric}={shown}" + (f"  ({row.error})" if row.error else ""))
+        log(
+            f"  {row.run_name:40s} {row.status:14s} {spec.metric}={shown}"
+            + (f"  ({row.error})" if row.error else "")
+        )
     for line in comparison.table() if comparison else []:
         log(line)
     if best is not None:
-        log(f"sweep {spec.name}: best {spec.metric}={best.metrics[spec.metric]:.5g} from {best.run_name} "
-            f"(run {best.run_id}); {len(rows)} trial(s)")
+        log(
+            f"sweep {spec.name}: best {spec.metric}={best.metrics[spec.metric]:.5g} from {best.run_name} "
+            f"(run {best.run_id}); {len(rows)} trial(s)"
+        )
     if out.mlflow_url:
         log(f"sweep {spec.name}: the parent run and its trials in MLflow: {out.mlflow_url}")
     if out.links.get("plot"):

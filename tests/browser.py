@@ -9,8 +9,13 @@ import pytest
 
 # Without the background-networking flags Chromium keeps dialling out, which this sandbox refuses.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 
@@ -32,3 +37,22 @@ def browser_page(width: int = 1600, height: int = 1000):
             yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
+
+
+def artifact_frame(page, timeout_s: float = 60.0):
+    """The MLflow artifact viewer's sandboxed iframe, once it holds its document (a ``blob:`` URL). The
+    ``<iframe>`` element appears before its document is set, and how long after depends on the machine's
+    load, so this waits for the document itself."""
+    import time
+
+    page.wait_for_selector("iframe", timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        frames = [f for f in page.frames if f.url.startswith("blob:")]
+        if frames:
+            return frames[0]
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no artifact document in {timeout_s:g} s; frames: {[f.url for f in page.frames]}"
+            )
+        page.wait_for_timeout(200)

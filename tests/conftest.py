@@ -56,7 +56,8 @@ def pytest_sessionfinish(session, exitstatus):
     found = leftovers.reap()
     if found:
         session.config.pluginmanager.get_plugin("terminalreporter").write_line(
-            f"leftover processes of this test session, stopped now: {', '.join(found)}", red=True)
+            f"leftover processes of this test session, stopped now: {', '.join(found)}", red=True
+        )
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
@@ -134,8 +135,11 @@ def train_inputs(s3_server, mlflow_server, tmp_path_factory):
 
     work = tmp_path_factory.mktemp("train")
     _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=3.0, image_size=16)
-    overrides += [f"storage.root=s3://{s3_server.bucket}/train-{work.name}", "preprocess.windows_per_clip=1",
-                  f"tracking.uri={mlflow_server.uri}"]
+    overrides += [
+        f"storage.root=s3://{s3_server.bucket}/train-{work.name}",
+        "preprocess.windows_per_clip=1",
+        f"tracking.uri={mlflow_server.uri}",
+    ]
     cfg = load_experiment(str(TINY), overrides)
     storage = Storage.from_config(cfg.storage)
     prep = prepare(cfg, storage, log=lambda _: None)
@@ -157,13 +161,19 @@ def sweep_inputs(s3_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("sweep-inputs")
     _, overrides = tiny_inputs(work, clips_per_class=2, max_duration=4.0, image_size=32)
     root = f"s3://{s3_server.bucket}/sweep-tests-{uuid.uuid4().hex[:8]}"
-    cfg = load_experiment(TINY, [*overrides, f"storage.root={root}",
-                                 "preprocess.splits=[train]", "preprocess.windows_per_clip=2"])
+    cfg = load_experiment(
+        TINY,
+        [*overrides, f"storage.root={root}", "preprocess.splits=[train]", "preprocess.windows_per_clip=2"],
+    )
     prep = prepare(cfg, Storage.from_config(cfg.storage))
     build_cache(prep, run_sequential)
     nets = save_tiny_metric_networks(work / "metric-nets")
-    base = [f"base.{o}" for o in overrides] + [f"base.storage.root={root}", f"base.train.cache={prep.cache_id}",
-                                               "base.eval.metrics.metrics=[sync, fvd]",
-                                               f"base.eval.metrics.i3d_weights={nets.i3d_weights}",
-                                               "base.eval.max_videos=1", "base.eval.num_inference_steps=2"]
+    base = [f"base.{o}" for o in overrides] + [
+        f"base.storage.root={root}",
+        f"base.train.cache={prep.cache_id}",
+        "base.eval.metrics.metrics=[sync, fvd]",
+        f"base.eval.metrics.i3d_weights={nets.i3d_weights}",
+        "base.eval.max_videos=1",
+        "base.generate.num_inference_steps=2",
+    ]
     return {"overrides": base, "root": root, "cache_id": prep.cache_id}

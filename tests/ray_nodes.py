@@ -35,8 +35,10 @@ def session_token() -> Path:
 
 def alive_nodes(address: str) -> list[dict]:
     """``ray.nodes()`` of the cluster at ``address`` that are alive (asked from a short-lived driver)."""
-    code = (f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
-            f"print({NODES_MARKER!r} + json.dumps([n for n in ray.nodes() if n['Alive']]))")
+    code = (
+        f"import json, ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        f"print({NODES_MARKER!r} + json.dumps([n for n in ray.nodes() if n['Alive']]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     return marked_json(out.stdout) if out.returncode == 0 else []
 
@@ -54,13 +56,16 @@ def wait_for_nodes(address: str, expected: list[str], timeout: float = 90) -> No
 
 
 @contextmanager
-def ray_cluster_of(state: Path, env: dict[str, str], workers: int = 1,
-                   cpus: int = 2) -> Iterator[tuple[stack.RayService, list[stack.RayNode]]]:
+def ray_cluster_of(
+    state: Path, env: dict[str, str], workers: int = 1, cpus: int = 2
+) -> Iterator[tuple[stack.RayService, list[stack.RayNode]]]:
     """A head plus ``workers`` worker nodes of ``cpus`` CPUs each; stopped (every node) on exit."""
     head = stack.start_ray_head(state, session_token(), num_cpus=cpus, extra_env=env)
     try:
-        nodes = [stack.start_ray_worker_node(head, i, cpus, state / "logs", extra_env=env)
-                 for i in range(1, workers + 1)]
+        nodes = [
+            stack.start_ray_worker_node(head, i, cpus, state / "logs", extra_env=env)
+            for i in range(1, workers + 1)
+        ]
         wait_for_nodes(head.address, [f"asva_node_{i}" for i in range(workers + 1)])
         yield head, nodes
     finally:

@@ -20,8 +20,15 @@ REPO = Path(__file__).resolve().parents[1]
 def stack_env(state: Path, **extra: str) -> dict[str, str]:
     """The environment of a stack of its own (ports, state dir), marked so that its processes can be found."""
     s3, mlflow, gcs, dashboard = free_ports(4)
-    env = dict(os.environ, ASVA_STATE_DIR=str(state), ASVA_S3_PORT=str(s3), ASVA_MLFLOW_PORT=str(mlflow),
-               ASVA_RAY_PORT=str(gcs), ASVA_DASHBOARD_PORT=str(dashboard), ASVA_RAY_NUM_CPUS="2")
+    env = dict(
+        os.environ,
+        ASVA_STATE_DIR=str(state),
+        ASVA_S3_PORT=str(s3),
+        ASVA_MLFLOW_PORT=str(mlflow),
+        ASVA_RAY_PORT=str(gcs),
+        ASVA_DASHBOARD_PORT=str(dashboard),
+        ASVA_RAY_NUM_CPUS="2",
+    )
     env.update(extra)
     env[leftovers.SESSION_ENV] = uuid.uuid4().hex  # every process the stack starts inherits it
     env.pop("RAY_ADDRESS", None)
@@ -33,8 +40,14 @@ def settings_of(env: dict[str, str]) -> stack.StackSettings:
 
 
 def asva(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "asva_platform.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "asva_platform.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def stack_objects(settings: stack.StackSettings) -> dict[str, str]:
@@ -43,8 +56,10 @@ def stack_objects(settings: stack.StackSettings) -> dict[str, str]:
 
     with env_applied(settings.client_env()):
         storage = Storage(settings.s3_url)
-        return {uri: hashlib.sha256(storage.read_bytes(uri)).hexdigest()
-                for uri in storage.list(f"s3://{settings.bucket}/")}
+        return {
+            uri: hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+            for uri in storage.list(f"s3://{settings.bucket}/")
+        }
 
 
 def mlflow_artifacts(settings: stack.StackSettings, scratch: Path) -> dict[tuple[str, str], str]:

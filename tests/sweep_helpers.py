@@ -36,13 +36,24 @@ def artifact_paths(run_id: str, folder: str) -> set[str]:
 def check_comparison(out: dict, children: list, scales: list[float]) -> None:
     """The --json comparison: one row per scale against the first, matching each child's logged metrics."""
     comp = out["comparison"]
-    assert (comp["param"], comp["metric"], comp["baseline"]) == ("eval.audio_guidance_scale", "Sync", scales[0])
+    assert (comp["param"], comp["metric"], comp["baseline"]) == (
+        "generate.audio_guidance_scale",
+        "Sync",
+        scales[0],
+    )
     assert [r["value"] for r in comp["rows"]] == scales
     assert comp["best"] == max(comp["rows"], key=lambda r: r["mean"])["value"]
-    logged = {float(c.data.params["eval.audio_guidance_scale"]): c.data.metrics for c in children}
+    logged = {float(c.data.params["generate.audio_guidance_scale"]): c.data.metrics for c in children}
     for row in comp["rows"]:
         m = logged[row["value"]]
-        assert row["mean"] == pytest.approx(m["eval/Sync"]) and row["win_rate"] == pytest.approx(m["eval/Sync_win_rate"])
-        assert row["ci_low"] == pytest.approx(m["eval/Sync_ci_low"]) and row["shifted"] == pytest.approx(m["eval/Sync_shifted"])
-        assert row["num_clips"] == m["eval/num_clips"] and row["gain_ci_low"] <= row["gain"] <= row["gain_ci_high"]
+        assert row["mean"] == pytest.approx(m["eval/Sync"]) and row["win_rate"] == pytest.approx(
+            m["eval/Sync_win_rate"]
+        )
+        assert row["ci_low"] == pytest.approx(m["eval/Sync_ci_low"]) and row["shifted"] == pytest.approx(
+            m["eval/Sync_shifted"]
+        )
+        assert (
+            row["num_clips"] == m["eval/num_clips"]
+            and row["gain_ci_low"] <= row["gain"] <= row["gain_ci_high"]
+        )
     assert comp["rows"][0]["gain"] == 0.0

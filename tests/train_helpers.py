@@ -13,8 +13,14 @@ from asva_platform.storage import Storage, join
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "tiny.yaml")
 
-FAST = ["train.lr=1e-3", "train.log_every=2", "train.val_windows=8", "train.num_samples=1",
-        "eval.num_inference_steps=2", "train.prefetch_batches=2"]
+FAST = [
+    "train.lr=1e-3",
+    "train.log_every=2",
+    "train.val_windows=8",
+    "train.num_samples=1",
+    "generate.num_inference_steps=2",
+    "train.prefetch_batches=2",
+]
 
 
 def config(train_inputs, *extra):

@@ -29,8 +29,9 @@ def _kaldi_mel(freq: np.ndarray | float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def kaldi_mel_banks(num_bins: int, fft_size: int, sample_rate: float,
-                    low_freq: float = 20.0, high_freq: float = 0.0) -> np.ndarray:
+def kaldi_mel_banks(
+    num_bins: int, fft_size: int, sample_rate: float, low_freq: float = 20.0, high_freq: float = 0.0
+) -> np.ndarray:
     """Triangular mel filters (num_bins, fft_size // 2 + 1) float32, Kaldi style; the Nyquist column is zero."""
     nyquist = 0.5 * sample_rate
     if high_freq <= 0.0:
@@ -57,9 +58,14 @@ def _hann(size: int) -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / (size - 1))).astype(np.float32)
 
 
-def kaldi_fbank(waveform: np.ndarray, sample_rate: int, num_mel_bins: int = 128,
-                frame_length_ms: float = 25.0, frame_shift_ms: float = 10.0,
-                preemphasis: float = 0.97) -> np.ndarray:
+def kaldi_fbank(
+    waveform: np.ndarray,
+    sample_rate: int,
+    num_mel_bins: int = 128,
+    frame_length_ms: float = 25.0,
+    frame_shift_ms: float = 10.0,
+    preemphasis: float = 0.97,
+) -> np.ndarray:
     """Log mel filterbank (frames, num_mel_bins) float32 of a mono waveform, matching ImageBind's kaldi.fbank
     call. numpy, single-threaded on purpose: per-clip work this small gains nothing from a thread pool."""
     x = np.asarray(waveform, dtype=np.float32).reshape(-1)
@@ -73,7 +79,7 @@ def kaldi_fbank(waveform: np.ndarray, sample_rate: int, num_mel_bins: int = 128,
     previous = np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)  # x[j-1], with x[-1] = x[0]
     frames = (frames - preemphasis * previous) * _hann(win)
     spectrum = np.fft.rfft(frames, n=fft_size)
-    power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
+    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
     mel = power @ kaldi_mel_banks(num_mel_bins, fft_size, float(sample_rate)).T
     return np.log(np.maximum(mel, _EPS)).astype(np.float32, copy=False)
 
@@ -110,5 +116,5 @@ def window_samples(buffer: np.ndarray, buffer_start: float, start: float, cfg: S
     out = np.zeros(n, dtype=np.float32)
     lo, hi = max(first, 0), min(first + n, len(buffer))
     if hi > lo:
-        out[lo - first: hi - first] = buffer[lo:hi]
+        out[lo - first : hi - first] = buffer[lo:hi]
     return out

@@ -136,18 +136,20 @@ def read_text(root: str, rel: str, filesystem: Any = None) -> str:
 # class_mapping.json and list files
 
 
-def read_class_mapping(cfg: DatasetConfig, filesystem: Any = None) -> dict[str, str]:
-    """``{class_dir: prompt}`` from class_mapping.json; a missing or malformed file is a clear error."""
-    if file_size(cfg.root, cfg.class_mapping, filesystem) is None:
-        raise FileNotFoundError(f"{join_path(cfg.root, cfg.class_mapping)}: class mapping not found")
+def read_class_mapping(cfg: DatasetConfig, filesystem: Any = None, root: str = "") -> dict[str, str]:
+    """``{class_dir: prompt}`` from class_mapping.json; a missing or malformed file is a clear error. ``root``: where
+    the dataset is opened (see :func:`read_split`)."""
+    root = root or cfg.root
+    if file_size(root, cfg.class_mapping, filesystem) is None:
+        raise FileNotFoundError(f"{join_path(root, cfg.class_mapping)}: class mapping not found")
     try:
-        mapping = json.loads(read_text(cfg.root, cfg.class_mapping, filesystem))
+        mapping = json.loads(read_text(root, cfg.class_mapping, filesystem))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{join_path(cfg.root, cfg.class_mapping)}: not valid JSON ({e})") from None
+        raise ValueError(f"{join_path(root, cfg.class_mapping)}: not valid JSON ({e})") from None
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
     ):
-        raise ValueError(f"{join_path(cfg.root, cfg.class_mapping)}: must be a JSON object {{class_dir: prompt}}")
+        raise ValueError(f"{join_path(root, cfg.class_mapping)}: must be a JSON object {{class_dir: prompt}}")
     return mapping
 
 
@@ -174,27 +176,33 @@ def _parse_line(line: str, list_type: str) -> tuple[str, float | None, float | N
     return path, start, end
 
 
-def read_split(cfg: DatasetConfig, split: str, filesystem: Any = None, check_files: bool = True) -> SplitListing:
+def read_split(
+    cfg: DatasetConfig, split: str, filesystem: Any = None, check_files: bool = True, root: str = ""
+) -> SplitListing:
     """Read ``train`` or ``test`` (or a list file name relative to root) into a :class:`SplitListing`.
 
-    ``cfg.root`` is a local directory, or a path inside ``filesystem`` (``bucket/prefix`` for S3).
+    The dataset is opened at ``root``: ``cfg.root`` itself (default) for a local directory, or its path inside
+    ``filesystem`` (``bucket/prefix`` for S3; :func:`asva_platform.datasets.dataset_access` gives both).
     Lines are checked for format, class (against class_mapping.json), duplicates, and with
     ``check_files`` for existence and zero size (one batched metadata call on S3). Decoding problems
     are found later, per clip, by :func:`asva_model.data.sampling.probe_entries`.
     """
+    root = root or cfg.root
     list_file = {"train": cfg.train_list, "test": cfg.test_list}.get(split, split)
-    if file_size(cfg.root, list_file, filesystem) is None:
-        raise FileNotFoundError(f"{join_path(cfg.root, list_file)}: list file not found")
-    mapping = read_class_mapping(cfg, filesystem)
+    if file_size(root, list_file, filesystem) is None:
+        raise FileNotFoundError(f"{join_path(root, list_file)}: list file not found")
+    mapping = read_class_mapping(cfg, filesystem, root)
     unknown = sorted(set(cfg.classes) - set(mapping))
     if unknown:
-        raise ValueError(f"dataset.classes: {unknown} not in {cfg.class_mapping} ({', '.join(sorted(mapping))})")
+        raise ValueError(
+            f"dataset.classes: {unknown} not in {cfg.class_mapping} ({', '.join(sorted(mapping))})"
+        )
     wanted = set(cfg.classes or mapping)
     listing = SplitListing(split=split)
     seen: set[str] = set()
     per_class: dict[str, int] = {}
     candidates: list[tuple[int, str, ClipEntry]] = []
-    for line_no, raw in enumerate(read_text(cfg.root, list_file, filesystem).splitlines(), start=1):
+    for line_no, raw in enumerate(read_text(root, list_file, filesystem).splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue  # blank lines and comments are not entries
@@ -221,19 +229,39 @@ def read_split(cfg: DatasetConfig, split: str, filesystem: Any = None, check_fil
         if cfg.max_clips_per_class and per_class.get(class_dir, 0) >= cfg.max_clips_per_class:
             continue  # a requested cap, not bad input: counted by max_clips_per_class, not a skip
         per_class[class_dir] = per_class.get(class_dir, 0) + 1
-        entry = ClipEntry(join_path(cfg.videos_dir, path) if cfg.videos_dir else path, path, class_dir,
-                          mapping[class_dir], start, end)
+        entry = ClipEntry(
+            join_path(cfg.videos_dir, path) if cfg.videos_dir else path,
+            path,
+            class_dir,
+            mapping[class_dir],
+            start,
+            end,
+        )
         candidates.append((line_no, line, entry))
 
-    sizes = file_sizes(cfg.root, [e.path for _, _, e in candidates], filesystem) if check_files else None
+    sizes = file_sizes(root, [e.path for _, _, e in candidates], filesystem) if check_files else None
     for i, (line_no, line, entry) in enumerate(candidates):
         size = sizes[i] if sizes is not None else 1
         if size is None:
-            listing.skipped.append(Skipped(line, SkipReason.MISSING_FILE,
-                                           f"{join_path(cfg.root, entry.path)} does not exist", list_file, line_no))
+            listing.skipped.append(
+                Skipped(
+                    line,
+                    SkipReason.MISSING_FILE,
+                    f"{join_path(root, entry.path)} does not exist",
+                    list_file,
+                    line_no,
+                )
+            )
         elif size == 0:
-            listing.skipped.append(Skipped(line, SkipReason.EMPTY_FILE,
-                                           f"{join_path(cfg.root, entry.path)} has 0 bytes", list_file, line_no))
+            listing.skipped.append(
+                Skipped(
+                    line,
+                    SkipReason.EMPTY_FILE,
+                    f"{join_path(root, entry.path)} has 0 bytes",
+                    list_file,
+                    line_no,
+                )
+            )
         else:
             listing.entries.append(entry)
     return listing

@@ -32,7 +32,9 @@ class DatasetConfig:
         require(bool(self.root), "root", "must not be empty")
         require(self.max_clips_per_class >= 0, "max_clips_per_class", "must be >= 0")
         require(len(set(self.classes)) == len(self.classes), "classes", f"has duplicates: {self.classes}")
-        require(self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}")
+        require(
+            self.list_type in ("video", "clip"), "list_type", f"must be video or clip, got {self.list_type!r}"
+        )
 
 
 @dataclass
@@ -91,21 +93,38 @@ class SamplingConfig:
         require(self.num_frames >= 2, "num_frames", f"must be >= 2, got {self.num_frames}")
         require(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
         require(self.clip_duration > 0, "clip_duration", f"must be > 0, got {self.clip_duration}")
-        require(len(self.image_size) == 2 and all(s >= 8 and s % 8 == 0 for s in self.image_size), "image_size",
-                f"must be [height, width], multiples of 8, got {self.image_size}")
+        require(
+            len(self.image_size) == 2 and all(s >= 8 and s % 8 == 0 for s in self.image_size),
+            "image_size",
+            f"must be [height, width], multiples of 8, got {self.image_size}",
+        )
         require(self.audio_sample_rate > 0, "audio_sample_rate", "must be > 0")
         require(self.mel_std > 0, "mel_std", "must be > 0")
         require(self.test_clips_per_video >= 1, "test_clips_per_video", "must be >= 1")
-        require(0.0 <= self.short_clip_tolerance < self.clip_duration, "short_clip_tolerance",
-                f"must be in [0, clip_duration), got {self.short_clip_tolerance}")
+        require(
+            0.0 <= self.short_clip_tolerance < self.clip_duration,
+            "short_clip_tolerance",
+            f"must be in [0, clip_duration), got {self.short_clip_tolerance}",
+        )
         require(self.min_source_side >= 1, "min_source_side", "must be >= 1")
-        for name, choices in (("frame_picking", ("exact", "authors")), ("audio_window", ("exact", "authors")),
-                              ("audio_channels", ("mean", "authors")), ("resampler", ("soxr", "sinc"))):
-            require(getattr(self, name) in choices, name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for name, choices in (
+            ("frame_picking", ("exact", "authors")),
+            ("audio_window", ("exact", "authors")),
+            ("audio_channels", ("mean", "authors")),
+            ("resampler", ("soxr", "sinc")),
+        ):
+            require(
+                getattr(self, name) in choices,
+                name,
+                f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}",
+            )
         require(self.num_mel_bins > 3, "num_mel_bins", "must be > 3")
         require(self.mel_target_length >= 1, "mel_target_length", "must be >= 1")
-        require(abs(self.num_frames / self.fps - self.clip_duration) < 1e-6, "clip_duration",
-                f"must equal num_frames / fps = {self.num_frames / self.fps:g}, got {self.clip_duration}")
+        require(
+            abs(self.num_frames / self.fps - self.clip_duration) < 1e-6,
+            "clip_duration",
+            f"must equal num_frames / fps = {self.num_frames / self.fps:g}, got {self.clip_duration}",
+        )
 
     @property
     def clip_samples(self) -> int:

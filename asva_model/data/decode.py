@@ -141,7 +141,9 @@ def probe_container(container: Any, cfg: SamplingConfig) -> MediaInfo:
     vs, as_ = container.streams.video[0], container.streams.audio[0]
     width, height = vs.codec_context.width, vs.codec_context.height
     if min(width, height) < cfg.min_source_side:
-        raise BadClipError(SkipReason.TOO_SMALL, f"{width}x{height} video, below min_source_side={cfg.min_source_side}")
+        raise BadClipError(
+            SkipReason.TOO_SMALL, f"{width}x{height} video, below min_source_side={cfg.min_source_side}"
+        )
     vdur, adur = _stream_duration(vs, container), _stream_duration(as_, container)
     if vdur is None or vdur <= 0:
         raise BadClipError(SkipReason.CORRUPT_VIDEO, "video stream has no duration")
@@ -154,15 +156,27 @@ def probe_container(container: Any, cfg: SamplingConfig) -> MediaInfo:
     sample_rate = as_.codec_context.sample_rate or as_.rate or 0
     if not sample_rate:
         raise BadClipError(SkipReason.CORRUPT_AUDIO, "audio stream has no sample rate")
-    info = MediaInfo(min(vdur, adur), vdur, adur, _stream_start(vs), _stream_start(as_), fps, width, height,
-                     int(sample_rate), as_.codec_context.channels or 1)
+    info = MediaInfo(
+        min(vdur, adur),
+        vdur,
+        adur,
+        _stream_start(vs),
+        _stream_start(as_),
+        fps,
+        width,
+        height,
+        int(sample_rate),
+        as_.codec_context.channels or 1,
+    )
     return info
 
 
 def check_long_enough(duration: float, cfg: SamplingConfig, what: str = "clip") -> None:
     if duration < cfg.clip_duration - cfg.short_clip_tolerance:
-        raise BadClipError(SkipReason.TOO_SHORT,
-                           f"{what} lasts {duration:.3f} s, shorter than a {cfg.clip_duration:g} s window")
+        raise BadClipError(
+            SkipReason.TOO_SHORT,
+            f"{what} lasts {duration:.3f} s, shorter than a {cfg.clip_duration:g} s window",
+        )
 
 
 class _ExactPicker:
@@ -213,16 +227,17 @@ class _AuthorsPicker:
         return self.picked == self.num_frames
 
 
-
 def _picker(start: float, cfg: SamplingConfig):
     if cfg.frame_picking == "authors":
         return _AuthorsPicker(start, cfg.num_frames, cfg.fps, cfg.clip_duration)
-    return _ExactPicker([start + k / cfg.fps for k in range(cfg.num_frames)],
-                        start + cfg.clip_duration + 0.5 / cfg.fps)
+    return _ExactPicker(
+        [start + k / cfg.fps for k in range(cfg.num_frames)], start + cfg.clip_duration + 0.5 / cfg.fps
+    )
 
 
-def decode_frames(container: Any, info: MediaInfo, starts: list[float], cfg: SamplingConfig,
-                  tolerance: float) -> DecodedFrames:
+def decode_frames(
+    container: Any, info: MediaInfo, starts: list[float], cfg: SamplingConfig, tolerance: float
+) -> DecodedFrames:
     """The frames each window starting in ``starts`` picks (rule: ``cfg.frame_picking``). Decodes once from
     the keyframe before the earliest window; converts only picked frames. A stream that stops well before
     the header's duration is a truncated file: ``corrupt_video``."""
@@ -256,18 +271,23 @@ def decode_frames(container: Any, info: MediaInfo, starts: list[float], cfg: Sam
         raise BadClipError(SkipReason.CORRUPT_VIDEO, f"video decoding failed: {e}") from None
     short = [p for p in pickers.values() if not p.done]
     if short:  # the stream ended before a window's last frame: legit only near the header's end
-        expected = min(max(p.last_target for p in short), info.video_end - 1.0 / info.fps,
-                       max(p.cutoff for p in short))
+        expected = min(
+            max(p.last_target for p in short), info.video_end - 1.0 / info.fps, max(p.cutoff for p in short)
+        )
         got = last_t if last_t is not None else info.video_start - 1.0 / info.fps
         if got < expected - tolerance - 1.0 / info.fps:
-            raise BadClipError(SkipReason.CORRUPT_VIDEO,
-                               f"video frames stop at {got:.3f} s but the stream claims {info.video_duration:.3f} s")
+            raise BadClipError(
+                SkipReason.CORRUPT_VIDEO,
+                f"video frames stop at {got:.3f} s but the stream claims {info.video_duration:.3f} s",
+            )
     return DecodedFrames(picked)
 
 
 def frame_to_mono(frame: Any, channels_rule: str) -> np.ndarray:
     """One decoded audio frame as float32 mono samples (``channels_rule``: ``SamplingConfig.audio_channels``)."""
-    data = frame.to_ndarray()  # decoder memory order: planar (channels, samples), packed (1, samples * channels)
+    data = (
+        frame.to_ndarray()
+    )  # decoder memory order: planar (channels, samples), packed (1, samples * channels)
     if data.dtype.kind == "i":
         data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
     elif data.dtype.kind == "u":  # u8 audio is offset binary
@@ -284,8 +304,9 @@ def frame_to_mono(frame: Any, channels_rule: str) -> np.ndarray:
     return data.mean(axis=0)
 
 
-def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: SamplingConfig,
-                 tolerance: float) -> DecodedAudio:
+def decode_audio(
+    container: Any, info: MediaInfo, t0: float, t1: float, cfg: SamplingConfig, tolerance: float
+) -> DecodedAudio:
     """Mono audio covering [t0, t1] at ``cfg.audio_sample_rate``: decoded at the native rate, placed by pts,
     then resampled in one piece (so sample k sits at t0 + k / rate). Zeros where the stream has no audio.
     Under ``audio_window: authors`` the decoded frames (microsecond time, native-rate mono) are kept instead,
@@ -323,15 +344,17 @@ def decode_audio(container: Any, info: MediaInfo, t0: float, t1: float, cfg: Sam
                 offset = int(round(t * sr)) - int(round(t0 * sr))
                 lo, hi = max(offset, 0), min(offset + len(mono), len(native))
                 if hi > lo:
-                    native[lo:hi] = mono[lo - offset: hi - offset]
+                    native[lo:hi] = mono[lo - offset : hi - offset]
             covered_end = next_t
     except av.error.FFmpegError as e:
         raise BadClipError(SkipReason.CORRUPT_AUDIO, f"audio decoding failed: {e}") from None
     expected = min(t1, info.audio_end)
     got = covered_end if covered_end is not None else t0
     if got < expected - tolerance:
-        raise BadClipError(SkipReason.CORRUPT_AUDIO,
-                           f"audio stops at {got:.3f} s but the stream claims {info.audio_duration:.3f} s")
+        raise BadClipError(
+            SkipReason.CORRUPT_AUDIO,
+            f"audio stops at {got:.3f} s but the stream claims {info.audio_duration:.3f} s",
+        )
     if keep_frames:
         return DecodedAudio(native, t0, frames, sr)
     return DecodedAudio(resample(native, sr, cfg.audio_sample_rate, cfg.resampler), t0, None, sr)
@@ -344,7 +367,9 @@ def authors_audio_window(audio: DecodedAudio, start: float, cfg: SamplingConfig)
     end = start + cfg.clip_duration
     parts = [samples for t, samples in audio.frames or () if start <= t <= end]
     if not parts:
-        raise BadClipError(SkipReason.CORRUPT_AUDIO, f"no audio frame starts within [{start:.3f}, {end:.3f}] s")
+        raise BadClipError(
+            SkipReason.CORRUPT_AUDIO, f"no audio frame starts within [{start:.3f}, {end:.3f}] s"
+        )
     wave = resample(np.concatenate(parts), audio.native_rate, cfg.audio_sample_rate, cfg.resampler)
     extra = len(wave) - cfg.clip_samples
-    return wave[extra // 2: extra // 2 + cfg.clip_samples] if extra > 0 else wave
+    return wave[extra // 2 : extra // 2 + cfg.clip_samples] if extra > 0 else wave

@@ -64,5 +64,10 @@ class Skipped:
     """1-based line in ``list_file`` (0 when unknown)."""
 
     def to_dict(self) -> dict:
-        return {"entry": self.entry, "reason": self.reason.value, "detail": self.detail,
-                "list_file": self.list_file, "line_no": self.line_no}
+        return {
+            "entry": self.entry,
+            "reason": self.reason.value,
+            "detail": self.detail,
+            "list_file": self.list_file,
+            "line_no": self.line_no,
+        }

@@ -41,7 +41,9 @@ def _filters(orig: int, new: int, lowpass_filter_width: int, rolloff: float) -> 
     """The ``new`` interpolation filters (new, 1, 2 * half + orig) float32 for gcd-reduced rates, and
     ``half``, how many input samples each reaches before its phase. Cached, shared: never modify."""
     # Times below are in units of 1 / gcd seconds: input sample i is at i / orig, output j at j / new.
-    cutoff = min(orig, new) * rolloff  # twice the low-pass cutoff, in those units (sinc zeros 1 / cutoff apart)
+    cutoff = (
+        min(orig, new) * rolloff
+    )  # twice the low-pass cutoff, in those units (sinc zeros 1 / cutoff apart)
     # Samples reached on each side: enough to cover lowpass_filter_width zero crossings of the sinc.
     half = math.ceil(lowpass_filter_width * orig / cutoff)
     # Float32 throughout, in the order torchaudio evaluates it for a float32 waveform, so the filters (and
@@ -59,16 +61,20 @@ def _filters(orig: int, new: int, lowpass_filter_width: int, rolloff: float) -> 
     return filters[:, None, :], half
 
 
-def sinc_resample(waveform: np.ndarray, orig_rate: int, new_rate: int,
-                  lowpass_filter_width: int = 6, rolloff: float = 0.99) -> np.ndarray:
+def sinc_resample(
+    waveform: np.ndarray, orig_rate: int, new_rate: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> np.ndarray:
     """(..., T) float32 -> (..., ceil(new_rate * T / orig_rate)) float32, resampled along the last axis as
     ``torchaudio.functional.resample(waveform, orig_rate, new_rate, lowpass_filter_width, rolloff)`` with
     the Hann-windowed sinc does. Other float dtypes are cast to float32 first (the authors' tensors are
     float32). Equal rates return the input as float32, untouched, as torchaudio returns its input."""
     orig_rate = _check_rate("orig_rate", orig_rate)
     new_rate = _check_rate("new_rate", new_rate)
-    if isinstance(lowpass_filter_width, bool) or int(lowpass_filter_width) != lowpass_filter_width \
-            or lowpass_filter_width <= 0:
+    if (
+        isinstance(lowpass_filter_width, bool)
+        or int(lowpass_filter_width) != lowpass_filter_width
+        or lowpass_filter_width <= 0
+    ):
         raise ValueError(f"lowpass_filter_width must be a positive integer, got {lowpass_filter_width!r}")
     if not 0.0 < rolloff <= 1.0:
         raise ValueError(f"rolloff must be in (0, 1], got {rolloff!r}")

@@ -129,14 +129,15 @@ def transform_frames(rgb: Sequence[np.ndarray], cfg: SamplingConfig, flip: bool 
     h, w = x.shape[1:3]
     if th / tw >= h / w:  # output is relatively taller: trim width
         cw = int(h / (th / tw))
-        x = x[:, :, (w - cw) // 2: (w - cw) // 2 + cw]
+        x = x[:, :, (w - cw) // 2 : (w - cw) // 2 + cw]
     else:
         ch = int(w * (th / tw))
-        x = x[:, (h - ch) // 2: (h - ch) // 2 + ch]
+        x = x[:, (h - ch) // 2 : (h - ch) // 2 + ch]
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2)).astype(np.float32) / np.float32(255.0)  # (N, 3, h, w)
     if x.shape[-2:] != (th, tw):
-        x = torch.nn.functional.interpolate(torch.from_numpy(x), size=(th, tw), mode="bilinear",
-                                            align_corners=False, antialias=True).numpy()
+        x = torch.nn.functional.interpolate(
+            torch.from_numpy(x), size=(th, tw), mode="bilinear", align_corners=False, antialias=True
+        ).numpy()
     np.clip(x, 0.0, 1.0, out=x)
     if flip:
         x = x[..., ::-1]
@@ -158,8 +159,9 @@ def probe_duration(src: Source, cfg: SamplingConfig | None = None) -> float:
     return probe(src, cfg or SamplingConfig()).duration
 
 
-def probe_entries(listing: SplitListing, root: str, cfg: SamplingConfig, filesystem: Any = None,
-                  full_decode: bool = False) -> tuple[SplitListing, dict[str, MediaInfo]]:
+def probe_entries(
+    listing: SplitListing, root: str, cfg: SamplingConfig, filesystem: Any = None, full_decode: bool = False
+) -> tuple[SplitListing, dict[str, MediaInfo]]:
     """Open every entry's file: returns a listing whose bad clips moved to ``skipped`` (with their typed
     reason) and the ``MediaInfo`` of each good clip by ``entry.name``. The default reads headers only
     (fast); ``full_decode`` also decodes every clip end to end, which finds truncated files that still
@@ -199,8 +201,9 @@ class DecodedMedia:
 _AUDIO_MARGIN = 0.05  # s of context on both sides, so resampling has no edge effects inside a window
 
 
-def decode_windows(src: Source, starts: Sequence[float], cfg: SamplingConfig,
-                   info: MediaInfo | None = None) -> DecodedMedia:
+def decode_windows(
+    src: Source, starts: Sequence[float], cfg: SamplingConfig, info: MediaInfo | None = None
+) -> DecodedMedia:
     """Decode one clip once for all windows in ``starts`` (seconds, stream time): every frame any window
     picks, and the audio spanning all of them. Raises ``BadClipError`` (the clip's path is not known here)."""
     starts = [float(s) for s in starts]
@@ -211,16 +214,26 @@ def decode_windows(src: Source, starts: Sequence[float], cfg: SamplingConfig,
         check_long_enough(info.duration, cfg)
         latest = max_window_start(info.duration, cfg) + cfg.short_clip_tolerance
         if min(starts) < 0 or max(starts) > latest + 1e-6:
-            raise ValueError(f"window starts must lie in [0, {latest:.3f}] for a {info.duration:.3f} s clip, "
-                             f"got {min(starts):.3f}..{max(starts):.3f}")
+            raise ValueError(
+                f"window starts must lie in [0, {latest:.3f}] for a {info.duration:.3f} s clip, "
+                f"got {min(starts):.3f}..{max(starts):.3f}"
+            )
         frames = decode_frames(container, info, starts, cfg, cfg.short_clip_tolerance)
         t0 = max(min(starts) - _AUDIO_MARGIN, 0.0)
-        audio = decode_audio(container, info, t0, max(starts) + cfg.clip_duration + _AUDIO_MARGIN, cfg,
-                             cfg.short_clip_tolerance)
+        audio = decode_audio(
+            container,
+            info,
+            t0,
+            max(starts) + cfg.clip_duration + _AUDIO_MARGIN,
+            cfg,
+            cfg.short_clip_tolerance,
+        )
     return DecodedMedia(info, frames, audio, starts)
 
 
-def window_from_decoded(decoded: DecodedMedia, start: float, cfg: SamplingConfig, flip: bool = False) -> SampledClip:
+def window_from_decoded(
+    decoded: DecodedMedia, start: float, cfg: SamplingConfig, flip: bool = False
+) -> SampledClip:
     """Cut one window (one of ``decoded.starts``) from a decoded clip: same result as ``sample_clip``."""
     picks = decoded.frames.windows.get(time_key(start))
     if picks is None:
@@ -236,26 +249,39 @@ def window_from_decoded(decoded: DecodedMedia, start: float, cfg: SamplingConfig
     else:
         waveform = window_samples(decoded.audio.samples, decoded.audio.start, start, cfg)
         mel = waveform_to_mel(waveform, cfg)
-    return SampledClip(transform_frames([rgb for _, rgb in picks], cfg, flip), waveform, mel,
-                       np.asarray([t for t, _ in picks], dtype=np.float64), float(start), bool(flip))
+    return SampledClip(
+        transform_frames([rgb for _, rgb in picks], cfg, flip),
+        waveform,
+        mel,
+        np.asarray([t for t, _ in picks], dtype=np.float64),
+        float(start),
+        bool(flip),
+    )
 
 
-def sample_clip(src: Source, start: float, cfg: SamplingConfig, flip: bool = False,
-                info: MediaInfo | None = None) -> SampledClip:
+def sample_clip(
+    src: Source, start: float, cfg: SamplingConfig, flip: bool = False, info: MediaInfo | None = None
+) -> SampledClip:
     """Decode and sample the single window starting at ``start`` (seconds)."""
     return window_from_decoded(decode_windows(src, [start], cfg, info), start, cfg, flip)
 
 
-def sample_windows(src: Source, starts: Sequence[float], cfg: SamplingConfig,
-                   flips: Sequence[bool] | None = None, info: MediaInfo | None = None) -> list[SampledClip]:
+def sample_windows(
+    src: Source,
+    starts: Sequence[float],
+    cfg: SamplingConfig,
+    flips: Sequence[bool] | None = None,
+    info: MediaInfo | None = None,
+) -> list[SampledClip]:
     """All windows ``starts`` of one clip from a single decode."""
     decoded = decode_windows(src, starts, cfg, info)
     flips = flips if flips is not None else [False] * len(decoded.starts)
     return [window_from_decoded(decoded, s, cfg, f) for s, f in zip(decoded.starts, flips)]
 
 
-def sample_grid_windows(src: Source, cfg: SamplingConfig, count: int = 0, entry: ClipEntry | None = None,
-                        flip: bool = False) -> list[SampledClip]:
+def sample_grid_windows(
+    src: Source, cfg: SamplingConfig, count: int = 0, entry: ClipEntry | None = None, flip: bool = False
+) -> list[SampledClip]:
     """Every grid-aligned window of a clip (or ``count`` evenly spread ones) from a single decode: what a
     latent-cache builder calls per video. ``entry`` restricts windows to a `clip` list entry's span."""
     with open_container(src) as container:

@@ -27,14 +27,22 @@ def sync_classifier_inputs(clips: torch.Tensor, size: int = CLASSIFIER_IMAGE_SIZ
     return frames.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).contiguous()
 
 
-def avsync_scores(mels: torch.Tensor, clips: torch.Tensor, scorer: SyncScorer, batch_size: int = 32,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+def avsync_scores(
+    mels: torch.Tensor,
+    clips: torch.Tensor,
+    scorer: SyncScorer,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """phi (B,) for mels (B, 1, 128, 204) and clips (B, T, 3, H, W) in [0, 1]; ``batch_size`` counts frames."""
     if mels.shape[0] != clips.shape[0]:
         raise ValueError(f"{mels.shape[0]} audio clips for {clips.shape[0]} video clips")
     per_batch = max(1, batch_size // max(1, clips.shape[1]))
-    return run_batched(lambda m, c: scorer(m, sync_classifier_inputs(c)), (mels, clips), per_batch,
-                       device).numpy().astype(np.float64)
+    return (
+        run_batched(lambda m, c: scorer(m, sync_classifier_inputs(c)), (mels, clips), per_batch, device)
+        .numpy()
+        .astype(np.float64)
+    )
 
 
 def relsync(phi_gen: np.ndarray, phi_gt: np.ndarray) -> np.ndarray:
@@ -52,12 +60,13 @@ def align_prob(ia_gen_frames: np.ndarray, ia_gt_first: np.ndarray) -> np.ndarray
     """
     ia_gen, ia_first = np.asarray(ia_gen_frames, np.float64), np.asarray(ia_gt_first, np.float64)
     if ia_gen.ndim != 2 or ia_first.shape != (ia_gen.shape[0],):
-        raise ValueError(f"want ia_gen_frames (clips, frames) and ia_gt_first (clips,), got "
-                         f"{ia_gen.shape} and {ia_first.shape}")
+        raise ValueError(
+            f"want ia_gen_frames (clips, frames) and ia_gt_first (clips,), got "
+            f"{ia_gen.shape} and {ia_first.shape}"
+        )
     return expit(ia_gen - ia_first[:, None]).mean(axis=1)
 
 
 def alignsync(relsync_scores: np.ndarray, align_probs: np.ndarray) -> np.ndarray:
     """Per-clip AlignSync = RelSync x P_Align."""
     return np.asarray(relsync_scores, np.float64) * np.asarray(align_probs, np.float64)
-

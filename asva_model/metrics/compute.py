@@ -23,6 +23,7 @@ from asva_model.data.audio import resample, waveform_to_mel
 from asva_model.data.config import SamplingConfig
 from asva_model.metrics import avsync as av
 from asva_model.metrics import imagebind_sim as ib
+from asva_model.metrics.catalogue import NUM_CLIPS
 from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.fid import fid, fid_features, fid_features_per_call
 from asva_model.metrics.fvd import fvd, fvd_features
@@ -62,7 +63,9 @@ class ClipScores:
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.arrays:
-            raise KeyError(f"no {name!r} scores were extracted (have: {', '.join(sorted(self.arrays)) or 'none'})")
+            raise KeyError(
+                f"no {name!r} scores were extracted (have: {', '.join(sorted(self.arrays)) or 'none'})"
+            )
         return self.arrays[name]
 
     @classmethod
@@ -106,7 +109,7 @@ def _mels(waveforms: Sequence, sample_rate: int, sampling: SamplingConfig) -> to
         x = resample(_waveform_np(w), sample_rate, sampling.audio_sample_rate)
         extra = len(x) - sampling.clip_samples
         if extra > 0:  # the paper's mel centre-crops a longer waveform to exactly one window
-            x = x[extra // 2: extra // 2 + sampling.clip_samples]
+            x = x[extra // 2 : extra // 2 + sampling.clip_samples]
         out.append(waveform_to_mel(x, sampling))
     return torch.from_numpy(np.stack(out))
 
@@ -119,9 +122,18 @@ def _stack(clips: Sequence, what: str) -> torch.Tensor:
     return torch.stack(frames)
 
 
-def _extract_chunk(gt: torch.Tensor, gen: torch.Tensor, audio: Sequence, gen_audio: Sequence | None,
-                   prompts: Sequence[str], nets: MetricNetworks, cfg: MetricsConfig, sample_rate: int,
-                   fps: float, sampling: SamplingConfig) -> ClipScores:
+def _extract_chunk(
+    gt: torch.Tensor,
+    gen: torch.Tensor,
+    audio: Sequence,
+    gen_audio: Sequence | None,
+    prompts: Sequence[str],
+    nets: MetricNetworks,
+    cfg: MetricsConfig,
+    sample_rate: int,
+    fps: float,
+    sampling: SamplingConfig,
+) -> ClipScores:
     """Scores of one chunk of stacked clips (n, F, 3, H, W); ``gen_audio`` None = the GT audio."""
     wanted, bs, dev, out = set(cfg.metrics), cfg.batch_size, nets.device, {}
     n = gt.shape[0]
@@ -165,9 +177,17 @@ def _extract_chunk(gt: torch.Tensor, gen: torch.Tensor, audio: Sequence, gen_aud
         out["sync_lag_s"] = np.array([r.lag_s for r in gen_res])
         out["sync_gt"] = np.array([r.score for r in gt_res])
         # the control: the same clip and sounds, out of step; a clip that follows its audio scores lower here
-        out["sync_shifted"] = np.array([
-            sync_score(gen[i].numpy(), circular_shift(gen_wave[i], sample_rate, cfg.sync_shift_s), sample_rate,
-                       fps).score for i in range(n)])
+        out["sync_shifted"] = np.array(
+            [
+                sync_score(
+                    gen[i].numpy(),
+                    circular_shift(gen_wave[i], sample_rate, cfg.sync_shift_s),
+                    sample_rate,
+                    fps,
+                ).score
+                for i in range(n)
+            ]
+        )
     return ClipScores(out)
 
 
@@ -195,8 +215,12 @@ def extract_clip_scores(
     with ``fid_batchnorm: authors`` a video's GT windows share one Inception call (default: each clip alone).
     """
     n = len(gt_clips)
-    for name, seq in (("gen_clips", gen_clips), ("audio", audio), ("prompts", prompts),
-                      ("gen_audio", audio if gen_audio is None else gen_audio)):
+    for name, seq in (
+        ("gen_clips", gen_clips),
+        ("audio", audio),
+        ("prompts", prompts),
+        ("gen_audio", audio if gen_audio is None else gen_audio),
+    ):
         if len(seq) != n:
             raise ValueError(f"{name} has {len(seq)} entries for {n} gt_clips")
     if n == 0:
@@ -208,16 +232,33 @@ def extract_clip_scores(
         gt, gen = _stack(gt_clips[lo:hi], "gt"), _stack(gen_clips[lo:hi], "generated")
         if gt.shape[1] != gen.shape[1]:
             raise ValueError(f"GT clips have {gt.shape[1]} frames but generated clips have {gen.shape[1]}")
-        parts.append(_extract_chunk(gt, gen, audio[lo:hi], None if gen_audio is None else gen_audio[lo:hi],
-                                    prompts[lo:hi], networks, metrics_cfg, sample_rate, fps, sampling))
+        parts.append(
+            _extract_chunk(
+                gt,
+                gen,
+                audio[lo:hi],
+                None if gen_audio is None else gen_audio[lo:hi],
+                prompts[lo:hi],
+                networks,
+                metrics_cfg,
+                sample_rate,
+                fps,
+                sampling,
+            )
+        )
     scores = ClipScores.concat(parts)
     if "fid" in metrics_cfg.metrics and metrics_cfg.fid_batchnorm == "authors":
         scores.arrays.update(_authors_fid(gt_clips, gen_clips, gt_videos, networks, metrics_cfg))
     return scores
 
 
-def _authors_fid(gt_clips: Sequence, gen_clips: Sequence, gt_videos: Sequence[str] | None, nets: MetricNetworks,
-                 cfg: MetricsConfig) -> dict[str, np.ndarray]:
+def _authors_fid(
+    gt_clips: Sequence,
+    gen_clips: Sequence,
+    gt_videos: Sequence[str] | None,
+    nets: MetricNetworks,
+    cfg: MetricsConfig,
+) -> dict[str, np.ndarray]:
     """FID features as the paper's evaluation batches them: one call per GT video, one per generated clip."""
     net, n = nets.require("inception", "fid"), len(gt_clips)
     videos = list(gt_videos) if gt_videos is not None else list(range(n))
@@ -227,29 +268,18 @@ def _authors_fid(gt_clips: Sequence, gen_clips: Sequence, gt_videos: Sequence[st
     for i, video in enumerate(videos):
         per_video.setdefault(video, []).append(i)
     gt, gen = _stack(gt_clips, "gt"), _stack(gen_clips, "generated")
-    return {"fid_gt": fid_features_per_call(gt, net, list(per_video.values()), cfg.fid_image_size, nets.device),
-            "fid_gen": fid_features_per_call(gen, net, [[i] for i in range(n)], cfg.fid_image_size, nets.device)}
-
-
-REPORTED: dict[str, tuple[str, ...]] = {
-    "fid": ("FID",), "fvd": ("FVD",), "ia": ("IA", "IA_std"), "it": ("IT", "IT_std"),
-    "relsync": ("RelSync", "RelSync_std"), "alignsync": ("AlignSync", "AlignSync_std"),
-    "sync": ("Sync", "Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate", "Sync_win_rate_ci_low",
-             "Sync_win_rate_ci_high", "Sync_gt", "SyncLag_s"),
-}
-"""What :func:`summarize` reports for each metric of ``eval.metrics.metrics`` (besides ``num_clips``)."""
-LOWER_IS_BETTER = ("FID", "FVD", "SyncLag_s")
-HIGHER_IS_BETTER = ("IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_ci_low", "Sync_win_rate",
-                    "Sync_win_rate_ci_low", "Sync_gt")
-"""Directions of the reported numbers a sweep may optimize (interval ends: the lower one is the conservative
-objective; Sync_shifted, a control, has none)."""
+    return {
+        "fid_gt": fid_features_per_call(gt, net, list(per_video.values()), cfg.fid_image_size, nets.device),
+        "fid_gen": fid_features_per_call(gen, net, [[i] for i in range(n)], cfg.fid_image_size, nets.device),
+    }
 
 
 def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool = False) -> dict[str, float]:
-    """The reported numbers. FID/FVD pool all clips; IA/IT/RelSync/AlignSync are means x 100 (``*_std``:
-    their std over clips); Sync as :func:`sync_summary`. ``skip_undefined`` drops a Fréchet metric with too few
+    """The reported numbers (:func:`asva_model.metrics.catalogue.reported_keys` names them per metric, plus
+    ``num_clips``). FID/FVD pool all clips; IA/IT/RelSync/AlignSync are means x 100 (``*_std``: their std over
+    clips); Sync as :func:`sync_summary`. ``skip_undefined`` drops a Fréchet metric with too few
     samples instead of raising."""
-    out: dict[str, float] = {"num_clips": float(len(scores))}
+    out: dict[str, float] = {NUM_CLIPS: float(len(scores))}
     for name, key, min_rows in (("fid", "FID", 2), ("fvd", "FVD", 2)):
         if name in metrics:
             gt = scores[f"{name}_gt"]
@@ -284,18 +314,28 @@ def sync_summary(sync: np.ndarray, shifted: np.ndarray) -> dict[str, float]:
     score higher with their own audio than with the shifted one (Wilson 95 % interval)."""
     mean = mean_interval(sync)
     wins = wilson_interval(int(np.sum(sync > shifted)), len(sync))  # ties (e.g. a static clip: 0 = 0) lose
-    return {"Sync": mean.estimate, "Sync_ci_low": mean.low, "Sync_ci_high": mean.high,
-            "Sync_shifted": float(np.mean(shifted)), "Sync_win_rate": wins.estimate,
-            "Sync_win_rate_ci_low": wins.low, "Sync_win_rate_ci_high": wins.high}
+    return {
+        "Sync": mean.estimate,
+        "Sync_ci_low": mean.low,
+        "Sync_ci_high": mean.high,
+        "Sync_shifted": float(np.mean(shifted)),
+        "Sync_win_rate": wins.estimate,
+        "Sync_win_rate_ci_low": wins.low,
+        "Sync_win_rate_ci_high": wins.high,
+    }
 
 
-def per_class_metrics(scores: ClipScores, class_names: Sequence[str], metrics: Sequence[str]) -> dict[str, dict]:
+def per_class_metrics(
+    scores: ClipScores, class_names: Sequence[str], metrics: Sequence[str]
+) -> dict[str, dict]:
     """``summarize`` per class (sorted by name); Fréchet metrics a class has too few clips for are left out."""
     if len(class_names) != len(scores):
         raise ValueError(f"{len(class_names)} class names for {len(scores)} clips")
     names = np.asarray(class_names)
-    return {c: summarize(scores.subset(np.flatnonzero(names == c)), metrics, skip_undefined=True)
-            for c in sorted(set(class_names))}
+    return {
+        c: summarize(scores.subset(np.flatnonzero(names == c)), metrics, skip_undefined=True)
+        for c in sorted(set(class_names))
+    }
 
 
 def compute_metrics(

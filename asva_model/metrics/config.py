@@ -64,22 +64,41 @@ class MetricsConfig:
         require(len(self.metrics) > 0, "metrics", "must name at least one metric")
         require(len(set(self.metrics)) == len(self.metrics), "metrics", f"has duplicates: {self.metrics}")
         for name in self.metrics:
-            require(name in ALL_METRICS, "metrics", f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}")
+            require(
+                name in ALL_METRICS,
+                "metrics",
+                f"unknown metric {name!r}; choose from {', '.join(ALL_METRICS)}",
+            )
         for net in self.required_networks():
             for key in _WEIGHT_KEYS[net]:
                 require(bool(getattr(self, key)), key, f"must be set to compute {self._users_of(net)}")
         if "it" in self.metrics:
-            require(bool(self.imagebind_bpe), "imagebind_bpe", "must be set to compute it (the text tokenizer)")
-        require(len(self.imagebind_num_heads) == 3 and all(h >= 1 for h in self.imagebind_num_heads),
-                "imagebind_num_heads", f"must be 3 positive ints [vision, text, audio], got {self.imagebind_num_heads}")
-        require(self.fid_batchnorm in ("eval", "authors"), "fid_batchnorm",
-                f"must be eval or authors, got {self.fid_batchnorm!r}")
-        require(self.fid_image_size >= 75, "fid_image_size", f"must be >= 75 (Inception minimum), got {self.fid_image_size}")
+            require(
+                bool(self.imagebind_bpe), "imagebind_bpe", "must be set to compute it (the text tokenizer)"
+            )
+        require(
+            len(self.imagebind_num_heads) == 3 and all(h >= 1 for h in self.imagebind_num_heads),
+            "imagebind_num_heads",
+            f"must be 3 positive ints [vision, text, audio], got {self.imagebind_num_heads}",
+        )
+        require(
+            self.fid_batchnorm in ("eval", "authors"),
+            "fid_batchnorm",
+            f"must be eval or authors, got {self.fid_batchnorm!r}",
+        )
+        require(
+            self.fid_image_size >= 75,
+            "fid_image_size",
+            f"must be >= 75 (Inception minimum), got {self.fid_image_size}",
+        )
         require(self.fvd_image_size >= 32, "fvd_image_size", f"must be >= 32, got {self.fvd_image_size}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         # a shorter shift leaves onsets a frame or two from their motion: not a clear mismatch to compare with
-        require(self.sync_shift_s >= MIN_SYNC_SHIFT_S, "sync_shift_s",
-                f"must be >= {MIN_SYNC_SHIFT_S} s, got {self.sync_shift_s}")
+        require(
+            self.sync_shift_s >= MIN_SYNC_SHIFT_S,
+            "sync_shift_s",
+            f"must be >= {MIN_SYNC_SHIFT_S} s, got {self.sync_shift_s}",
+        )
 
     def required_networks(self) -> list[str]:
         """Networks the selected metrics need, in a fixed order: inception, i3d, imagebind, avsync."""

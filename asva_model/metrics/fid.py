@@ -31,8 +31,13 @@ def fid_inputs(frames: torch.Tensor, size: int = FID_IMAGE_SIZE) -> torch.Tensor
     return to_minus_one_one(resize_bicubic(frames, size))
 
 
-def fid_features(frames: torch.Tensor, net: ImageFeatureNet, size: int = FID_IMAGE_SIZE,
-                 batch_size: int = 32, device: torch.device | str = "cpu") -> np.ndarray:
+def fid_features(
+    frames: torch.Tensor,
+    net: ImageFeatureNet,
+    size: int = FID_IMAGE_SIZE,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Pool features (N, D) of frames (N, 3, H, W) in [0, 1] (pass frames 2..12 only)."""
     return run_batched(lambda b: net(fid_inputs(b, size)), frames, batch_size, device).numpy()
 
@@ -56,8 +61,13 @@ def batch_statistics(net) -> Iterator[None]:
                 getattr(m, k).copy_(b)
 
 
-def fid_features_per_call(clips: torch.Tensor, net: ImageFeatureNet, calls: Sequence[Sequence[int]],
-                          size: int = FID_IMAGE_SIZE, device: torch.device | str = "cpu") -> np.ndarray:
+def fid_features_per_call(
+    clips: torch.Tensor,
+    net: ImageFeatureNet,
+    calls: Sequence[Sequence[int]],
+    size: int = FID_IMAGE_SIZE,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """The authors' FID features: for each call (a list of clip indices), every frame of those clips (N, F,
     3, H, W) in [0, 1] goes through ``net`` in one forward with BatchNorm batch statistics; returns frames
     2..F's features (N, F-1, D) in clip order."""

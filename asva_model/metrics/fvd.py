@@ -24,8 +24,13 @@ def fvd_inputs(clips: torch.Tensor, size: int = FVD_IMAGE_SIZE) -> torch.Tensor:
     return frames.unflatten(0, (b, t)).permute(0, 2, 1, 3, 4).contiguous()
 
 
-def fvd_features(clips: torch.Tensor, net: VideoFeatureNet, size: int = FVD_IMAGE_SIZE,
-                 batch_size: int = 32, device: torch.device | str = "cpu") -> np.ndarray:
+def fvd_features(
+    clips: torch.Tensor,
+    net: VideoFeatureNet,
+    size: int = FVD_IMAGE_SIZE,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Features (B, D) of clips (B, T, 3, H, W) in [0, 1]; ``batch_size`` counts frames per forward."""
     clips_per_batch = max(1, batch_size // max(1, clips.shape[1]))
     return run_batched(lambda b: net(fvd_inputs(b, size)), clips, clips_per_batch, device).numpy()

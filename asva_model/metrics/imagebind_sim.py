@@ -20,15 +20,17 @@ def imagebind_inputs(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
     return clip_normalize(resize_bicubic(frames, size))
 
 
-def image_embeddings(frames: torch.Tensor, embedder: Embedder, batch_size: int = 32,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def image_embeddings(
+    frames: torch.Tensor, embedder: Embedder, batch_size: int = 32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Unit-norm ImageBind embeddings (N, D) of frames (N, 3, H, W) in [0, 1]."""
     size = embedder.image_size
     return run_batched(lambda b: embedder.embed_image(imagebind_inputs(b, size)), frames, batch_size, device)
 
 
-def audio_embeddings(mels: torch.Tensor, embedder: Embedder, batch_size: int = 32,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
+def audio_embeddings(
+    mels: torch.Tensor, embedder: Embedder, batch_size: int = 32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Unit-norm ImageBind embeddings (B, D) of normalised log-mels (B, 1, 128, 204)."""
     return run_batched(embedder.embed_audio, mels, batch_size, device)
 
@@ -45,4 +47,3 @@ def text_embeddings(texts: list[str], embedder: Embedder, device: torch.device |
 def cosine_to(frame_embeddings: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Cosines (N,) between unit-norm frame embeddings (N, D) and one unit-norm target (D,)."""
     return (frame_embeddings @ target).numpy().astype(np.float64)
-

@@ -1,7 +1,8 @@
 """The paper's evaluation protocol: which windows of each test video are generated and which frames are scored.
 
-* Every test video gives ``num_clips`` (3) evenly spaced windows of ``clip_duration`` (2 s):
-  starts ``linspace(0, duration - clip_duration, num_clips)`` -- head, centre, tail; a single window is centred.
+* Every test video gives ``test_clips_per_video`` (3) evenly spaced windows of ``clip_duration`` (2 s):
+  starts ``linspace(0, duration - clip_duration, 3)`` -- head, centre, tail
+  (:func:`asva_model.data.sampling.test_window_starts`); each is an :class:`EvalWindow`.
 * Each window is 12 frames at 6 fps. FID, IA and IT score frames 2..12 (the first frame is the
   condition, copied from the ground truth); FVD and the sync metrics use all 12 frames.
 * Generated clips are named ``<video stem>_clip-<k:02d>`` (as the paper's generation script).
@@ -9,7 +10,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -20,27 +20,10 @@ PAPER_FPS = 6.0
 """Frame rate of evaluation clips."""
 PAPER_CLIP_DURATION = 2.0
 """Seconds per evaluation window (= frames / fps)."""
-PAPER_CLIPS_PER_VIDEO = 3
-"""Evaluation windows per test video."""
 IMAGE_METRIC_FIRST_FRAME = 1
 """0-based index of the first frame FID/IA/IT score: frames 2..12, because frame 1 is the GT condition."""
 SCORE_SCALE = 100.0
 """IA, IT, RelSync and AlignSync are reported as percentages."""
-
-_DURATION_TOLERANCE_S = 1e-3
-
-
-def window_starts(duration: float, clip_duration: float = PAPER_CLIP_DURATION,
-                  num_clips: int = PAPER_CLIPS_PER_VIDEO) -> list[float]:
-    """Start times (s) of the evaluation windows of a video lasting ``duration`` s (min of video and audio)."""
-    if num_clips < 1:
-        raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    if not np.isfinite(duration) or duration < clip_duration - _DURATION_TOLERANCE_S:
-        raise ValueError(f"video lasts {duration} s, shorter than one {clip_duration} s evaluation window")
-    span = max(duration - clip_duration, 0.0)
-    if num_clips == 1:
-        return [span / 2.0]
-    return [float(s) for s in np.linspace(0.0, span, num_clips)]
 
 
 def clip_name(video: str, index: int) -> str:
@@ -71,28 +54,6 @@ class EvalWindow:
     @property
     def name(self) -> str:
         return clip_name(self.video, self.index)
-
-
-def evaluation_windows(
-    videos: Iterable[tuple[str, float] | tuple[str, float, str]],
-    clip_duration: float = PAPER_CLIP_DURATION,
-    num_clips: int = PAPER_CLIPS_PER_VIDEO,
-) -> list[EvalWindow]:
-    """All evaluation windows, sorted by video path then window index (the paper sorts the GT names).
-
-    ``videos`` holds ``(path, duration)`` -- the class is the path's first component -- or
-    ``(path, duration, class_name)``.
-    """
-    windows = []
-    for entry in videos:
-        path, duration = entry[0], float(entry[1])
-        class_name = entry[2] if len(entry) > 2 else PurePosixPath(path).parts[0]
-        try:
-            starts = window_starts(duration, clip_duration, num_clips)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-        windows += [EvalWindow(path, class_name, k, s, clip_duration) for k, s in enumerate(starts)]
-    return sorted(windows, key=lambda w: (w.video, w.index))
 
 
 def as_frames_first(clip: torch.Tensor, layout: str | None = None) -> torch.Tensor:
@@ -127,7 +88,9 @@ def as_frames_first(clip: torch.Tensor, layout: str | None = None) -> torch.Tens
     clip = clip.float()
     lo, hi = float(clip.min()), float(clip.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"clip values must be in [0, 1], got [{lo:.3f}, {hi:.3f}] (pass frames, not [-1,1] or 0..255)")
+        raise ValueError(
+            f"clip values must be in [0, 1], got [{lo:.3f}, {hi:.3f}] (pass frames, not [-1,1] or 0..255)"
+        )
     return clip.clamp(0.0, 1.0)
 
 

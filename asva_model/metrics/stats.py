@@ -82,8 +82,9 @@ def wilson_interval(successes: int, trials: int, level: float = LEVEL) -> Interv
     return Interval(p, low, high)
 
 
-def paired_difference_interval(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
-                               level: float = LEVEL) -> Interval:
+def paired_difference_interval(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = LEVEL
+) -> Interval:
     """Interval of the mean of ``a - b`` over paired items (same clips, same order)."""
     x, y = _finite_1d(a, "a"), _finite_1d(b, "b")
     if x.shape != y.shape:
@@ -96,8 +97,12 @@ BOOTSTRAP_SEED = 0
 """Fixed, so the same scores always give the same interval (a re-logged summary does not change)."""
 
 
-def bootstrap_mean_interval(table: Sequence[Sequence[float]] | np.ndarray, level: float = LEVEL,
-                            resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Interval:
+def bootstrap_mean_interval(
+    table: Sequence[Sequence[float]] | np.ndarray,
+    level: float = LEVEL,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
     """Percentile bootstrap interval of the mean of ``table`` (rows: clips, columns: seeds; a 1-d input is one
     seed). Each resample draws rows and columns with replacement, independently, and takes the mean of the
     drawn rows x columns; with one column this is the ordinary bootstrap over clips. Drawing both ways counts
@@ -119,8 +124,12 @@ def bootstrap_mean_interval(table: Sequence[Sequence[float]] | np.ndarray, level
         return Interval(mean, mean, mean)
     rng = np.random.default_rng(seed)
     # The mean of the drawn rows x columns is w_rows . table . w_cols / (clips * seeds), with w the draw counts.
-    row_counts = np.stack([np.bincount(r, minlength=clips) for r in rng.integers(0, clips, (resamples, clips))])
-    col_counts = np.stack([np.bincount(c, minlength=seeds) for c in rng.integers(0, seeds, (resamples, seeds))])
+    row_counts = np.stack(
+        [np.bincount(r, minlength=clips) for r in rng.integers(0, clips, (resamples, clips))]
+    )
+    col_counts = np.stack(
+        [np.bincount(c, minlength=seeds) for c in rng.integers(0, seeds, (resamples, seeds))]
+    )
     means = np.einsum("bi,ij,bj->b", row_counts, x, col_counts) / (clips * seeds)
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])

@@ -55,8 +55,9 @@ def motion_energy(frames: np.ndarray) -> np.ndarray:
 AUDIO_FEATURES = ("loudness_flux", "onset_strength")
 
 
-def onset_envelope(waveform: np.ndarray, sample_rate: int, feature: str = "loudness_flux",
-                   hop_s: float = 0.01) -> tuple[np.ndarray, float]:
+def onset_envelope(
+    waveform: np.ndarray, sample_rate: int, feature: str = "loudness_flux", hop_s: float = 0.01
+) -> tuple[np.ndarray, float]:
     """Audio activity per hop (and the hop in seconds), from 32 ms frames centred on k * hop."""
     import librosa  # imported here: numba compiles on first use, only callers of the metric pay for it
 
@@ -86,9 +87,16 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / den) if den > 1e-12 else 0.0
 
 
-def sync_score(frames: np.ndarray, waveform: np.ndarray, sample_rate: int, fps: float,
-               max_lag_s: float = 0.5, lag_step_s: float = 0.02, tolerance_s: float | None = None,
-               audio_feature: str = "loudness_flux") -> SyncResult:
+def sync_score(
+    frames: np.ndarray,
+    waveform: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    max_lag_s: float = 0.5,
+    lag_step_s: float = 0.02,
+    tolerance_s: float | None = None,
+    audio_feature: str = "loudness_flux",
+) -> SyncResult:
     """Synchrony of ``frames`` (at ``fps``, first frame at t = 0) and ``waveform`` (mono, from t = 0)."""
     motion = motion_energy(frames)
     if len(motion) < 3:
@@ -110,6 +118,8 @@ def circular_shift(waveform: np.ndarray, sample_rate: int, shift_s: float) -> np
     x = np.asarray(waveform).reshape(-1)
     shift = int(round(shift_s * sample_rate))
     if not 0 < shift < len(x):
-        raise ValueError(f"sync_shift_s {shift_s} s ({shift} samples) must be > 0 and shorter than the audio "
-                         f"window ({len(x)} samples = {len(x) / sample_rate:g} s)")
+        raise ValueError(
+            f"sync_shift_s {shift_s} s ({shift} samples) must be > 0 and shorter than the audio "
+            f"window ({len(x)} samples = {len(x) / sample_rate:g} s)"
+        )
     return np.roll(x, shift)

@@ -22,8 +22,9 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)  # B L (h d) -> B h L d
 
 
-def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            mask: torch.Tensor | None = None) -> torch.Tensor:
+def _attend(
+    attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Multi-head SDPA on (B, L, inner) projections, then the output projection."""
     out = F.scaled_dot_product_attention(
         _heads(q, attn.heads), _heads(k, attn.heads), _heads(v, attn.heads), attn_mask=mask, scale=attn.scale
@@ -35,12 +36,20 @@ def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 class FirstFrameAttnProcessor:
     """Self-attention with queries from each frame and keys/values from frame 0 of the same clip."""
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
-                 attention_mask=None, num_frames: int = 1) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states=None,
+        attention_mask=None,
+        num_frames: int = 1,
+    ) -> torch.Tensor:
         n = hidden_states.shape[1]
         frames = hidden_states.unflatten(0, (-1, num_frames))  # b f n c
         first = frames[:, 0]
-        q = attn.to_q(frames.flatten(1, 2))  # every frame of a clip shares the same keys: one sequence per clip
+        q = attn.to_q(
+            frames.flatten(1, 2)
+        )  # every frame of a clip shares the same keys: one sequence per clip
         out = _attend(attn, q, attn.to_k(first), attn.to_v(first))
         return out.unflatten(1, (num_frames, n)).flatten(0, 1)
 
@@ -48,8 +57,14 @@ class FirstFrameAttnProcessor:
 class SharedContextAttnProcessor:
     """Cross-attention on a per-clip context ``(b, S, D)``; ``attention_mask`` is ``(b, f, S)`` bool or None."""
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                 attention_mask: torch.Tensor | None = None, num_frames: int = 1) -> torch.Tensor:
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        num_frames: int = 1,
+    ) -> torch.Tensor:
         k, v = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)  # b S inner
         if attention_mask is None:
             n = hidden_states.shape[1]

@@ -34,7 +34,9 @@ IMAGEBIND_AUDIO_PREFIXES = {
 }
 
 
-def segment_mask(num_frames: int, freq_patches: int, time_patches: int, with_cls: bool = True) -> torch.Tensor:
+def segment_mask(
+    num_frames: int, freq_patches: int, time_patches: int, with_cls: bool = True
+) -> torch.Tensor:
     """Boolean (num_frames, [1 +] freq_patches * time_patches): the audio tokens frame k attends to.
 
     The time axis is split into ``num_frames`` windows of ``ceil(time_patches / num_frames)`` patch
@@ -44,12 +46,14 @@ def segment_mask(num_frames: int, freq_patches: int, time_patches: int, with_cls
     For 12 frames and 12 x 19 patches: width 2, starts [0,2,3,5,6,8,9,11,12,14,15,17], 25 of 229 tokens.
     """
     if num_frames < 1 or time_patches < 1 or freq_patches < 1:
-        raise ValueError(f"segment_mask needs positive sizes, got {num_frames}, {freq_patches}, {time_patches}")
+        raise ValueError(
+            f"segment_mask needs positive sizes, got {num_frames}, {freq_patches}, {time_patches}"
+        )
     width = math.ceil(time_patches / num_frames)
     starts = np.round(np.linspace(0, time_patches - width, num_frames)).astype(int)
     cols = torch.zeros(num_frames, time_patches, dtype=torch.bool)
     for k, s in enumerate(starts):
-        cols[k, s:s + width] = True
+        cols[k, s : s + width] = True
     grid = cols[:, None, :].expand(num_frames, freq_patches, time_patches).reshape(num_frames, -1)
     if with_cls:
         grid = torch.cat([torch.ones(num_frames, 1, dtype=torch.bool), grid], dim=1)
@@ -115,15 +119,35 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
     """ImageBind-Huge audio branch + AVSyncD's extra (identity-initialised, frozen) token LayerNorm."""
 
     @register_to_config
-    def __init__(self, embed_dim: int = 768, num_blocks: int = 12, num_heads: int = 12, head_out_dim: int = 1024,
-                 patch_size: int = 16, patch_stride: int = 10, num_mel_bins: int = 128, target_length: int = 204,
-                 drop_path: float = 0.1, drop_path_layout: str = "per_sample") -> None:
+    def __init__(
+        self,
+        embed_dim: int = 768,
+        num_blocks: int = 12,
+        num_heads: int = 12,
+        head_out_dim: int = 1024,
+        patch_size: int = 16,
+        patch_stride: int = 10,
+        num_mel_bins: int = 128,
+        target_length: int = 204,
+        drop_path: float = 0.1,
+        drop_path_layout: str = "per_sample",
+    ) -> None:
         super().__init__()
         self._grid = patch_grid_size(num_mel_bins, target_length, patch_size, patch_stride)
-        self.preprocessor = audio_preprocessor(embed_dim, patch_size, patch_stride, num_mel_bins, target_length)
-        self.trunk = Trunk(embed_dim, num_blocks, num_heads, add_bias_kv=True, drop_path=drop_path,
-                           drop_path_layout=drop_path_layout)
-        self.head = cls_head(embed_dim, head_out_dim)  # ImageBind's pooled embedding: unused, kept for strict loading
+        self.preprocessor = audio_preprocessor(
+            embed_dim, patch_size, patch_stride, num_mel_bins, target_length
+        )
+        self.trunk = Trunk(
+            embed_dim,
+            num_blocks,
+            num_heads,
+            add_bias_kv=True,
+            drop_path=drop_path,
+            drop_path_layout=drop_path_layout,
+        )
+        self.head = cls_head(
+            embed_dim, head_out_dim
+        )  # ImageBind's pooled embedding: unused, kept for strict loading
         self.postprocessor = _Postprocessor()
         self.final_layer_norm = nn.LayerNorm(embed_dim, eps=1e-6)
 
@@ -141,7 +165,9 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
 
     def encode(self, mel: torch.Tensor) -> torch.Tensor:
         if mel.ndim != 4 or tuple(mel.shape[1:]) != (1, *self.mel_shape):
-            raise ValueError(f"mel must be (b, 1, {self.mel_shape[0]}, {self.mel_shape[1]}), got {tuple(mel.shape)}")
+            raise ValueError(
+                f"mel must be (b, 1, {self.mel_shape[0]}, {self.mel_shape[1]}), got {tuple(mel.shape)}"
+            )
         dtype = self.final_layer_norm.weight.dtype
         tokens = self.trunk(self.preprocessor(mel.to(dtype)))  # last-layer tokens, before the head
         return self.final_layer_norm(tokens).float()
@@ -167,9 +193,11 @@ class ImageBindAudioEncoder(ModelMixin, AudioEncoder, ConfigMixin):
             for key, value in raw.items():
                 for prefix, ours in IMAGEBIND_AUDIO_PREFIXES.items():
                     if key.startswith(prefix):
-                        state[ours + key[len(prefix):]] = value
+                        state[ours + key[len(prefix) :]] = value
             if not state:
-                raise WeightsError(f"{path}: no ImageBind audio weights (keys starting with 'modality_*.audio.')")
+                raise WeightsError(
+                    f"{path}: no ImageBind audio weights (keys starting with 'modality_*.audio.')"
+                )
             for key, value in self.final_layer_norm.state_dict().items():
                 state.setdefault(f"final_layer_norm.{key}", value)
         load_strict(self, state, f"{path} (audio encoder)")

@@ -26,8 +26,9 @@ class _Checkpointed(nn.Module):
         return module(*args)
 
 
-def _transformers(with_attention: bool, count: int, channels: int, heads: int, text_dim: int, audio_dim: int,
-                  groups: int) -> nn.ModuleList | None:
+def _transformers(
+    with_attention: bool, count: int, channels: int, heads: int, text_dim: int, audio_dim: int, groups: int
+) -> nn.ModuleList | None:
     if not with_attention:
         return None
     return nn.ModuleList(
@@ -36,16 +37,33 @@ def _transformers(with_attention: bool, count: int, channels: int, heads: int, t
 
 
 class DownBlock3D(_Checkpointed):
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, num_layers: int, *,
-                 with_attention: bool, add_downsample: bool, heads: int, text_dim: int, audio_dim: int,
-                 groups: int, eps: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: int,
+        num_layers: int,
+        *,
+        with_attention: bool,
+        add_downsample: bool,
+        heads: int,
+        text_dim: int,
+        audio_dim: int,
+        groups: int,
+        eps: float,
+    ) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList([
-            FFResnetBlock3D(in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps)
-            for i in range(num_layers)
-        ])
-        self.attentions = _transformers(with_attention, num_layers, out_channels, heads, text_dim, audio_dim,
-                                        groups)
+        self.resnets = nn.ModuleList(
+            [
+                FFResnetBlock3D(
+                    in_channels if i == 0 else out_channels, out_channels, temb_channels, groups, eps
+                )
+                for i in range(num_layers)
+            ]
+        )
+        self.attentions = _transformers(
+            with_attention, num_layers, out_channels, heads, text_dim, audio_dim, groups
+        )
         self.downsamplers = nn.ModuleList([FFDownsample3D(out_channels)]) if add_downsample else None
 
     def forward(self, x, temb, text, audio, audio_mask, num_frames: int):
@@ -62,11 +80,21 @@ class DownBlock3D(_Checkpointed):
 
 
 class MidBlock3D(_Checkpointed):
-    def __init__(self, channels: int, temb_channels: int, *, heads: int, text_dim: int, audio_dim: int,
-                 groups: int, eps: float) -> None:
+    def __init__(
+        self,
+        channels: int,
+        temb_channels: int,
+        *,
+        heads: int,
+        text_dim: int,
+        audio_dim: int,
+        groups: int,
+        eps: float,
+    ) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList([FFResnetBlock3D(channels, channels, temb_channels, groups, eps)
-                                      for _ in range(2)])
+        self.resnets = nn.ModuleList(
+            [FFResnetBlock3D(channels, channels, temb_channels, groups, eps) for _ in range(2)]
+        )
         self.attentions = _transformers(True, 1, channels, heads, text_dim, audio_dim, groups)
 
     def forward(self, x, temb, text, audio, audio_mask, num_frames: int):
@@ -76,18 +104,34 @@ class MidBlock3D(_Checkpointed):
 
 
 class UpBlock3D(_Checkpointed):
-    def __init__(self, in_channels: int, prev_output_channels: int, out_channels: int, temb_channels: int,
-                 num_layers: int, *, with_attention: bool, add_upsample: bool, heads: int, text_dim: int,
-                 audio_dim: int, groups: int, eps: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        prev_output_channels: int,
+        out_channels: int,
+        temb_channels: int,
+        num_layers: int,
+        *,
+        with_attention: bool,
+        add_upsample: bool,
+        heads: int,
+        text_dim: int,
+        audio_dim: int,
+        groups: int,
+        eps: float,
+    ) -> None:
         super().__init__()
         resnets = []
         for i in range(num_layers):
             skip_channels = in_channels if i == num_layers - 1 else out_channels
             resnet_in = prev_output_channels if i == 0 else out_channels
-            resnets.append(FFResnetBlock3D(resnet_in + skip_channels, out_channels, temb_channels, groups, eps))
+            resnets.append(
+                FFResnetBlock3D(resnet_in + skip_channels, out_channels, temb_channels, groups, eps)
+            )
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = _transformers(with_attention, num_layers, out_channels, heads, text_dim, audio_dim,
-                                        groups)
+        self.attentions = _transformers(
+            with_attention, num_layers, out_channels, heads, text_dim, audio_dim, groups
+        )
         self.upsamplers = nn.ModuleList([FFUpsample3D(out_channels)]) if add_upsample else None
 
     def forward(self, x, skips, temb, text, audio, audio_mask, num_frames: int, upsample_size=None):

@@ -64,8 +64,15 @@ class Block(nn.Module):
     """Pre-norm transformer block (LayerNorm eps 1e-6); the audio trunk's attention has learned key/value
     bias tokens (``add_bias_kv``); ``drop_path`` is the block's stochastic-depth rate."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: int = 4, add_bias_kv: bool = False,
-                 drop_path: float = 0.0, drop_path_layout: str = "per_sample") -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        add_bias_kv: bool = False,
+        drop_path: float = 0.0,
+        drop_path_layout: str = "per_sample",
+    ) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, bias=True, add_bias_kv=add_bias_kv, batch_first=True)
         self.drop_path = DropPath(drop_path, drop_path_layout)
@@ -83,12 +90,23 @@ class Trunk(nn.Module):
     """``depth`` blocks, optionally after a LayerNorm (vision); stochastic depth rises linearly from 0 to
     ``drop_path`` over the blocks (ImageBind's "progressive" schedule), drawn as ``drop_path_layout`` says."""
 
-    def __init__(self, dim: int, depth: int, heads: int, mlp_ratio: int = 4, add_bias_kv: bool = False,
-                 pre_ln: bool = False, drop_path: float = 0.0, drop_path_layout: str = "per_sample") -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: int = 4,
+        add_bias_kv: bool = False,
+        pre_ln: bool = False,
+        drop_path: float = 0.0,
+        drop_path_layout: str = "per_sample",
+    ) -> None:
         super().__init__()
         self.pre_transformer_layer = nn.Sequential(nn.LayerNorm(dim, eps=1e-6) if pre_ln else nn.Identity())
         rates = np.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio, add_bias_kv, r, drop_path_layout) for r in rates)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, mlp_ratio, add_bias_kv, r, drop_path_layout) for r in rates
+        )
 
     def forward(self, tokens: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.pre_transformer_layer(tokens)
@@ -131,7 +149,9 @@ class PatchPreprocessor(nn.Module):
         return tokens + self.pos_embedding_helper.pos_embed
 
 
-def audio_preprocessor(dim: int, kernel: int, stride: int, num_mel_bins: int, target_length: int) -> PatchPreprocessor:
+def audio_preprocessor(
+    dim: int, kernel: int, stride: int, num_mel_bins: int, target_length: int
+) -> PatchPreprocessor:
     """ImageBind's audio stem: a square conv (no bias) on the (1, bins, frames) mel, LayerNorm, CLS, positions."""
     rows, cols = patch_grid_size(num_mel_bins, target_length, kernel, stride)
     stem = PatchStem(nn.Conv2d(1, dim, kernel, stride=stride, bias=False), nn.LayerNorm(dim))

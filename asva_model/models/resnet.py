@@ -54,7 +54,9 @@ class FFInflatedConv(nn.Conv2d):
 class FFResnetBlock3D(nn.Module):
     """SD's ResnetBlock2D on video: frame-pooled GroupNorm, FF inflated convs, per-clip time embedding."""
 
-    def __init__(self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, temb_channels: int, groups: int, eps: float
+    ) -> None:
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = FFInflatedConv(in_channels, out_channels, 3, padding=1)

@@ -27,8 +27,14 @@ class FFAudioTemporalBlock(nn.Module):
         head_dim = dim // heads
 
         def attention(context_dim: int | None, processor) -> Attention:
-            return Attention(query_dim=dim, cross_attention_dim=context_dim, heads=heads, dim_head=head_dim,
-                             bias=False, processor=processor)
+            return Attention(
+                query_dim=dim,
+                cross_attention_dim=context_dim,
+                heads=heads,
+                dim_head=head_dim,
+                bias=False,
+                processor=processor,
+            )
 
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = attention(None, FirstFrameAttnProcessor())
@@ -44,13 +50,20 @@ class FFAudioTemporalBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
-                audio_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        num_frames: int,
+    ) -> torch.Tensor:
         """``x``: ((b f), n, dim); ``text``: (b, T, Dt); ``audio``: (b, S, Da); ``audio_mask``: (b, f, S)."""
         # Processors are called directly (not via Attention.forward, which inspects signatures per call).
         x = x + self.attn1.processor(self.attn1, self.norm1(x), num_frames=num_frames)
-        x = x + self.attn_audio.processor(self.attn_audio, self.norm_audio(x), audio, audio_mask,
-                                          num_frames=num_frames)
+        x = x + self.attn_audio.processor(
+            self.attn_audio, self.norm_audio(x), audio, audio_mask, num_frames=num_frames
+        )
         x = x + self.attn2.processor(self.attn2, self.norm2(x), text, num_frames=num_frames)
 
         n = x.shape[1]
@@ -73,8 +86,14 @@ class FFAudioTemporalTransformer3D(nn.Module):
         self.transformer_blocks = nn.ModuleList([FFAudioTemporalBlock(channels, heads, text_dim, audio_dim)])
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, audio: torch.Tensor,
-                audio_mask: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        audio: torch.Tensor,
+        audio_mask: torch.Tensor | None,
+        num_frames: int,
+    ) -> torch.Tensor:
         bf, c, h, w = x.shape
         tokens = self.proj_in(self.norm(x)).flatten(2).transpose(1, 2)  # (b f) (h w) c
         for block in self.transformer_blocks:

@@ -33,25 +33,52 @@ UNET_FIELDS = tuple(f.name for f in dataclasses.fields(UNetConfig))
 
 # Block types: ours, SD-1.5's 2D names (inflation) and the authors' 3D names (their config.json).
 _BLOCK_ALIASES = {
-    "CrossAttnDownBlock3D": "CrossAttnDownBlock3D", "CrossAttnDownBlock2D": "CrossAttnDownBlock3D",
+    "CrossAttnDownBlock3D": "CrossAttnDownBlock3D",
+    "CrossAttnDownBlock2D": "CrossAttnDownBlock3D",
     "FFSpatioAudioTempCrossAttnDownBlock3D": "CrossAttnDownBlock3D",
-    "DownBlock3D": "DownBlock3D", "DownBlock2D": "DownBlock3D", "FFSpatioTempResDownBlock3D": "DownBlock3D",
-    "UNetMidBlock3DCrossAttn": "UNetMidBlock3DCrossAttn", "UNetMidBlock2DCrossAttn": "UNetMidBlock3DCrossAttn",
+    "DownBlock3D": "DownBlock3D",
+    "DownBlock2D": "DownBlock3D",
+    "FFSpatioTempResDownBlock3D": "DownBlock3D",
+    "UNetMidBlock3DCrossAttn": "UNetMidBlock3DCrossAttn",
+    "UNetMidBlock2DCrossAttn": "UNetMidBlock3DCrossAttn",
     "FFSpatioAudioTempCrossAttnUNetMidBlock3D": "UNetMidBlock3DCrossAttn",
-    "CrossAttnUpBlock3D": "CrossAttnUpBlock3D", "CrossAttnUpBlock2D": "CrossAttnUpBlock3D",
+    "CrossAttnUpBlock3D": "CrossAttnUpBlock3D",
+    "CrossAttnUpBlock2D": "CrossAttnUpBlock3D",
     "FFSpatioAudioTempCrossAttnUpBlock3D": "CrossAttnUpBlock3D",
-    "UpBlock3D": "UpBlock3D", "UpBlock2D": "UpBlock3D", "FFSpatioTempResUpBlock3D": "UpBlock3D",
+    "UpBlock3D": "UpBlock3D",
+    "UpBlock2D": "UpBlock3D",
+    "FFSpatioTempResUpBlock3D": "UpBlock3D",
 }
 # 2D/authors' config keys beyond UNetConfig's, with the only value this architecture implements (SD-1.5's).
-_SD_ONLY = {"flip_sin_to_cos": True, "freq_shift": 0, "act_fn": "silu", "downsample_padding": 1,
-            "mid_block_scale_factor": 1.0, "use_linear_projection": False, "class_embed_type": None,
-            "addition_embed_type": None, "num_class_embeds": None, "encoder_hid_dim": None,
-            "only_cross_attention": False, "upcast_attention": False, "dual_cross_attention": False,
-            "center_input_sample": False, "resnet_time_scale_shift": "default", "time_embedding_type": "positional",
-            "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3, "resnet_skip_time_act": False,
-            "resnet_out_scale_factor": 1.0, "time_embedding_dim": None, "time_embedding_act_fn": None,
-            "timestep_post_act": None, "class_embeddings_concat": False,
-            "projection_class_embeddings_input_dim": None, "cross_attention_norm": None}
+_SD_ONLY = {
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "act_fn": "silu",
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1.0,
+    "use_linear_projection": False,
+    "class_embed_type": None,
+    "addition_embed_type": None,
+    "num_class_embeds": None,
+    "encoder_hid_dim": None,
+    "only_cross_attention": False,
+    "upcast_attention": False,
+    "dual_cross_attention": False,
+    "center_input_sample": False,
+    "resnet_time_scale_shift": "default",
+    "time_embedding_type": "positional",
+    "time_cond_proj_dim": None,
+    "conv_in_kernel": 3,
+    "conv_out_kernel": 3,
+    "resnet_skip_time_act": False,
+    "resnet_out_scale_factor": 1.0,
+    "time_embedding_dim": None,
+    "time_embedding_act_fn": None,
+    "timestep_post_act": None,
+    "class_embeddings_concat": False,
+    "projection_class_embeddings_input_dim": None,
+    "cross_attention_norm": None,
+}
 
 
 def _canonical(name: str) -> str:
@@ -90,8 +117,13 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         levels = len(block_out_channels)
         c0 = block_out_channels[0]
         temb = c0 * 4
-        common = dict(heads=attention_head_dim, text_dim=cross_attention_dim, audio_dim=audio_cross_attention_dim,
-                      groups=norm_num_groups, eps=norm_eps)
+        common = dict(
+            heads=attention_head_dim,
+            text_dim=cross_attention_dim,
+            audio_dim=audio_cross_attention_dim,
+            groups=norm_num_groups,
+            eps=norm_eps,
+        )
         self.conv_in = FFInflatedConv(in_channels, c0, 3, padding=1)
         self.time_proj = Timesteps(c0, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embedding = TimestepEmbedding(c0, temb, act_fn="silu")
@@ -100,9 +132,17 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         out_ch = c0
         for i in range(levels):
             in_ch, out_ch = out_ch, block_out_channels[i]
-            self.down_blocks.append(DownBlock3D(
-                in_ch, out_ch, temb, layers_per_block, with_attention=i < levels - 1,
-                add_downsample=i < levels - 1, **common))
+            self.down_blocks.append(
+                DownBlock3D(
+                    in_ch,
+                    out_ch,
+                    temb,
+                    layers_per_block,
+                    with_attention=i < levels - 1,
+                    add_downsample=i < levels - 1,
+                    **common,
+                )
+            )
         self.mid_block = MidBlock3D(block_out_channels[-1], temb, **common)
 
         self.up_blocks = nn.ModuleList()
@@ -111,9 +151,18 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         for i in range(levels):
             prev, out_ch = out_ch, rev[i]
             in_ch = rev[min(i + 1, levels - 1)]
-            self.up_blocks.append(UpBlock3D(
-                in_ch, prev, out_ch, temb, layers_per_block + 1, with_attention=i > 0,
-                add_upsample=i < levels - 1, **common))
+            self.up_blocks.append(
+                UpBlock3D(
+                    in_ch,
+                    prev,
+                    out_ch,
+                    temb,
+                    layers_per_block + 1,
+                    with_attention=i > 0,
+                    add_upsample=i < levels - 1,
+                    **common,
+                )
+            )
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, c0, eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = FFInflatedConv(c0, out_channels, 3, padding=1)
@@ -134,8 +183,10 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         mask = None
         if audio_attention_mask is not None:
             if audio_attention_mask.shape[-2:] != (f, audio.shape[1]):
-                raise ValueError(f"audio_attention_mask must be (b, {f}, {audio.shape[1]}), "
-                                 f"got {tuple(audio_attention_mask.shape)}")
+                raise ValueError(
+                    f"audio_attention_mask must be (b, {f}, {audio.shape[1]}), "
+                    f"got {tuple(audio_attention_mask.shape)}"
+                )
             mask = audio_attention_mask.to(device=sample.device, dtype=torch.bool).expand(b, -1, -1)
 
         t = torch.as_tensor(timestep, device=sample.device)
@@ -150,7 +201,9 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         x = self.mid_block(x, emb, text, audio, mask, f)
 
         # When h/w is not a multiple of the total downsampling, upsample to the skip's exact size.
-        forward_size = height % 2 ** (len(self.up_blocks) - 1) != 0 or width % 2 ** (len(self.up_blocks) - 1) != 0
+        forward_size = (
+            height % 2 ** (len(self.up_blocks) - 1) != 0 or width % 2 ** (len(self.up_blocks) - 1) != 0
+        )
         for i, block in enumerate(self.up_blocks):
             n = len(block.resnets)
             res, skips = skips[-n:], skips[:-n]
@@ -173,7 +226,9 @@ class AudioUNet3D(ModelMixin, ConfigMixin):
         unet_dir = Path(unet_dir)
         config_file = unet_dir / "config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file}: not found (expected a diffusers UNet2DConditionModel folder)")
+            raise FileNotFoundError(
+                f"{config_file}: not found (expected a diffusers UNet2DConditionModel folder)"
+            )
         config2d = json.loads(config_file.read_text())
         model = cls(**config_from_2d(config2d, audio_cross_attention_dim))
         state2d = load_weights_file(unet_dir)
@@ -198,16 +253,22 @@ def config_from_2d(config2d: dict, audio_cross_attention_dim: int = 768) -> dict
         given = config2d.get(key)
         canonical = [_canonical(t) for t in given] if isinstance(given, list) else given and _canonical(given)
         if given is not None and canonical != sd:
-            raise WeightsError(f"UNet config {key}={given!r} is not supported (AVSyncD needs SD-1.5's {sd!r}: "
-                               "attention on every level but the deepest)")
+            raise WeightsError(
+                f"UNet config {key}={given!r} is not supported (AVSyncD needs SD-1.5's {sd!r}: "
+                "attention on every level but the deepest)"
+            )
     kwargs = {k: config2d[k] for k in UNET_FIELDS if config2d.get(k) is not None}
     heads = kwargs.get("attention_head_dim")
     if isinstance(heads, (list, tuple)):  # SD configs may list it per level
         if len(set(heads)) != 1:
-            raise WeightsError(f"UNet config attention_head_dim={heads} is not supported (one head count for every level)")
+            raise WeightsError(
+                f"UNet config attention_head_dim={heads} is not supported (one head count for every level)"
+            )
         kwargs["attention_head_dim"] = heads[0]
     kwargs.setdefault("audio_cross_attention_dim", audio_cross_attention_dim)
-    return dataclasses.asdict(UNetConfig(**{**kwargs, "block_out_channels": list(kwargs["block_out_channels"])}))
+    return dataclasses.asdict(
+        UNetConfig(**{**kwargs, "block_out_channels": list(kwargs["block_out_channels"])})
+    )
 
 
 def inflate_state_dict(state3d: dict, state2d: dict) -> tuple[dict, list[str]]:

@@ -1,46 +1,87 @@
-"""The training-checkpoint contract: its layout, the trainer state file, consolidation and export.
+"""The training-checkpoint contract: its layout, its folder names and the trainer state record.
 
 Layout of one checkpoint (Ray Train merges every rank's files into ``<run>/step_XXXXXXXX/``)::
 
     ds/zero_pp_rank_<r>_mp_rank_00_optim_states.pt   per rank (optimizer + fp32 master partition)
     ds/zero_pp_rank_<r>_mp_rank_00_model_states.pt   per rank under ZeRO-3 (mp_rank_00_model_states.pt below)
     latest, zero_to_fp32.py                          DeepSpeed's tag pointer and consolidation script
-    trainer_state.json                               step, epoch, data position, MLflow run id, checksum
+    trainer_state.json                               :class:`TrainerState`
     ema.pt                                           EMA of the trainable weights (when enabled)
 
-The training stage writes it (:mod:`asva_platform.training.checkpoint`); anyone may read it:
-:func:`consolidated_state_dict` rebuilds the full fp32 UNet state dict from any ZeRO stage and world size
-(DeepSpeed's own ``zero_to_fp32`` logic, frozen weights included), and :func:`export_checkpoint` writes it
-as a diffusers ``save_pretrained`` UNet folder (loadable as ``model.init_unet`` or by ``AudioUNet3D.from_pretrained``).
+The training stage writes it (:mod:`asva_platform.training.checkpoint`); anyone may read it
+(:mod:`asva_platform.inference.checkpoints` consolidates and exports one). :class:`ResolvedCheckpoint` is the
+record of which checkpoint a reference named: what an evaluation keeps beside its numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import tempfile
+import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
-import torch
-
-from asva_model.build import build_unet
-from asva_model.weights import load_strict
-from asva_platform.storage import Storage, is_s3
+from asva_platform.artifacts.records import check_version
+from asva_platform.storage import parse_uri
 
 DS_TAG = "ds"
 STATE_FILE = "trainer_state.json"
 EMA_FILE = "ema.pt"
+_STEP_IN_NAME = re.compile(r"(?:global_step|step)[_-]?(\d+)")
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """The folder a checkpoint of ``step`` is saved in, under its run: ``step_00000800``."""
+    return f"step_{step:08d}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The training step a checkpoint's folder name (``step_00000800``; DeepSpeed's ``global_step800``; a label
+    ``step-800``) or a path ending in one says; None when it says none (the last one in a path wins)."""
+    hits = _STEP_IN_NAME.findall(name)
+    return int(hits[-1]) if hits else None
+
+
+@dataclass
+class Resume:
+    """One restart of a run from its checkpoint."""
+
+    step: int
+    """The step it resumed at."""
+    checksum: str
+    """sha256 of the trainable weights after loading (rank 0's; '' on other ranks)."""
+    source: str
+    """The checkpoint it resumed from (storage path)."""
+    mlflow_run_id: str
+    """The MLflow run id the checkpoint named (the driver found the run by its tag)."""
+    world_size: tuple[int, int]
+    """(ranks that wrote the checkpoint, ranks that loaded it): another count resharded it."""
+
+
+@dataclass
+class RankPlacement:
+    """Where one rank ran."""
+
+    rank: int
+    node_id: str
+    node_ip: str
+    host: str
 
 
 @dataclass
 class TrainerState:
+    """``trainer_state.json``: where a run stands, written by rank 0 with every checkpoint."""
+
+    SCHEMA_VERSION = 2
+    """1: before the typed fields (cache id, data mode, resumes, ranks, last metrics in an ``extra`` dict)."""
+
     step: int = 0
     """Optimizer steps done."""
     epoch: int = 0
     """Current epoch (0-based)."""
     batches_in_epoch: int = 0
-    """Micro-batches this rank consumed in ``epoch`` (resume skips them: the data position)."""
+    """Micro-batches each rank consumed in ``epoch`` (resume skips them: the data position)."""
     samples_seen: int = 0
     """Clips trained on, all ranks."""
     mlflow_run_id: str = ""
@@ -53,79 +94,90 @@ class TrainerState:
     """ZeRO stage of the shards."""
     global_batch_size: int = 0
     """Clips per optimizer step when saved (0 in checkpoints older than this field: samples_seen / step)."""
-    extra: dict = field(default_factory=dict)
-    """Anything else worth keeping (cache id, data mode)."""
-
-    def save(self, directory: str | Path) -> None:
-        Path(directory, STATE_FILE).write_text(json.dumps(asdict(self), indent=2, sort_keys=True))
+    cache_id: str = ""
+    """The latent cache it trained on ('' when training online from raw clips)."""
+    data_mode: Literal["cached", "online"] = "cached"
+    """Where its batches came from (``train.data_mode``)."""
+    resumes: list[Resume] = field(default_factory=list)
+    """Every restart from a checkpoint, in order."""
+    ranks: list[RankPlacement] = field(default_factory=list)
+    """Where the ranks of the latest worker group run, in rank order."""
+    last_metrics: dict[str, float] = field(default_factory=dict)
+    """The metrics of the report that saved this checkpoint (a re-run of a finished run reports them)."""
 
     @property
     def saved_global_batch(self) -> int:
         """The global batch the checkpoint was trained with (0 when not known: no step yet)."""
         return self.global_batch_size or (self.samples_seen // self.step if self.step else 0)
 
+    def to_json(self) -> dict[str, Any]:
+        return {"schema_version": self.SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = STATE_FILE) -> TrainerState:
+        data = dict(data)
+        version = check_version(data.pop("schema_version", 1), cls.SCHEMA_VERSION, where)
+        if version == 1:  # the open `extra` dict, before the typed fields
+            extra = data.pop("extra", {}) or {}
+            data.update(
+                cache_id=extra.get("cache_id", ""),
+                data_mode=extra.get("data_mode", "cached"),
+                last_metrics=extra.get("last_metrics", {}),
+                ranks=extra.get("ranks", []),
+                resumes=[
+                    {"source": r.get("from", ""), **{k: v for k, v in r.items() if k != "from"}}
+                    for r in extra.get("resumes", [])
+                ],
+            )
+        data["resumes"] = [
+            Resume(**{**r, "world_size": tuple(r["world_size"])}) for r in data.get("resumes", [])
+        ]
+        data["ranks"] = [RankPlacement(**r) for r in data.get("ranks", [])]
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        Path(directory, STATE_FILE).write_text(json.dumps(self.to_json(), indent=2, sort_keys=True))
+
     @classmethod
     def load(cls, directory: str | Path) -> TrainerState:
         path = Path(directory, STATE_FILE)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not a training checkpoint (no {STATE_FILE})")
-        return cls(**json.loads(path.read_text()))
+        return cls.from_json(json.loads(path.read_text()), str(path))
 
 
-def consolidated_state_dict(directory: str | Path, ema: bool = False) -> dict[str, torch.Tensor]:
-    """The full fp32 UNet state dict from a (downloaded) checkpoint of any ZeRO stage, frozen weights
-    included; with ``ema`` the trainable weights are replaced by their EMA."""
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if TrainerState.load(directory).zero_stage == 0:
-        # plain data parallel: the full weights are in the model states file (zero_to_fp32 cannot read this
-        # layout; under bf16/fp16 these are the 16-bit weights, not the fp32 masters)
-        module = torch.load(Path(directory, DS_TAG, "mp_rank_00_model_states.pt"), map_location="cpu",
-                            weights_only=False)["module"]
-        state = dict(module)
-    else:
-        state = get_fp32_state_dict_from_zero_checkpoint(str(directory), tag=DS_TAG)
-    state = {k: v.float() for k, v in state.items()}
-    if ema:
-        path = Path(directory) / EMA_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: the checkpoint has no EMA (train.ema was off)")
-        for name, value in torch.load(path, map_location="cpu", weights_only=True).items():
-            if name not in state:
-                raise ValueError(f"{path}: EMA weight {name} is not in the model")
-            state[name] = value.float()
-    return state
+INIT_REF = "init"
+Kind = Literal["init", "export", "training"]
 
 
-def local_checkpoint(storage: Storage, checkpoint_uri: str, scratch: str | Path) -> Path:
-    """A local directory with the whole checkpoint (downloaded when it lives on S3: each shard streamed to disk
-    in ranged GETs; the directory-marker objects Ray's S3 writes leave are not files to ``Storage.list``)."""
-    if not is_s3(checkpoint_uri):
-        return Path(checkpoint_uri)
-    dest = Path(scratch) / "checkpoint"
-    storage.download_dir(checkpoint_uri, dest)
-    return dest
+@dataclass(frozen=True)
+class ResolvedCheckpoint:
+    """Where a checkpoint reference points, decided without loading weights
+    (:func:`asva_platform.inference.checkpoints.resolve_checkpoint`)."""
 
+    ref: str
+    """The reference as given."""
+    kind: Kind
+    """`init`, `export` (save_pretrained UNet folder) or `training` (Ray Train/DeepSpeed checkpoint)."""
+    uri: str = ""
+    """The folder's storage URI or absolute local path ('' for init)."""
+    run_id: str = ""
+    """The MLflow training run the reference came from ('' when given as a URI)."""
+    step: int | None = None
+    """Training step of the weights when known (trainer_state.json, or a step number in the path)."""
 
-def export_unet(model_cfg, checkpoint_dir: str | Path, out_dir: str | Path, ema: bool = False) -> Path:
-    """Write ``out_dir`` (config.json + diffusion_pytorch_model.safetensors) from a local checkpoint."""
-    model = build_unet(model_cfg, "meta")
-    load_strict(model, consolidated_state_dict(checkpoint_dir, ema=ema), f"{checkpoint_dir} (model.unet)")
-    model.save_pretrained(str(out_dir), safe_serialization=True)
-    return Path(out_dir)
+    @property
+    def label(self) -> str:
+        """A short name for outputs: ``init``, ``step-37000`` or the folder name."""
+        if self.kind == "init":
+            return INIT_REF
+        if self.step is not None:
+            return f"step-{self.step}"
+        return PurePosixPath(str(parse_uri(self.uri))).name or "checkpoint"
 
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "label": self.label}
 
-def export_checkpoint(exp_cfg, checkpoint_uri: str, out_uri: str, ema: bool = False,
-                      storage: Storage | None = None) -> str:
-    """Consolidate ``checkpoint_uri`` (local or s3://) into a UNet folder at ``out_uri``; returns ``out_uri``."""
-    storage = storage or Storage.from_config(exp_cfg.storage)
-    with tempfile.TemporaryDirectory(prefix="asva-export-") as scratch:
-        ckpt = local_checkpoint(storage, checkpoint_uri, scratch)
-        TrainerState.load(ckpt)  # a clear error if this is not one of our checkpoints
-        if is_s3(out_uri):
-            folder = export_unet(exp_cfg.model, ckpt, Path(scratch) / "unet", ema)
-            storage.upload_dir(folder, out_uri)
-        else:
-            export_unet(exp_cfg.model, ckpt, out_uri, ema)
-    return out_uri
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResolvedCheckpoint:
+        return cls(**{k: v for k, v in data.items() if k != "label"})

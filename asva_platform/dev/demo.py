@@ -80,11 +80,11 @@ class ToyRun:
 def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tuple[list[str], dict]:
     """Toy inputs (dataset uploaded to the S3 server, weights local); returns overrides and the VAE report."""
 
-    exp = load_experiment(str(REPO / CONFIG))
+    experiment = load_experiment(str(REPO / CONFIG))
     work = (settings.state_dir / "demo-toy").resolve()
-    banner(f"toy inputs ({clips_per_class} clips/class of {', '.join(exp.dataset.classes)}) in {work}")
+    banner(f"toy inputs ({clips_per_class} clips/class of {', '.join(experiment.dataset.classes)}) in {work}")
     try:
-        data_root, overrides, report = toy_inputs(work, exp, clips_per_class)
+        data_root, overrides, report = toy_inputs(work, experiment, clips_per_class)
     except ValueError as err:  # e.g. the VAE below its PSNR floor: stop before any job runs
         raise UserError(f"toy inputs: {err}") from None
     s3_root = f"s3://{settings.bucket}/datasets/synth-toy-{clips_per_class}"
@@ -96,8 +96,12 @@ def toy_inputs_on_s3(settings: stack.StackSettings, clips_per_class: int) -> tup
     return overrides, report.to_json()
 
 
-def run_toy(settings: stack.StackSettings, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,
-            max_steps: int = 0, name: str = "demo-toy") -> ToyRun:
+def run_toy(
+    settings: stack.StackSettings,
+    clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,
+    max_steps: int = 0,
+    name: str = "demo-toy",
+) -> ToyRun:
     """The whole toy recipe on a running local stack; ``max_steps`` 0 keeps the recipe's."""
 
     times: dict[str, float] = {}
@@ -138,10 +142,16 @@ LINK_LABELS = {
 }
 
 
-def links_of(sweep: dict, compare_result: dict, train: dict | None = None, evaluate: dict | None = None) -> dict:
+def links_of(
+    sweep: dict, compare_result: dict, train: dict | None = None, evaluate: dict | None = None
+) -> dict:
     """The MLflow UI links the demo prints, from the stages' --json results (empty ones left out)."""
-    links = {"training": (train or {}).get("mlflow_url", ""), **sweep.get("links", {}),
-             "compare": compare_result.get("mlflow_url", ""), "evaluation": (evaluate or {}).get("mlflow_url", "")}
+    links = {
+        "training": (train or {}).get("mlflow_url", ""),
+        **sweep.get("links", {}),
+        "compare": compare_result.get("mlflow_url", ""),
+        "evaluation": (evaluate or {}).get("mlflow_url", ""),
+    }
     return {k: links[k] for k in LINK_LABELS if links.get(k)}
 
 
@@ -154,27 +164,41 @@ def write_links(links: dict, folder: Path) -> Path:
 
 def describe(run: ToyRun, settings: stack.StackSettings) -> str:
     """What the user should look at, with the figures that say whether the model follows its audio."""
-    lines = [f"MLflow server: {settings.mlflow_url} (the links below open the views that matter)",
-             f"VAE: {run.vae['psnr_db']:.1f} dB held-out PSNR (random init {run.vae['psnr_random_init_db']:.1f} dB)",
-             f"training: {run.train['final_step']} steps, run {run.train['run_id']} (experiment avsyncd-toy)"]
+    lines = [
+        f"MLflow server: {settings.mlflow_url} (the links below open the views that matter)",
+        f"VAE: {run.vae['psnr_db']:.1f} dB held-out PSNR (random init {run.vae['psnr_random_init_db']:.1f} dB)",
+        f"training: {run.train['final_step']} steps, run {run.train['run_id']} (experiment avsyncd-toy)",
+    ]
     val = run.train.get("validation") or {}
     if "val_loss_gap_t" in val:
-        lines.append(f"  held-out denoising loss: own audio {val['val_loss_true']:.4f}, another clip's audio "
-                     f"{val['val_loss_other_audio']:.4f}, null audio {val['val_loss_null_audio']:.4f}; "
-                     f"paired t {val['val_loss_gap_t']:.1f}, own audio lower on {val['val_audio_win_rate']:.0%} of windows")
+        lines.append(
+            f"  held-out denoising loss: own audio {val['val_loss_true']:.4f}, another clip's audio "
+            f"{val['val_loss_other_audio']:.4f}, null audio {val['val_loss_null_audio']:.4f}; "
+            f"paired t {val['val_loss_gap_t']:.1f}, own audio lower on {val['val_audio_win_rate']:.0%} of windows"
+        )
     comp = run.sweep.get("comparison") or {}
     if comp.get("rows"):
         seeds = max(r.get("seeds", 1) for r in comp["rows"])
-        lines.append(f"guidance sweep ({run.sweep.get('experiment')}): Sync with its own audio, mean over clips x "
-                     f"{seeds} seed(s) with a bootstrap 95% CI; gain = paired vs the lowest scale; win = own audio "
-                     "beats the same audio shifted")
+        lines.append(
+            f"guidance sweep ({run.sweep.get('experiment')}): Sync with its own audio, mean over clips x "
+            f"{seeds} seed(s) with a bootstrap 95% CI; gain = paired vs the lowest scale; win = own audio "
+            "beats the same audio shifted"
+        )
         for r in comp["rows"]:
-            gain = ("gain n/a" if r.get("gain") is None else
-                    f"gain {r['gain']:+.3f} [{r['gain_ci_low']:+.3f}, {r['gain_ci_high']:+.3f}]")
-            low, high = ((r["boot_ci_low"], r["boot_ci_high"]) if r.get("boot_ci_low") is not None
-                         else (r["ci_low"], r["ci_high"]))
-            lines.append(f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{low:.3f}, {high:.3f}]  "
-                         f"shifted {r['shifted']:.3f}  win {r['win_rate']:.0%}  {gain}  ground truth {r['gt']:.3f}")
+            gain = (
+                "gain n/a"
+                if r.get("gain") is None
+                else f"gain {r['gain']:+.3f} [{r['gain_ci_low']:+.3f}, {r['gain_ci_high']:+.3f}]"
+            )
+            low, high = (
+                (r["boot_ci_low"], r["boot_ci_high"])
+                if r.get("boot_ci_low") is not None
+                else (r["ci_low"], r["ci_high"])
+            )
+            lines.append(
+                f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{low:.3f}, {high:.3f}]  "
+                f"shifted {r['shifted']:.3f}  win {r['win_rate']:.0%}  {gain}  ground truth {r['gt']:.3f}"
+            )
         lines.append(f"  best scale: {comp.get('best')}")
         for c in comp.get("per_class", []):
             lines.append(f"  {c['class']}: best scale {c['best']}, worst {c['worst']}")
@@ -197,8 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     clips = int(os.environ.get("DEMO_CLIPS_PER_CLASS", str(DEFAULT_CLIPS_PER_CLASS)))
     steps = int(os.environ.get("DEMO_MAX_STEPS", "0"))
     run = run_toy(settings, clips, steps)
-    links = write_links(links_of(run.sweep, run.compare, run.train, run.evaluate),
-                        settings.state_dir.resolve() / "demo-toy")
+    links = write_links(
+        links_of(run.sweep, run.compare, run.train, run.evaluate), settings.state_dir.resolve() / "demo-toy"
+    )
     banner(f"done in {(time.monotonic() - t0) / 60:.1f} min")
     print(describe(run, settings))
     print(f"(links also in {links}; `make ui-check` opens them in a headless browser)")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from asva_model.config import ModelConfig
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
-from asva_model.data.synth import synthesize
 from asva_model.metrics.networks.tiny import save_tiny_metric_networks
 from asva_model.pretrained import make_tiny_pretrained
-from asva_model.vae_pretrain import pretrain_vae
 from asva_platform import config as cfgmod
+from asva_platform.dev.synth import synthesize
+from asva_platform.dev.vae_pretrain import pretrain_vae
+from asva_platform.experiment import ExperimentConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY_MODEL_YAML = CONFIGS / "model" / "tiny.yaml"
@@ -38,20 +39,28 @@ def tiny_model_config(**fields) -> ModelConfig:
 def tiny_model_overrides() -> list[str]:
     """Dotted overrides that give any experiment config the tiny geometry (compact values: no spaces, so a
     shell can pass them around unquoted)."""
-    return [f"model.{key}={json.dumps(value, separators=(',', ':'))}"
-            for key, value in cfgmod.flatten(tiny_model_section()).items()]
+    return [
+        f"model.{key}={json.dumps(value, separators=(',', ':'))}"
+        for key, value in cfgmod.flatten(tiny_model_section()).items()
+    ]
 
 
-def tiny_inputs(work_dir: str | Path, clips_per_class: int = 2, seed: int = 0, max_duration: float = 10.0,
-                image_size: int = 64) -> tuple[str, list[str]]:
+def tiny_inputs(
+    work_dir: str | Path,
+    clips_per_class: int = 2,
+    seed: int = 0,
+    max_duration: float = 10.0,
+    image_size: int = 64,
+) -> tuple[str, list[str]]:
     """Write (or reuse) ``<work_dir>/data`` and ``<work_dir>/weights``; returns the dataset root and the
     dotted overrides that point an experiment config at them (tiny model, ``image_size`` frames)."""
     work = Path(work_dir)
     data = work / "data"
     synthesize(data, clips_per_class=clips_per_class, seed=seed, max_duration=max_duration)
     weights = work / "weights"
-    model = make_tiny_pretrained(weights, prompts=tuple(default_prompt(c) for c in AVSYNC15_CLASSES),
-                                 model_cfg=tiny_model_config())
+    model = make_tiny_pretrained(
+        weights, prompts=tuple(default_prompt(c) for c in AVSYNC15_CLASSES), model_cfg=tiny_model_config()
+    )
     overrides = [
         f"dataset.root={data}",
         *tiny_model_overrides(),
@@ -63,23 +72,46 @@ def tiny_inputs(work_dir: str | Path, clips_per_class: int = 2, seed: int = 0, m
     return str(data), overrides
 
 
-def toy_inputs(work_dir: str | Path, exp, clips_per_class: int, seed: int = 0, max_duration: float = 4.0,
-               log=print):
-    """Write (or reuse) the toy recipe's inputs under ``work_dir`` for experiment config ``exp``: a synthetic
-    AVSync15 of ``exp.dataset.classes``, random-init UNet/audio-encoder/text files of ``exp.model``'s
-    geometry, and a VAE pretrained per ``exp.vae_pretrain`` (raises ValueError below its PSNR floor).
+def toy_inputs(
+    work_dir: str | Path,
+    experiment: ExperimentConfig,
+    clips_per_class: int,
+    seed: int = 0,
+    max_duration: float = 4.0,
+    log=print,
+):
+    """Write (or reuse) the toy recipe's inputs under ``work_dir`` for ``experiment``: a synthetic AVSync15 of
+    ``dataset.classes``, random-init UNet/audio-encoder/text files of ``model``'s geometry, and a VAE pretrained
+    per ``vae_pretrain`` (raises ValueError below its PSNR floor).
     Returns ``(data root, overrides, VAEPretrainReport)``; the overrides carry the measured scaling factor."""
     work = Path(work_dir)
     data = work / "data"
-    summary = synthesize(data, clips_per_class=clips_per_class, seed=seed, max_duration=max_duration,
-                         classes=exp.dataset.classes)
-    log(f"synthetic data: {summary.num_clips} clips ({summary.train} train / {summary.test} test) at {data}"
-        + (" (reused)" if summary.reused else f" in {summary.seconds:.0f} s"))
+    summary = synthesize(
+        data,
+        clips_per_class=clips_per_class,
+        seed=seed,
+        max_duration=max_duration,
+        classes=experiment.dataset.classes,
+    )
+    log(
+        f"synthetic data: {summary.num_clips} clips ({summary.train} train / {summary.test} test) at {data}"
+        + (" (reused)" if summary.reused else f" in {summary.seconds:.0f} s")
+    )
     weights = work / "weights"
-    model = make_tiny_pretrained(weights, prompts=tuple(default_prompt(c) for c in AVSYNC15_CLASSES),
-                                 model_cfg=exp.model, write_vae=False)
-    report = pretrain_vae(exp.model, exp.vae_pretrain, exp.dataset.classes, exp.sampling.image_size,
-                          Path(model.pretrained_sd) / "vae", log=log)
+    model = make_tiny_pretrained(
+        weights,
+        prompts=tuple(default_prompt(c) for c in AVSYNC15_CLASSES),
+        model_cfg=experiment.model,
+        write_vae=False,
+    )
+    report = pretrain_vae(
+        experiment.model,
+        experiment.vae_pretrain,
+        experiment.dataset.classes,
+        experiment.sampling.image_size,
+        Path(model.pretrained_sd) / "vae",
+        log=log,
+    )
     if report.reused:
         log(f"pretrained VAE reused: {report.psnr_db:.2f} dB, scaling factor {report.scaling_factor:.5f}")
     overrides = [
@@ -93,18 +125,24 @@ def toy_inputs(work_dir: str | Path, exp, clips_per_class: int, seed: int = 0, m
     return str(data), overrides, report
 
 
-def tiny_eval_overrides(work_dir: str | Path, clips_per_class: int = 2, max_duration: float = 3.0,
-                        image_size: int = 64, steps: int = 2) -> list[str]:
+def tiny_eval_overrides(
+    work_dir: str | Path,
+    clips_per_class: int = 2,
+    max_duration: float = 3.0,
+    image_size: int = 64,
+    steps: int = 2,
+) -> list[str]:
     """Write (or reuse) everything under ``work_dir``; returns dotted overrides for an experiment config:
     the tiny model, ``image_size`` frames, ``steps`` PNDM steps and every metric on tiny networks (with
     resize targets small enough for a CPU)."""
     work = Path(work_dir)
-    _, overrides = tiny_inputs(work, clips_per_class=clips_per_class, max_duration=max_duration,
-                               image_size=image_size)
+    _, overrides = tiny_inputs(
+        work, clips_per_class=clips_per_class, max_duration=max_duration, image_size=image_size
+    )
     nets = save_tiny_metric_networks(work / "metric_nets")
     return overrides + [
         f"model.null_text_encoding={work / 'weights' / 'null_text_encoding.pt'}",
-        f"eval.num_inference_steps={steps}",
+        f"generate.num_inference_steps={steps}",
         f"eval.metrics.inception_weights={nets.inception_weights}",
         f"eval.metrics.i3d_weights={nets.i3d_weights}",
         f"eval.metrics.imagebind_weights={nets.imagebind_weights}",

@@ -101,7 +101,11 @@ class RayService(Service):
 
     def client_env(self) -> dict[str, str]:
         """What a driver, the ``ray`` CLI or the job SDK needs to reach this cluster."""
-        return {**private_ray_env(Path(self.token)), "RAY_ADDRESS": self.address, "RAY_API_SERVER_ADDRESS": self.url}
+        return {
+            **private_ray_env(Path(self.token)),
+            "RAY_ADDRESS": self.address,
+            "RAY_API_SERVER_ADDRESS": self.url,
+        }
 
 
 def ray_temp_dir(state_dir: Path) -> str:
@@ -135,12 +139,26 @@ def _agent_ports() -> list[str]:
     # Ray's agents default to fixed ports (e.g. 52365); another Ray on this machine (a test cluster, a
     # colleague's) would hold them and the job agent would never come up. Take free ones.
     ports = free_ports(4)
-    return ["--dashboard-agent-listen-port", str(ports[0]), "--dashboard-agent-grpc-port", str(ports[1]),
-            "--runtime-env-agent-port", str(ports[2]), "--metrics-export-port", str(ports[3])]
+    return [
+        "--dashboard-agent-listen-port",
+        str(ports[0]),
+        "--dashboard-agent-grpc-port",
+        str(ports[1]),
+        "--runtime-env-agent-port",
+        str(ports[2]),
+        "--metrics-export-port",
+        str(ports[3]),
+    ]
 
 
-def start_ray_head(state_dir: Path, token: Path, port: int = 0, dashboard_port: int = 0, num_cpus: int = 4,
-                   extra_env: dict[str, str] | None = None) -> RayService:
+def start_ray_head(
+    state_dir: Path,
+    token: Path,
+    port: int = 0,
+    dashboard_port: int = 0,
+    num_cpus: int = 4,
+    extra_env: dict[str, str] | None = None,
+) -> RayService:
     """``ray start --head`` on 127.0.0.1 with token auth (``token``: see :func:`ensure_token`), the dashboard
     and job server, in this stack's own temp dir; the head carries the resource ``asva_node_0``."""
     port, dashboard_port = port or free_ports(1)[0], dashboard_port or free_ports(1)[0]
@@ -150,11 +168,26 @@ def start_ray_head(state_dir: Path, token: Path, port: int = 0, dashboard_port: 
     if dashboard_healthy(url) and port_open(port):
         return service
     cmd = [
-        bin_path("ray"), "start", "--head",
-        "--node-ip-address", HOST, "--port", str(port),
-        "--dashboard-host", HOST, "--dashboard-port", str(dashboard_port),
-        "--num-cpus", str(num_cpus), "--temp-dir", temp_dir, "--disable-usage-stats", *_resources_arg(0),
-        *_agent_ports(), "--ray-client-server-port", str(free_ports(1)[0]),
+        bin_path("ray"),
+        "start",
+        "--head",
+        "--node-ip-address",
+        HOST,
+        "--port",
+        str(port),
+        "--dashboard-host",
+        HOST,
+        "--dashboard-port",
+        str(dashboard_port),
+        "--num-cpus",
+        str(num_cpus),
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
+        *_resources_arg(0),
+        *_agent_ports(),
+        "--ray-client-server-port",
+        str(free_ports(1)[0]),
     ]
     log = state_dir / "logs" / "ray-start.log"
     _ray_start(cmd, ray_env(token, extra_env), log, "`ray start --head`")
@@ -172,8 +205,9 @@ class RayNode:
     """Its raylet's port: what tells its processes apart from the other nodes' on this machine."""
 
 
-def start_ray_worker_node(head: RayService, index: int, num_cpus: int, log_dir: Path,
-                          extra_env: dict[str, str] | None = None) -> RayNode:
+def start_ray_worker_node(
+    head: RayService, index: int, num_cpus: int, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> RayNode:
     """``ray start --address=<head>``: one more raylet on this machine, as a separate node with its own ports,
     ``num_cpus`` CPUs and the resource ``asva_node_<index>``, on loopback with the head's token. It joins the
     head's session, so stopping the head's instance (:func:`stop_ray_head`) stops it too."""
@@ -181,13 +215,31 @@ def start_ray_worker_node(head: RayService, index: int, num_cpus: int, log_dir: 
     manager, objects = free_ports(2)
     node = RayNode(index, manager)
     cmd = [
-        sys.executable, "-m", "asva_platform.dev.ray_loopback_node", "start", f"--address={head.address}",
-        "--num-cpus", str(num_cpus), *_resources_arg(index), "--disable-usage-stats",
-        "--node-manager-port", str(manager), "--object-manager-port", str(objects), *_agent_ports(),
-        "--min-worker-port", str(low), "--max-worker-port", str(low + 999),
+        sys.executable,
+        "-m",
+        "asva_platform.dev.ray_loopback_node",
+        "start",
+        f"--address={head.address}",
+        "--num-cpus",
+        str(num_cpus),
+        *_resources_arg(index),
+        "--disable-usage-stats",
+        "--node-manager-port",
+        str(manager),
+        "--object-manager-port",
+        str(objects),
+        *_agent_ports(),
+        "--min-worker-port",
+        str(low),
+        "--max-worker-port",
+        str(low + 999),
     ]
-    _ray_start(cmd, ray_env(Path(head.token), extra_env), log_dir / f"ray-node-{index}.log",
-               f"`ray start --address={head.address}` (node {index})")
+    _ray_start(
+        cmd,
+        ray_env(Path(head.token), extra_env),
+        log_dir / f"ray-node-{index}.log",
+        f"`ray start --address={head.address}` (node {index})",
+    )
     return node
 
 
@@ -220,7 +272,8 @@ def ray_processes(temp_dir: str, gcs_address: str = ""):
             if p.info["pid"] == os.getpid():
                 continue
             if any(temp_dir in part for part in cmdline) or (
-                    client_flag and "ray.util.client.server" in cmdline and client_flag in cmdline):
+                client_flag and "ray.util.client.server" in cmdline and client_flag in cmdline
+            ):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

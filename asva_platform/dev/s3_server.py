@@ -44,8 +44,17 @@ IDENTITIES_FILE = "identities.json"
 """weed's S3 identities: the one key this server accepts."""
 PORTS_FILE = "ports.json"
 WEED_DATA = "weed"
-INTERNAL_PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-                  "filer.port.grpc", "s3.port.grpc", "admin.port", "admin.port.grpc")
+INTERNAL_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
 """weed's listeners besides the S3 port (gRPC ports would otherwise default to HTTP port + 10000, and two
 servers on one machine would collide)."""
 REGION = "us-east-1"
@@ -70,11 +79,19 @@ def load_or_create_key(data_dir: Path) -> AccessKey:
         key = AccessKey(parser["default"]["aws_access_key_id"], parser["default"]["aws_secret_access_key"])
     else:
         key = AccessKey.generate()
-        write_private(creds, f"[default]\naws_access_key_id = {key.access_key}\n"
-                             f"aws_secret_access_key = {key.secret_key}\n")
-    identities = {"identities": [{"name": "asva", "credentials": [{"accessKey": key.access_key,
-                                                                     "secretKey": key.secret_key}],
-                                  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        write_private(
+            creds,
+            f"[default]\naws_access_key_id = {key.access_key}\naws_secret_access_key = {key.secret_key}\n",
+        )
+    identities = {
+        "identities": [
+            {
+                "name": "asva",
+                "credentials": [{"accessKey": key.access_key, "secretKey": key.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     write_private(data_dir / IDENTITIES_FILE, json.dumps(identities, indent=2))
     return key
 
@@ -83,9 +100,14 @@ def client_env(url: str, credentials_file: Path) -> dict[str, str]:
     """What a client of this server needs: the endpoint, the region and the credentials file. Credentials in
     the environment would take precedence over the file in every AWS SDK, so they are unset (empty value)."""
     return {
-        "AWS_ENDPOINT_URL": url, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
-        "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file.resolve()), "AWS_PROFILE": "default",
-        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "",
+        "AWS_ENDPOINT_URL": url,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file.resolve()),
+        "AWS_PROFILE": "default",
+        "AWS_ACCESS_KEY_ID": "",
+        "AWS_SECRET_ACCESS_KEY": "",
+        "AWS_SESSION_TOKEN": "",
     }
 
 
@@ -155,18 +177,29 @@ def weed_command(data_dir: Path, port: int, bucket: str, log_dir: Path) -> list[
     log_dir.mkdir(parents=True, exist_ok=True)
     ports = _ports(data_dir)
     return [
-        bin_path("weed"), f"-logdir={log_dir}", "mini",
-        f"-dir={weed}", f"-master.dir={weed / 'master'}",  # master state in one place, whatever its port
-        f"-ip={HOST}", f"-ip.bind={HOST}", f"-s3.port={port}", *(f"-{k}={v}" for k, v in ports.items()),
-        f"-s3.config={data_dir / IDENTITIES_FILE}", f"-bucket={bucket}",
+        bin_path("weed"),
+        f"-logdir={log_dir}",
+        "mini",
+        f"-dir={weed}",
+        f"-master.dir={weed / 'master'}",  # master state in one place, whatever its port
+        f"-ip={HOST}",
+        f"-ip.bind={HOST}",
+        f"-s3.port={port}",
+        *(f"-{k}={v}" for k, v in ports.items()),
+        f"-s3.config={data_dir / IDENTITIES_FILE}",
+        f"-bucket={bucket}",
         # what the platform does not use is not started: no WebDAV, admin UI, Iceberg or Lance listeners
-        "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-master.telemetry=false",
     ]
 
 
-def start_s3_server(data_dir: str | Path, port: int = 0, bucket: str = DEFAULT_BUCKET,
-                    log_dir: Path | None = None) -> S3Service:
+def start_s3_server(
+    data_dir: str | Path, port: int = 0, bucket: str = DEFAULT_BUCKET, log_dir: Path | None = None
+) -> S3Service:
     """Start SeaweedFS on 127.0.0.1 with its data (and key) under ``data_dir``, or find this server already
     running there, and make sure ``bucket`` exists. Restarting on the same ``data_dir`` and ``port`` brings
     back every object."""

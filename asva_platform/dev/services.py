@@ -84,7 +84,9 @@ def port_open(port: int, host: str = HOST) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_until(
+    check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -93,7 +95,9 @@ def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None =
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise StackError(f"{what} exited with code {proc.returncode} while starting. Log tail:\n{tail}")
         time.sleep(0.25)
-    raise StackError(f"{what} did not become healthy within {timeout:.0f}s" + (f" (log: {log})" if log else ""))
+    raise StackError(
+        f"{what} did not become healthy within {timeout:.0f}s" + (f" (log: {log})" if log else "")
+    )
 
 
 def bin_path(name: str) -> str:

@@ -84,11 +84,18 @@ def start_mlflow_server(workdir: Path, artifacts_uri: str, s3: S3Service, port: 
     workdir.mkdir(parents=True, exist_ok=True)
     env = with_env(dict(os.environ), s3.env, {"MLFLOW_S3_ENDPOINT_URL": s3.url})
     cmd = [
-        bin_path("mlflow"), "server",
-        "--host", HOST, "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
-        "--artifacts-destination", artifacts_uri,
-        "--workers", "1",
+        bin_path("mlflow"),
+        "server",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts_uri,
+        "--workers",
+        "1",
     ]
     log = workdir / "mlflow.log"
     proc = spawn(cmd, log, env)
@@ -203,30 +210,43 @@ def up(settings: StackSettings, log=print) -> dict:
     state = _load_state(settings)
     logs = settings.state_dir / "logs"
     s3 = start_s3_server(settings.s3_dir, settings.s3_port, settings.bucket, log_dir=logs)
-    log(f"s3      {'started' if s3.started_here else 'running'}  {s3.url}  (bucket {settings.bucket}, data in "
-        f"{settings.s3_dir})")
+    log(
+        f"s3      {'started' if s3.started_here else 'running'}  {s3.url}  (bucket {settings.bucket}, data in "
+        f"{settings.s3_dir})"
+    )
     state["s3"] = _record(s3, state.get("s3"))
     _save_state(settings, state)
 
-    ml = start_mlflow_server(settings.state_dir / "mlflow", f"s3://{settings.bucket}/mlartifacts", s3,
-                             port=settings.mlflow_port)
+    ml = start_mlflow_server(
+        settings.state_dir / "mlflow", f"s3://{settings.bucket}/mlartifacts", s3, port=settings.mlflow_port
+    )
     log(f"mlflow  {'started' if ml.started_here else 'running'}  {ml.url}")
     state["mlflow"] = _record(ml, state.get("mlflow"))
     _save_state(settings, state)
 
     token = ensure_token(settings.ray_token)
     node_env = with_env(s3.env, {"MLFLOW_TRACKING_URI": ml.url})
-    ray_svc = start_ray_head(settings.state_dir, token, settings.ray_port, settings.dashboard_port,
-                             settings.ray_num_cpus, extra_env=node_env)
-    log(f"ray     {'started' if ray_svc.started_here else 'running'}  {ray_svc.address}  dashboard {ray_svc.url}"
-        "  (token auth)")
+    ray_svc = start_ray_head(
+        settings.state_dir,
+        token,
+        settings.ray_port,
+        settings.dashboard_port,
+        settings.ray_num_cpus,
+        extra_env=node_env,
+    )
+    log(
+        f"ray     {'started' if ray_svc.started_here else 'running'}  {ray_svc.address}  dashboard {ray_svc.url}"
+        "  (token auth)"
+    )
     state["ray"] = _record(ray_svc, state.get("ray"))
     if ray_svc.started_here:
         for index in range(1, settings.ray_nodes):
             start_ray_worker_node(ray_svc, index, settings.ray_num_cpus, logs, extra_env=node_env)
         if settings.ray_nodes > 1:
-            log(f"ray     {settings.ray_nodes} nodes of {settings.ray_num_cpus} CPUs (resources asva_node_0.."
-                f"asva_node_{settings.ray_nodes - 1})")
+            log(
+                f"ray     {settings.ray_nodes} nodes of {settings.ray_num_cpus} CPUs (resources asva_node_0.."
+                f"asva_node_{settings.ray_nodes - 1})"
+            )
         state["ray"]["nodes"] = settings.ray_nodes
     _save_state(settings, state)
     return state
@@ -246,8 +266,10 @@ def down(settings: StackSettings, log=print) -> None:
     state = _load_state(settings)
     ray_rec = state.get("ray")
     if ray_rec and ray_rec.get("started_here"):
-        n = stop_ray_head(ray_rec.get("temp_dir") or ray_temp_dir(settings.state_dir),
-                          f"{HOST}:{ray_rec.get('port', settings.ray_port)}")
+        n = stop_ray_head(
+            ray_rec.get("temp_dir") or ray_temp_dir(settings.state_dir),
+            f"{HOST}:{ray_rec.get('port', settings.ray_port)}",
+        )
         log(f"ray     stopped ({n} processes)")
     for name in ("mlflow", "s3"):
         rec = state.get(name)

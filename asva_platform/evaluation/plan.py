@@ -9,15 +9,15 @@ Videos that cannot be decoded or are too short are reported as skipped, never si
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from asva_model.data.avsync15 import ClipEntry, SplitListing, read_split
-from asva_model.data.config import SamplingConfig
+from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_model.data.sampling import entry_span, probe_entries, test_window_starts
 from asva_model.metrics.protocol import EvalWindow
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
+from asva_platform.evaluation.config import EvalConfig
 from asva_platform.storage import Storage
 
 
@@ -60,29 +60,37 @@ def pick_round_robin(entries: list[ClipEntry], limit: int) -> list[ClipEntry]:
     return sorted(picked, key=lambda e: e.name)
 
 
-def windows_of(entry: ClipEntry, duration: float, offset: float, sampling: SamplingConfig) -> tuple[EvalWindow, ...]:
+def windows_of(
+    entry: ClipEntry, duration: float, offset: float, sampling: SamplingConfig
+) -> tuple[EvalWindow, ...]:
     """The evaluation windows of a video whose usable span starts at ``offset`` and lasts ``duration`` s."""
     starts = test_window_starts(duration, sampling)
-    return tuple(EvalWindow(entry.name, entry.class_dir, k, float(offset + s), sampling.clip_duration)
-                 for k, s in enumerate(starts))
+    return tuple(
+        EvalWindow(entry.name, entry.class_dir, k, float(offset + s), sampling.clip_duration)
+        for k, s in enumerate(starts)
+    )
 
 
-def plan_evaluation(exp_cfg, storage: Storage) -> EvalPlan:
+def plan_evaluation(
+    eval_cfg: EvalConfig, dataset: DatasetConfig, sampling: SamplingConfig, storage: Storage
+) -> EvalPlan:
     """Read the split, pick ``eval.max_videos`` videos, probe them and lay out their windows."""
-    root, fs = dataset_access(exp_cfg.dataset, storage)
-    dataset_cfg = dataclasses.replace(exp_cfg.dataset, root=root)
+    root, fs = dataset_access(dataset, storage)
     try:
-        listing = read_split(dataset_cfg, exp_cfg.eval.split, fs)
+        listing = read_split(dataset, eval_cfg.split, fs, root=root)
     except (FileNotFoundError, ValueError, OSError) as err:
-        raise UserError(f"dataset {exp_cfg.dataset.root}: {str(err).splitlines()[0]}") from None
-    chosen = SplitListing(listing.split, pick_round_robin(listing.entries, exp_cfg.eval.max_videos), listing.skipped)
-    good, infos = probe_entries(chosen, root, exp_cfg.sampling, fs)
+        raise UserError(f"dataset {dataset.root}: {str(err).splitlines()[0]}") from None
+    chosen = SplitListing(
+        listing.split, pick_round_robin(listing.entries, eval_cfg.max_videos), listing.skipped
+    )
+    good, infos = probe_entries(chosen, root, sampling, fs)
     tasks = []
     for entry in good.entries:
         offset, duration = entry_span(entry, infos[entry.name])
-        tasks.append(VideoTask(entry, windows_of(entry, duration, offset, exp_cfg.sampling)))
+        tasks.append(VideoTask(entry, windows_of(entry, duration, offset, sampling)))
     skipped = [s.to_dict() for s in good.skipped]
     if not tasks:
-        raise UserError(f"dataset {exp_cfg.dataset.root}: no usable videos in split {exp_cfg.eval.split!r} "
-                        f"({len(skipped)} skipped)")
+        raise UserError(
+            f"dataset {dataset.root}: no usable videos in split {eval_cfg.split!r} ({len(skipped)} skipped)"
+        )
     return EvalPlan(tasks, skipped)

@@ -7,7 +7,7 @@ same class runs in the calling process (``eval.parallel: false``) or as a Ray ac
 Per window:
 
 1. sample the ground-truth window (frames, 16 kHz audio, mel) exactly as training data is sampled;
-2. generate from its first frame + mel + class prompt (seed ``eval.seed``), write ``videos/<clip>.mp4``
+2. generate from its first frame + mel + class prompt (the ``generate`` section), write ``videos/<clip>.mp4``
    (6 fps H.264 + the window's audio as AAC 16 kHz) under the evaluation's output URI -- unless that file
    is already there from an interrupted run of the same evaluation, which is then reused;
 3. decode that mp4 again (frames and audio) with the dataset's own sampler, so compression is part of
@@ -24,25 +24,32 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from asva_model.config import ModelConfig
 from asva_model.data.avsync15 import open_file
+from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_model.data.sampling import sample_clip, sample_windows
 from asva_model.metrics.compute import ClipScores, extract_clip_scores
 from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.networks import load_metric_networks
-from asva_platform.artifacts.animator import Animator, pick_device
-from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint
+from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
+from asva_platform.artifacts.evaluation import ClipRecord
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
 from asva_platform.evaluation.plan import VideoTask
-from asva_platform.storage import Storage, is_s3, join
+from asva_platform.inference.animator import Animator, pick_device
+from asva_platform.inference.config import GenerateConfig
+from asva_platform.storage import Storage, StorageConfig, is_s3, join
 
 # Weight fields of each metric network (the BPE file only matters for IT).
-_NETWORK_FIELDS = {"inception": ("inception_weights",), "i3d": ("i3d_weights",),
-                   "imagebind": ("imagebind_weights",), "avsync": ("avsync_classifier",)}
+_NETWORK_FIELDS = {
+    "inception": ("inception_weights",),
+    "i3d": ("i3d_weights",),
+    "imagebind": ("imagebind_weights",),
+    "avsync": ("avsync_classifier",),
+}
 
 
 def metric_weight_fields(metrics_cfg: MetricsConfig) -> list[str]:
@@ -54,16 +61,28 @@ def check_metric_weights(metrics_cfg: MetricsConfig, storage: Storage) -> None:
     """Every weight file the selected metrics need exists (local, or on S3); UserError names the key."""
     for name in metric_weight_fields(metrics_cfg):
         path = getattr(metrics_cfg, name)
-        found = (storage.exists(path) or bool(storage.list(path))) if is_s3(path) else Path(path).expanduser().exists()
+        found = (
+            (storage.exists(path) or bool(storage.list(path)))
+            if is_s3(path)
+            else Path(path).expanduser().exists()
+        )
         if not found:
-            raise UserError(f"eval.metrics.{name}: {path} does not exist (weights are never downloaded; "
-                            f"metrics {', '.join(metrics_cfg.metrics)} need it)")
+            raise UserError(
+                f"eval.metrics.{name}: {path} does not exist (weights are never downloaded; "
+                f"metrics {', '.join(metrics_cfg.metrics)} need it)"
+            )
 
 
 def localize_metrics(metrics_cfg: MetricsConfig, storage: Storage, scratch: str | Path) -> MetricsConfig:
     """``metrics_cfg`` with the s3:// weights the selected metrics need copied under ``scratch``."""
-    remote = {f: getattr(metrics_cfg, f) for f in metric_weight_fields(metrics_cfg) if is_s3(getattr(metrics_cfg, f))}
-    return dataclasses.replace(metrics_cfg, **{f: str(storage.localize(u, scratch)) for f, u in remote.items()})
+    remote = {
+        f: getattr(metrics_cfg, f)
+        for f in metric_weight_fields(metrics_cfg)
+        if is_s3(getattr(metrics_cfg, f))
+    }
+    return dataclasses.replace(
+        metrics_cfg, **{f: str(storage.localize(u, scratch)) for f, u in remote.items()}
+    )
 
 
 def clip_uris(out_uri: str, clip_name: str) -> tuple[str, str]:
@@ -75,12 +94,18 @@ def clip_uris(out_uri: str, clip_name: str) -> tuple[str, str]:
 class WorkerSpec:
     """Everything a worker needs; plain data, so it travels to Ray actors."""
 
-    exp_cfg: Any
-    """The ExperimentConfig."""
+    model: ModelConfig
+    sampling: SamplingConfig
+    generate: GenerateConfig
+    metrics: MetricsConfig
+    dataset: DatasetConfig
+    storage: StorageConfig
     checkpoint: ResolvedCheckpoint
     """The resolved checkpoint (resolved once on the driver)."""
     out_uri: str
     """The evaluation's output URI (videos/, gt/)."""
+    save_gt_videos: bool = True
+    """Also write each window's ground truth as mp4 (``eval.save_gt_videos``)."""
     device: str = "auto"
     """`cuda`, `cpu` or `auto` (cuda when the worker sees a GPU)."""
     num_threads: int = 0
@@ -93,8 +118,8 @@ class VideoResult:
     """The video's list name."""
     scores: ClipScores
     """Per-window features and scores, in window order."""
-    clips: list[dict] = field(default_factory=list)
-    """One record per window: name, video, class, prompt, index, start, video_uri, gt_uri."""
+    clips: list[ClipRecord] = field(default_factory=list)
+    """One record per window."""
     generated: int = 0
     """Windows generated by this call (the rest were reused from an interrupted run)."""
     generate_seconds: float = 0.0
@@ -103,18 +128,23 @@ class VideoResult:
 
 class EvalWorker:
     def __init__(self, spec: WorkerSpec) -> None:
-
         if spec.num_threads:
             torch.set_num_threads(spec.num_threads)
-        cfg = spec.exp_cfg
         self.spec = spec
-        self.cfg = cfg
-        self.storage = Storage.from_config(cfg.storage)
-        self.root, self.fs = dataset_access(cfg.dataset, self.storage)
+        self.storage = Storage.from_config(spec.storage)
+        self.root, self.fs = dataset_access(spec.dataset, self.storage)
         self.scratch = Path(tempfile.mkdtemp(prefix="asva-eval-"))
         self.device = pick_device(spec.device)
-        self.animator = Animator.load(cfg, spec.checkpoint, self.storage, self.device, self.scratch / "model")
-        self.metrics_cfg = localize_metrics(cfg.eval.metrics, self.storage, self.scratch / "metrics")
+        self.animator = Animator.load(
+            spec.model,
+            spec.sampling,
+            spec.generate,
+            spec.checkpoint,
+            self.storage,
+            self.device,
+            self.scratch / "model",
+        )
+        self.metrics_cfg = localize_metrics(spec.metrics, self.storage, self.scratch / "metrics")
         try:
             self.nets = load_metric_networks(self.metrics_cfg, self.device)
         except (FileNotFoundError, ValueError) as err:
@@ -131,7 +161,7 @@ class EvalWorker:
 
     def run(self, task: VideoTask) -> VideoResult:
         """Generate (or reuse), re-decode and score every window of one video."""
-        s, entry = self.cfg.sampling, task.entry
+        s, entry = self.spec.sampling, task.entry
         with open_file(self.root, entry.path, self.fs) as f:
             gt = sample_windows(f, [w.start for w in task.windows], s)
         result = VideoResult(entry.name, ClipScores())
@@ -150,21 +180,38 @@ class EvalWorker:
             self._store(local, video_uri)
             gen_frames.append(torch.from_numpy(redecoded.frames))
             gen_audio.append(redecoded.waveform)
-            if self.cfg.eval.save_gt_videos and not self.storage.exists(gt_uri):
+            if self.spec.save_gt_videos and not self.storage.exists(gt_uri):
                 gt_local = self._local("gt", window.name)
                 self.animator.write(gt_local, clip.frames.transpose(1, 0, 2, 3), clip.waveform)
                 self._store(gt_local, gt_uri)
-            result.clips.append({"name": window.name, "video": entry.name, "class": entry.class_dir,
-                                 "prompt": entry.prompt, "index": window.index, "start": round(window.start, 6),
-                                 "video_uri": video_uri,
-                                 "gt_uri": gt_uri if self.cfg.eval.save_gt_videos else ""})
+            result.clips.append(
+                ClipRecord(
+                    window.name,
+                    entry.name,
+                    entry.class_dir,
+                    entry.prompt,
+                    window.index,
+                    round(window.start, 6),
+                    video_uri,
+                    gt_uri if self.spec.save_gt_videos else "",
+                )
+            )
         result.generate_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         # IT text: the class folder name with underscores, as the paper's evaluation.
         result.scores = extract_clip_scores(
-            [torch.from_numpy(c.frames) for c in gt], gen_frames, [c.waveform for c in gt],
-            [w.class_name for w in task.windows], self.nets, self.metrics_cfg, sample_rate=s.audio_sample_rate,
-            fps=s.fps, gen_audio=gen_audio, sampling=s, gt_videos=[entry.name] * len(gt))
+            [torch.from_numpy(c.frames) for c in gt],
+            gen_frames,
+            [c.waveform for c in gt],
+            [w.class_name for w in task.windows],
+            self.nets,
+            self.metrics_cfg,
+            sample_rate=s.audio_sample_rate,
+            fps=s.fps,
+            gen_audio=gen_audio,
+            sampling=s,
+            gt_videos=[entry.name] * len(gt),
+        )
         result.score_seconds = time.perf_counter() - t1
         return result
 

@@ -5,8 +5,9 @@ frames), an audio file (any rate/channels: mono, resampled to 16 kHz, the 2 s fr
 prompt (a key of ``model.text_encodings``, or a class folder name such as ``dog_barking``) and an output
 path. Paths may be local or ``s3://``. Batch mode reads items from a CSV (header
 ``image,audio,prompt,out[,audio_start]``) or JSON-lines file; relative paths in it are relative to the
-list file. Items run in this process or on Ray actors (``eval.parallel``), with the ``eval`` section's
-steps, guidance scales and seed. Every input is checked before any model is loaded or Ray is started.
+list file. Items run in this process or on Ray actors (``eval.parallel``, ``eval.num_workers``), with the
+``generate`` section's steps, guidance scales and seed. Every input is checked before any model is loaded or
+Ray is started.
 """
 
 from __future__ import annotations
@@ -19,21 +20,25 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from asva_model.config import ModelConfig
 from asva_model.data.audio import resample, waveform_to_mel, window_samples
 from asva_model.data.avsync15 import default_prompt
+from asva_model.data.config import SamplingConfig
 from asva_model.data.sampling import transform_frames
 from asva_model.text import load_text_encodings
 from asva_platform.actors import map_on_actors
-from asva_platform.artifacts.animator import Animator, pick_device
-from asva_platform.artifacts.checkpoint_ref import ResolvedCheckpoint, resolve_checkpoint
-from asva_platform.artifacts.weights import localize_model_paths
+from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
 from asva_platform.errors import UserError
+from asva_platform.experiment import ExperimentConfig
+from asva_platform.inference.animator import Animator, pick_device
+from asva_platform.inference.checkpoints import resolve_checkpoint
+from asva_platform.inference.config import GenerateConfig
+from asva_platform.inference.weights import localize_model_paths
 from asva_platform.progress import Progress
-from asva_platform.storage import Storage, is_s3, join, parse_uri
+from asva_platform.storage import Storage, StorageConfig, is_s3, join, parse_uri
 
 LIST_COLUMNS = ("image", "audio", "prompt", "out")
 
@@ -74,7 +79,9 @@ def read_item_list(uri: str, storage: Storage) -> list[GenerateItem]:
         reader = csv.DictReader(io.StringIO(text))
         missing = [c for c in LIST_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise UserError(f"{uri}: header must name {', '.join(LIST_COLUMNS)}[, audio_start]; missing {missing}")
+            raise UserError(
+                f"{uri}: header must name {', '.join(LIST_COLUMNS)}[, audio_start]; missing {missing}"
+            )
         rows = [(n, row) for n, row in enumerate(reader, start=2)]
     items = []
     for n, row in rows:
@@ -83,9 +90,18 @@ def read_item_list(uri: str, storage: Storage) -> list[GenerateItem]:
         try:
             start = float(row.get("audio_start") or 0.0)
         except (TypeError, ValueError):
-            raise UserError(f"{uri}: line {n}: audio_start must be a number, got {row.get('audio_start')!r}") from None
-        items.append(GenerateItem(_resolve(base, row["image"].strip()), _resolve(base, row["audio"].strip()),
-                                  row["prompt"].strip(), _resolve(base, row["out"].strip()), start))
+            raise UserError(
+                f"{uri}: line {n}: audio_start must be a number, got {row.get('audio_start')!r}"
+            ) from None
+        items.append(
+            GenerateItem(
+                _resolve(base, row["image"].strip()),
+                _resolve(base, row["audio"].strip()),
+                row["prompt"].strip(),
+                _resolve(base, row["out"].strip()),
+                start,
+            )
+        )
     if not items:
         raise UserError(f"{uri}: no items")
     return items
@@ -100,10 +116,9 @@ def prompt_key(prompt: str, known: set[str]) -> str:
     raise UserError(f"prompt {prompt!r} has no text encoding (known: {', '.join(sorted(known)[:6])}...)")
 
 
-def check_items(exp_cfg, items: list[GenerateItem], storage: Storage) -> list[GenerateItem]:
+def check_items(model_cfg: ModelConfig, items: list[GenerateItem], storage: Storage) -> list[GenerateItem]:
     """Every input exists, every prompt has an encoding, outputs are unique .mp4 paths; returns the items
     with prompts normalised to encoding keys."""
-
     outs = [i.out for i in items]
     dupes = sorted({o for o in outs if outs.count(o) > 1})
     if dupes:
@@ -115,9 +130,11 @@ def check_items(exp_cfg, items: list[GenerateItem], storage: Storage) -> list[Ge
         if not item.out.endswith(".mp4"):
             raise UserError(f"output {item.out}: must end in .mp4")
     with tempfile.TemporaryDirectory(prefix="asva-text-") as scratch:
-        model_cfg = localize_model_paths(exp_cfg.model, storage, str(scratch))
+        model_cfg = localize_model_paths(model_cfg, storage, str(scratch))
         if not model_cfg.text_encodings:
-            raise UserError("model.text_encodings: required (AVSyncD is conditioned on the class prompt's encoding)")
+            raise UserError(
+                "model.text_encodings: required (AVSyncD is conditioned on the class prompt's encoding)"
+            )
         try:
             known = set(load_text_encodings(model_cfg.text_encodings).prompts)
         except (FileNotFoundError, ValueError) as err:
@@ -127,8 +144,12 @@ def check_items(exp_cfg, items: list[GenerateItem], storage: Storage) -> list[Ge
 
 @dataclass
 class GenerateSpec:
-    exp_cfg: Any
-    """The ExperimentConfig."""
+    """What a worker needs; plain data, so it travels to Ray actors."""
+
+    model: ModelConfig
+    sampling: SamplingConfig
+    generate: GenerateConfig
+    storage: StorageConfig
     checkpoint: ResolvedCheckpoint
     """The resolved checkpoint."""
     device: str = "auto"
@@ -145,18 +166,26 @@ class GenerateWorker:
 
         if spec.num_threads:
             torch.set_num_threads(spec.num_threads)
-        self.cfg = spec.exp_cfg
-        self.storage = Storage.from_config(self.cfg.storage)
+        self.spec = spec
+        self.storage = Storage.from_config(spec.storage)
         self.scratch = Path(tempfile.mkdtemp(prefix="asva-generate-"))
         self.device = pick_device(spec.device)
-        self.animator = Animator.load(self.cfg, spec.checkpoint, self.storage, self.device, self.scratch / "model")
+        self.animator = Animator.load(
+            spec.model,
+            spec.sampling,
+            spec.generate,
+            spec.checkpoint,
+            self.storage,
+            self.device,
+            self.scratch / "model",
+        )
 
     def ready(self) -> str:
         return self.device
 
     def run(self, item: GenerateItem) -> dict:
         t0 = time.perf_counter()
-        s = self.cfg.sampling
+        s = self.spec.sampling
         inputs = self.scratch / "inputs"
         image = load_image(self.storage.localize(item.image, inputs), s)
         waveform = load_audio_window(self.storage.localize(item.audio, inputs), s, item.audio_start)
@@ -177,34 +206,57 @@ class Result:
     parallel: bool
 
     def to_json(self) -> dict:
-        return {"outputs": self.outputs, "checkpoint": self.checkpoint.to_json(), "seconds": round(self.seconds, 3),
-                "workers": self.workers, "parallel": self.parallel}
+        return {
+            "outputs": self.outputs,
+            "checkpoint": self.checkpoint.to_json(),
+            "seconds": round(self.seconds, 3),
+            "workers": self.workers,
+            "parallel": self.parallel,
+        }
 
     def summary_line(self) -> str:
-        return (f"generate: {len(self.outputs)} video(s) from {self.checkpoint.label} with {self.workers} worker(s) "
-                f"in {self.seconds:.1f} s")
+        return (
+            f"generate: {len(self.outputs)} video(s) from {self.checkpoint.label} with {self.workers} worker(s) "
+            f"in {self.seconds:.1f} s"
+        )
 
 
-def run(cfg, items: list[GenerateItem], log: Callable[[str], None] = print) -> Result:
-    """Check everything, then generate every item (Ray actors when ``eval.parallel``)."""
+def run(
+    experiment: ExperimentConfig, items: list[GenerateItem], log: Callable[[str], None] = print
+) -> Result:
+    """Check everything, then generate every item (Ray actors when ``eval.parallel``). The job edge: the sections
+    the workers use go on as a :class:`GenerateSpec`."""
     t0 = time.perf_counter()
-    storage = Storage.from_config(cfg.storage)
-    checkpoint = resolve_checkpoint(cfg.eval.checkpoint, storage, cfg.tracking.resolved_uri())
-    items = check_items(cfg, items, storage)
+    e = experiment.eval
+    storage = Storage.from_config(experiment.storage)
+    checkpoint = resolve_checkpoint(e.checkpoint, storage, experiment.tracking.resolved_uri())
+    items = check_items(experiment.model, items, storage)
     for parent in sorted({i.out.rsplit("/", 1)[0] for i in items if is_s3(i.out)}):
         storage.check_reachable(parent)
-    if cfg.eval.parallel and len(items) > 1:
-        def make_spec(device: str, threads: int) -> GenerateSpec:
-            return GenerateSpec(cfg, checkpoint, device, threads)
 
-        outputs, workers, _ = map_on_actors(cfg, GenerateWorker, make_spec, items, log, "video")
+    def make_spec(device: str, threads: int = 0) -> GenerateSpec:
+        return GenerateSpec(
+            experiment.model,
+            experiment.sampling,
+            experiment.generate,
+            experiment.storage,
+            checkpoint,
+            device,
+            threads,
+        )
+
+    parallel = e.parallel and len(items) > 1
+    if parallel:
+        outputs, workers, _ = map_on_actors(
+            e, experiment.cluster, GenerateWorker, make_spec, items, log, "video"
+        )
     else:
-        worker, outputs, workers = GenerateWorker(GenerateSpec(cfg, checkpoint, cfg.eval.device)), [], 1
+        worker, outputs, workers = GenerateWorker(make_spec(e.device)), [], 1
         progress = Progress("video", len(items))
         for i, item in enumerate(items, start=1):
             outputs.append(worker.run(item))
             log(f"wrote {item.out}; {progress.line(i)}")
-    return Result(outputs, checkpoint, time.perf_counter() - t0, workers, cfg.eval.parallel and len(items) > 1)
+    return Result(outputs, checkpoint, time.perf_counter() - t0, workers, parallel)
 
 
 def load_image(path: str | Path, sampling) -> np.ndarray:

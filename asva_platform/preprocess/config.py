@@ -57,7 +57,11 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         require(bool(self.splits), "splits", "must name at least one split")
-        require(all(s in ("train", "test") for s in self.splits), "splits", f"must be train/test, got {self.splits}")
+        require(
+            all(s in ("train", "test") for s in self.splits),
+            "splits",
+            f"must be train/test, got {self.splits}",
+        )
         require(len(set(self.splits)) == len(self.splits), "splits", f"has duplicates: {self.splits}")
         require(self.windows_per_clip >= 0, "windows_per_clip", "must be >= 0")
         require(self.clips_per_shard >= 1, "clips_per_shard", "must be >= 1")
@@ -72,8 +76,11 @@ class PreprocessConfig:
         require(self.audio_chunk_windows >= 1, "audio_chunk_windows", "must be >= 1")
         for name in ("decode_memory_gb", "encode_memory_gb", "write_memory_gb"):
             require(getattr(self, name) > 0, name, "must be > 0")
-        require(self.encode_dtype == "fp32" or self.encode_num_gpus > 0, "encode_dtype",
-                f"{self.encode_dtype} needs GPUs (encode_num_gpus > 0); use fp32 on CPU")
+        require(
+            self.encode_dtype == "fp32" or self.encode_num_gpus > 0,
+            "encode_dtype",
+            f"{self.encode_dtype} needs GPUs (encode_num_gpus > 0); use fp32 on CPU",
+        )
 
     def content(self) -> dict:
         """The content fields as a plain dict (what the cache_id hashes)."""

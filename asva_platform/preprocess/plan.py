@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from asva_model.data.avsync15 import SplitListing, file_size, read_split, read_text
+from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import FORMAT_VERSION, shard_name
+from asva_platform.preprocess.config import PreprocessConfig
 
 CODE_VERSION = 1
 """Bump when a change to the preprocessing code changes what a cache holds (decoding, windowing, encoding,
@@ -47,32 +49,47 @@ def plan_shards(listings: dict[str, SplitListing], clips_per_shard: int) -> list
         entries = listing.entries
         for i in range(math.ceil(len(entries) / clips_per_shard)):
             shard = ShardPlan(shard_name(split, i), split)
-            for order, e in enumerate(entries[i * clips_per_shard:(i + 1) * clips_per_shard]):
-                shard.tasks.append({
-                    "split": split, "clip": e.name, "path": e.path, "class_dir": e.class_dir, "shard": shard.name,
-                    "order": order, "span_start": math.nan if e.start is None else float(e.start),
-                    "span_end": math.nan if e.end is None else float(e.end)})
+            for order, e in enumerate(entries[i * clips_per_shard : (i + 1) * clips_per_shard]):
+                shard.tasks.append(
+                    {
+                        "split": split,
+                        "clip": e.name,
+                        "path": e.path,
+                        "class_dir": e.class_dir,
+                        "shard": shard.name,
+                        "order": order,
+                        "span_start": math.nan if e.start is None else float(e.start),
+                        "span_end": math.nan if e.end is None else float(e.end),
+                    }
+                )
             shards.append(shard)
     return shards
 
 
-def read_listings(dataset_cfg, splits: list[str], filesystem: Any = None) -> dict[str, SplitListing]:
-    """Every split's listing (``dataset_cfg.root`` is a local path, or a path inside ``filesystem``)."""
-    return {split: read_split(dataset_cfg, split, filesystem) for split in splits}
+def read_listings(
+    dataset_cfg: DatasetConfig, splits: list[str], filesystem: Any = None, root: str = ""
+) -> dict[str, SplitListing]:
+    """Every split's listing, the dataset opened at ``root`` (see :func:`asva_model.data.avsync15.read_split`)."""
+    return {split: read_split(dataset_cfg, split, filesystem, root=root) for split in splits}
 
 
 def _sha(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def dataset_identity(dataset_cfg, root_uri: str, splits: list[str], filesystem: Any = None) -> dict:
-    """Hashes of the list files and the class mapping, plus the dataset settings and root."""
+def dataset_identity(
+    dataset_cfg: DatasetConfig, root: str, splits: list[str], filesystem: Any = None
+) -> dict:
+    """Hashes of the list files and the class mapping (the dataset opened at ``root``), plus the dataset settings
+    and ``dataset.root``."""
     lists = {"train": dataset_cfg.train_list, "test": dataset_cfg.test_list}
-    files = {name: _sha(read_text(dataset_cfg.root, name, filesystem))
-             for name in sorted({lists[s] for s in splits} | {dataset_cfg.class_mapping})
-             if file_size(dataset_cfg.root, name, filesystem) is not None}
+    files = {
+        name: _sha(read_text(root, name, filesystem))
+        for name in sorted({lists[s] for s in splits} | {dataset_cfg.class_mapping})
+        if file_size(root, name, filesystem) is not None
+    }
     settings = {k: v for k, v in cfgmod.to_dict(dataset_cfg).items() if k != "root"}
-    return {"root": root_uri, "files": files, "settings": settings}
+    return {"root": dataset_cfg.root, "files": files, "settings": settings}
 
 
 def arrays_fingerprint(arrays: dict) -> str:
@@ -89,8 +106,15 @@ def compute_cache_id(identity: dict) -> str:
     return _sha(json.dumps(identity, sort_keys=True, default=str))[:16]
 
 
-def build_identity(*, dataset: dict, sampling_cfg, preprocess_cfg, vae_fingerprint: str, audio_fingerprint: str,
-                   text_fingerprint: str) -> dict:
+def build_identity(
+    *,
+    dataset: dict,
+    sampling_cfg: SamplingConfig,
+    preprocess_cfg: PreprocessConfig,
+    vae_fingerprint: str,
+    audio_fingerprint: str,
+    text_fingerprint: str,
+) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "code_version": CODE_VERSION,

@@ -43,8 +43,8 @@ from asva_platform.artifacts.cache import (
     build_shard_table,
     table_bytes,
 )
-from asva_platform.artifacts.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.config import from_dict
+from asva_platform.inference.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.storage import Storage, is_s3, join
 
 # Columns that only travel inside the pipeline (not stored in shards).
@@ -117,10 +117,18 @@ def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = N
     """
 
     f_count = sampling.num_frames
-    entry = ClipEntry(_str(task["path"]), _str(task["clip"]), _str(task["class_dir"]), "",
-                      _span(task["span_start"]), _span(task["span_end"]))
-    base = {**{k: task[k] for k in ("split", "clip", "path", "class_dir", "shard", "order")},
-            "entry_id": entry_id(entry.name, entry.start, entry.end)}
+    entry = ClipEntry(
+        _str(task["path"]),
+        _str(task["clip"]),
+        _str(task["class_dir"]),
+        "",
+        _span(task["span_start"]),
+        _span(task["span_end"]),
+    )
+    base = {
+        **{k: task[k] for k in ("split", "clip", "path", "class_dir", "shard", "order")},
+        "entry_id": entry_id(entry.name, entry.start, entry.end),
+    }
     try:
         with open_file(root, entry.path, filesystem) as src:
             info = probe(src, sampling)
@@ -149,24 +157,43 @@ def decode_clip(task: dict, sampling, count: int, root: str, filesystem: Any = N
     except BadClipError as e:
         return {**base, **_empty_decoded(sampling), "skip_reason": e.reason.value, "skip_detail": e.detail}
     except FileNotFoundError as e:
-        return {**base, **_empty_decoded(sampling), "skip_reason": SkipReason.MISSING_FILE.value,
-                "skip_detail": str(e)}
-    return {**base, "n_windows": len(starts), "starts": np.asarray(decoded.starts, dtype=np.float64),
-            "frame_times": times, "frame_index": index, "frames": np.stack(frames).astype(np.float32, copy=False),
-            "mel": np.stack(mels).astype(np.float32, copy=False), "skip_reason": "", "skip_detail": ""}
+        return {
+            **base,
+            **_empty_decoded(sampling),
+            "skip_reason": SkipReason.MISSING_FILE.value,
+            "skip_detail": str(e),
+        }
+    return {
+        **base,
+        "n_windows": len(starts),
+        "starts": np.asarray(decoded.starts, dtype=np.float64),
+        "frame_times": times,
+        "frame_index": index,
+        "frames": np.stack(frames).astype(np.float32, copy=False),
+        "mel": np.stack(mels).astype(np.float32, copy=False),
+        "skip_reason": "",
+        "skip_detail": "",
+    }
 
 
 def _empty_decoded(sampling) -> dict:
     f, (h, w) = sampling.num_frames, sampling.image_size
-    return {"n_windows": 0, "starts": np.zeros(0), "frame_times": np.zeros((0, f)),
-            "frame_index": np.zeros((0, f), dtype=np.int32), "frames": np.zeros((0, 3, h, w), dtype=np.float32),
-            "mel": np.zeros((0, 1, sampling.num_mel_bins, sampling.mel_target_length), dtype=np.float32)}
+    return {
+        "n_windows": 0,
+        "starts": np.zeros(0),
+        "frame_times": np.zeros((0, f)),
+        "frame_index": np.zeros((0, f), dtype=np.int32),
+        "frames": np.zeros((0, 3, h, w), dtype=np.float32),
+        "mel": np.zeros((0, 1, sampling.num_mel_bins, sampling.mel_target_length), dtype=np.float32),
+    }
 
 
 class DecodeClips:
     """Ray Data UDF (CPU): a batch of clip tasks -> a batch of decoded clip records."""
 
-    def __init__(self, sampling: dict, windows_per_clip: int, root_uri: str, storage: dict | None = None) -> None:
+    def __init__(
+        self, sampling: dict, windows_per_clip: int, root_uri: str, storage: dict | None = None
+    ) -> None:
 
         self.sampling = SamplingConfig(**sampling)
         self.count = windows_per_clip
@@ -176,8 +203,10 @@ class DecodeClips:
             self.filesystem, self.root = None, root_uri
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records = [decode_clip(task, self.sampling, self.count, self.root, self.filesystem)
-                   for task in batch_to_records(batch)]
+        records = [
+            decode_clip(task, self.sampling, self.count, self.root, self.filesystem)
+            for task in batch_to_records(batch)
+        ]
         return records_to_batch(records)
 
 
@@ -189,11 +218,18 @@ class EncodeWindows:
     """Ray Data UDF (actor, GPU when configured): decoded clips -> one row per window with fp16 latent
     mean/std (and their flips) and audio tokens."""
 
-    def __init__(self, model: dict, layout: dict, dtype: str = "fp32", use_gpu: bool = False,
-                 vae_chunk_frames: int = 16, audio_chunk_windows: int = 16, num_threads: int = 0,
-                 storage: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: dict,
+        layout: dict,
+        dtype: str = "fp32",
+        use_gpu: bool = False,
+        vae_chunk_frames: int = 16,
+        audio_chunk_windows: int = 16,
+        num_threads: int = 0,
+        storage: dict | None = None,
+    ) -> None:
         import torch
-
 
         if num_threads > 0:
             torch.set_num_threads(num_threads)
@@ -207,12 +243,15 @@ class EncodeWindows:
     def encode_clip(self, rec: dict) -> dict[str, np.ndarray]:
         import torch
 
-
         n = int(rec["n_windows"])
         if n == 0:
             return self._skip_marker(rec)
         with torch.no_grad():
-            video = torch.from_numpy(np.ascontiguousarray(rec["frames"])).permute(1, 0, 2, 3)[None].to(self.device)
+            video = (
+                torch.from_numpy(np.ascontiguousarray(rec["frames"]))
+                .permute(1, 0, 2, 3)[None]
+                .to(self.device)
+            )
             index = torch.from_numpy(np.asarray(rec["frame_index"], dtype=np.int64)).to(self.device)
 
             def per_window(x: torch.Tensor) -> np.ndarray:  # (1, C, N, h, w) -> (W, C, F, h, w) fp16
@@ -247,15 +286,27 @@ class EncodeWindows:
     def _skip_marker(self, rec: dict) -> dict[str, np.ndarray]:
         """One placeholder row carrying a bad clip's skip reason to the writer (tensors are zeros)."""
         lay = self.layout
-        tensors = {c: np.zeros((1, *lay.latent), dtype=np.float16)
-                   for c in LATENT_COLUMNS + (FLIP_COLUMNS if lay.flips else ())}
+        tensors = {
+            c: np.zeros((1, *lay.latent), dtype=np.float16)
+            for c in LATENT_COLUMNS + (FLIP_COLUMNS if lay.flips else ())
+        }
         tensors["audio_tokens"] = np.zeros((1, *lay.audio), dtype=np.float16)
-        meta = {"window_id": "", "clip": _str(rec["clip"]), "class_dir": _str(rec["class_dir"]),
-                "split": _str(rec["split"]), "shard": _str(rec["shard"]), "skip_reason": _str(rec["skip_reason"]),
-                "skip_detail": _str(rec["skip_detail"])}
+        meta = {
+            "window_id": "",
+            "clip": _str(rec["clip"]),
+            "class_dir": _str(rec["class_dir"]),
+            "split": _str(rec["split"]),
+            "shard": _str(rec["shard"]),
+            "skip_reason": _str(rec["skip_reason"]),
+            "skip_detail": _str(rec["skip_detail"]),
+        }
         out = {k: np.array([v], dtype=object) for k, v in meta.items()}
-        out.update(start=np.zeros(1), frame_times=np.zeros((1, lay.num_frames)),
-                   order=np.array([int(rec["order"])]), clip_windows=np.zeros(1, dtype=np.int64))
+        out.update(
+            start=np.zeros(1),
+            frame_times=np.zeros((1, lay.num_frames)),
+            order=np.array([int(rec["order"])]),
+            clip_windows=np.zeros(1, dtype=np.int64),
+        )
         return {**out, **tensors}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -294,8 +345,11 @@ class ShardAssembler:
             for i, order in enumerate(rows["order"].tolist()):
                 self.class_of[shard][order] = _str(rows["class_dir"][i])
                 if _str(rows["skip_reason"][i]):
-                    self.skipped[shard][order] = {"path": _str(rows["clip"][i]), "reason": _str(rows["skip_reason"][i]),
-                                                  "detail": _str(rows["skip_detail"][i])}
+                    self.skipped[shard][order] = {
+                        "path": _str(rows["clip"][i]),
+                        "reason": _str(rows["skip_reason"][i]),
+                        "detail": _str(rows["skip_detail"][i]),
+                    }
                     self.expected[shard][order] = 0
                 else:
                     self.seen[shard][order] += 1
@@ -325,10 +379,17 @@ class ShardAssembler:
             if o not in skipped_by_order:
                 clips_per_class[classes[o]] += 1
         clips = self.plan[shard]
-        meta = {"cache_id": self.cache_id, "shard": shard, "split": self.split_of[shard], "clips": list(clips),
-                "rows": int(len(cols.get("window_id", []))), "clips_ok": len(clips) - len(skipped_by_order),
-                "per_class": dict(sorted(per_class.items())), "clips_per_class": dict(sorted(clips_per_class.items())),
-                "skipped": [skipped_by_order[o] for o in sorted(skipped_by_order)]}
+        meta = {
+            "cache_id": self.cache_id,
+            "shard": shard,
+            "split": self.split_of[shard],
+            "clips": list(clips),
+            "rows": int(len(cols.get("window_id", []))),
+            "clips_ok": len(clips) - len(skipped_by_order),
+            "per_class": dict(sorted(per_class.items())),
+            "clips_per_class": dict(sorted(clips_per_class.items())),
+            "skipped": [skipped_by_order[o] for o in sorted(skipped_by_order)],
+        }
         self.seen.pop(shard, None)
         self.expected.pop(shard, None)
         return shard, cols, meta
@@ -342,8 +403,15 @@ class ShardWriter:
 
     Must run with concurrency 1: every row of a shard has to reach the same assembler."""
 
-    def __init__(self, cache_uri: str, cache_id: str, layout: dict, plan: dict[str, list[str]],
-                 split_of: dict[str, str], storage: dict | None = None) -> None:
+    def __init__(
+        self,
+        cache_uri: str,
+        cache_id: str,
+        layout: dict,
+        plan: dict[str, list[str]],
+        split_of: dict[str, str],
+        storage: dict | None = None,
+    ) -> None:
 
         self.storage = Storage(**(storage or {}))
         self.cache_uri = cache_uri
@@ -363,8 +431,13 @@ class ShardWriter:
             summaries = []
             for shard, cols, meta in done:
                 nbytes = self.write(shard, cols, meta)
-                summaries.append({"shard": shard, "bytes": nbytes, "meta": json.dumps({**meta, "bytes": nbytes})})
+                summaries.append(
+                    {"shard": shard, "bytes": nbytes, "meta": json.dumps({**meta, "bytes": nbytes})}
+                )
         if not summaries:
-            return {"shard": np.array([], dtype=object), "bytes": np.array([], dtype=np.int64),
-                    "meta": np.array([], dtype=object)}
+            return {
+                "shard": np.array([], dtype=object),
+                "bytes": np.array([], dtype=np.int64),
+                "meta": np.array([], dtype=object),
+            }
         return records_to_batch(summaries)

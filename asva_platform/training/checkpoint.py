@@ -45,13 +45,26 @@ def to_universal(directory: str | Path, out_root: str | Path) -> Path:
     ``<out_root>/ds_universal`` (per parameter: fp32 weights and both Adam moments, whole): what lets another
     worker count load them. Runs DeepSpeed's ``ds_to_universal`` in a subprocess (it forks its own pools)."""
     out = Path(out_root) / UNIVERSAL_TAG
-    cmd = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder", str(Path(directory, DS_TAG)),
-           "--output_folder", str(out), "--num_extract_workers", "1", "--num_merge_workers", "1",
-           "--inject_missing_state"]  # our engines save no Megatron-style universal info: DeepSpeed's defaults fit
+    cmd = [
+        sys.executable,
+        "-m",
+        "deepspeed.checkpoint.ds_to_universal",
+        "--input_folder",
+        str(Path(directory, DS_TAG)),
+        "--output_folder",
+        str(out),
+        "--num_extract_workers",
+        "1",
+        "--num_merge_workers",
+        "1",
+        "--inject_missing_state",
+    ]  # our engines save no Megatron-style universal info: DeepSpeed's defaults fit
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{directory}: converting the ZeRO shards to a universal checkpoint failed: {tail[0]}")
+        raise RuntimeError(
+            f"{directory}: converting the ZeRO shards to a universal checkpoint failed: {tail[0]}"
+        )
     return out
 
 
@@ -61,8 +74,10 @@ def load_engine(engine, directory: str | Path, world_size: int, zero_stage: int)
     loaded from it; ZeRO-0 checkpoints hold the whole state in every file and load at any worker count."""
     state = TrainerState.load(directory)
     if state.zero_stage != zero_stage:
-        raise ValueError(f"checkpoint {directory} was written with ZeRO stage {state.zero_stage}, "
-                         f"this run uses {zero_stage}; set train.zero_stage={state.zero_stage}")
+        raise ValueError(
+            f"checkpoint {directory} was written with ZeRO stage {state.zero_stage}, "
+            f"this run uses {zero_stage}; set train.zero_stage={state.zero_stage}"
+        )
     reshard = zero_stage > 0 and state.world_size and state.world_size != world_size
     with tempfile.TemporaryDirectory(prefix="asva-universal-") as scratch:
         load_dir, tag = str(directory), DS_TAG
@@ -70,14 +85,17 @@ def load_engine(engine, directory: str | Path, world_size: int, zero_stage: int)
             load_dir, tag = scratch, to_universal(directory, scratch).name
         engine._config.load_universal_checkpoint = bool(reshard)  # read only by load_checkpoint
         try:
-            path, _ = engine.load_checkpoint(load_dir, tag=tag, load_optimizer_states=True,
-                                             load_lr_scheduler_states=True)
+            path, _ = engine.load_checkpoint(
+                load_dir, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
         finally:
             engine._config.load_universal_checkpoint = False
     if path is None:
         raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint under tag {DS_TAG!r}")
     if engine.global_steps != state.step:
-        raise ValueError(f"{directory}: DeepSpeed is at step {engine.global_steps}, trainer state says {state.step}")
+        raise ValueError(
+            f"{directory}: DeepSpeed is at step {engine.global_steps}, trainer state says {state.step}"
+        )
     return state
 
 

@@ -102,23 +102,35 @@ class TrainConfig:
     def __post_init__(self) -> None:
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        require(0 <= self.min_workers <= self.num_workers, "min_workers",
-                f"must be between 0 (fixed size) and num_workers ({self.num_workers}), got {self.min_workers}")
+        require(
+            0 <= self.min_workers <= self.num_workers,
+            "min_workers",
+            f"must be between 0 (fixed size) and num_workers ({self.num_workers}), got {self.min_workers}",
+        )
         require(self.elastic_resize_check_s > 0, "elastic_resize_check_s", "must be > 0")
-        require(self.placement_strategy in ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"), "placement_strategy",
-                f"must be PACK, SPREAD, STRICT_SPREAD or STRICT_PACK, got {self.placement_strategy!r}")
+        require(
+            self.placement_strategy in ("PACK", "SPREAD", "STRICT_SPREAD", "STRICT_PACK"),
+            "placement_strategy",
+            f"must be PACK, SPREAD, STRICT_SPREAD or STRICT_PACK, got {self.placement_strategy!r}",
+        )
         require(self.batch_size_per_worker >= 1, "batch_size_per_worker", "must be >= 1")
         require(self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps", "must be >= 1")
         require(self.max_steps >= 1, "max_steps", "must be >= 1")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         require(self.lr_warmup_steps >= 0, "lr_warmup_steps", "must be >= 0")
         require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        require(len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas), "adam_betas",
-                f"must be two numbers in [0, 1), got {self.adam_betas}")
+        require(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas",
+            f"must be two numbers in [0, 1), got {self.adam_betas}",
+        )
         require(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0, 1, 2 or 3, got {self.zero_stage}")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
-        require(not (self.precision == "fp16" and not self.use_gpu), "precision",
-                "fp16 (loss scaling) needs GPUs; use bf16 or fp32 with use_gpu: false")
+        require(
+            not (self.precision == "fp16" and not self.use_gpu),
+            "precision",
+            "fp16 (loss scaling) needs GPUs; use bf16 or fp32 with use_gpu: false",
+        )
         require(self.prefetch_batches >= 0, "prefetch_batches", "must be >= 0")
         require(self.local_shuffle_buffer >= 0, "local_shuffle_buffer", "must be >= 0")
         require(0.0 < self.ema_decay < 1.0, "ema_decay", f"must be in (0, 1), got {self.ema_decay}")
@@ -127,8 +139,11 @@ class TrainConfig:
         require(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         require(self.milestone_every >= 0, "milestone_every", "must be >= 0")
-        require(self.checkpoint_upload in ("async", "sync"), "checkpoint_upload",
-                f"must be async or sync, got {self.checkpoint_upload!r}")
+        require(
+            self.checkpoint_upload in ("async", "sync"),
+            "checkpoint_upload",
+            f"must be async or sync, got {self.checkpoint_upload!r}",
+        )
         require(self.max_failures >= -1, "max_failures", "must be >= 0 (or -1 = unlimited)")
         require(self.validate_every >= 0, "validate_every", "must be >= 0")
         require(self.val_windows >= 0, "val_windows", "must be >= 0")
@@ -136,9 +151,13 @@ class TrainConfig:
         require(self.peak_tflops >= 0, "peak_tflops", "must be >= 0")
         if self.elastic:
             lost = [w for w in range(self.min_workers, self.num_workers) if self.accumulation_for(w) is None]
-            require(not lost, "min_workers", f"the global batch of {self.global_batch_size} clips (at "
-                    f"{self.num_workers} workers) is no whole number of accumulation steps of "
-                    f"batch_size_per_worker {self.batch_size_per_worker} on {lost} workers")
+            require(
+                not lost,
+                "min_workers",
+                f"the global batch of {self.global_batch_size} clips (at "
+                f"{self.num_workers} workers) is no whole number of accumulation steps of "
+                f"batch_size_per_worker {self.batch_size_per_worker} on {lost} workers",
+            )
 
     @property
     def global_batch_size(self) -> int:

@@ -20,7 +20,6 @@ collectives in step.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import logging
 from collections import deque
@@ -34,15 +33,19 @@ import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
 from asva_model.build import build_audio_encoder
+from asva_model.config import ModelConfig
 from asva_model.data.avsync15 import open_file, read_split
+from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_model.data.errors import BadClipError
 from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts, train_window_start
 from asva_model.models.audio_encoder import segment_mask
 from asva_model.objective import LossInputs, prepare_cached_batch, prepare_online_batch
 from asva_model.text import load_text_encodings
-from asva_platform.artifacts.cache import AUDIO_COLUMN
-from asva_platform.artifacts.weights import load_frozen_encoders
+from asva_platform.artifacts.cache import AUDIO_COLUMN, CacheHandle
 from asva_platform.datasets import dataset_access
+from asva_platform.inference.weights import load_frozen_encoders
+from asva_platform.storage import Storage
+from asva_platform.training.spec import TrainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +63,7 @@ def seeded_generator(*key: int, device: torch.device | str = "cpu") -> torch.Gen
     return torch.Generator(device=device).manual_seed(int(state[0] % (2**63)))
 
 
-def dataset_location(exp, storage) -> tuple[Any, Any]:
-    """(DatasetConfig with a root usable by the readers, pyarrow filesystem or None)."""
-
-    root, fs = dataset_access(exp.dataset, storage)
-    return dataclasses.replace(exp.dataset, root=root), fs
-
-
-def audio_mask(model_cfg, num_frames: int) -> torch.Tensor:
+def audio_mask(model_cfg: ModelConfig, num_frames: int) -> torch.Tensor:
     """(1, frames, tokens) bool: the per-frame audio windows, from the encoder geometry (no weights)."""
 
     enc = build_audio_encoder(model_cfg, device="meta")
@@ -88,6 +84,23 @@ def _to(batch: dict, key: str, device: torch.device) -> torch.Tensor:
 # Cached mode
 
 
+def cached_inputs(
+    batch: dict, mask: torch.Tensor, scaling: float, device: torch.device, generator: torch.Generator | None
+) -> LossInputs:
+    """A collated cached-mode batch (latent mean and std, audio tokens, null audio tokens, text) as loss inputs
+    on ``device``: the latents sampled from their stored distribution and scaled, ``mask`` the audio windows."""
+    return prepare_cached_batch(
+        _to(batch, "mean", device),
+        _to(batch, "std", device),
+        _to(batch, "audio_tokens", device),
+        _to(batch, "null_audio_tokens", device),
+        mask.to(device),
+        _to(batch, "text", device),
+        generator,
+        scaling,
+    )
+
+
 def _flip_mask(b: int, rng: np.random.Generator | Any | None) -> np.ndarray:
     """(b,) bool, each True with probability 1/2."""
     if isinstance(rng, torch.Generator):
@@ -96,8 +109,13 @@ def _flip_mask(b: int, rng: np.random.Generator | Any | None) -> np.ndarray:
     return rng.random(b) < 0.5
 
 
-def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndarray], null_audio: np.ndarray,
-                           rng: np.random.Generator | Any | None = None, use_flips: bool = True) -> dict:
+def collate_training_batch(
+    batch: dict[str, np.ndarray],
+    text: dict[str, np.ndarray],
+    null_audio: np.ndarray,
+    rng: np.random.Generator | Any | None = None,
+    use_flips: bool = True,
+) -> dict:
     """A batch of cache rows -> the loss inputs of ``asva_model.objective`` as fp32 torch tensors.
 
     ``mean``/``std`` (b, C, f, h, w) are the chosen flip's latent distribution (a random flip per sample
@@ -109,7 +127,9 @@ def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndar
     has_flips = "latent_mean_flip" in batch
     flipped = _flip_mask(b, rng) if (has_flips and use_flips) else np.zeros(b, dtype=bool)
     sel = flipped[:, None, None, None, None]
-    mean = np.where(sel, batch["latent_mean_flip"], batch["latent_mean"]) if has_flips else batch["latent_mean"]
+    mean = (
+        np.where(sel, batch["latent_mean_flip"], batch["latent_mean"]) if has_flips else batch["latent_mean"]
+    )
     std = np.where(sel, batch["latent_std_flip"], batch["latent_std"]) if has_flips else batch["latent_std"]
     classes = [str(c) for c in batch["class_dir"]]
     missing = sorted(set(classes) - set(text))
@@ -120,14 +140,13 @@ def collate_training_batch(batch: dict[str, np.ndarray], text: dict[str, np.ndar
         "std": torch.from_numpy(np.asarray(std, dtype=np.float32)),
         "audio_tokens": torch.from_numpy(np.asarray(batch[AUDIO_COLUMN], dtype=np.float32)),
         "null_audio_tokens": torch.from_numpy(np.asarray(null_audio, dtype=np.float32)).reshape(
-            1, *np.shape(null_audio)[-2:]),
+            1, *np.shape(null_audio)[-2:]
+        ),
         "text": torch.from_numpy(np.stack([np.asarray(text[c], dtype=np.float32) for c in classes])),
         "class_dir": classes,
         "window_id": [str(w) for w in batch["window_id"]],
         "flipped": torch.from_numpy(flipped),
     }
-
-
 
 
 class _CacheCollate(NumpyBatchCollateFn):
@@ -144,38 +163,42 @@ class _CacheCollate(NumpyBatchCollateFn):
 class CachedSource:
     """Batches from the latent cache (see module doc)."""
 
-    def __init__(self, exp, handle, info: WorkerInfo, dataset_shard=None) -> None:
-        self.exp = exp
+    def __init__(
+        self, spec: TrainerSpec, handle: CacheHandle, info: WorkerInfo, dataset_shard: Any = None
+    ) -> None:
+        self.spec = spec
         self.info = info
         self.handle = handle
         self.shard = dataset_shard
         self.text = handle.text_encodings()
         self.null_audio = handle.null_audio_tokens()
-        self.mask = audio_mask(exp.model, exp.sampling.num_frames)
-        self.scaling = exp.model.vae.scaling_factor
+        self.mask = audio_mask(spec.model, spec.sampling.num_frames)
+        self.scaling = spec.model.vae.scaling_factor
         self._val_rows: list[dict] | None = None
         layout = handle.layout
-        if layout.num_frames != exp.sampling.num_frames:
-            raise ValueError(f"cache {handle.cache_id} has {layout.num_frames} frames per window, "
-                             f"sampling.num_frames is {exp.sampling.num_frames}")
+        if layout.num_frames != spec.sampling.num_frames:
+            raise ValueError(
+                f"cache {handle.cache_id} has {layout.num_frames} frames per window, "
+                f"sampling.num_frames is {spec.sampling.num_frames}"
+            )
 
     def _collate(self, rng, use_flips: bool):
         return _CacheCollate(self.text, self.null_audio, rng, use_flips)
 
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
-        t = self.exp.train
+        t = self.spec.train
         rng = np.random.default_rng([t.seed, self.info.rank, epoch])
         it = self.shard.iter_torch_batches(
-            batch_size=t.batch_size_per_worker, prefetch_batches=t.prefetch_batches, drop_last=True,
-            collate_fn=self._collate(rng, self.exp.sampling.random_flip),
-            local_shuffle_buffer_size=t.local_shuffle_buffer or None)
+            batch_size=t.batch_size_per_worker,
+            prefetch_batches=t.prefetch_batches,
+            drop_last=True,
+            collate_fn=self._collate(rng, self.spec.sampling.random_flip),
+            local_shuffle_buffer_size=t.local_shuffle_buffer or None,
+        )
         return itertools.islice(it, skip, None)
 
     def to_inputs(self, batch: dict, generator: torch.Generator | None) -> LossInputs:
-        dev = self.info.device
-        return prepare_cached_batch(_to(batch, "mean", dev), _to(batch, "std", dev), _to(batch, "audio_tokens", dev),
-                                    _to(batch, "null_audio_tokens", dev), self.mask.to(dev), _to(batch, "text", dev),
-                                    generator, self.scaling)
+        return cached_inputs(batch, self.mask, self.scaling, self.info.device, generator)
 
     def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
         return self.to_inputs(batch, generator)
@@ -183,12 +206,14 @@ class CachedSource:
     def val_items(self, share: bool = True) -> list[dict]:
         """``val_windows`` windows spread evenly over the cache's ``test`` split (so they come from many
         clips); this rank's equal share of them, or all of them with ``share=False``."""
-        n = self.exp.train.val_windows
+        n = self.spec.train.val_windows
         if n == 0 or "test" not in self.handle.splits:
             return []
         if self._val_rows is None:
             total = self.handle.num_rows("test")
-            picks = set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist()) if total else set()
+            picks = (
+                set(np.linspace(0, total - 1, min(n, total)).round().astype(int).tolist()) if total else set()
+            )
             self._val_rows = [r for i, r in enumerate(self.handle.iter_rows("test")) if i in picks]
         rows = self._val_rows
         return equal_share(rows, self.info.rank, self.info.world) if share else list(rows)
@@ -207,28 +232,31 @@ class CachedSource:
 class OnlineSource:
     """Raw clips decoded in the loop, encoded by the frozen VAE/audio encoder on the device."""
 
-    def __init__(self, exp, storage, info: WorkerInfo, model_cfg) -> None:
-
-        self.exp = exp
+    def __init__(self, spec: TrainerSpec, storage: Storage, info: WorkerInfo, model_cfg: ModelConfig) -> None:
+        self.spec = spec
         self.info = info
-        self.dataset, self.fs = dataset_location(exp, storage)
-        self.entries = read_split(self.dataset, "train", self.fs).entries
-        if len(self.entries) < info.world * exp.train.batch_size_per_worker:
-            raise ValueError(f"dataset {exp.dataset.root}: {len(self.entries)} training clips, fewer than "
-                             f"num_workers x batch_size_per_worker")
+        self.root, self.fs = dataset_access(spec.dataset, storage)
+        self.entries = read_split(spec.dataset, "train", self.fs, root=self.root).entries
+        if len(self.entries) < info.world * spec.train.batch_size_per_worker:
+            raise ValueError(
+                f"dataset {spec.dataset.root}: {len(self.entries)} training clips, fewer than "
+                f"num_workers x batch_size_per_worker"
+            )
         if not model_cfg.text_encodings:
-            raise ValueError("model.text_encodings: required for online training (the class prompt encodings)")
+            raise ValueError(
+                "model.text_encodings: required for online training (the class prompt encodings)"
+            )
         self.text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.unet.cross_attention_dim)
         self.vae, self.audio_encoder = load_frozen_encoders(model_cfg, info.device)
         self.scaling = model_cfg.vae.scaling_factor
         self.drop_path = model_cfg.audio_encoder.drop_path_in_training
-        self.pool = ThreadPoolExecutor(max_workers=max(1, int(exp.train.cpus_per_worker)),
-                                       thread_name_prefix="asva-decode")
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, int(spec.train.cpus_per_worker)), thread_name_prefix="asva-decode"
+        )
 
     def _clip(self, entry, rng: np.random.Generator) -> dict:
-
-        s = self.exp.sampling
-        with open_file(self.dataset.root, entry.path, self.fs) as src:
+        s = self.spec.sampling
+        with open_file(self.root, entry.path, self.fs) as src:
             info = probe(src, s)
             offset, duration = entry_span(entry, info)
             start = offset + train_window_start(duration, rng, s)
@@ -249,16 +277,16 @@ class OnlineSource:
         raise RuntimeError("8 clips in a row failed to decode; check the dataset")
 
     def _batch(self, indices: list[int], epoch: int) -> dict:
-        t = self.exp.train
+        t = self.spec.train
         clips = [self._clip_or_substitute(i, np.random.default_rng([t.seed, epoch, i])) for i in indices]
         return {k: torch.from_numpy(np.stack([c[k] for c in clips])) for k in ("frames", "mel", "text")}
 
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
-        t = self.exp.train
+        t = self.spec.train
         order = np.random.default_rng([t.seed, epoch]).permutation(len(self.entries)).tolist()
         mine = equal_share(order, self.info.rank, self.info.world)
         bs = t.batch_size_per_worker
-        batches = [mine[i:i + bs] for i in range(0, len(mine) - bs + 1, bs)][skip:]
+        batches = [mine[i : i + bs] for i in range(0, len(mine) - bs + 1, bs)][skip:]
         ahead: deque = deque()
         for idx in batches:  # keep prefetch_batches batches decoding in the pool
             ahead.append(self.pool.submit(self._batch, idx, epoch))
@@ -269,25 +297,51 @@ class OnlineSource:
 
     def to_inputs(self, batch: dict, generator: torch.Generator | None) -> LossInputs:
         dev = self.info.device
-        return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
-                                    _to(batch, "text", dev), generator, self.scaling, audio_drop_path=self.drop_path)
+        return prepare_online_batch(
+            self.vae,
+            self.audio_encoder,
+            _to(batch, "frames", dev),
+            _to(batch, "mel", dev),
+            _to(batch, "text", dev),
+            generator,
+            self.scaling,
+            audio_drop_path=self.drop_path,
+        )
 
     def val_items(self, share: bool = True) -> list:
         """Centre windows of this rank's equal share of ``val_windows`` test clips, or of all of them with
         ``share=False`` (clips that fail to decode are left out; the validator evens the counts out across
         ranks)."""
         rank, world = (self.info.rank, self.info.world) if share else (0, 1)
-        return held_out_clips(self.exp, self.dataset, self.fs, self.exp.train.val_windows, rank, world)
+        return held_out_clips(
+            self.spec.sampling,
+            self.spec.dataset,
+            self.root,
+            self.fs,
+            self.spec.train.val_windows,
+            rank,
+            world,
+        )
 
     def val_batch(self, items: list) -> dict:
-        return {"frames": torch.from_numpy(np.stack([c.frames for c in items])),
-                "mel": torch.from_numpy(np.stack([c.mel for c in items])),
-                "text": torch.stack([self.text_table.get(c.prompt) for c in items])}
+        return {
+            "frames": torch.from_numpy(np.stack([c.frames for c in items])),
+            "mel": torch.from_numpy(np.stack([c.mel for c in items])),
+            "text": torch.stack([self.text_table.get(c.prompt) for c in items]),
+        }
 
     def val_inputs(self, batch: dict, generator: torch.Generator) -> LossInputs:
         dev = self.info.device
-        return prepare_online_batch(self.vae, self.audio_encoder, _to(batch, "frames", dev), _to(batch, "mel", dev),
-                                    _to(batch, "text", dev), generator, self.scaling, audio_drop_path=False)
+        return prepare_online_batch(
+            self.vae,
+            self.audio_encoder,
+            _to(batch, "frames", dev),
+            _to(batch, "mel", dev),
+            _to(batch, "text", dev),
+            generator,
+            self.scaling,
+            audio_drop_path=False,
+        )
 
     def text_for(self, class_dir: str, prompt: str) -> torch.Tensor:
         return self.text_table.get(prompt)
@@ -309,24 +363,32 @@ class HeldOutClip:
     start: float
 
 
-def held_out_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) -> list[HeldOutClip]:
+def held_out_clips(
+    sampling: SamplingConfig,
+    dataset: DatasetConfig,
+    root: str,
+    fs: Any,
+    count: int,
+    rank: int = 0,
+    world: int = 1,
+) -> list[HeldOutClip]:
     """The centre evaluation window of ``count`` test clips spread evenly over the test list (classes
     are listed in order, so this covers several), or of rank ``rank``'s equal share of them; clips that
     fail to decode are left out."""
 
     if count <= 0:
         return []
-    entries = read_split(dataset, "test", fs).entries
+    entries = read_split(dataset, "test", fs, root=root).entries
     if not entries:
         return []
     picks = sorted({int(i) for i in np.linspace(0, len(entries) - 1, min(count, len(entries)))})
     picks = equal_share(picks, rank, world) if world > 1 else picks
-    s = exp.sampling
+    s = sampling
     out = []
     for i in picks:
         entry = entries[i]
         try:
-            with open_file(dataset.root, entry.path, fs) as src:
+            with open_file(root, entry.path, fs) as src:
                 info = probe(src, s)
                 offset, duration = entry_span(entry, info)
                 starts = test_window_starts(duration, s)
@@ -335,5 +397,9 @@ def held_out_clips(exp, dataset, fs, count: int, rank: int = 0, world: int = 1) 
         except BadClipError as err:
             log.warning("test clip %s unusable: %s", entry.name, err)
             continue
-        out.append(HeldOutClip(entry.name, entry.class_dir, entry.prompt, clip.frames, clip.mel, clip.waveform, start))
+        out.append(
+            HeldOutClip(
+                entry.name, entry.class_dir, entry.prompt, clip.frames, clip.mel, clip.waveform, start
+            )
+        )
     return out

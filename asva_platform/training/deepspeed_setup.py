@@ -42,8 +42,14 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
         cfg["bf16"] = {"enabled": True}
         cfg["data_types"] = {"buffer_dtype": "bf16"}
     elif train.precision == "fp16":
-        cfg["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": train.fp16_initial_scale_power,
-                       "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+        cfg["fp16"] = {
+            "enabled": True,
+            "loss_scale": 0,
+            "initial_scale_power": train.fp16_initial_scale_power,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        }
     return cfg
 
 
@@ -58,14 +64,21 @@ def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Op
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (check model.trainable_modules)")
-    return torch.optim.AdamW(params, lr=train.lr, betas=tuple(train.adam_betas), eps=train.adam_eps,
-                             weight_decay=train.weight_decay)
+    return torch.optim.AdamW(
+        params,
+        lr=train.lr,
+        betas=tuple(train.adam_betas),
+        eps=train.adam_eps,
+        weight_decay=train.weight_decay,
+    )
 
 
 def make_lr_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
     """Constant learning rate after an optional linear warm-up (the paper: constant, no warm-up)."""
     warmup = train.lr_warmup_steps
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0
+    )
 
 
 def initialize_engine(model: torch.nn.Module, train: TrainConfig, world_size: int):
@@ -76,8 +89,13 @@ def initialize_engine(model: torch.nn.Module, train: TrainConfig, world_size: in
 
     optimizer = make_optimizer(model, train)
     scheduler = make_lr_scheduler(optimizer, train)
-    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
-                                           config=deepspeed_config(train, world_size), dist_init_required=False)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(train, world_size),
+        dist_init_required=False,
+    )
     return engine
 
 
@@ -115,7 +133,11 @@ def state_bytes(engine) -> int:
     for key, values in inner.state.items():  # ZeRO-3 empties param_groups between steps; the state stays
         add(key if isinstance(key, torch.Tensor) else None)
         add_all(list(values.values()))
-    for name in ("single_partition_of_fp32_groups", "fp32_partitioned_groups_flat", "fp32_groups_flat_partition",
-                 "fp32_groups"):  # fp32 master copies, by optimizer wrapper
+    for name in (
+        "single_partition_of_fp32_groups",
+        "fp32_partitioned_groups_flat",
+        "fp32_groups_flat_partition",
+        "fp32_groups",
+    ):  # fp32 master copies, by optimizer wrapper
         add_all(getattr(opt, name, None))
     return total

@@ -31,6 +31,7 @@ import torch
 
 from asva_model.build import build_audio_encoder, build_unet, build_vae
 from asva_model.config import ModelConfig
+from asva_model.data.config import SamplingConfig
 from asva_platform.config import from_dict
 
 # Dense (no sparsity) bf16/fp16 tensor-core peak TFLOP/s by device-name fragment, most specific first.
@@ -87,8 +88,9 @@ def _module_for(model: torch.nn.Module, fqn: str) -> torch.nn.Module | None:
     return mod
 
 
-def estimate_unet_flops(model: torch.nn.Module, num_frames: int, latent_hw: tuple[int, int], text_tokens: int,
-                        audio_tokens: int) -> FlopsEstimate:
+def estimate_unet_flops(
+    model: torch.nn.Module, num_frames: int, latent_hw: tuple[int, int], text_tokens: int, audio_tokens: int
+) -> FlopsEstimate:
     """Count ``model``'s forward on meta tensors and derive the backward by the rule above."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -118,7 +120,7 @@ def estimate_unet_flops(model: torch.nn.Module, num_frames: int, latent_hw: tupl
     return FlopsEstimate(forward, backward, trainable / forward if forward else 0.0)
 
 
-def _cache_key(model_cfg) -> str:
+def _cache_key(model_cfg: ModelConfig) -> str:
     """A hashable form of ``model_cfg`` for the lru caches below (dataclasses with lists are not hashable)."""
     return json.dumps(asdict(model_cfg), sort_keys=True)
 
@@ -127,8 +129,9 @@ def _geometry_only(model_cfg_json: str):
     """The ModelConfig of a cache key with every weight path cleared: meta-device builds read no file."""
 
     model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
-    return dataclasses.replace(model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="",
-                               gradient_checkpointing=False)
+    return dataclasses.replace(
+        model_cfg, init_unet="", pretrained_sd="", audio_encoder_weights="", gradient_checkpointing=False
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -140,7 +143,7 @@ def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int,
     return estimate_unet_flops(unet, num_frames, latent_hw, 77, audio_tokens)
 
 
-def training_flops_per_sample(model_cfg, sampling_cfg) -> FlopsEstimate:
+def training_flops_per_sample(model_cfg: ModelConfig, sampling_cfg: SamplingConfig) -> FlopsEstimate:
     """FLOPs of one training clip for the configured model geometry and clip size (no weights loaded)."""
     geo = model_cfg
     factor = geo.vae.downsample_factor
@@ -170,7 +173,6 @@ def mfu(flops_per_sample: float, samples_per_s_per_device: float, peak: float) -
 def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, int]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-
     meta_cfg = _geometry_only(model_cfg_json)
     dev = torch.device("meta")
     vae = build_vae(meta_cfg, device=dev)
@@ -182,7 +184,7 @@ def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, 
     return float(counter.get_total_flops())
 
 
-def online_encoder_flops_per_sample(model_cfg, sampling_cfg) -> float:
+def online_encoder_flops_per_sample(model_cfg: ModelConfig, sampling_cfg: SamplingConfig) -> float:
     """Forward FLOPs of the frozen VAE encoder (every frame of one clip) and audio encoder (its mel): what the
     online data mode computes per clip that the latent cache has precomputed."""
     return _encoders_cached(_cache_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))

@@ -1,6 +1,6 @@
 """Driver side of training: preflight, the MLflow run, the TorchTrainer, export, the result.
 
-``run(exp_cfg)`` is the whole job (``jobs/train.py`` is a CLI around it). The sweep stage calls
+``run(experiment)`` is the whole job (``jobs/train.py`` is a CLI around it). The sweep stage calls
 it from a Tune function trainable with ``callbacks=[TuneReportCallback()]`` so every report (``loss`` and
 ``step`` included) reaches Tune's scheduler; ``build_trainer`` is the lower-level piece.
 
@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from asva_platform import config as cfgmod
-from asva_platform.artifacts.cache import open_cache
-from asva_platform.artifacts.checkpoint import STATE_FILE, TrainerState, export_checkpoint
-from asva_platform.cluster import init_ray
+from asva_platform.artifacts.cache import TRAINING_COLUMNS, CacheHandle, open_cache
+from asva_platform.artifacts.checkpoint import STATE_FILE, TrainerState
+from asva_platform.cluster import ClusterConfig, check_fits, init_ray, joined, local_resources
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
+from asva_platform.experiment import ExperimentConfig
+from asva_platform.inference.checkpoints import export_checkpoint
 from asva_platform.storage import Storage, StorageError, join
 from asva_platform.tracking import (
     TAG_CACHE_ID,
@@ -31,28 +33,35 @@ from asva_platform.tracking import (
     TAG_EXPORT,
     TAG_WORLD_SIZE,
     TAG_ZERO_STAGE,
+    LoggedConfig,
     resolve_tracking_uri,
     run_status,
     ui_url,
 )
+from asva_platform.training.config import TrainConfig
 from asva_platform.training.loop import (  # the reported metric names are part of the stage's entry
-    HIGHER_IS_BETTER,
-    LOWER_IS_BETTER,
     REPORTED_METRICS,
+    TRAINING_METRICS,
+    VALIDATION,
     VALIDATION_METRIC,
-    RunSpec,
     loop_config,
     train_loop_per_worker,
 )
 from asva_platform.training.run_tracking import open_training_run
+from asva_platform.training.spec import RunSpec, TrainerSpec
 
-__all__ = ["Result", "run", "preflight", "check_config", "REPORTED_METRICS", "VALIDATION_METRIC", "LOWER_IS_BETTER",
-           "HIGHER_IS_BETTER"]
+__all__ = [
+    "Result",
+    "run",
+    "preflight",
+    "check_config",
+    "REPORTED_METRICS",
+    "TRAINING_METRICS",
+    "VALIDATION",
+    "VALIDATION_METRIC",
+]
 
 log = logging.getLogger(__name__)
-
-CACHE_COLUMNS = ("window_id", "class_dir", "latent_mean", "latent_std", "latent_mean_flip", "latent_std_flip",
-                 "audio_tokens")
 
 
 @dataclass
@@ -81,9 +90,12 @@ class Result:
         return {**out, "validation": {k: v for k, v in self.metrics.items() if k.startswith("val_")}}
 
     def summary_line(self) -> str:
-        return (f"train: step {self.final_step}, loss {self.final_loss:.4f}, {self.samples_per_s:.2f} samples/s; "
-                f"checkpoint {self.checkpoint_uri}" + (f"; export {self.export_uri}" if self.export_uri else "")
-                + (f"; MLflow {self.mlflow_url}" if self.mlflow_url else ""))
+        return (
+            f"train: step {self.final_step}, loss {self.final_loss:.4f}, {self.samples_per_s:.2f} samples/s; "
+            f"checkpoint {self.checkpoint_uri}"
+            + (f"; export {self.export_uri}" if self.export_uri else "")
+            + (f"; MLflow {self.mlflow_url}" if self.mlflow_url else "")
+        )
 
 
 @dataclass
@@ -93,7 +105,8 @@ class Preflight:
     runs_root: str
     cache_uri: str = ""
     cache_id: str = ""
-    dataset: Any = None
+    dataset: CacheHandle | None = None
+    """Cached mode: the opened cache."""
 
 
 def _with_scheme(fs, path: str) -> str:
@@ -101,67 +114,71 @@ def _with_scheme(fs, path: str) -> str:
     return f"s3://{path}" if fs is not None and fs.type_name == "s3" else path
 
 
-def preflight(exp_cfg, storage_path: str | None = None, handle=None) -> Preflight:
+def preflight(
+    experiment: ExperimentConfig, storage_path: str | None = None, handle: CacheHandle | None = None
+) -> Preflight:
     """Everything checkable without a cluster; one-line errors (UserError/StorageError/TrackingError)."""
-    t = exp_cfg.train
-    check_local_cluster_fits(t, exp_cfg.cluster)
-    tracking_uri = resolve_tracking_uri(exp_cfg.tracking)
-    storage = Storage.from_config(exp_cfg.storage)
-    runs_root = storage_path or exp_cfg.storage.runs_root
+    t = experiment.train
+    check_local_cluster_fits(t, experiment.cluster)
+    tracking_uri = resolve_tracking_uri(experiment.tracking)
+    storage = Storage.from_config(experiment.storage)
+    runs_root = storage_path or experiment.storage.runs_root
     storage.check_reachable(runs_root)
     pre = Preflight(tracking_uri, storage, runs_root)
-    check_config(exp_cfg)
+    check_config(experiment)
     if t.data_mode == "cached":
         if handle is None:
-            handle = open_cache(storage, t.cache, exp_cfg.storage.cache_root)
+            handle = open_cache(storage, t.cache, experiment.storage.cache_root)
         layout = handle.layout
-        if layout.num_frames != exp_cfg.sampling.num_frames:
-            raise UserError(f"cache {handle.cache_id}: {layout.num_frames} frames per window but "
-                            f"sampling.num_frames is {exp_cfg.sampling.num_frames}")
+        if layout.num_frames != experiment.sampling.num_frames:
+            raise UserError(
+                f"cache {handle.cache_id}: {layout.num_frames} frames per window but "
+                f"sampling.num_frames is {experiment.sampling.num_frames}"
+            )
         rows = handle.num_rows("train")
         if rows // t.num_workers < t.batch_size_per_worker:
-            raise UserError(f"cache {handle.cache_id}: {rows} training windows are too few for "
-                            f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}")
+            raise UserError(
+                f"cache {handle.cache_id}: {rows} training windows are too few for "
+                f"{t.num_workers} workers x batch_size_per_worker {t.batch_size_per_worker}"
+            )
         pre.cache_uri, pre.cache_id, pre.dataset = handle.uri, handle.cache_id, handle
     else:
-        dataset_access(exp_cfg.dataset, storage)
+        dataset_access(experiment.dataset, storage)
     return pre
 
 
-def check_config(exp_cfg) -> None:
+def check_config(experiment: ExperimentConfig) -> None:
     """What the config alone shows training cannot run with (``jobs.train --check``, so ``asva submit`` refuses
     it before anything reaches the cluster); one-line UserErrors."""
-    t = exp_cfg.train
+    t = experiment.train
     if t.data_mode == "cached" and not t.cache:
-        raise UserError("train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
-                        "or train from raw clips with train.data_mode=online")
-    if t.data_mode == "online" and not exp_cfg.model.text_encodings:
+        raise UserError(
+            "train.cache: set a cache_id or URI (build one with `python -m jobs.preprocess`), "
+            "or train from raw clips with train.data_mode=online"
+        )
+    if t.data_mode == "online" and not experiment.model.text_encodings:
         raise UserError("model.text_encodings: required for online training (the class prompt encodings)")
 
 
-def check_local_cluster_fits(t, cluster_cfg) -> None:
+def check_local_cluster_fits(t: TrainConfig, cluster_cfg: ClusterConfig) -> None:
     """A local Ray (no cluster to join) can never grow, so more workers than it holds would make Ray Train
     wait for resources forever: fail now, before Ray starts. A joined cluster may autoscale, and inside Ray
     (a Tune trial, an already connected driver) this process's CPUs/GPUs are not the cluster's: not checked."""
-    import os
     import sys
 
     ray = sys.modules.get("ray")
-    if cluster_cfg.address or os.environ.get("RAY_ADDRESS") or (ray is not None and ray.is_initialized()):
+    if joined(cluster_cfg) or (ray is not None and ray.is_initialized()):
         return
-    cpus = cluster_cfg.num_cpus or os.cpu_count() or 1
     fewest = t.min_workers if t.elastic else t.num_workers
     key = "train.min_workers" if t.elastic else "train.num_workers"  # the size Ray Train must start with
-    need = fewest * t.cpus_per_worker
-    if need > cpus:
-        raise UserError(f"{key}: {fewest} workers x cpus_per_worker {t.cpus_per_worker} need "
-                        f"{need:g} CPUs but the local Ray has {cpus} (cluster.num_cpus)")
-    if t.use_gpu:
-        import torch
-
-        gpus = torch.cuda.device_count()
-        if fewest > gpus:
-            raise UserError(f"{key}: {fewest} GPU workers but this machine has {gpus} GPUs")
+    need = {"CPU": fewest * t.cpus_per_worker, "GPU": float(fewest) if t.use_gpu else 0.0}
+    check_fits(
+        f"{key}: {fewest} workers x cpus_per_worker {t.cpus_per_worker:g}",
+        need,
+        local_resources(cluster_cfg),
+        "lower it, or raise cluster.num_cpus",
+        may_grow=False,
+    )
 
 
 SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints, in its folder
@@ -176,7 +193,9 @@ def latest_checkpoint_uri(storage: Storage, run_uri: str) -> str | None:
     return join(run_uri, latest) if latest else None
 
 
-def check_resumable(exp_cfg, storage: Storage, run_uri: str, log_fn: Callable[[str], None] = print):
+def check_resumable(
+    experiment: ExperimentConfig, storage: Storage, run_uri: str, log_fn: Callable[[str], None] = print
+) -> tuple[str | None, ExperimentConfig]:
     """Before taking resources: ``(checkpoint to resume from or None, the config to train with)``.
 
     The ZeRO stage must be the checkpoint's. Another worker count is fine (the shards are resharded through
@@ -185,25 +204,30 @@ def check_resumable(exp_cfg, storage: Storage, run_uri: str, log_fn: Callable[[s
     whole number of accumulation steps does."""
     ckpt = latest_checkpoint_uri(storage, run_uri)
     if ckpt is None:
-        return None, exp_cfg
-    state = TrainerState(**{k: v for k, v in storage.read_json(join(ckpt, STATE_FILE)).items()
-                            if k in TrainerState.__dataclass_fields__})
-    t = exp_cfg.train
+        return None, experiment
+    state = TrainerState.from_json(storage.read_json(join(ckpt, STATE_FILE)), join(ckpt, STATE_FILE))
+    t = experiment.train
     if state.zero_stage != t.zero_stage:
-        raise UserError(f"run {run_uri} resumes from {ckpt}, written with ZeRO stage {state.zero_stage}; set "
-                        f"train.zero_stage={state.zero_stage} or use a new name")
+        raise UserError(
+            f"run {run_uri} resumes from {ckpt}, written with ZeRO stage {state.zero_stage}; set "
+            f"train.zero_stage={state.zero_stage} or use a new name"
+        )
     saved = state.saved_global_batch
     if not state.world_size or state.world_size == t.num_workers or not saved or saved == t.global_batch_size:
-        return ckpt, exp_cfg
+        return ckpt, experiment
     accumulation = t.accumulation_for(t.num_workers, saved)
     if accumulation is None:
-        raise UserError(f"run {run_uri} resumes on {t.num_workers} workers from {ckpt}, trained with a global batch "
-                        f"of {saved} clips on {state.world_size}: batch_size_per_worker {t.batch_size_per_worker} x "
-                        f"{t.num_workers} workers divides no whole number of accumulation steps into it; choose "
-                        f"train.batch_size_per_worker and train.num_workers whose product divides {saved}")
-    log_fn(f"resharding {ckpt} from {state.world_size} to {t.num_workers} workers: gradient accumulation "
-           f"{t.gradient_accumulation_steps} -> {accumulation} keeps the global batch at {saved} clips")
-    return ckpt, cfgmod.replace_dotted(exp_cfg, {"train.gradient_accumulation_steps": accumulation})
+        raise UserError(
+            f"run {run_uri} resumes on {t.num_workers} workers from {ckpt}, trained with a global batch "
+            f"of {saved} clips on {state.world_size}: batch_size_per_worker {t.batch_size_per_worker} x "
+            f"{t.num_workers} workers divides no whole number of accumulation steps into it; choose "
+            f"train.batch_size_per_worker and train.num_workers whose product divides {saved}"
+        )
+    log_fn(
+        f"resharding {ckpt} from {state.world_size} to {t.num_workers} workers: gradient accumulation "
+        f"{t.gradient_accumulation_steps} -> {accumulation} keeps the global batch at {saved} clips"
+    )
+    return ckpt, cfgmod.replace_dotted(experiment, {"train.gradient_accumulation_steps": accumulation})
 
 
 def scaling_config(t):
@@ -211,20 +235,38 @@ def scaling_config(t):
 
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
     workers = (t.min_workers, t.num_workers) if t.elastic else t.num_workers
-    return ScalingConfig(num_workers=workers, use_gpu=t.use_gpu, resources_per_worker=resources,
-                         placement_strategy=t.placement_strategy, elastic_resize_monitor_interval_s=t.elastic_resize_check_s)
+    return ScalingConfig(
+        num_workers=workers,
+        use_gpu=t.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=t.placement_strategy,
+        elastic_resize_monitor_interval_s=t.elastic_resize_check_s,
+    )
 
 
-def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, datasets: dict | None = None,
-                  callbacks: list | None = None, run_name: str | None = None):
+def trainer_spec(experiment: ExperimentConfig, run: RunSpec) -> TrainerSpec:
+    """What every worker reads: the experiment's sections training uses, and the run."""
+    e = experiment
+    return TrainerSpec(e.train, e.model, e.sampling, e.dataset, e.storage, e.generate, run)
+
+
+def build_trainer(
+    experiment: ExperimentConfig,
+    spec: RunSpec,
+    runs_root: str,
+    storage: Storage,
+    datasets: dict | None = None,
+    callbacks: list | None = None,
+    run_name: str | None = None,
+):
     """The TorchTrainer for one training run; checkpoints go to ``<runs_root>/<run_name or exp.name>/``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    t = exp_cfg.train
+    t = experiment.train
     fs, path = storage.filesystem(runs_root)
     run_config = RunConfig(
-        name=run_name or exp_cfg.name,
+        name=run_name or experiment.name,
         storage_path=path,  # no scheme: the filesystem says where
         storage_filesystem=fs,
         failure_config=FailureConfig(max_failures=t.max_failures),
@@ -233,7 +275,7 @@ def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, data
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config(exp_cfg, spec),
+        train_loop_config=loop_config(trainer_spec(experiment, spec)),
         scaling_config=scaling_config(t),
         run_config=run_config,
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
@@ -243,7 +285,7 @@ def build_trainer(exp_cfg, spec: RunSpec, runs_root: str, storage: Storage, data
 
 def training_dataset(pre: Preflight, in_memory: bool):
     handle = pre.dataset
-    columns = [c for c in CACHE_COLUMNS if c in handle.layout.columns]
+    columns = [c for c in TRAINING_COLUMNS if c in handle.layout.columns]
     if not in_memory:
         return {"train": handle.ray_dataset("train", columns).randomize_block_order()}
     import ray
@@ -258,23 +300,46 @@ def training_dataset(pre: Preflight, in_memory: bool):
     return {"train": ds.randomize_block_order()}
 
 
-def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
-                 storage_path: str | None = None, parent_run_id: str = "", run_tags: dict[str, str] | None = None,
-                 log_fn: Callable[[str], None] = print) -> Result:
-    """Train ``exp_cfg`` end to end and return the result (see the module doc for the order of work).
+def run(
+    experiment: ExperimentConfig,
+    *,
+    callbacks: list | None = None,
+    run_name: str | None = None,
+    storage_path: str | None = None,
+    parent_run_id: str = "",
+    run_tags: dict[str, str] | None = None,
+    log_fn: Callable[[str], None] = print,
+) -> Result:
+    """Train ``experiment`` end to end and return the result (see the module doc for the order of work).
     ``run_tags`` are added to the MLflow run's tags (a sweep's trial id, for one)."""
-    t = exp_cfg.train
-    name = run_name or exp_cfg.name
+    t = experiment.train
+    name = run_name or experiment.name
     clock = _Clock()
-    pre = preflight(exp_cfg, storage_path)
+    pre = preflight(experiment, storage_path)
     run_uri = join(pre.runs_root, name)
-    resume_from, exp_cfg = check_resumable(exp_cfg, pre.storage, run_uri, log_fn)
-    t = exp_cfg.train
-    tags = {TAG_CACHE_ID: pre.cache_id, TAG_ZERO_STAGE: str(t.zero_stage), TAG_WORLD_SIZE: str(t.num_workers),
-            TAG_DATA_MODE: t.data_mode, **(run_tags or {})}
-    run_id, resumed = open_training_run(pre.tracking_uri, exp_cfg, run_uri, name, tags, parent_run_id)
-    log_fn(f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
-           f"{run_uri}{f', resuming from {resume_from}' if resume_from else ''} ({clock.lap('preflight')})")
+    resume_from, experiment = check_resumable(experiment, pre.storage, run_uri, log_fn)
+    t = experiment.train
+    tags = {
+        TAG_CACHE_ID: pre.cache_id,
+        TAG_ZERO_STAGE: str(t.zero_stage),
+        TAG_WORLD_SIZE: str(t.num_workers),
+        TAG_DATA_MODE: t.data_mode,
+        **(run_tags or {}),
+    }
+    run_id, resumed = open_training_run(
+        pre.tracking_uri,
+        experiment.tracking.experiment,
+        LoggedConfig.of(experiment),
+        run_uri,
+        name,
+        tags,
+        describe_training(experiment, run_uri, pre.cache_id),
+        parent_run_id,
+    )
+    log_fn(
+        f"{'resuming' if resumed else 'starting'} training run {name}: MLflow run {run_id}, checkpoints under "
+        f"{run_uri}{f', resuming from {resume_from}' if resume_from else ''} ({clock.lap('preflight')})"
+    )
     spec = RunSpec(pre.tracking_uri, run_id, run_uri, pre.cache_uri, pre.cache_id)
     from mlflow.tracking import MlflowClient
 
@@ -283,10 +348,10 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
     if url:
         log_fn(f"MLflow: {url}")
     with run_status(client, run_id):
-        init_ray(exp_cfg.cluster)
+        init_ray(experiment.cluster)
         datasets = training_dataset(pre, t.cache_in_memory) if t.data_mode == "cached" else None
         clock.lap("ray + data")
-        trainer = build_trainer(exp_cfg, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
+        trainer = build_trainer(experiment, spec, pre.runs_root, pre.storage, datasets, callbacks, name)
         try:
             result = trainer.fit()
             if result.error is not None:
@@ -296,29 +361,71 @@ def run(exp_cfg, *, callbacks: list | None = None, run_name: str | None = None,
             if lost is None:
                 raise
             # Ray Train records a checkpoint only once its upload finished, so the latest one is whole
-            raise StorageError(f"training stopped: {lost}; every checkpoint recorded under {run_uri} is complete: "
-                               f"re-run the same command to resume from the latest") from err
+            raise StorageError(
+                f"training stopped: {lost}; every checkpoint recorded under {run_uri} is complete: "
+                f"re-run the same command to resume from the latest"
+            ) from err
         clock.lap("fit")
         if result.checkpoint is None:
             raise RuntimeError("training finished without a checkpoint")
         fs, _ = pre.storage.filesystem(pre.runs_root)
         checkpoint_uri = _with_scheme(fs, result.checkpoint.path)
         metrics = dict(result.metrics or {})
-        out = Result(run_id, checkpoint_uri, int(metrics.get("step", 0)), float(metrics.get("loss", math.nan)),
-                          float(metrics.get("samples_per_s", math.nan)), mlflow_url=url, metrics=metrics)
+        out = Result(
+            run_id,
+            checkpoint_uri,
+            int(metrics.get("step", 0)),
+            float(metrics.get("loss", math.nan)),
+            float(metrics.get("samples_per_s", math.nan)),
+            mlflow_url=url,
+            metrics=metrics,
+        )
         if t.export:
-            out.export_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet"),
-                                               storage=pre.storage)
+            out.export_uri = export_checkpoint(
+                experiment.model, checkpoint_uri, join(run_uri, "export", "unet"), pre.storage
+            )
             if t.ema:
-                out.export_ema_uri = export_checkpoint(exp_cfg, checkpoint_uri, join(run_uri, "export", "unet_ema"),
-                                                       ema=True, storage=pre.storage)
+                out.export_ema_uri = export_checkpoint(
+                    experiment.model,
+                    checkpoint_uri,
+                    join(run_uri, "export", "unet_ema"),
+                    pre.storage,
+                    ema=True,
+                )
             clock.lap("export")
         client.set_tag(run_id, TAG_CHECKPOINT, out.checkpoint_uri)
         if out.export_uri:
             client.set_tag(run_id, TAG_EXPORT, out.export_uri)
-    log_fn(f"finished at step {out.final_step}: loss {out.final_loss:.4f}, {out.samples_per_s:.2f} samples/s; "
-           f"checkpoint {out.checkpoint_uri} ({clock.summary()})")
+    log_fn(
+        f"finished at step {out.final_step}: loss {out.final_loss:.4f}, {out.samples_per_s:.2f} samples/s; "
+        f"checkpoint {out.checkpoint_uri} ({clock.summary()})"
+    )
     return out
+
+
+def describe_training(experiment: ExperimentConfig, run_uri: str, cache_id: str) -> str:
+    """The run's description in the MLflow UI: what was trained on what, and where its outputs are."""
+    t = experiment.train
+    data = (
+        f"the latent cache `{cache_id}`"
+        if t.data_mode == "cached"
+        else "raw clips decoded in the loop (online)"
+    )
+    workers = f"{t.min_workers}-{t.num_workers}" if t.elastic else str(t.num_workers)
+    lines = [
+        f"**{experiment.name}** recipe ({experiment.protocol} protocol): {t.max_steps} steps of "
+        f"{t.global_batch_size} clips ({t.batch_size_per_worker} x {t.gradient_accumulation_steps} accumulation "
+        f"x {workers} workers), ZeRO-{t.zero_stage} {t.precision}, lr {t.lr:g}, from {data}.",
+        f"- checkpoints: `{run_uri}` (the latest is tag `{TAG_CHECKPOINT}`)",
+        "- metrics: `loss`, `val_loss` and the audio gap `val_loss_*` (chart view); `checkpoint_stall_s`",
+    ]
+    if t.validate_every and t.num_samples:
+        lines.append(
+            f"- samples: every {t.validate_every} steps, artifacts `samples/step_*` (mp4 with audio)"
+        )
+    if t.export:
+        lines.append(f"- export: `{run_uri}/export/unet` after the last step (tag `{TAG_EXPORT}`)")
+    return "\n".join(lines)
 
 
 class _Clock:

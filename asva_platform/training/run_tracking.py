@@ -13,23 +13,34 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from asva_platform import config as cfg
 from asva_platform import tracking
 from asva_platform.tracking import LOGGED_STEP_TAG, RESUME_CHANGED_TAG, TAG_RESUMES, TAG_TRAIN_RUN
 
 
 def find_run(client, experiment_id: str, run_key: str) -> str | None:
     """The newest run of the experiment tagged with ``run_key``, if any."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_TRAIN_RUN}` = '{run_key}'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_TRAIN_RUN}` = '{run_key}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0].info.run_id if runs else None
 
 
-def open_training_run(uri: str, exp_cfg: Any, run_key: str, run_name: str, tags: dict[str, str],
-                      parent_run_id: str = "") -> tuple[str, bool]:
-    """Find (resume) or create the training run; returns ``(run_id, resumed)``.
+def open_training_run(
+    uri: str,
+    experiment_name: str,
+    config: tracking.LoggedConfig,
+    run_key: str,
+    run_name: str,
+    tags: dict[str, str],
+    description: str,
+    parent_run_id: str = "",
+) -> tuple[str, bool]:
+    """Find (resume) or create the training run in MLflow experiment ``experiment_name``; returns ``(run_id,
+    resumed)``.
 
     A resumed run is set back to RUNNING; params it already has are kept (MLflow params are immutable),
     new or changed ones are recorded in ``config-resume-<n>.yaml`` and the ``asva.resumes`` tag.
@@ -37,48 +48,39 @@ def open_training_run(uri: str, exp_cfg: Any, run_key: str, run_name: str, tags:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    exp_id = tracking.get_or_create_experiment(client, exp_cfg.tracking.experiment, "train")
+    exp_id = tracking.get_or_create_experiment(client, experiment_name, "train")
     run_id = find_run(client, exp_id, run_key)
     all_tags = {**tags, TAG_TRAIN_RUN: run_key}
-    note = describe_training(exp_cfg, run_key, tags.get(tracking.TAG_CACHE_ID, ""))
     if run_id is None:
-        _, run_id = tracking.start_run(uri, exp_cfg.tracking.experiment, run_name, exp_cfg, all_tags, job="train",
-                                       parent_run_id=parent_run_id, description=note)
+        _, run_id = tracking.start_run(
+            uri,
+            experiment_name,
+            run_name,
+            config,
+            all_tags,
+            job="train",
+            parent_run_id=parent_run_id,
+            description=description,
+        )
         return run_id, False
     run = client.get_run(run_id)
     resumes = int(run.data.tags.get(TAG_RESUMES, "0")) + 1
     client.update_run(run_id, status="RUNNING")
-    params = tracking.config_params(exp_cfg)
     have = run.data.params
-    new = {k: v for k, v in params.items() if k not in have}
+    new = {k: v for k, v in config.params.items() if k not in have}
     if new:
         tracking.log_params_batched(client, run_id, new)
-    changed = sorted(k for k, v in params.items() if k in have and have[k] != v)
-    for key, value in {**tracking.standard_tags("train", tags), TAG_RESUMES: str(resumes), tracking.TAG_NOTE: note}.items():
+    changed = sorted(k for k, v in config.params.items() if k in have and have[k] != v)
+    for key, value in {
+        **tracking.standard_tags("train", tags),
+        TAG_RESUMES: str(resumes),
+        tracking.TAG_NOTE: description,
+    }.items():
         client.set_tag(run_id, key, value)
     if changed:
         client.set_tag(run_id, RESUME_CHANGED_TAG.format(n=resumes), ",".join(changed)[:5000])
-        client.log_text(run_id, cfg.dump_yaml(exp_cfg), f"config-resume-{resumes}.yaml")
+        client.log_text(run_id, config.yaml, f"config-resume-{resumes}.yaml")
     return run_id, True
-
-
-def describe_training(exp_cfg: Any, run_uri: str, cache_id: str) -> str:
-    """The run's description in the MLflow UI: what was trained on what, and where its outputs are."""
-    t = exp_cfg.train
-    data = f"the latent cache `{cache_id}`" if t.data_mode == "cached" else "raw clips decoded in the loop (online)"
-    workers = f"{t.min_workers}-{t.num_workers}" if t.elastic else str(t.num_workers)
-    lines = [
-        f"**{exp_cfg.name}** recipe ({exp_cfg.protocol} protocol): {t.max_steps} steps of "
-        f"{t.global_batch_size} clips ({t.batch_size_per_worker} x {t.gradient_accumulation_steps} accumulation "
-        f"x {workers} workers), ZeRO-{t.zero_stage} {t.precision}, lr {t.lr:g}, from {data}.",
-        f"- checkpoints: `{run_uri}` (the latest is tag `{tracking.TAG_CHECKPOINT}`)",
-        "- metrics: `loss`, `val_loss` and the audio gap `val_loss_*` (chart view); `checkpoint_stall_s`",
-    ]
-    if t.validate_every and t.num_samples:
-        lines.append(f"- samples: every {t.validate_every} steps, artifacts `samples/step_*` (mp4 with audio)")
-    if t.export:
-        lines.append(f"- export: `{run_uri}/export/unet` after the last step (tag `{tracking.TAG_EXPORT}`)")
-    return "\n".join(lines)
 
 
 class StepLogger:
@@ -94,7 +96,7 @@ class StepLogger:
         prefix = LOGGED_STEP_TAG.format(group="")
         for key, value in tags.items():
             if key.startswith(prefix):
-                self._marks[key[len(prefix):]] = int(value)
+                self._marks[key[len(prefix) :]] = int(value)
 
     def logged_up_to(self, group: str) -> int:
         """The last step logged for ``group`` (-1 if none)."""
@@ -114,7 +116,7 @@ class StepLogger:
         mark = RunTag(LOGGED_STEP_TAG.format(group=group), str(step))
         for i in range(0, len(items), 900):  # MLflow takes at most 1000 metrics per batch
             last = i + 900 >= len(items)
-            self.client.log_batch(self.run_id, metrics=items[i:i + 900], tags=[mark] if last else [])
+            self.client.log_batch(self.run_id, metrics=items[i : i + 900], tags=[mark] if last else [])
         self._marks[group] = step
         return True
 

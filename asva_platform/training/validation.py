@@ -9,33 +9,41 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from asva_model.build import build_inference_scheduler
+from asva_model.config import ModelConfig
 from asva_model.objective import AudioLossGap, LossInputs, audio_loss_gap, loss_from_inputs, other_clip_index
 from asva_model.pipeline import AVSyncPipeline
 from asva_model.video_io import frame_strip, write_video
-from asva_platform.artifacts.weights import load_frozen_encoders
-from asva_platform.training.data import dataset_location, held_out_clips, seeded_generator
+from asva_platform.datasets import dataset_access
+from asva_platform.inference.weights import load_frozen_encoders
+from asva_platform.storage import Storage
+from asva_platform.training.data import WorkerInfo, held_out_clips, seeded_generator
+from asva_platform.training.spec import TrainerSpec
 
 log = logging.getLogger(__name__)
 VAL_SEED_OFFSET = 1_000_003  # keeps validation noise disjoint from training noise
-GAP_STREAM = 999_983  # in place of a rank (no rank has this id): audio-gap latents are drawn alike on every rank
+GAP_STREAM = (
+    999_983  # in place of a rank (no rank has this id): audio-gap latents are drawn alike on every rank
+)
 
 
 def reduce_values(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
     """Element-wise sum (or min) over ranks, on the backend's device (CPU for gloo, GPU for NCCL)."""
-    t = torch.tensor(values, dtype=torch.float64,
-                     device=device if dist.get_backend() == "nccl" else "cpu")
+    t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
     return t.tolist()
 
 
 class Validator:
-    def __init__(self, exp, model_cfg, source, info, storage) -> None:
-        self.exp = exp
+    def __init__(
+        self, spec: TrainerSpec, model_cfg: ModelConfig, source: Any, info: WorkerInfo, storage: Storage
+    ) -> None:
+        self.spec = spec
         self.model_cfg = model_cfg  # the model section with weight paths made local
         self.source = source
         self.info = info
@@ -52,8 +60,8 @@ class Validator:
         items = self.source.val_items()
         n = int(reduce_values([float(len(items))], self.info.device, op="min")[0])
         items = items[:n]
-        bs = self.exp.train.batch_size_per_worker
-        return [self.source.val_batch(items[i:i + bs]) for i in range(0, n, bs)]
+        bs = self.spec.train.batch_size_per_worker
+        return [self.source.val_batch(items[i : i + bs]) for i in range(0, n, bs)]
 
     @torch.no_grad()
     def loss(self, engine, scheduler) -> float | None:
@@ -66,7 +74,7 @@ class Validator:
         total = count = 0.0
         try:
             for i, batch in enumerate(self._batches):
-                gen = seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, self.info.rank, i)
+                gen = seeded_generator(self.spec.train.seed, VAL_SEED_OFFSET, self.info.rank, i)
                 inputs = self.source.val_inputs(batch, gen)
                 loss = loss_from_inputs(module, scheduler, inputs, 0.0, gen)
                 n = inputs.latents.shape[0]
@@ -89,10 +97,14 @@ class Validator:
             if other is None:
                 self._gap = False
             else:
-                bs = self.exp.train.batch_size_per_worker
-                parts = [self.source.val_inputs(self.source.val_batch(items[i:i + bs]),
-                                                seeded_generator(self.exp.train.seed, VAL_SEED_OFFSET, GAP_STREAM, i))
-                         for i in range(0, n, bs)]
+                bs = self.spec.train.batch_size_per_worker
+                parts = [
+                    self.source.val_inputs(
+                        self.source.val_batch(items[i : i + bs]),
+                        seeded_generator(self.spec.train.seed, VAL_SEED_OFFSET, GAP_STREAM, i),
+                    )
+                    for i in range(0, n, bs)
+                ]
                 self._gap = (LossInputs.concat(parts), other)
         return self._gap or None
 
@@ -103,21 +115,27 @@ class Validator:
         if data is None:
             return None
         inputs, other = data
-        return audio_loss_gap(engine.module, scheduler, inputs, other, seed=self.exp.train.seed,
-                              batch_size=self.exp.train.batch_size_per_worker)
+        return audio_loss_gap(
+            engine.module,
+            scheduler,
+            inputs,
+            other,
+            seed=self.spec.train.seed,
+            batch_size=self.spec.train.batch_size_per_worker,
+        )
 
     # -- sample videos -------------------------------------------------------------------------
     def _prepare_samples(self) -> bool:
         """Decode the sample clips and load the frozen encoders once; every rank must agree they exist."""
         if self._clips is None:
             try:
-
-                dataset, fs = dataset_location(self.exp, self.storage)
-                self._clips = held_out_clips(self.exp, dataset, fs, self.exp.train.num_samples)
+                root, fs = dataset_access(self.spec.dataset, self.storage)
+                self._clips = held_out_clips(
+                    self.spec.sampling, self.spec.dataset, root, fs, self.spec.train.num_samples
+                )
                 vae = getattr(self.source, "vae", None)
                 audio = getattr(self.source, "audio_encoder", None)
                 if vae is None or audio is None:
-
                     vae, audio = load_frozen_encoders(self.model_cfg, self.info.device)
                 self._encoders = (vae, audio)
             except Exception as err:  # samples are a diagnostic: never lose a training run over them
@@ -129,10 +147,10 @@ class Validator:
     @torch.no_grad()
     def samples(self, engine) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         """[(name, frames (f, 3, H, W) in [0, 1], waveform)] generated from each clip's first frame + audio."""
-        if self.exp.train.num_samples == 0 or not self._prepare_samples():
+        if self.spec.train.num_samples == 0 or not self._prepare_samples():
             return []
 
-        e, s = self.exp.eval, self.exp.sampling
+        g, s = self.spec.generate, self.spec.sampling
         vae, audio = self._encoders
         module = engine.module
         was_training = module.training
@@ -143,22 +161,34 @@ class Validator:
             image = torch.stack([torch.from_numpy(c.frames[:, 0]) for c in clips])
             mel = torch.stack([torch.from_numpy(c.mel) for c in clips])
             text = torch.stack([self.source.text_for(c.class_dir, c.prompt) for c in clips])
-            gen = torch.Generator(device="cpu").manual_seed(e.seed)
-            out = pipe(image, text, mel, num_frames=s.num_frames, num_inference_steps=e.num_inference_steps,
-                       audio_guidance_scale=e.audio_guidance_scale, generator=gen, sampler=e.sampler)
+            gen = torch.Generator(device="cpu").manual_seed(g.seed)
+            out = pipe(
+                image,
+                text,
+                mel,
+                num_frames=s.num_frames,
+                num_inference_steps=g.num_inference_steps,
+                audio_guidance_scale=g.audio_guidance_scale,
+                generator=gen,
+                sampler=g.sampler,
+            )
         finally:
             module.train(was_training)
-        return [(f"{i:02d}_{c.class_dir}", out.frames[i], torch.from_numpy(c.waveform)) for i, c in enumerate(clips)]
+        return [
+            (f"{i:02d}_{c.class_dir}", out.frames[i], torch.from_numpy(c.waveform))
+            for i, c in enumerate(clips)
+        ]
 
     def log_samples(self, logger, step: int, samples) -> int:
         """Rank 0: write each sample as mp4 (with audio) under ``samples/step_XXXXXXXX/``, and its first,
         middle and last frames as the image ``samples/<clip>`` at ``step`` (the UI's step slider)."""
 
-        s = self.exp.sampling
+        s = self.spec.sampling
         with tempfile.TemporaryDirectory() as tmp:
             for name, frames, waveform in samples:
-                path = write_video(Path(tmp) / f"{name}.mp4", frames, waveform, fps=s.fps,
-                                   sample_rate=s.audio_sample_rate)
+                path = write_video(
+                    Path(tmp) / f"{name}.mp4", frames, waveform, fps=s.fps, sample_rate=s.audio_sample_rate
+                )
                 logger.log_artifact(str(path), f"samples/step_{step:08d}")
                 logger.log_image(frame_strip(frames), f"samples/{name}", step)
         return len(samples)

@@ -12,15 +12,17 @@ from asva_platform import compare, tracking
 from asva_platform.artifacts.evaluation import log_evaluation
 from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import run_guarded
-from asva_platform.evaluation.runner import evaluate_checkpoint
+from asva_platform.evaluation.job import evaluate_checkpoint
 from asva_platform.experiment import load_experiment
 from asva_platform.tracking import start_run
-from tests.browser import browser_page
+from tests.browser import artifact_frame, browser_page
 
 pytestmark = pytest.mark.integration
 SCALES = (1.0, 4.0)
 CLIPS = 3  # one video, three windows
-ALL_VIDEOS_READY = "[...document.querySelectorAll('video')].every(v => v.readyState >= 2)"  # first frame decoded
+ALL_VIDEOS_READY = (
+    "[...document.querySelectorAll('video')].every(v => v.readyState >= 2)"  # first frame decoded
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +32,25 @@ def sweep(tmp_path_factory, s3_server, mlflow_server):
 
     tmp = tmp_path_factory.mktemp("compare")
     overrides = tiny_eval_overrides(tmp_path_factory.getbasetemp() / "eval_inputs", image_size=32) + [
-        f"storage.root=s3://{s3_server.bucket}/compare-test/{tmp.name}", "tracking.experiment=compare-test",
-        "eval.max_videos=1", "eval.metrics.metrics=[sync]", "eval.parallel=false"]
+        f"storage.root=s3://{s3_server.bucket}/compare-test/{tmp.name}",
+        "tracking.experiment=compare-test",
+        "eval.max_videos=1",
+        "eval.metrics.metrics=[sync]",
+        "eval.parallel=false",
+    ]
     client = MlflowClient(tracking_uri=mlflow_server.uri)
     _, parent = start_run(mlflow_server.uri, "compare-test", "guidance-sweep", job="sweep")
     children = []
     for scale in SCALES:
-        cfg = load_experiment(None, [*overrides, f"eval.audio_guidance_scale={scale}"])
-        _, child = start_run(mlflow_server.uri, "compare-test", f"trial-ag-{scale:g}", cfg, parent_run_id=parent)
-        log_evaluation(client, child, evaluate_checkpoint(cfg, log=lambda _: None))
+        cfg = load_experiment(None, [*overrides, f"generate.audio_guidance_scale={scale}"])
+        _, child = start_run(
+            mlflow_server.uri,
+            "compare-test",
+            f"trial-ag-{scale:g}",
+            tracking.LoggedConfig.of(cfg),
+            parent_run_id=parent,
+        )
+        log_evaluation(client, child, evaluate_checkpoint(cfg, log=lambda _: None).record)
         children.append(child)
     start_run(mlflow_server.uri, "compare-test", "trial-failed", parent_run_id=parent)
     return client, parent, children, mlflow_server
@@ -57,12 +69,14 @@ def test_compare_a_sweep_parent(sweep, tmp_path, capsys):
     assert [a.path for a in client.list_artifacts(parent, "compare")] == [compare.ARTIFACT_PATH]
     html = out.read_text()
     assert "trial-failed" not in html and "Left out (no evaluation)" in html
-    assert "src=\"http" not in html and "<link" not in html  # self-contained: nothing fetched from elsewhere
+    assert 'src="http' not in html and "<link" not in html  # self-contained: nothing fetched from elsewhere
 
     with browser_page() as p:
         p.goto(out.as_uri())
         p.wait_for_function(ALL_VIDEOS_READY, timeout=30_000)
-        rows = p.eval_on_selector_all("table.clips tr", "rs => rs.slice(1).map(r => r.querySelectorAll('video').length)")
+        rows = p.eval_on_selector_all(
+            "table.clips tr", "rs => rs.slice(1).map(r => r.querySelectorAll('video').length)"
+        )
         durations = p.eval_on_selector_all("video", "vs => vs.map(v => v.duration)")
         header = p.eval_on_selector_all("table.runs tr", "rs => rs.map(r => r.innerText)")
         p.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
@@ -76,8 +90,7 @@ def test_compare_a_sweep_parent(sweep, tmp_path, capsys):
 def _artifact_view_frame(p, mlflow_uri: str, run, path: str):
     """Open ``path`` of ``run`` in the MLflow UI; returns the viewer's sandboxed iframe (a blob: document)."""
     p.goto(f"{mlflow_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifactPath/{path}")
-    p.wait_for_selector("iframe", timeout=60_000)
-    return next(f for f in p.frames if f.url.startswith("blob:"))
+    return artifact_frame(p)
 
 
 def test_page_plays_inside_the_mlflow_artifact_view(sweep, tmp_path, capsys):
@@ -85,7 +98,10 @@ def test_page_plays_inside_the_mlflow_artifact_view(sweep, tmp_path, capsys):
     assert run_guarded(compare.main, [children[0], children[1], "--json"]) == 0
     result = json.loads(capsys.readouterr()[0].strip().splitlines()[-1])
     run = client.get_run(result["run_id"])
-    assert run.data.tags[tracking.TAG_COMPARED] == ",".join(children) and result["run_id"] not in (parent, *children)
+    assert run.data.tags[tracking.TAG_COMPARED] == ",".join(children) and result["run_id"] not in (
+        parent,
+        *children,
+    )
     # Why videos are data URIs: a page whose <video> points at a file logged beside it cannot load it there.
     (tmp_path / "probe").mkdir()
     (tmp_path / "probe" / "index.html").write_text('<video src="clip.mp4"></video>')
@@ -98,8 +114,9 @@ def test_page_plays_inside_the_mlflow_artifact_view(sweep, tmp_path, capsys):
         p.screenshot(path=str(tmp_path / "mlflow-artifact-view.png"), full_page=True)
         p.goto("about:blank")  # drop the comparison page's frame
         probe = _artifact_view_frame(p, mlflow.uri, run, "probe/index.html")
-        probe.wait_for_function("(v => v.error !== null || v.networkState === 3)(document.querySelector('video'))",
-                                timeout=30_000)
+        probe.wait_for_function(
+            "(v => v.error !== null || v.networkState === 3)(document.querySelector('video'))", timeout=30_000
+        )
         linked_ready = probe.evaluate("document.querySelector('video').readyState")
     assert count == CLIPS * (1 + len(children))
     assert linked_ready == 0
@@ -109,7 +126,7 @@ def _first_clip(client, run_id: str) -> bytes:
     from asva_platform.artifacts.evaluation import load_evaluation
     from asva_platform.storage import Storage
 
-    return Storage().read_bytes(load_evaluation(client, run_id)["clips"][0]["video_uri"])
+    return Storage().read_bytes(load_evaluation(client, run_id).clips[0].video_uri)
 
 
 def test_bad_runs_are_one_line_errors(sweep, capsys):

@@ -21,8 +21,14 @@ from jobs import evaluate as evaluate_job
 
 pytestmark = pytest.mark.integration
 PAPER_METRICS = ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync")
-SYNC_CONTROLS = ("Sync_ci_low", "Sync_ci_high", "Sync_shifted", "Sync_win_rate", "Sync_win_rate_ci_low",
-                 "Sync_win_rate_ci_high")
+SYNC_CONTROLS = (
+    "Sync_ci_low",
+    "Sync_ci_high",
+    "Sync_shifted",
+    "Sync_win_rate",
+    "Sync_win_rate_ci_low",
+    "Sync_win_rate_ci_high",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,13 @@ def setup(tmp_path_factory, s3_server, mlflow_server, ray_cluster):
     tmp = tmp_path_factory.mktemp("evaluate")
     overrides = tiny_eval_overrides(tmp_path_factory.getbasetemp() / "eval_inputs")  # 64x64, 2 PNDM steps
     root = f"s3://{s3_server.bucket}/evaluate-test/{tmp.name}"
-    overrides += [f"storage.root={root}", "tracking.experiment=evaluate-test", "eval.max_videos=2",
-                  "eval.num_workers=2", "eval.cpus_per_worker=1"]
+    overrides += [
+        f"storage.root={root}",
+        "tracking.experiment=evaluate-test",
+        "eval.max_videos=2",
+        "eval.num_workers=2",
+        "eval.cpus_per_worker=1",
+    ]
     cfg = load_experiment(None, overrides)
     # A "training run" whose export is a UNet with moved temporal/audio weights, on S3.
     unet = build_unet(cfg.model)
@@ -41,9 +52,13 @@ def setup(tmp_path_factory, s3_server, mlflow_server, ray_cluster):
                 p.add_(0.02 * torch.randn_like(p))
     unet.save_pretrained(tmp / "export")
     Storage().upload_dir(tmp / "export", f"{root}/runs/tiny/export")
-    _, run_id = start_run(mlflow_server.uri, "evaluate-test", "train-tiny",
-                          tags={TAG_EXPORT: f"{root}/runs/tiny/export",
-                                TAG_CHECKPOINT: f"{root}/runs/tiny/step_00000020"}, job="train")
+    _, run_id = start_run(
+        mlflow_server.uri,
+        "evaluate-test",
+        "train-tiny",
+        tags={TAG_EXPORT: f"{root}/runs/tiny/export", TAG_CHECKPOINT: f"{root}/runs/tiny/step_00000020"},
+        job="train",
+    )
     config = tmp / "exp.yaml"
     config.write_text("name: tiny-eval\n")
     return config, overrides, run_id, mlflow_server
@@ -75,18 +90,25 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     client = MlflowClient(tracking_uri=mlflow.uri)
     run = client.get_run(run_id)
     name = run.data.tags[TAG_EVAL_LATEST]
-    assert name == result["name"] == "step-20_ag-4_tg-1_steps-2_seed-0_exact"
+    assert (
+        name
+        == result["name"]
+        == "step-20_audio_guidance_scale=4_text_guidance_scale=1_num_inference_steps=2_seed=0_exact"
+    )
     for key in PAPER_METRICS + SYNC_CONTROLS:
         (point,) = client.get_metric_history(run_id, f"eval/{key}")
         assert point.step == 20 and point.value == pytest.approx(result["metrics"][key])
 
     folder = f"eval/{name}"
     assert {a.path for a in client.list_artifacts(run_id, folder)} == {
-        f"{folder}/eval.json", f"{folder}/per_class.json", f"{folder}/per_class.csv"}
+        f"{folder}/eval.json",
+        f"{folder}/per_class.json",
+        f"{folder}/per_class.csv",
+    }
     table = json.loads(open(client.download_artifacts(run_id, f"{folder}/per_class.json")).read())
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
     record = json.loads(open(client.download_artifacts(run_id, f"{folder}/eval.json")).read())
-    classes = sorted({c["class"] for c in record["clips"]})
+    classes = sorted({c["class_dir"] for c in record["clips"]})
     assert [r["class"] for r in rows] == classes and len(classes) == 2 and all(r["clips"] == 3 for r in rows)
     assert all(np.isfinite(r[k]) for r in rows for k in PAPER_METRICS + ("Sync_shifted", "Sync_win_rate"))
 
@@ -95,7 +117,9 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     assert clip["video_uri"].startswith("s3://") and clip["gt_uri"].startswith("s3://")
     with av.open(io.BytesIO(Storage().read_bytes(clip["video_uri"]))) as c:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-        assert c.streams.video[0].codec_context.name == "h264" and float(c.streams.video[0].average_rate) == 6.0
+        assert (
+            c.streams.video[0].codec_context.name == "h264" and float(c.streams.video[0].average_rate) == 6.0
+        )
     with av.open(io.BytesIO(Storage().read_bytes(clip["video_uri"]))) as c:
         audio = [f for f in c.decode(audio=0)]
         assert c.streams.audio[0].codec_context.name == "aac" and c.streams.audio[0].rate == 16000
@@ -110,9 +134,15 @@ def test_bad_input_fails_before_ray_with_one_line_and_no_run(setup, capsys, tmp_
     client = MlflowClient(tracking_uri=mlflow.uri)
     exp = client.get_experiment_by_name("evaluate-test")
     before = len(client.search_runs([exp.experiment_id]))
-    code, _, err = _run_job(["--config", str(config), "--checkpoint", "init", *overrides,
-                             f"dataset.root={tmp_path}/missing"], capsys)
-    assert code == 2 and err.strip().splitlines() == [f"error: dataset.root {tmp_path}/missing: directory not found"]
-    code, _, err = _run_job(["--config", str(config), "--checkpoint", f"{tmp_path}/no-checkpoint", *overrides], capsys)
+    code, _, err = _run_job(
+        ["--config", str(config), "--checkpoint", "init", *overrides, f"dataset.root={tmp_path}/missing"],
+        capsys,
+    )
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: dataset.root {tmp_path}/missing: directory not found"
+    ]
+    code, _, err = _run_job(
+        ["--config", str(config), "--checkpoint", f"{tmp_path}/no-checkpoint", *overrides], capsys
+    )
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
     assert len(client.search_runs([exp.experiment_id])) == before

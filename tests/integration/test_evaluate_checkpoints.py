@@ -16,10 +16,10 @@ import torch
 
 from asva_model.build import build_unet
 from asva_model.pretrained import make_tiny_pretrained
-from asva_platform.artifacts.checkpoint_ref import load_trained_unet, resolve_checkpoint
 from asva_platform.dev.fixtures import tiny_model_config
 from asva_platform.errors import UserError
 from asva_platform.experiment import ExperimentConfig
+from asva_platform.inference.checkpoints import load_trained_unet, resolve_checkpoint
 from asva_platform.storage import Storage
 from asva_platform.tracking import TAG_CHECKPOINT, TAG_EXPORT, start_run
 
@@ -67,10 +67,23 @@ def training_checkpoint(exp, tmp_path_factory) -> Path:
     with socket.socket() as sock:  # a free port for the one-process gloo group
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-           "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
-    proc = subprocess.run([sys.executable, "-c", DEEPSPEED_STEP, str(out), exp.model.pretrained_sd], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    env = {
+        **os.environ,
+        "DS_ACCELERATOR": "cpu",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", DEEPSPEED_STEP, str(out), exp.model.pretrained_sd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -84,9 +97,11 @@ def _assert_weights(unet, expected: dict[str, torch.Tensor]) -> None:
 
 
 def test_deepspeed_training_checkpoint_is_consolidated(exp, training_checkpoint):
-    resolved = resolve_checkpoint(str(training_checkpoint.parent), Storage())  # the run dir -> its newest step
+    resolved = resolve_checkpoint(
+        str(training_checkpoint.parent), Storage()
+    )  # the run dir -> its newest step
     assert (resolved.kind, resolved.step, resolved.label) == ("training", 1, "step-1")
-    unet = load_trained_unet(exp, resolved, Storage())
+    unet = load_trained_unet(exp.model, resolved, Storage())
     expected = torch.load(training_checkpoint / "ref.pt", weights_only=True)
     _assert_weights(unet, expected)
     torch.manual_seed(0)
@@ -94,11 +109,14 @@ def test_deepspeed_training_checkpoint_is_consolidated(exp, training_checkpoint)
     # exact on purpose: a seeded init draws the same numbers in any process (torch's CPU RNG is serial, not
     # threaded), and frozen weights are loaded, not computed
     changed = [k for k in init if not torch.equal(init[k], expected[k])]
-    assert changed and all("_temp" in k or "_audio" in k for k in changed)  # the step moved trainable weights only
+    assert changed and all(
+        "_temp" in k or "_audio" in k for k in changed
+    )  # the step moved trainable weights only
 
 
-def test_training_checkpoint_and_export_on_s3_via_mlflow_run_ids(exp, training_checkpoint, s3_server, mlflow_server,
-                                                                  tmp_path):
+def test_training_checkpoint_and_export_on_s3_via_mlflow_run_ids(
+    exp, training_checkpoint, s3_server, mlflow_server, tmp_path
+):
     storage = Storage()
     base = f"s3://{s3_server.bucket}/ckpt-test/{tmp_path.name}"
     storage.upload_dir(training_checkpoint, f"{base}/step_00000001")
@@ -107,18 +125,31 @@ def test_training_checkpoint_and_export_on_s3_via_mlflow_run_ids(exp, training_c
     exported.save_pretrained(tmp_path / "export")
     storage.upload_dir(tmp_path / "export", f"{base}/export")
 
-    _, ckpt_run = start_run(mlflow_server.uri, "ckpt-test", "train-a", tags={TAG_CHECKPOINT: f"{base}/step_00000001"})
-    _, export_run = start_run(mlflow_server.uri, "ckpt-test", "train-b",
-                              tags={TAG_CHECKPOINT: f"{base}/step_00000001", TAG_EXPORT: f"{base}/export"})
+    _, ckpt_run = start_run(
+        mlflow_server.uri, "ckpt-test", "train-a", tags={TAG_CHECKPOINT: f"{base}/step_00000001"}
+    )
+    _, export_run = start_run(
+        mlflow_server.uri,
+        "ckpt-test",
+        "train-b",
+        tags={TAG_CHECKPOINT: f"{base}/step_00000001", TAG_EXPORT: f"{base}/export"},
+    )
     _, bare_run = start_run(mlflow_server.uri, "ckpt-test", "no-checkpoint")
 
     a = resolve_checkpoint(ckpt_run, storage, mlflow_server.uri)
     assert (a.kind, a.run_id, a.step) == ("training", ckpt_run, 1)
-    _assert_weights(load_trained_unet(exp, a, storage), torch.load(training_checkpoint / "ref.pt", weights_only=True))
+    _assert_weights(
+        load_trained_unet(exp.model, a, storage),
+        torch.load(training_checkpoint / "ref.pt", weights_only=True),
+    )
 
     b = resolve_checkpoint(f"runs:/{export_run}", storage, mlflow_server.uri)
-    assert (b.kind, b.uri, b.step) == ("export", f"{base}/export", 1)  # the export's step: the run's checkpoint
-    _assert_weights(load_trained_unet(exp, b, storage), exported.state_dict())
+    assert (b.kind, b.uri, b.step) == (
+        "export",
+        f"{base}/export",
+        1,
+    )  # the export's step: the run's checkpoint
+    _assert_weights(load_trained_unet(exp.model, b, storage), exported.state_dict())
 
     with pytest.raises(UserError, match="neither a asva.export_uri nor a asva.checkpoint_uri tag"):
         resolve_checkpoint(bare_run, storage, mlflow_server.uri)

@@ -1,5 +1,5 @@
 """The infra manifests' frozen-weights fetch (the one-liner every GPU node group runs) against a real S3 server
-(moto). The offline checks of the same manifests: tests/unit/test_infra.py."""
+(moto). The offline checks of the same manifests: infra/check.py, run by tests/unit/test_infra.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from asva_platform.storage import Storage
-from tests.unit.test_infra import REPO, SAMPLE, weights_fetch_codes
+from tests.unit.test_infra import REPO, check, weights_fetch_codes
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,13 @@ def test_weights_fetch_command_downloads_the_weights_prefix(s3_server, tmp_path)
     store.write_bytes(f"{root}/weights/imagebind_huge.pth", b"\x00\x01weights")
     store.write_bytes(f"{root}/not-weights/other.bin", b"no")
     code = weights_fetch_codes()["k8s/rayjob-train.yaml:gpu-train"]
-    code = code.replace(f"s3://{SAMPLE['ASVA_DATA_BUCKET']}/", f"{root}/").replace("/home/ray/weights", str(tmp_path))
+    code = code.replace(f"s3://{check.SAMPLE['ASVA_DATA_BUCKET']}/", f"{root}/").replace(
+        "/home/ray/weights", str(tmp_path)
+    )
     env = {**os.environ, **s3_server.env}
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["imagebind_huge.pth", "stable-diffusion-v1-5/vae/config.json"]

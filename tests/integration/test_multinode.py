@@ -29,10 +29,30 @@ def two_nodes(s3_server, mlflow_server, tmp_path_factory):
 
 def _train(two_nodes, train_inputs, mlflow_server, s3_server, *extra: str) -> dict:
     overrides, _, _ = train_inputs
-    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address, DS_ACCELERATOR="cpu")
-    cmd = [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *overrides, *FAST,
-           "train.placement_strategy=STRICT_SPREAD", "train.num_workers=2", "train.cpus_per_worker=1",
-           "train.validate_every=0", "train.export=false", "train.checkpoint_every=2", *extra]
+    env = dict(
+        os.environ,
+        **s3_server.env,
+        MLFLOW_TRACKING_URI=mlflow_server.uri,
+        RAY_ADDRESS=two_nodes.address,
+        DS_ACCELERATOR="cpu",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--config",
+        TINY,
+        "--json",
+        *overrides,
+        *FAST,
+        "train.placement_strategy=STRICT_SPREAD",
+        "train.num_workers=2",
+        "train.cpus_per_worker=1",
+        "train.validate_every=0",
+        "train.export=false",
+        "train.checkpoint_every=2",
+        *extra,
+    ]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -40,15 +60,25 @@ def _train(two_nodes, train_inputs, mlflow_server, s3_server, *extra: str) -> di
 
 # ZeRO-3 (per-rank weight shards too) in the default `make test`; ZeRO-2 with `make test-all`.
 @pytest.mark.parametrize("stage", [pytest.param(2, marks=pytest.mark.slow), 3])
-def test_training_spreads_over_two_nodes_and_resumes_there(stage, two_nodes, train_inputs, mlflow_server,
-                                                           s3_server):
+def test_training_spreads_over_two_nodes_and_resumes_there(
+    stage, two_nodes, train_inputs, mlflow_server, s3_server
+):
     _, _, storage = train_inputs
     name = f"multinode-zero{stage}"
-    first = _train(two_nodes, train_inputs, mlflow_server, s3_server, f"name={name}", f"train.zero_stage={stage}",
-                   "train.max_steps=2")
+    first = _train(
+        two_nodes,
+        train_inputs,
+        mlflow_server,
+        s3_server,
+        f"name={name}",
+        f"train.zero_stage={stage}",
+        "train.max_steps=2",
+    )
     state = trainer_state(storage, first["checkpoint_uri"])
-    ranks = state["extra"]["ranks"]
-    assert [r["rank"] for r in ranks] == [0, 1] and len({r["node_id"] for r in ranks}) == 2  # one rank per node
+    ranks = state["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and len(
+        {r["node_id"] for r in ranks}
+    ) == 2  # one rank per node
     names = {Path(u).name for u in storage.list(first["checkpoint_uri"])}
     for rank in (0, 1):  # each rank wrote its own shard, from its own node, to S3
         assert any(n.endswith(f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt") for n in names), names
@@ -56,12 +86,19 @@ def test_training_spreads_over_two_nodes_and_resumes_there(stage, two_nodes, tra
     tag = client.get_run(first["run_id"]).data.tags["asva.rank_nodes"]
     assert tag == ",".join(f"{r['rank']}:{r['node_id'][:8]}" for r in ranks)
 
-    again = _train(two_nodes, train_inputs, mlflow_server, s3_server, f"name={name}", f"train.zero_stage={stage}",
-                   "train.max_steps=4")
+    again = _train(
+        two_nodes,
+        train_inputs,
+        mlflow_server,
+        s3_server,
+        f"name={name}",
+        f"train.zero_stage={stage}",
+        "train.max_steps=4",
+    )
     assert again["run_id"] == first["run_id"] and again["final_step"] == 4
     resumed = trainer_state(storage, again["checkpoint_uri"])
-    assert [r["step"] for r in resumed["extra"]["resumes"]] == [2]
-    assert len({r["node_id"] for r in resumed["extra"]["ranks"]}) == 2
+    assert [r["step"] for r in resumed["resumes"]] == [2]
+    assert len({r["node_id"] for r in resumed["ranks"]}) == 2
     assert [s for s, _ in history(client, first["run_id"], "loss")] == [2, 4]
     assert_no_duplicate_steps(client, first["run_id"])
 
@@ -88,9 +125,17 @@ def test_the_in_memory_cache_lives_on_the_driver_node(two_nodes, train_inputs, m
     """A block lives where the task that made it ran, and a lost node takes its blocks along (a restarted
     worker group then waits for them forever): the in-memory cache is read on the driver's node only."""
     overrides, _, _ = train_inputs
-    env = dict(os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address)
-    done = subprocess.run([sys.executable, "-c", PLACE_CACHE, TINY, *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ, **s3_server.env, MLFLOW_TRACKING_URI=mlflow_server.uri, RAY_ADDRESS=two_nodes.address
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PLACE_CACHE, TINY, *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     # (Ray Data reads this small cache in one task, which Ray's default SPREAD may place on either node; the

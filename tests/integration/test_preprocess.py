@@ -24,10 +24,10 @@ from asva_model.data.sampling import grid_window_starts, probe_duration, sample_
 from asva_model.objective import encode_frames
 from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import open_cache, shard_name
-from asva_platform.artifacts.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.errors import run_guarded
 from asva_platform.experiment import load_experiment
+from asva_platform.inference.weights import load_frozen_encoders, localize_model_paths
 from asva_platform.storage import Storage, join, parse_uri
 from asva_platform.training.data import collate_training_batch
 from jobs.preprocess import main
@@ -53,12 +53,21 @@ def job(s3_server, tmp_path_factory):
     storage.upload_dir(work / "weights", weights)
     config = work / "preprocess.yaml"
     config.write_text("name: preprocess-test\n")
-    local_paths = ("dataset.root=", "model.pretrained_sd=", "model.audio_encoder_weights=", "model.text_encodings=")
+    local_paths = (
+        "dataset.root=",
+        "model.pretrained_sd=",
+        "model.audio_encoder_weights=",
+        "model.text_encodings=",
+    )
     overrides = [o for o in overrides if not o.startswith(local_paths)] + [
-        f"dataset.root={prefix}", f"model.pretrained_sd={weights}/sd",
-        f"model.audio_encoder_weights={weights}/imagebind_audio.pth", f"model.text_encodings={weights}/text_encodings.pt",
+        f"dataset.root={prefix}",
+        f"model.pretrained_sd={weights}/sd",
+        f"model.audio_encoder_weights={weights}/imagebind_audio.pth",
+        f"model.text_encodings={weights}/text_encodings.pt",
         f"storage.root=s3://{s3_server.bucket}/pp-{work.name}",
-        f"preprocess.windows_per_clip={WINDOWS}", "preprocess.clips_per_shard=4"]
+        f"preprocess.windows_per_clip={WINDOWS}",
+        "preprocess.clips_per_shard=4",
+    ]
     return work, config, overrides, corrupt
 
 
@@ -89,11 +98,20 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
     assert first["noop"] is False and first["cache_uri"] == join(cfg.storage.cache_root, first["cache_id"])
 
     # --- counts: every listed clip x its windows x 2 flips, minus the corrupt one
-    listed = [(split, name) for split in ("train", "test")
-              for name in (work / "data" / f"{split}.txt").read_text().split()]
-    expected = {name: len(grid_window_starts(probe_duration(str(work / "data" / "videos" / name), cfg.sampling),
-                                             cfg.sampling, WINDOWS))
-                for _, name in listed if name != corrupt}
+    listed = [
+        (split, name)
+        for split in ("train", "test")
+        for name in (work / "data" / f"{split}.txt").read_text().split()
+    ]
+    expected = {
+        name: len(
+            grid_window_starts(
+                probe_duration(str(work / "data" / "videos" / name), cfg.sampling), cfg.sampling, WINDOWS
+            )
+        )
+        for _, name in listed
+        if name != corrupt
+    }
     assert first["clips"] == len(listed) - 1 == 29
     assert first["windows"] == first["rows"] == sum(expected.values())
     assert first["samples"] == 2 * sum(expected.values())
@@ -101,23 +119,25 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
 
     handle = open_cache(storage, first["cache_id"], cfg.storage.cache_root)
     m = handle.manifest
-    assert m["totals"]["rows"] == first["rows"] and m["totals"]["skipped"] == 1
-    assert m["splits"]["train"]["skipped"][0]["path"] == corrupt
-    assert m["splits"]["train"]["skipped"][0]["reason"] == "corrupt_video"
+    assert m.totals.rows == first["rows"] and m.totals.skipped == 1
+    assert m.splits["train"].skipped[0]["path"] == corrupt
+    assert m.splits["train"].skipped[0]["reason"] == "corrupt_video"
     for split in ("train", "test"):
         per_class: dict[str, int] = {}
         for s, name in listed:
             if s == split and name != corrupt:
                 per_class[name.split("/")[0]] = per_class.get(name.split("/")[0], 0) + expected[name]
-        assert m["splits"][split]["per_class"] == per_class
+        assert m.splits[split].per_class == per_class
     rows = [r for split in ("train", "test") for r in handle.iter_rows(split)]
     assert len({r["window_id"] for r in rows}) == len(rows) == first["rows"]
 
     # --- training reads it with Ray Data, in the shapes the objective takes
     ds = handle.ray_dataset("train")
-    assert ds.count() == m["splits"]["train"]["rows"]
+    assert ds.count() == m.splits["train"].rows
     batch = next(iter(ds.iter_batches(batch_size=4, batch_format="numpy")))
-    out = collate_training_batch(batch, handle.text_encodings(), handle.null_audio_tokens(), np.random.default_rng(0))
+    out = collate_training_batch(
+        batch, handle.text_encodings(), handle.null_audio_tokens(), np.random.default_rng(0)
+    )
     assert out["mean"].shape == (4, 4, 12, 32, 32) and out["audio_tokens"].shape == (4, 229, 32)
     assert out["text"].shape == (4, 77, 32) and out["null_audio_tokens"].shape == (1, 229, 32)
 
@@ -129,27 +149,36 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
     # clip's windows as one audio batch, as the actor does, which keeps the differences at that last bit.
     row = next(r for r in handle.iter_rows("train") if r["start"] > 0)
     local = str(work / "data" / "videos" / str(row["clip"]))
-    model_cfg = localize_model_paths(cfgmod.from_dict(ModelConfig, cfgmod.to_dict(cfg.model), "model"), storage)
+    model_cfg = localize_model_paths(
+        cfgmod.from_dict(ModelConfig, cfgmod.to_dict(cfg.model), "model"), storage
+    )
     vae, audio = load_frozen_encoders(model_cfg)
-    fp16 = dict(rtol=2e-3, atol=2e-3)  # about two fp16 steps (2**-10 relative): rounding, not a different input
+    fp16 = dict(
+        rtol=2e-3, atol=2e-3
+    )  # about two fp16 steps (2**-10 relative): rounding, not a different input
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for flip, suffix in ((False, ""), (True, "_flip")):
             single = sample_clip(local, float(row["start"]), cfg.sampling, flip=flip)
-            np.testing.assert_array_equal(row["frame_times"], single.frame_times)  # decoded timestamps, copied
+            np.testing.assert_array_equal(
+                row["frame_times"], single.frame_times
+            )  # decoded timestamps, copied
             mean, std = encode_frames(vae, torch.from_numpy(single.frames)[None])
             for key, direct in ((f"latent_mean{suffix}", mean[0]), (f"latent_std{suffix}", std[0])):
                 cached = row[key]
                 assert cached.dtype == np.float16 and cached.shape == tuple(direct.shape), key
-                np.testing.assert_allclose(cached.astype(np.float32), direct.half().float().numpy(), **fp16,
-                                           err_msg=key)
+                np.testing.assert_allclose(
+                    cached.astype(np.float32), direct.half().float().numpy(), **fp16, err_msg=key
+                )
         windows = sample_grid_windows(local, cfg.sampling, WINDOWS)
         with torch.no_grad():
             tokens = audio.encode(torch.from_numpy(np.stack([w.mel for w in windows])))
         k = [w.start for w in windows].index(row["start"])
         assert row["audio_tokens"].dtype == np.float16 and row["audio_tokens"].shape == tuple(tokens[k].shape)
-        np.testing.assert_allclose(row["audio_tokens"].astype(np.float32), tokens[k].half().float().numpy(), **fp16)
+        np.testing.assert_allclose(
+            row["audio_tokens"].astype(np.float32), tokens[k].half().float().numpy(), **fp16
+        )
     finally:
         torch.set_num_threads(threads)
 
@@ -178,7 +207,9 @@ def test_preprocess_job_on_s3_ray_and_mlflow(job, ray_cluster, mlflow_server, ca
     third = run_job(capsys, job)
     print(f"no-op run {second['seconds']:.1f} s, repair run {third['seconds']:.1f} s")
     assert (third["shards_written"], third["noop"]) == (1, False)
-    assert third["shards_reused"] == len(before) - 4  # all shards but the lost one (minus 3 side files + manifest)
+    assert (
+        third["shards_reused"] == len(before) - 4
+    )  # all shards but the lost one (minus 3 side files + manifest)
     # Exact on purpose: the repair runs the same computation as the first run (same actor code, same per-clip
     # batches, same thread count: encode_num_cpus=1 in both runs), so it must write the same bytes.
     assert storage.read_bytes(lost) == original
@@ -215,8 +246,14 @@ def test_bad_input_fails_in_one_line_before_ray_starts(job, s3_server, mlflow_se
     ]
     args = [["--config", str(config), *overrides, f"tracking.uri={mlflow_server.uri}", *c] for c in cases]
     env = {**os.environ, "MLFLOW_TRACKING_URI": ""}  # the tracking case must use tracking.uri
-    proc = subprocess.run([sys.executable, "-c", BAD_INPUT_SCRIPT, json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=os.getcwd())
+    proc = subprocess.run(
+        [sys.executable, "-c", BAD_INPUT_SCRIPT, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=os.getcwd(),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["ray_imported"] is False  # no Ray resources were taken
@@ -234,7 +271,15 @@ def test_bad_input_fails_in_one_line_before_ray_starts(job, s3_server, mlflow_se
 
 def test_a_local_ray_too_small_for_the_actors_fails_in_one_line(job, ray_cluster, mlflow_server, capsys):
     _, config, overrides, _ = job
-    rc = run_guarded(main, ["--config", str(config), *overrides, "preprocess.windows_per_clip=1",
-                            "preprocess.decode_concurrency=8"])
+    rc = run_guarded(
+        main,
+        [
+            "--config",
+            str(config),
+            *overrides,
+            "preprocess.windows_per_clip=1",
+            "preprocess.decode_concurrency=8",
+        ],
+    )
     err = own_lines(capsys.readouterr().err)
-    assert rc == 2 and err[-1].startswith("error: preprocess needs 9.25 CPUs (cluster has 4)"), err[-3:]
+    assert rc == 2 and err[-1].startswith("error: preprocess needs 9.25 CPU (cluster has 4)"), err[-3:]

@@ -29,29 +29,36 @@ def _free_port() -> int:
 def _rank(rank: int, world: int, port: int, stage: int, directory: str, phase: str) -> None:
     """One rank: ``save`` trains 2 steps from the same init and saves; ``reload`` loads the checkpoint in
     ``directory``/saved and saves it unchanged to ``directory``/resaved, then takes one more step."""
-    os.environ.update(DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK="0")
+    os.environ.update(
+        DS_ACCELERATOR="cpu",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK="0",
+    )
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    from asva_model.build import build_unet
-    from asva_platform.training.config import TrainConfig
-    from asva_platform.training.deepspeed_setup import initialize_engine
-    from tests.unit.test_train_engine import MODEL, train_steps
+    from tests.unit.test_train_engine import make_trainer, train_steps
 
-    torch.manual_seed(0)
-    t = TrainConfig(num_workers=world, use_gpu=False, batch_size_per_worker=1, gradient_accumulation_steps=1,
-                    zero_stage=stage, precision="fp32", lr=1e-2)
-    engine = initialize_engine(build_unet(MODEL), t, world)
+    trainer = make_trainer(stage, world)
+    engine = trainer.engine
     root = Path(directory)
     if phase == "save":
-        train_steps(engine, 2)
-        save_engine(engine, root / "saved", TrainerState(step=engine.global_steps, world_size=world,
-                                                         zero_stage=stage), rank == 0)
+        train_steps(trainer, 2)
+        save_engine(
+            engine,
+            root / "saved",
+            TrainerState(step=engine.global_steps, world_size=world, zero_stage=stage),
+            rank == 0,
+        )
     else:
         state = load_engine(engine, root / "saved", world, stage)
         assert engine.global_steps == state.step == 2
-        save_engine(engine, root / "resaved", TrainerState(step=2, world_size=world, zero_stage=stage), rank == 0)
-        train_steps(engine, 1)  # the restored optimizer steps on
+        save_engine(
+            engine, root / "resaved", TrainerState(step=2, world_size=world, zero_stage=stage), rank == 0
+        )
+        train_steps(trainer, 1)  # the restored optimizer steps on
         assert engine.global_steps == 3
     dist.barrier()
     dist.destroy_process_group()

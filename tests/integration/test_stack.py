@@ -26,14 +26,23 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 def s3_client(url: str, access_key: str, secret_key: str):
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=access_key,
-                        aws_secret_access_key=secret_key, config=Config(retries={"max_attempts": 1}))
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=Config(retries={"max_attempts": 1}),
+    )
 
 
 def listening(pids: set[int]) -> list[tuple[int, str, int]]:
     """Every listening TCP socket of these processes: (pid, address, port)."""
-    return sorted((c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections("inet")
-                  if c.status == psutil.CONN_LISTEN and c.pid in pids)
+    return sorted(
+        (c.pid, c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    )
 
 
 def is_loopback(ip: str) -> bool:
@@ -54,7 +63,9 @@ def test_stack_up_status_down(tmp_path):
 
         # S3: the project's bucket exists and objects round-trip with the stack's own key, from its 0600 file
         creds = state / "s3" / "credentials"
-        assert creds.stat().st_mode & 0o077 == 0 and (state / "ray" / "auth_token").stat().st_mode & 0o077 == 0
+        assert (
+            creds.stat().st_mode & 0o077 == 0 and (state / "ray" / "auth_token").stat().st_mode & 0o077 == 0
+        )
         key = load_or_create_key(state / "s3")
         s3 = s3_client(settings.s3_url, key.access_key, key.secret_key)
         assert "asva" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
@@ -68,25 +79,30 @@ def test_stack_up_status_down(tmp_path):
 
         # MLflow: REST API answers, backed by sqlite in the state dir.
         assert requests.get(f"{settings.mlflow_url}/health", timeout=5).text.strip() == "OK"
-        r = requests.post(f"{settings.mlflow_url}/api/2.0/mlflow/experiments/search",
-                          json={"max_results": 10}, timeout=30)  # the first call is slow on a busy machine
+        r = requests.post(
+            f"{settings.mlflow_url}/api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=30
+        )  # the first call is slow on a busy machine
         assert r.status_code == 200 and "experiments" in r.json()
         assert (state / "mlflow" / "mlflow.db").exists()
 
         # Ray: `ray status` with the stack's environment sees both nodes (the first report takes a few seconds)
         deadline = time.time() + 60
         while True:
-            ray_status = subprocess.run([RAY, "status"], capture_output=True, text=True, env=client, timeout=60)
+            ray_status = subprocess.run(
+                [RAY, "status"], capture_output=True, text=True, env=client, timeout=60
+            )
             assert ray_status.returncode == 0, ray_status.stderr
             if "asva_node_1" in ray_status.stdout or time.time() > deadline:
                 break
             time.sleep(2)
-        assert "0.0/1.0 asva_node_0" in ray_status.stdout and "0.0/1.0 asva_node_1" in ray_status.stdout, \
+        assert "0.0/1.0 asva_node_0" in ray_status.stdout and "0.0/1.0 asva_node_1" in ray_status.stdout, (
             ray_status.stdout
+        )
         # ... and refuses a client without the token (the job server and the GCS alike)
         assert requests.get(f"{settings.dashboard_url}/api/jobs/", timeout=10).status_code == 401
-        anonymous = with_env(client, {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": "",
-                                      "HOME": str(tmp_path)})
+        anonymous = with_env(
+            client, {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN_PATH": "", "HOME": str(tmp_path)}
+        )
         refused = subprocess.run([RAY, "status"], capture_output=True, text=True, env=anonymous, timeout=120)
         assert refused.returncode != 0 and "AuthenticationError" in refused.stderr, refused.stderr[-2000:]
 
@@ -95,10 +111,15 @@ def test_stack_up_status_down(tmp_path):
         sockets = listening(procs)
         assert [s for s in sockets if not is_loopback(s[1])] == []
         listeners = [psutil.Process(pid).name() for pid in {pid for pid, _, _ in sockets}]
-        for name, count in (("weed", 1), ("gcs_server", 1), ("raylet", 2)):  # the check saw every kind of server
+        for name, count in (
+            ("weed", 1),
+            ("gcs_server", 1),
+            ("raylet", 2),
+        ):  # the check saw every kind of server
             assert listeners.count(name) == count, listeners
-        assert {settings.s3_port, settings.mlflow_port, settings.ray_port, settings.dashboard_port} <= \
-            {port for _, _, port in sockets}
+        assert {settings.s3_port, settings.mlflow_port, settings.ray_port, settings.dashboard_port} <= {
+            port for _, _, port in sockets
+        }
 
         # Idempotent: a second up finds the running services and starts nothing.
         again = asva(["stack", "up"], env)
@@ -126,5 +147,8 @@ def test_a_port_held_by_something_else_is_one_line(tmp_path):
         env = stack_env(tmp_path / "state", ASVA_S3_PORT=str(port))
         up = asva(["stack", "up"], env, timeout=120)
     assert up.returncode == 2, up.stdout + up.stderr
-    assert up.stderr.strip().splitlines()[-1] == f"error: port {port} is taken by something that is not an S3 server"
+    assert (
+        up.stderr.strip().splitlines()[-1]
+        == f"error: port {port} is taken by something that is not an S3 server"
+    )
     assert leftovers.session_processes(env[leftovers.SESSION_ENV]) == []

@@ -98,8 +98,13 @@ def test_a_refused_file_upload_is_one_line_without_credentials(s3_server, tmp_pa
     uri = f"s3://{s3_server.bucket}/refused/{tmp_path.name}/f.bin"
     refused = Storage()
     # a client of its own: boto3's default session keeps the credentials it resolved first
-    refused._client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1",
-                                   aws_access_key_id="ASVAWRONGKEY", aws_secret_access_key="wrong-secret")
+    refused._client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.url,
+        region_name="us-east-1",
+        aws_access_key_id="ASVAWRONGKEY",
+        aws_secret_access_key="wrong-secret",
+    )
     with pytest.raises(StorageError) as info:
         refused.upload_file(tmp_path / "f.bin", uri)
     msg = str(info.value)
@@ -115,13 +120,16 @@ def test_missing_bucket_is_named(s3_server):
 
 
 def test_every_s3_weight_path_of_a_model_config_is_downloaded(s3_server, tmp_path):
-    from asva_platform.artifacts.weights import localize_model_paths
+    from asva_platform.inference.weights import localize_model_paths
 
     storage = Storage()
     root = f"s3://{s3_server.bucket}/weights-{tmp_path.name}"
-    files = {"init_unet": ("unet3d", ["config.json", "diffusion_pytorch_model.safetensors"]),
-             "pretrained_sd": ("sd", ["model_index.json", "vae/config.json"]),
-             "audio_encoder_weights": ("audio.pth", [""]), "text_encodings": ("text.pt", [""])}
+    files = {
+        "init_unet": ("unet3d", ["config.json", "diffusion_pytorch_model.safetensors"]),
+        "pretrained_sd": ("sd", ["model_index.json", "vae/config.json"]),
+        "audio_encoder_weights": ("audio.pth", [""]),
+        "text_encodings": ("text.pt", [""]),
+    }
     for name, rels in files.values():
         for rel in rels:
             storage.write_bytes(join(root, name, rel) if rel else join(root, name), f"{name}/{rel}".encode())

@@ -55,12 +55,15 @@ def test_a_gib_file_goes_up_in_parts_and_comes_down_whole_with_flat_memory(s3_se
         up = run_probe("upload", src, uri)
         head = storage.client.head_object(Bucket=u.bucket, Key=u.key)
         assert head["ContentLength"] == GIB
-        assert head["ETag"].strip('"').endswith(f"-{parts}")  # the ETag of an object uploaded in n parts ends in -n
+        assert (
+            head["ETag"].strip('"').endswith(f"-{parts}")
+        )  # the ETag of an object uploaded in n parts ends in -n
         assert storage.client.head_object(Bucket=u.bucket, Key=u.key, PartNumber=1)["PartsCount"] == parts
 
         offset = GIB // 2 + 12345  # a ranged read, across a part boundary
-        ranged = storage.client.get_object(Bucket=u.bucket, Key=u.key,
-                                           Range=f"bytes={offset - MIB}-{offset + MIB - 1}")["Body"].read()
+        ranged = storage.client.get_object(
+            Bucket=u.bucket, Key=u.key, Range=f"bytes={offset - MIB}-{offset + MIB - 1}"
+        )["Body"].read()
         with open(src, "rb") as f:
             f.seek(offset - MIB)
             assert ranged == f.read(2 * MIB)
@@ -70,7 +73,9 @@ def test_a_gib_file_goes_up_in_parts_and_comes_down_whole_with_flat_memory(s3_se
         assert sha256_of(back) == digest
         assert [p.name for p in tmp_path.iterdir()] == ["back.bin"]  # no temporary left beside it
         for name, probe in (("upload", up), ("download", down)):
-            assert probe["rss_growth"] < MAX_GROWTH, f"{name} of 1 GiB grew the process by {probe['rss_growth'] / MIB:.0f} MiB"
+            assert probe["rss_growth"] < MAX_GROWTH, (
+                f"{name} of 1 GiB grew the process by {probe['rss_growth'] / MIB:.0f} MiB"
+            )
     finally:
         src.unlink(missing_ok=True)
         back.unlink(missing_ok=True)

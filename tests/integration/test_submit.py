@@ -26,8 +26,12 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def ray_head(s3_server, mlflow_server, tmp_path_factory):
     state = tmp_path_factory.mktemp("ray-head")
-    head = start_ray_head(state, session_token(), num_cpus=4,
-                          extra_env=s3_server.env | {"MLFLOW_TRACKING_URI": mlflow_server.uri})
+    head = start_ray_head(
+        state,
+        session_token(),
+        num_cpus=4,
+        extra_env=s3_server.env | {"MLFLOW_TRACKING_URI": mlflow_server.uri},
+    )
     yield head
     stop_ray_head(head.temp_dir, head.address)
 
@@ -35,8 +39,15 @@ def ray_head(s3_server, mlflow_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def job_args(s3_server, tmp_path_factory):
     _, overrides = tiny_inputs(tmp_path_factory.mktemp("inputs"), clips_per_class=1, max_duration=2.6)
-    return ["--config", "configs/tiny.yaml", *overrides, f"storage.root=s3://{s3_server.bucket}/submit-test",
-            "dataset.max_clips_per_class=1", "preprocess.windows_per_clip=1", "preprocess.splits=[train]"]
+    return [
+        "--config",
+        "configs/tiny.yaml",
+        *overrides,
+        f"storage.root=s3://{s3_server.bucket}/submit-test",
+        "dataset.max_clips_per_class=1",
+        "preprocess.windows_per_clip=1",
+        "preprocess.splits=[train]",
+    ]
 
 
 def runs_with_submission_id(uri: str, submission_id: str):
@@ -50,9 +61,26 @@ def test_ray_job_submit_cli(ray_head, job_args, mlflow_server):
     env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url)
     sub_id = "cli-preprocess-1"
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--working-dir", ".", "--submission-id", sub_id,
-         "--", "python", "-m", "jobs.preprocess", *job_args, "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "job",
+            "submit",
+            "--working-dir",
+            ".",
+            "--submission-id",
+            sub_id,
+            "--",
+            "python",
+            "-m",
+            "jobs.preprocess",
+            *job_args,
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = submit.last_json_line(out.stdout)  # the CLI follows the logs by default
@@ -62,14 +90,27 @@ def test_ray_job_submit_cli(ray_head, job_args, mlflow_server):
 
 
 def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_server, s3_server):
-    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url,
-               MLFLOW_TRACKING_URI=mlflow_server.uri)
+    env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url, MLFLOW_TRACKING_URI=mlflow_server.uri)
     sub_id = "asva-preprocess-1"
     config, overrides = job_args[1], job_args[2:]
     out = subprocess.run(
-        [sys.executable, "-m", "asva_platform.cli", "submit", "preprocess", "--config", config, *overrides,
-         "--submission-id", sub_id],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "asva_platform.cli",
+            "submit",
+            "preprocess",
+            "--config",
+            config,
+            *overrides,
+            "--submission-id",
+            sub_id,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"job {sub_id} SUCCEEDED" in out.stdout
@@ -88,10 +129,26 @@ def test_asva_submit_follows_logs_and_tags_the_run(ray_head, job_args, mlflow_se
 def test_bad_config_is_rejected_before_submission(ray_head):
     env = dict(os.environ, RAY_ADDRESS=ray_head.dashboard_url)
     before = {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)}
-    out = subprocess.run([sys.executable, "-m", "asva_platform.cli", "submit", "train", "--config",
-                          "configs/tiny.yaml", "train.zero_stage=4"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 2 and out.stderr.startswith("error: configs/tiny.yaml + overrides: train.zero_stage")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asva_platform.cli",
+            "submit",
+            "train",
+            "--config",
+            "configs/tiny.yaml",
+            "train.zero_stage=4",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and out.stderr.startswith(
+        "error: configs/tiny.yaml + overrides: train.zero_stage"
+    )
     assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before
 
 
@@ -99,14 +156,26 @@ def test_a_job_without_the_token_is_refused(ray_head):
     """The job server runs code for whoever submits: without the cluster's token, nothing is accepted, through
     the REST API (as a remote attacker would post) or Ray's CLI."""
     before = {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)}
-    posted = requests.post(f"{ray_head.dashboard_url}/api/jobs/", json={"entrypoint": "echo pwned"}, timeout=30)
+    posted = requests.post(
+        f"{ray_head.dashboard_url}/api/jobs/", json={"entrypoint": "echo pwned"}, timeout=30
+    )
     assert posted.status_code == 401, posted.text
-    wrong = requests.post(f"{ray_head.dashboard_url}/api/jobs/", json={"entrypoint": "echo pwned"}, timeout=30,
-                          headers={"Authorization": "Bearer not-the-token"})
+    wrong = requests.post(
+        f"{ray_head.dashboard_url}/api/jobs/",
+        json={"entrypoint": "echo pwned"},
+        timeout=30,
+        headers={"Authorization": "Bearer not-the-token"},
+    )
     assert wrong.status_code in (401, 403), wrong.text
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN_PATH", "RAY_AUTH_TOKEN")}
     env.update(RAY_ADDRESS=ray_head.dashboard_url, RAY_AUTH_MODE="disabled", HOME=str(ray_head.temp_dir))
-    cli = subprocess.run([str(Path(sys.executable).parent / "ray"), "job", "submit", "--no-wait", "--", "echo",
-                          "pwned"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "job", "submit", "--no-wait", "--", "echo", "pwned"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode != 0 and "authentication" in (cli.stdout + cli.stderr).lower()
     assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before

@@ -40,7 +40,9 @@ def test_train_sweep_with_asha_is_one_parent_with_four_children(train_sweep, swe
     assert len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {out["parent_run_id"]}
     assert len({c.info.run_name for c in children}) == 4
-    assert sorted(c.data.params["train.lr"] for c in children) == sorted(["0.003", "0.001", "0.0003", "1e-06"])
+    assert sorted(c.data.params["train.lr"] for c in children) == sorted(
+        ["0.003", "0.001", "0.0003", "1e-06"]
+    )
     for c in children:
         lr = c.data.params["train.lr"]
         assert c.info.run_name.startswith(f"lr={float(lr):.4g}_t"), c.info.run_name
@@ -58,12 +60,19 @@ def test_train_sweep_with_asha_is_one_parent_with_four_children(train_sweep, swe
     assert sum(c.data.tags["asva.sweep.stopped_early"] == "true" for c in children) == out["stopped_early"]
 
     parent = parents[0]
-    assert parent.data.tags["asva.sweep"] == "train-asha-test" and parent.data.tags["asva.cache_id"] == sweep_inputs["cache_id"]
+    assert (
+        parent.data.tags["asva.sweep"] == "train-asha-test"
+        and parent.data.tags["asva.cache_id"] == sweep_inputs["cache_id"]
+    )
     assert parent.data.tags.get("mlflow.source.git.commit")
     assert parent.data.tags["asva.sweep.best_run_id"] == out["best"]["run_id"]
-    assert parent.data.metrics["trials"] == 4 and parent.data.metrics["best_loss"] == pytest.approx(out["best"]["metric"])
+    assert parent.data.metrics["trials"] == 4 and parent.data.metrics["best_loss"] == pytest.approx(
+        out["best"]["metric"]
+    )
     assert parent.data.params["search_space.train.lr.grid"] == "[0.003, 0.001, 0.0003, 1e-06]"
-    assert {"plots/loss_vs_train_lr.png", "plots/loss_curves.png"} <= artifact_paths(parent.info.run_id, "plots")
+    assert {"plots/loss_vs_train_lr.png", "plots/loss_curves.png"} <= artifact_paths(
+        parent.info.run_id, "plots"
+    )
     assert "sweep/train_tiny.yaml" in artifact_paths(parent.info.run_id, "sweep")
     assert "summary/trials.csv" in artifact_paths(parent.info.run_id, "summary")
 
@@ -74,22 +83,29 @@ def test_guidance_sweep_on_the_best_train_run_logs_a_metric_per_scale_and_plots(
     from sweeps.tune_runner import run_sweep
 
     best_run = train_sweep.best.run_id  # an MLflow run id: resolved through its checkpoint tag
-    loaded = load_sweep(SWEEPS / "guidance_scale_tiny.yaml",
-                        [*sweep_inputs["overrides"], "name=guidance-test", f"checkpoint={best_run}", "plot_metrics=[FVD]"])
+    loaded = load_sweep(
+        SWEEPS / "guidance_scale_tiny.yaml",
+        [*sweep_inputs["overrides"], "name=guidance-test", f"checkpoint={best_run}", "plot_metrics=[FVD]"],
+    )
     out = run_sweep(loaded).to_json()
     assert out["trials"] == 3 and out["failed"] == 0
     parents, children = runs_of("guidance-test")
     assert len(parents) == 1 and len(children) == 3
-    scales = sorted(float(c.data.params["eval.audio_guidance_scale"]) for c in children)
+    scales = sorted(float(c.data.params["generate.audio_guidance_scale"]) for c in children)
     assert scales == [1.0, 4.0, 8.0]
     for c in children:
         assert c.info.status == "FINISHED" and c.data.params["eval.checkpoint"] == best_run
         assert {"eval/Sync", "eval/FVD"} <= set(c.data.metrics)
         assert c.data.tags["asva.cache_id"] == sweep_inputs["cache_id"]  # inherited from the training run
     best = max(children, key=lambda c: c.data.metrics["eval/Sync"])
-    assert out["best"]["run_id"] == best.info.run_id and out["best"]["metric"] == pytest.approx(best.data.metrics["eval/Sync"])
+    assert out["best"]["run_id"] == best.info.run_id and out["best"]["metric"] == pytest.approx(
+        best.data.metrics["eval/Sync"]
+    )
     plots = artifact_paths(parents[0].info.run_id, "plots")
-    assert {"plots/Sync_vs_eval_audio_guidance_scale.png", "plots/FVD_vs_eval_audio_guidance_scale.png"} <= plots
+    assert {
+        "plots/Sync_vs_generate_audio_guidance_scale.png",
+        "plots/FVD_vs_generate_audio_guidance_scale.png",
+    } <= plots
     check_comparison(out, children, [1.0, 4.0, 8.0])
     parent = client().get_run(out["parent_run_id"])
     assert "summary/comparison.json" in artifact_paths(parent.info.run_id, "summary")

@@ -25,7 +25,7 @@ from asva_platform import compare
 from asva_platform.dev.demo import links_of
 from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.tracking import TAG_PARENT, UI_MODE
-from tests.browser import browser_page
+from tests.browser import artifact_frame, browser_page
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -50,12 +50,26 @@ def links(tmp_path_factory, request) -> dict:
     s3 = request.getfixturevalue("s3_server")
     _, overrides = tiny_inputs(tmp_path_factory.mktemp("ui-inputs"), clips_per_class=2, max_duration=2.6)
     out = subprocess.run(
-        [sys.executable, "-m", "jobs.sweep", "sweeps/guidance_scale_tiny.yaml", "checkpoint=init",
-         f"name={SWEEP}", f"storage_path=s3://{s3.bucket}/ui-check/sweeps", "seeds=[0, 1]",
-         "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}", "max_concurrent_trials=2",
-         f"base.storage.root=s3://{s3.bucket}/ui-check", "base.eval.max_videos=1",
-         *[f"base.{o}" for o in overrides], "--json"],
-        cwd=REPO, env=dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server.uri), capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "jobs.sweep",
+            "sweeps/guidance_scale_tiny.yaml",
+            "checkpoint=init",
+            f"name={SWEEP}",
+            f"storage_path=s3://{s3.bucket}/ui-check/sweeps",
+            "seeds=[0, 1]",
+            "search_space={generate.audio_guidance_scale: {grid: [1.0, 4.0]}}",
+            "max_concurrent_trials=2",
+            f"base.storage.root=s3://{s3.bucket}/ui-check",
+            "base.eval.max_videos=1",
+            *[f"base.{o}" for o in overrides],
+            "--json",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server.uri),
+        capture_output=True,
+        text=True,
         timeout=900,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -88,7 +102,11 @@ def test_the_runs_link_opens_the_runs_table_with_the_sweeps_trials(links, shots)
     client = MlflowClient(server)
     runs = client.search_runs([exp_id])
     children = [r.info.run_name for r in runs if TAG_PARENT in r.data.tags]
-    parents = [r.info.run_name for r in runs if TAG_PARENT not in r.data.tags and r.data.tags.get("asva.job") == "sweep"]
+    parents = [
+        r.info.run_name
+        for r in runs
+        if TAG_PARENT not in r.data.tags and r.data.tags.get("asva.job") == "sweep"
+    ]
     assert len(parents) == 1 and len(children) >= 4
     with browser_page() as page:
         page.goto(links["runs"])
@@ -98,7 +116,9 @@ def test_the_runs_link_opens_the_runs_table_with_the_sweeps_trials(links, shots)
             page.get_by_text(child, exact=True).first.wait_for(timeout=30_000)
         body = page.inner_text("body")
         page.screenshot(path=str(shots / "runs-table.png"))
-        assert page.url.split("?")[0].endswith(f"/experiments/{exp_id}/runs")  # not sent to the GenAI overview
+        assert page.url.split("?")[0].endswith(
+            f"/experiments/{exp_id}/runs"
+        )  # not sent to the GenAI overview
     assert "matching runs" in body and "Detect issues" not in body
     assert "Model registry" in body and "Judges" not in body  # the model-training mode's navigation
 
@@ -121,8 +141,9 @@ def test_the_plot_link_shows_the_sync_plot(links, shots):
         page.goto(links["plot"])
         image = page.locator("img[src^='blob:'], img[src*='get-artifact'], img[src*='artifacts']").first
         image.wait_for(timeout=60_000)
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
-                               timeout=30_000)
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=image.element_handle(), timeout=30_000
+        )
         size = image.evaluate("img => [img.naturalWidth, img.naturalHeight]")
         page.screenshot(path=str(shots / "sync-plot.png"))
     assert size == [550, 380]  # the plot's figure: 5.5 x 3.8 in at 100 dpi
@@ -132,14 +153,16 @@ def test_the_compare_link_plays_every_video_in_step(links, shots):
     assert links["compare"].split("?")[0].endswith("/artifactPath/compare/index.html")
     with browser_page() as page:
         page.goto(links["compare"])
-        page.wait_for_selector("iframe", timeout=60_000)
-        frame = next(f for f in page.frames if f.url.startswith("blob:"))
-        frame.wait_for_function("[...document.querySelectorAll('video')].every(v => v.readyState >= 2)",
-                                timeout=60_000)
+        frame = artifact_frame(page)
+        frame.wait_for_function(
+            "[...document.querySelectorAll('video')].every(v => v.readyState >= 2)", timeout=60_000
+        )
         headings = frame.eval_on_selector_all("table.clips th", "ths => ths.map(t => t.innerText)")
         frame.click("#play-all")
         frame.wait_for_timeout(1500)
-        times = frame.eval_on_selector_all("table.clips video", "vs => vs.map(v => [v.currentTime, v.paused])")
+        times = frame.eval_on_selector_all(
+            "table.clips video", "vs => vs.map(v => [v.currentTime, v.paused])"
+        )
         page.screenshot(path=str(shots / "compare-page.png"), full_page=True)
     assert all(not paused for _, paused in times) and len(times) >= 5
     clock = [t for t, _ in times]

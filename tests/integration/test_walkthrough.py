@@ -26,12 +26,18 @@ def walkthrough() -> str:
     """The bash block that follows the walkthrough marker in README.md."""
     text = (REPO / "README.md").read_text()
     start = text.index("```bash\n", text.index(MARKER)) + len("```bash\n")
-    return text[start:text.index("```", start)]
+    return text[start : text.index("```", start)]
 
 
 def run_walkthrough(env: dict[str, str]) -> str:
-    done = subprocess.run(["bash", "-euo", "pipefail", "-c", walkthrough()], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=1200)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", walkthrough()],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-6000:]
     return out
@@ -49,8 +55,12 @@ def test_the_walkthrough_runs_as_written_and_a_restart_keeps_everything(tmp_path
         assert len(RESUMED.findall(out)) == 1  # Ray's CLI job resumed the run asva submit trained
 
         objects = stack_objects(settings)
-        kinds = {"cache shard": "/caches/", "checkpoint": "/runs/try/step_00000004/", "export": "/export/unet/",
-                 "MLflow artifact": "/mlartifacts/"}
+        kinds = {
+            "cache shard": "/caches/",
+            "checkpoint": "/runs/try/step_00000004/",
+            "export": "/export/unet/",
+            "MLflow artifact": "/mlartifacts/",
+        }
         for kind, part in kinds.items():
             assert any(part in uri for uri in objects), f"no {kind} in the bucket: {sorted(objects)}"
         artifacts = mlflow_artifacts(settings, tmp_path / "before")

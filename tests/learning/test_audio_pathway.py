@@ -19,13 +19,16 @@ import pytest
 import torch
 
 from asva_model.build import build_audio_encoder, build_noise_scheduler, build_unet
-from asva_model.data.synth import class_indices, make_spec, render_window
 from asva_model.objective import LossInputs, audio_loss_gap, diffusion_loss, other_clip_index
+from asva_platform.dev.synth import class_indices, make_spec, render_window
 from asva_platform.experiment import load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["cap_gun_shooting", "dog_barking", "hammering", "striking_bowling"]
-TRAIN_CLIPS, TRAIN_WINDOWS = 96, 4  # windows are cheap to draw (no codec); many clips keep the UNet from memorising
+TRAIN_CLIPS, TRAIN_WINDOWS = (
+    96,
+    4,
+)  # windows are cheap to draw (no codec); many clips keep the UNet from memorising
 TEST_CLIPS, TEST_WINDOWS = 64, 2
 STEPS, BATCH = 140, 16  # per-step cost is mostly fixed overhead at this size: a big batch is cheap
 
@@ -66,8 +69,9 @@ def toy():
             tokens = encoder.encode(mel)
             null = encoder.encode(torch.zeros_like(mel[:1]))
         text = torch.zeros(len(ids), 77, exp.model.unet.cross_attention_dim)
-        return LossInputs(pixel_latents(frames), tokens, null, encoder.segment_mask(frames.shape[2])[None],
-                          text), ids
+        return LossInputs(
+            pixel_latents(frames), tokens, null, encoder.segment_mask(frames.shape[2])[None], text
+        ), ids
 
     train, _ = inputs(0, TRAIN_CLIPS, TRAIN_WINDOWS)
     held_out, ids = inputs(1, TEST_CLIPS, TEST_WINDOWS)
@@ -83,8 +87,17 @@ def _train(exp, data: LossInputs, drop_prob: float) -> torch.nn.Module:
     n = data.latents.shape[0]
     for _ in range(STEPS):
         idx = torch.randint(0, n, (BATCH,), generator=gen)
-        loss = diffusion_loss(unet, sched, data.latents[idx], data.audio_tokens[idx], data.null_audio_tokens,
-                              data.audio_mask, data.text_emb[idx], drop_prob, gen)
+        loss = diffusion_loss(
+            unet,
+            sched,
+            data.latents[idx],
+            data.audio_tokens[idx],
+            data.null_audio_tokens,
+            data.audio_mask,
+            data.text_emb[idx],
+            drop_prob,
+            gen,
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

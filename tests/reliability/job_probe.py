@@ -20,8 +20,11 @@ from asva_platform.dev.services import with_env
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_jobs(cases: dict[str, tuple[str, list[str], list[str]]], tmp_path: Path,
-             env_extra: dict[str, str] | None = None) -> None:
+def run_jobs(
+    cases: dict[str, tuple[str, list[str], list[str]]],
+    tmp_path: Path,
+    env_extra: dict[str, str] | None = None,
+) -> None:
     """Run ``{name: (module, argv, needles)}`` in one subprocess; assert each ends with exit 2, exactly one
     ``error: ...`` line on stderr containing every needle, and no Ray started (no session dir, not initialized)."""
     import subprocess
@@ -29,15 +32,27 @@ def run_jobs(cases: dict[str, tuple[str, list[str], list[str]]], tmp_path: Path,
     ray_tmp = tmp_path / "ray-tmp"
     env = with_env(dict(os.environ), {"RAY_TMPDIR": str(ray_tmp)}, env_extra or {})
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "tests.reliability.job_probe",
-                           json.dumps([[m, a] for m, a, _ in cases.values()])],
-                          capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.reliability.job_probe",
+            json.dumps([[m, a] for m, a, _ in cases.values()]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     for (name, (_, _, needles)), res in zip(cases.items(), results, strict=True):
         lines = res["stderr"].strip().splitlines()
         assert res["rc"] == 2, f"{name}: rc={res['rc']}\n{res['stderr'][-3000:]}"
-        assert len(lines) == 1 and lines[0].startswith("error: "), f"{name}: not one line:\n{res['stderr'][-3000:]}"
+        assert len(lines) == 1 and lines[0].startswith("error: "), (
+            f"{name}: not one line:\n{res['stderr'][-3000:]}"
+        )
         assert all(n in lines[0] for n in needles), f"{name}: {lines[0]}"
         assert not res["ray_initialized"] and not res["ray_session_dir"], f"{name}: Ray was started"
     assert not ray_tmp.exists() or not any(ray_tmp.iterdir())
@@ -57,9 +72,15 @@ def main() -> None:
             except BaseException as exc:  # an unguarded crash is a finding, reported not raised
                 rc, err = -1, io.StringIO(f"{type(exc).__name__}: {exc}")
         ray = sys.modules.get("ray")
-        results.append({"rc": rc, "stderr": err.getvalue(), "stdout": out.getvalue(),
-                        "ray_initialized": bool(ray and ray.is_initialized()),
-                        "ray_session_dir": ray_tmp.exists() and any(ray_tmp.iterdir())})
+        results.append(
+            {
+                "rc": rc,
+                "stderr": err.getvalue(),
+                "stdout": out.getvalue(),
+                "ray_initialized": bool(ray and ray.is_initialized()),
+                "ray_session_dir": ray_tmp.exists() and any(ray_tmp.iterdir()),
+            }
+        )
     print(json.dumps(results))
 
 

@@ -39,7 +39,7 @@ def write_one_pixel_clip(path: Path) -> None:
         out.mux(vs.encode(None))
         tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(48000) / 16000)).astype(np.float32)
         for k in range(0, 48000, 1024):
-            af = av.AudioFrame.from_ndarray(tone[None, k:k + 1024], format="fltp", layout="mono")
+            af = av.AudioFrame.from_ndarray(tone[None, k : k + 1024], format="fltp", layout="mono")
             af.sample_rate, af.pts, af.time_base = 16000, k, Fraction(1, 16000)
             out.mux(audio.encode(af))
         out.mux(audio.encode(None))
@@ -52,7 +52,7 @@ def corrupt_audio_packets(good: Path, out: Path) -> None:
         spans = [(p.pos, p.size) for p in c.demux(c.streams.audio[0]) if p.size and p.pos is not None][5:]
     rng = np.random.default_rng(1)
     for pos, size in spans:
-        data[pos:pos + size] = rng.integers(0, 256, size, np.uint8).tobytes()
+        data[pos : pos + size] = rng.integers(0, 256, size, np.uint8).tobytes()
     out.write_bytes(bytes(data))
 
 
@@ -97,34 +97,51 @@ def test_bad_media_is_skipped_with_reasons_and_counts_add_up(s3_server, ray_clus
     expected = add_bad_media(data)
     config = tmp_path / "pp.yaml"
     config.write_text("name: bad-media\n")
-    overrides += [f"storage.root=s3://{s3_server.bucket}/bad-media-{tmp_path.name}",
-                  f"preprocess.windows_per_clip={WINDOWS}", "preprocess.clips_per_shard=4", "tracking.required=false"]
+    overrides += [
+        f"storage.root=s3://{s3_server.bucket}/bad-media-{tmp_path.name}",
+        f"preprocess.windows_per_clip={WINDOWS}",
+        "preprocess.clips_per_shard=4",
+        "tracking.required=false",
+    ]
     rc = run_guarded(main, ["--config", str(config), "--json", *overrides])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-3000:]
     result = json.loads(captured.out.strip().splitlines()[-1])
 
     cfg = load_experiment(str(config), overrides)
-    manifest = open_cache(Storage.from_config(cfg.storage), result["cache_id"], cfg.storage.cache_root).manifest
-    skipped = manifest["splits"]["train"]["skipped"]
+    manifest = open_cache(
+        Storage.from_config(cfg.storage), result["cache_id"], cfg.storage.cache_root
+    ).manifest
+    skipped = manifest.splits["train"].skipped
     got = {s["path"]: s["reason"] for s in skipped}
     dup = f"{next(iter(expected)).split('/')[0]}/bad_empty.mp4"
     # the duplicate line is a second entry with the same path: one record each
     assert sorted((s["path"], s["reason"]) for s in skipped) == sorted(
-        [(p, r) for p, r in expected.items() if p != dup] + [(dup, "empty_file"), (dup, "bad_list_entry")])
+        [(p, r) for p, r in expected.items() if p != dup] + [(dup, "empty_file"), (dup, "bad_list_entry")]
+    )
     assert all(s["detail"] for s in skipped), [s for s in skipped if not s["detail"]]
     assert got and result["skipped"] and len(result["skipped"]) == len(skipped)
 
     # counts add up: every listed entry is either cached or skipped; rows = windows of the good clips
-    listed = {split: [ln.strip() for ln in (data / f"{split}.txt").read_text().splitlines() if ln.strip()]
-              for split in ("train", "test")}
-    good = {split: [p for p in entries if not p.split("/")[-1].startswith("bad_") and p not in expected]
-            for split, entries in listed.items()}
+    listed = {
+        split: [ln.strip() for ln in (data / f"{split}.txt").read_text().splitlines() if ln.strip()]
+        for split in ("train", "test")
+    }
+    good = {
+        split: [p for p in entries if not p.split("/")[-1].startswith("bad_") and p not in expected]
+        for split, entries in listed.items()
+    }
     for split in ("train", "test"):
-        m = manifest["splits"][split]
-        assert m["clips"] + len(m["skipped"]) == len(listed[split]), split
-        assert m["clips"] == len(good[split])
-        windows = sum(len(grid_window_starts(probe_duration(str(data / "videos" / p), cfg.sampling), cfg.sampling,
-                                             WINDOWS)) for p in good[split])
-        assert m["rows"] == windows
-    assert manifest["totals"]["skipped"] == len(skipped) + len(manifest["splits"]["test"]["skipped"])
+        m = manifest.splits[split]
+        assert m.clips + len(m.skipped) == len(listed[split]), split
+        assert m.clips == len(good[split])
+        windows = sum(
+            len(
+                grid_window_starts(
+                    probe_duration(str(data / "videos" / p), cfg.sampling), cfg.sampling, WINDOWS
+                )
+            )
+            for p in good[split]
+        )
+        assert m.rows == windows
+    assert manifest.totals.skipped == len(skipped) + len(manifest.splits["test"].skipped)

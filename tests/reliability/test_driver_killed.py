@@ -32,12 +32,26 @@ def test_killed_driver_resumes_from_s3_checkpoint_on_resubmit(s3_server, mlflow_
     root = f"s3://{s3_server.bucket}/driver-kill-{tmp_path.name}"
     overrides, storage = tiny_cache(tmp_path, root, mlflow_server.uri)
     env, ray_tmp = job_env(mlflow_server.uri)
-    cmd = [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *overrides, "name=driver-kill",
-           f"train.max_steps={STEPS}", "train.checkpoint_every=4", "train.log_every=1", "train.validate_every=0",
-           "train.export=false", "train.batch_size_per_worker=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--config",
+        TINY,
+        "--json",
+        *overrides,
+        "name=driver-kill",
+        f"train.max_steps={STEPS}",
+        "train.checkpoint_every=4",
+        "train.log_every=1",
+        "train.validate_every=0",
+        "train.export=false",
+        "train.batch_size_per_worker=1",
+    ]
     snapshot = join(root, "runs", "driver-kill", "checkpoint_manager_snapshot.json")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     family: list[psutil.Process] = []
     try:
         deadline = time.time() + 600
@@ -65,14 +79,16 @@ def test_killed_driver_resumes_from_s3_checkpoint_on_resubmit(s3_server, mlflow_
     result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert result["final_step"] == STEPS
     state = storage.read_json(join(result["checkpoint_uri"], STATE_FILE))
-    resumed_from = [r["step"] for r in state["extra"]["resumes"]]
+    resumed_from = [r["step"] for r in state["resumes"]]
     assert len(resumed_from) == 1 and resumed_from[0] >= 4, resumed_from
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow_server.uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string="tags.mlflow.runName = 'driver-kill'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.mlflow.runName = 'driver-kill'",
+    )
     assert [r.info.run_id for r in runs] == [result["run_id"]], "the re-run opened a second MLflow run"
     steps = [m.step for m in client.get_metric_history(result["run_id"], "loss")]
     assert sorted(steps) == list(range(1, STEPS + 1)), steps

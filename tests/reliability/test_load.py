@@ -73,8 +73,11 @@ def test_full_size_synthetic_avsync15_within_object_store(s3_server, ray_cluster
     _, overrides = tiny_inputs(tmp_path, clips_per_class=CLIPS_PER_CLASS, max_duration=10.0, image_size=64)
     config = tmp_path / "load.yaml"
     config.write_text("name: load\n")
-    overrides += [f"storage.root=s3://{s3_server.bucket}/load-{tmp_path.name}", "tracking.required=false",
-                  "preprocess.windows_per_clip=2"]
+    overrides += [
+        f"storage.root=s3://{s3_server.bucket}/load-{tmp_path.name}",
+        "tracking.required=false",
+        "preprocess.windows_per_clip=2",
+    ]
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -86,9 +89,15 @@ def test_full_size_synthetic_avsync15_within_object_store(s3_server, ray_cluster
     assert rc == 0, captured.err[-3000:]
     result = json.loads(captured.out.strip().splitlines()[-1])
     store_mib = ray_cluster.cluster_resources().get("object_store_memory", 0) / 2**20
-    figures = {"clips": result["clips"], "skipped": len(result["skipped"]), "seconds": round(seconds, 1),
-               "peak_rss_gib": round(sampler.peak_rss / 2**30, 2), "peak_plasma_mib": sampler.peak_plasma_mib,
-               "object_store_mib": round(store_mib), "spilled_mib": sampler.spilled_mib}
+    figures = {
+        "clips": result["clips"],
+        "skipped": len(result["skipped"]),
+        "seconds": round(seconds, 1),
+        "peak_rss_gib": round(sampler.peak_rss / 2**30, 2),
+        "peak_plasma_mib": sampler.peak_plasma_mib,
+        "object_store_mib": round(store_mib),
+        "spilled_mib": sampler.spilled_mib,
+    }
     with capsys.disabled():
         print(f"\nload figures: {json.dumps(figures)}")
     assert result["clips"] + len(result["skipped"]) == CLIPS_PER_CLASS * 15

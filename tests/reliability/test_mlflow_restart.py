@@ -53,17 +53,36 @@ def test_training_survives_mlflow_restart_without_losing_metrics(tmp_path):
                 holder["mlflow"].stop()
                 events.append("stopped")
                 time.sleep(3)
-                holder["mlflow"] = start_mlflow_server(tmp_path / "mlflow", "s3://mlflow-restart/mlartifacts", s3,
-                                                       port=port)
+                holder["mlflow"] = start_mlflow_server(
+                    tmp_path / "mlflow", "s3://mlflow-restart/mlartifacts", s3, port=port
+                )
                 events.append("restarted")
 
             restarter = threading.Thread(target=restart_after_first_metrics, daemon=True)
             restarter.start()
-            proc = subprocess.run([sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *overrides,
-                                   "name=mlflow-restart", f"train.max_steps={STEPS}", "train.checkpoint_every=5",
-                                   "train.log_every=1", "train.validate_every=0", "train.export=false",
-                                   "train.batch_size_per_worker=1"],
-                                  capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobs.train",
+                    "--config",
+                    TINY,
+                    "--json",
+                    *overrides,
+                    "name=mlflow-restart",
+                    f"train.max_steps={STEPS}",
+                    "train.checkpoint_every=5",
+                    "train.log_every=1",
+                    "train.validate_every=0",
+                    "train.export=false",
+                    "train.batch_size_per_worker=1",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                cwd=REPO,
+                env=env,
+            )
             restarter.join(timeout=120)
             shutil.rmtree(ray_tmp, ignore_errors=True)
             assert events == ["stopped", "restarted"], f"the server was not restarted mid-run: {events}"

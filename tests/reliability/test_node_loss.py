@@ -55,12 +55,31 @@ def cluster(s3_server, mlflow_server, tmp_path):
 
 def start_training(head, train_inputs, env, name: str, steps: int, *extra: str) -> subprocess.Popen:
     overrides, _, _ = train_inputs
-    cmd = [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *overrides, *FAST, f"name={name}",
-           "train.placement_strategy=STRICT_SPREAD", "train.num_workers=2", "train.cpus_per_worker=2",
-           f"train.max_steps={steps}", f"train.checkpoint_every={CHECKPOINT_EVERY}", "train.log_every=1",
-           "train.validate_every=0", "train.export=false", "train.max_failures=3", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--config",
+        TINY,
+        "--json",
+        *overrides,
+        *FAST,
+        f"name={name}",
+        "train.placement_strategy=STRICT_SPREAD",
+        "train.num_workers=2",
+        "train.cpus_per_worker=2",
+        f"train.max_steps={steps}",
+        f"train.checkpoint_every={CHECKPOINT_EVERY}",
+        "train.log_every=1",
+        "train.validate_every=0",
+        "train.export=false",
+        "train.max_failures=3",
+        *extra,
+    ]
     job_env = dict(os.environ, **env, RAY_ADDRESS=head.address, DS_ACCELERATOR="cpu")
-    return subprocess.Popen(cmd, cwd=REPO, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=job_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_until(condition, proc: subprocess.Popen, what: str, timeout: float = 600) -> None:
@@ -81,8 +100,11 @@ def finished(proc: subprocess.Popen) -> dict:
 
 def kill_after_checkpoint(storage, run_uri: str, node, proc, client, run_id_of) -> tuple[int, float]:
     """SIGKILL ``node`` once the step-4 checkpoint is recorded; returns the last step MLflow had then, and when."""
-    wait_until(lambda: (latest_checkpoint_uri(storage, run_uri) or "").endswith(f"step_{CHECKPOINT_EVERY:08d}"),
-               proc, "the first checkpoint")
+    wait_until(
+        lambda: (latest_checkpoint_uri(storage, run_uri) or "").endswith(f"step_{CHECKPOINT_EVERY:08d}"),
+        proc,
+        "the first checkpoint",
+    )
     killed = stack.kill_ray_node(node)
     assert killed, "no process of the worker node was found"
     return max(s for s, _ in history(client, run_id_of(), "loss")), time.time()
@@ -92,14 +114,19 @@ def report_cost(client, run_id: str, killed_at: int, kill_time: float, resumed_f
     """What the node loss cost, for docs/reliability.md (shown with ``pytest -s``)."""
     times = {m.step: m.timestamp / 1000 for m in client.get_metric_history(run_id, "loss")}
     # steps up to killed_at were logged before the loss; their recomputation is not logged again
-    print(f"\nnode lost at step {killed_at}; resumed from step {resumed_from} ({killed_at - resumed_from} steps "
-          f"recomputed); step {killed_at + 1} logged {times[killed_at + 1] - kill_time:.1f} s after the kill "
-          f"(a step takes {times[killed_at] - times[killed_at - 1]:.1f} s before it)", flush=True)
+    print(
+        f"\nnode lost at step {killed_at}; resumed from step {resumed_from} ({killed_at - resumed_from} steps "
+        f"recomputed); step {killed_at + 1} logged {times[killed_at + 1] - kill_time:.1f} s after the kill "
+        f"(a step takes {times[killed_at] - times[killed_at - 1]:.1f} s before it)",
+        flush=True,
+    )
 
 
 def run_id_by_name(client, name: str) -> str:
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"tags.`mlflow.runName` = '{name}'")
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`mlflow.runName` = '{name}'",
+    )
     assert len(runs) == 1, runs
     return runs[0].info.run_id
 
@@ -111,20 +138,24 @@ def test_fixed_size_run_resumes_on_a_replacement_node(cluster, train_inputs, mlf
     name, steps = "node-loss-fixed", 12
     proc = start_training(head, train_inputs, env, name, steps)
     run_uri = join(config(train_inputs).storage.runs_root, name)
-    killed_at, kill_time = kill_after_checkpoint(storage, run_uri, worker, proc, client,
-                                                 lambda: run_id_by_name(client, name))
+    killed_at, kill_time = kill_after_checkpoint(
+        storage, run_uri, worker, proc, client, lambda: run_id_by_name(client, name)
+    )
     wait_for_nodes(head.address, ["asva_node_0"])  # the cluster saw the node go
     stack.start_ray_worker_node(head, 2, 3, tmp / "logs", extra_env=env)  # the replacement
     result = finished(proc)
 
     assert result["final_step"] == steps
     state = trainer_state(storage, result["checkpoint_uri"])
-    resumes = state["extra"]["resumes"]
+    resumes = state["resumes"]
     assert resumes and resumes[0]["world_size"] == [2, 2]
-    assert killed_at - resumes[0]["step"] <= CHECKPOINT_EVERY, (killed_at, resumes)  # at most one interval lost
+    assert killed_at - resumes[0]["step"] <= CHECKPOINT_EVERY, (
+        killed_at,
+        resumes,
+    )  # at most one interval lost
     report_cost(client, result["run_id"], killed_at, kill_time, resumes[0]["step"])
-    nodes = {r["node_id"] for r in state["extra"]["ranks"]}
-    assert len(nodes) == 2, state["extra"]["ranks"]  # again one rank per node: the head and the replacement
+    nodes = {r["node_id"] for r in state["ranks"]}
+    assert len(nodes) == 2, state["ranks"]  # again one rank per node: the head and the replacement
     assert [s for s, _ in history(client, result["run_id"], "loss")] == list(range(1, steps + 1))
     assert_no_duplicate_steps(client, result["run_id"])
 
@@ -134,31 +165,36 @@ def test_elastic_run_shrinks_to_the_surviving_node_and_grows_back(cluster, train
     _, _, storage = train_inputs
     client = mlflow_client(mlflow_server)
     name, steps = "node-loss-elastic", 60
-    proc = start_training(head, train_inputs, env, name, steps, "train.min_workers=1",
-                          "train.elastic_resize_check_s=2")
+    proc = start_training(
+        head, train_inputs, env, name, steps, "train.min_workers=1", "train.elastic_resize_check_s=2"
+    )
     run_uri = join(config(train_inputs).storage.runs_root, name)
     run_id = lambda: run_id_by_name(client, name)  # noqa: E731
     killed_at, kill_time = kill_after_checkpoint(storage, run_uri, worker, proc, client, run_id)
     # no replacement: the run goes on with one worker (rank 0 records the group's size when it starts)
-    wait_until(lambda: client.get_run(run_id()).data.tags.get("asva.world_size") == "1", proc, "a 1-worker restart")
+    wait_until(
+        lambda: client.get_run(run_id()).data.tags.get("asva.world_size") == "1", proc, "a 1-worker restart"
+    )
     # ...and checkpoints there (a checkpoint is what records a restart, and what the next restart resumes from)
-    wait_until(lambda: (latest_checkpoint_uri(storage, run_uri) or "").endswith(f"step_{2 * CHECKPOINT_EVERY:08d}"),
-               proc, "a checkpoint of the 1-worker group")
+    wait_until(
+        lambda: (latest_checkpoint_uri(storage, run_uri) or "").endswith(f"step_{2 * CHECKPOINT_EVERY:08d}"),
+        proc,
+        "a checkpoint of the 1-worker group",
+    )
     shrunk_at = max(s for s, _ in history(client, run_id(), "loss"))
     stack.start_ray_worker_node(head, 2, 3, tmp / "logs", extra_env=env)  # room to grow again
     result = finished(proc)
 
     assert result["final_step"] == steps
     state = trainer_state(storage, result["checkpoint_uri"])
-    sizes = [tuple(r["world_size"]) for r in state["extra"]["resumes"]]
+    sizes = [tuple(r["world_size"]) for r in state["resumes"]]
     assert (2, 1) in sizes and (1, 2) in sizes and sizes.index((2, 1)) < sizes.index((1, 2)), sizes
-    shrink = state["extra"]["resumes"][sizes.index((2, 1))]
+    shrink = state["resumes"][sizes.index((2, 1))]
     assert killed_at - shrink["step"] <= CHECKPOINT_EVERY, (killed_at, shrink)
     report_cost(client, result["run_id"], killed_at, kill_time, shrink["step"])
-    assert state["world_size"] == 2 and len({r["node_id"] for r in state["extra"]["ranks"]}) == 2
+    assert state["world_size"] == 2 and len({r["node_id"] for r in state["ranks"]}) == 2
     # the global batch never changed: 2 clips x 1 step x 2 workers, or 2 clips x 2 steps x 1 worker
     assert state["global_batch_size"] == 4 and state["samples_seen"] == 4 * steps
     assert shrunk_at < steps
     assert [s for s, _ in history(client, result["run_id"], "loss")] == list(range(1, steps + 1))
     assert_no_duplicate_steps(client, result["run_id"])
-

@@ -40,8 +40,13 @@ def test_killed_preprocessing_reruns_only_missing_shards(s3_server, tmp_path):
     _, overrides = tiny_inputs(tmp_path, clips_per_class=2, max_duration=3.0, image_size=32)
     config = tmp_path / "pp.yaml"
     config.write_text("name: pp-killed\n")
-    overrides += [f"storage.root=s3://{s3_server.bucket}/pp-killed-{tmp_path.name}", "preprocess.windows_per_clip=2",
-                  "preprocess.clips_per_shard=2", "tracking.required=false", "cluster.num_cpus=4"]
+    overrides += [
+        f"storage.root=s3://{s3_server.bucket}/pp-killed-{tmp_path.name}",
+        "preprocess.windows_per_clip=2",
+        "preprocess.clips_per_shard=2",
+        "tracking.required=false",
+        "cluster.num_cpus=4",
+    ]
     cfg = load_experiment(str(config), overrides)
     storage = Storage.from_config(cfg.storage)
     prep = prepare(cfg, storage, log=lambda _: None)
@@ -51,8 +56,9 @@ def test_killed_preprocessing_reruns_only_missing_shards(s3_server, tmp_path):
     env = {**os.environ, "RAY_TMPDIR": ray_tmp}
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "jobs.preprocess", "--config", str(config), "--json", *overrides]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     seen: dict[str, tuple] = {}
     family: list[psutil.Process] = []
     try:
@@ -87,6 +93,6 @@ def test_killed_preprocessing_reruns_only_missing_shards(s3_server, tmp_path):
 
     handle = open_cache(storage, result["cache_id"], cfg.storage.cache_root)
     rows = [r["window_id"] for split in cfg.preprocess.splits for r in handle.iter_rows(split)]
-    assert len(rows) == len(set(rows)) == handle.manifest["totals"]["rows"] == result["rows"]
-    shard_paths = [s["path"] for split in handle.manifest["splits"].values() for s in split["shards"]]
+    assert len(rows) == len(set(rows)) == handle.manifest.totals.rows == result["rows"]
+    shard_paths = [s.path for split in handle.manifest.splits.values() for s in split.shards]
     assert len(shard_paths) == len(set(shard_paths)) == total

@@ -27,12 +27,13 @@ from pathlib import Path
 import pytest
 
 from asva_platform.artifacts import cache as fmt
-from asva_platform.artifacts.checkpoint import STATE_FILE, consolidated_state_dict, local_checkpoint
+from asva_platform.artifacts.checkpoint import STATE_FILE
 from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.dev.s3_server import start_s3_server
 from asva_platform.dev.services import env_applied, kill_tree
 from asva_platform.dev.stack import start_mlflow_server
 from asva_platform.experiment import load_experiment
+from asva_platform.inference.checkpoints import consolidated_state_dict, local_checkpoint
 from asva_platform.preprocess.job import existing_shards, prepare
 from asva_platform.storage import Storage, join, parse_uri
 from tests.reliability.helpers import TINY, job_env, tiny_cache
@@ -80,9 +81,24 @@ def servers(tmp_path_factory):
 
 
 def train_cmd(servers, name: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *servers.overrides, f"name={name}",
-            f"train.max_steps={STEPS}", "train.checkpoint_every=1", "train.keep_checkpoints=3", "train.log_every=1",
-            "train.validate_every=0", "train.export=false", "train.batch_size_per_worker=1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "jobs.train",
+        "--config",
+        TINY,
+        "--json",
+        *servers.overrides,
+        f"name={name}",
+        f"train.max_steps={STEPS}",
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=3",
+        "train.log_every=1",
+        "train.validate_every=0",
+        "train.export=false",
+        "train.batch_size_per_worker=1",
+        *extra,
+    ]
 
 
 def start_job(servers, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
@@ -109,7 +125,9 @@ def recorded_checkpoints(storage, name: str) -> list[str]:
 def objects_under(storage, uri: str) -> dict[str, tuple[str, int]]:
     """``key -> (ETag, size)`` of every object under ``uri``."""
     u = parse_uri(uri)
-    pages = storage.client.get_paginator("list_objects_v2").paginate(Bucket=u.bucket, Prefix=u.key.rstrip("/") + "/")
+    pages = storage.client.get_paginator("list_objects_v2").paginate(
+        Bucket=u.bucket, Prefix=u.key.rstrip("/") + "/"
+    )
     return {o["Key"]: (o["ETag"], o["Size"]) for p in pages for o in p.get("Contents", [])}
 
 
@@ -126,8 +144,10 @@ def assert_whole(storage, checkpoint_uri: str) -> None:
     names = {Path(uri).name for uri in storage.list(checkpoint_uri)}
     assert {"latest", STATE_FILE} <= names, (checkpoint_uri, names)
     for rank in (0, 1):
-        assert any(n.endswith(f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt") for n in names), (checkpoint_uri,
-                                                                                                   names)
+        assert any(n.endswith(f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt") for n in names), (
+            checkpoint_uri,
+            names,
+        )
 
 
 def assert_checkpoints_whole(storage, name: str, tmp_path: Path) -> list[str]:
@@ -192,7 +212,7 @@ def test_s3_killed_during_checkpoint_uploads_is_ridden_out(servers, tmp_path):
     assert recorded[-1] == f"step_{STEPS:08d}" and result["checkpoint_uri"].endswith(recorded[-1])
     state = storage.read_json(join(result["checkpoint_uri"], STATE_FILE))
     assert state["step"] == STEPS
-    assert state["extra"]["resumes"] == [], "a worker group restart, not the retries, carried the run over"
+    assert state["resumes"] == [], "a worker group restart, not the retries, carried the run over"
 
 
 def test_s3_killed_for_longer_than_the_retries_fails_in_one_line_and_a_rerun_resumes(servers, tmp_path):
@@ -221,7 +241,7 @@ def test_s3_killed_for_longer_than_the_retries_fails_in_one_line_and_a_rerun_res
     assert proc.returncode == 0, err[-4000:]
     result = json.loads(out.strip().splitlines()[-1])
     assert result["final_step"] == STEPS
-    resumes = storage.read_json(join(result["checkpoint_uri"], STATE_FILE))["extra"]["resumes"]
+    resumes = storage.read_json(join(result["checkpoint_uri"], STATE_FILE))["resumes"]
     assert [r["step"] for r in resumes] == [int(recorded[-1].split("_")[1])]
     steps = sorted(m.step for m in loss_history(servers, result["run_id"]))
     assert steps == list(range(1, STEPS + 1)), steps
@@ -232,8 +252,13 @@ def test_s3_killed_during_a_cache_write_loses_no_shard_and_a_rerun_writes_the_re
     _, overrides = tiny_inputs(tmp_path, clips_per_class=2, max_duration=3.0, image_size=32)
     config = tmp_path / "pp.yaml"
     config.write_text("name: pp-s3-killed\n")
-    overrides += [f"storage.root={ROOT}/pp", "preprocess.windows_per_clip=2", "preprocess.clips_per_shard=2",
-                  f"tracking.uri={servers.mlflow.uri}", "cluster.num_cpus=4"]
+    overrides += [
+        f"storage.root={ROOT}/pp",
+        "preprocess.windows_per_clip=2",
+        "preprocess.clips_per_shard=2",
+        f"tracking.uri={servers.mlflow.uri}",
+        "cluster.num_cpus=4",
+    ]
     cfg = load_experiment(str(config), overrides)
     storage = Storage.from_config(cfg.storage)
     prep = prepare(cfg, storage, log=lambda _: None)
@@ -253,7 +278,9 @@ def test_s3_killed_during_a_cache_write_loses_no_shard_and_a_rerun_writes_the_re
             if 1 <= len(before) < total:
                 break
             time.sleep(0.1)
-        assert proc.poll() is None and 1 <= len(before) < total, "the job ended before S3 could be killed mid-write"
+        assert proc.poll() is None and 1 <= len(before) < total, (
+            "the job ended before S3 could be killed mid-write"
+        )
         servers.kill_s3()  # the next shards are being encoded and written
         out, err = proc.communicate(timeout=600)
     finally:
@@ -276,4 +303,4 @@ def test_s3_killed_during_a_cache_write_loses_no_shard_and_a_rerun_writes_the_re
     assert result["shards_reused"] == len(after) and result["shards_written"] == total - len(after)
     handle = fmt.open_cache(storage, result["cache_id"], cfg.storage.cache_root)
     rows = [r["window_id"] for split in cfg.preprocess.splits for r in handle.iter_rows(split)]
-    assert len(rows) == len(set(rows)) == handle.manifest["totals"]["rows"] == result["rows"]
+    assert len(rows) == len(set(rows)) == handle.manifest.totals.rows == result["rows"]

@@ -72,7 +72,9 @@ def test_boto3_client_retries_as_configured(monkeypatch):
     for attempts in (2, 5):
         server = ResettingServer()
         with pytest.raises(BotoCoreError):
-            Storage(server.url, "us-east-1", max_attempts=attempts).client.head_object(Bucket="bucket", Key="k")
+            Storage(server.url, "us-east-1", max_attempts=attempts).client.head_object(
+                Bucket="bucket", Key="k"
+            )
         connections[attempts] = server.accepted
         server.close()
     # botocore reconnects once more on its own after a dropped connection; every attempt adds one

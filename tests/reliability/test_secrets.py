@@ -37,8 +37,13 @@ def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("secrets")
     s3 = start_s3_server(work / "s3", bucket=BUCKET)
     key = load_or_create_key(work / "s3")
-    in_env = {**s3.env, "AWS_SHARED_CREDENTIALS_FILE": "", "AWS_PROFILE": "",
-              "AWS_ACCESS_KEY_ID": key.access_key, "AWS_SECRET_ACCESS_KEY": key.secret_key}
+    in_env = {
+        **s3.env,
+        "AWS_SHARED_CREDENTIALS_FILE": "",
+        "AWS_PROFILE": "",
+        "AWS_ACCESS_KEY_ID": key.access_key,
+        "AWS_SECRET_ACCESS_KEY": key.secret_key,
+    }
     with restored_env([*in_env, "MLFLOW_TRACKING_URI"]):
         apply_env(os.environ, in_env)
         mlflow = start_mlflow_server(work / "mlflow", artifacts_uri=f"s3://{BUCKET}/mlartifacts", s3=s3)
@@ -60,16 +65,37 @@ def test_secret_key_appears_nowhere(stack):
     work, s3, mlflow, secret = stack
     overrides, storage = tiny_cache(work, f"s3://{BUCKET}/root", mlflow.uri)
     env, ray_tmp = job_env(mlflow.uri)
-    job_args = [*overrides, "name=secret-run", "train.max_steps=2",
-                "train.checkpoint_every=2", "train.log_every=1", "train.validate_every=2", "train.val_windows=2",
-                "train.num_samples=1", "eval.num_inference_steps=2", "train.batch_size_per_worker=1",
-                "train.ema=true"]
-    proc = subprocess.run([sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *job_args],
-                          capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    job_args = [
+        *overrides,
+        "name=secret-run",
+        "train.max_steps=2",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "train.validate_every=2",
+        "train.val_windows=2",
+        "train.num_samples=1",
+        "generate.num_inference_steps=2",
+        "train.batch_size_per_worker=1",
+        "train.ema=true",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.train", "--config", TINY, "--json", *job_args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    shown = subprocess.run([sys.executable, "-m", "asva_platform.cli", "config", "show", "--config", TINY, *job_args],
-                           capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    shown = subprocess.run(
+        [sys.executable, "-m", "asva_platform.cli", "config", "show", "--config", TINY, *job_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=env,
+    )
     assert shown.returncode == 0 and "train:" in shown.stdout, shown.stderr[-2000:]
 
     found: list[str] = []
@@ -85,7 +111,10 @@ def test_secret_key_appears_nowhere(stack):
         scanned["objects"] += 1
         scanned["checkpoint objects"] += "/runs/secret-run/step_" in uri
         scan_text(f"object {uri}", storage.read_bytes(uri), found, secret)
-    key_store = {work / "s3" / CREDENTIALS_FILE, work / "s3" / IDENTITIES_FILE}  # where the key is meant to be
+    key_store = {
+        work / "s3" / CREDENTIALS_FILE,
+        work / "s3" / IDENTITIES_FILE,
+    }  # where the key is meant to be
     for f in work.rglob("*"):  # the MLflow server's sqlite store, the S3 server's data and both servers' logs
         if f in key_store or not f.is_file():
             continue
@@ -103,6 +132,8 @@ def test_secret_key_appears_nowhere(stack):
 
     assert not found, f"secret key found in: {found}"
     # the scan really covered the places it claims to
-    assert scanned["ray files"] > 5 and scanned["checkpoint objects"] > 3 and scanned["server files"] >= 1, scanned
+    assert scanned["ray files"] > 5 and scanned["checkpoint objects"] > 3 and scanned["server files"] >= 1, (
+        scanned
+    )
     assert any("/mlartifacts/" in o for o in objects), "no MLflow artifact reached the bucket"
     shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -30,19 +30,37 @@ def test_s3_down_at_start_names_the_endpoint(tmp_path):
     root = ["storage.root=s3://down/root", "tracking.required=false"]
     config = tmp_path / "pp.yaml"
     config.write_text(f"base: {TINY}\nname: s3-down\n")
-    run_jobs({
-        "train": ("jobs.train", ["--config", TINY, *root, "train.cache=anything"], [endpoint, "s3://down"]),
-        "preprocess": ("jobs.preprocess", ["--config", str(config), *root], [endpoint, "s3://down"]),
-    }, tmp_path, env_extra=s3.env)
+    run_jobs(
+        {
+            "train": (
+                "jobs.train",
+                ["--config", TINY, *root, "train.cache=anything"],
+                [endpoint, "s3://down"],
+            ),
+            "preprocess": ("jobs.preprocess", ["--config", str(config), *root], [endpoint, "s3://down"]),
+        },
+        tmp_path,
+        env_extra=s3.env,
+    )
 
 
 def test_mlflow_down_at_start_is_one_line_when_required(s3_server, tmp_path):
-    mlflow = start_mlflow_server(tmp_path / "mlflow", artifacts_uri=f"s3://{s3_server.bucket}/mlf-down", s3=s3_server)
+    mlflow = start_mlflow_server(
+        tmp_path / "mlflow", artifacts_uri=f"s3://{s3_server.bucket}/mlf-down", s3=s3_server
+    )
     mlflow.stop()
-    args = ["--config", TINY, f"storage.root=s3://{s3_server.bucket}/mlflow-down", "train.cache=anything",
-            "tracking.required=true"]
-    run_jobs({"train": ("jobs.train", args, ["cannot reach MLflow tracking server", mlflow.uri])}, tmp_path,
-             env_extra={"MLFLOW_TRACKING_URI": mlflow.uri})
+    args = [
+        "--config",
+        TINY,
+        f"storage.root=s3://{s3_server.bucket}/mlflow-down",
+        "train.cache=anything",
+        "tracking.required=true",
+    ]
+    run_jobs(
+        {"train": ("jobs.train", args, ["cannot reach MLflow tracking server", mlflow.uri])},
+        tmp_path,
+        env_extra={"MLFLOW_TRACKING_URI": mlflow.uri},
+    )
 
 
 def test_mlflow_down_at_start_falls_back_to_local_store_when_optional(tmp_path, capsys):

@@ -20,8 +20,13 @@ from tests.train_helpers import FAST
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TRAIN = ["train.num_workers=2", "train.cpus_per_worker=1", "train.validate_every=0", "train.export=false",
-         "train.checkpoint_every=2"]
+TRAIN = [
+    "train.num_workers=2",
+    "train.cpus_per_worker=1",
+    "train.validate_every=0",
+    "train.export=false",
+    "train.checkpoint_every=2",
+]
 
 
 @pytest.fixture
@@ -51,30 +56,62 @@ def finished(head, job_id: str, key: str) -> dict:
 def live_actors(head) -> Counter:
     from ray.util.state import list_actors
 
-    return Counter(a.class_name for a in list_actors(address=head.dashboard_url, filters=[("state", "=", "ALIVE")],
-                                                      limit=1000, raise_on_missing_output=False))
+    return Counter(
+        a.class_name
+        for a in list_actors(
+            address=head.dashboard_url,
+            filters=[("state", "=", "ALIVE")],
+            limit=1000,
+            raise_on_missing_output=False,
+        )
+    )
 
 
 def held_placement_groups(head) -> list:
     from ray.util.state import list_placement_groups
 
-    return [pg for pg in list_placement_groups(address=head.dashboard_url, limit=1000, raise_on_missing_output=False)
-            if pg.state != "REMOVED"]
+    return [
+        pg
+        for pg in list_placement_groups(address=head.dashboard_url, limit=1000, raise_on_missing_output=False)
+        if pg.state != "REMOVED"
+    ]
 
 
 def test_a_training_job_and_a_guidance_sweep_share_a_cluster_and_leave_nothing(cluster, train_inputs):
     overrides, _, _ = train_inputs
-    base = finished(cluster, run_job(cluster, "train", "configs/tiny.yaml", [*overrides, *FAST, *TRAIN, "name=shared-base",
-                                                                  "train.max_steps=2"], "shared-base"), "checkpoint_uri")
+    base = finished(
+        cluster,
+        run_job(
+            cluster,
+            "train",
+            "configs/tiny.yaml",
+            [*overrides, *FAST, *TRAIN, "name=shared-base", "train.max_steps=2"],
+            "shared-base",
+        ),
+        "checkpoint_uri",
+    )
     before_actors, before_pgs = live_actors(cluster), held_placement_groups(cluster)
     assert not before_pgs, before_pgs
 
-    train_id = run_job(cluster, "train", "configs/tiny.yaml", [*overrides, *FAST, *TRAIN, "name=shared-train", "train.max_steps=6"],
-                       "shared-train")
-    sweep_id = run_job(cluster, "sweep", "sweeps/guidance_scale_tiny.yaml",
-                       [*(f"base.{o}" for o in overrides), "name=shared-guidance",
-                        f"checkpoint={base['checkpoint_uri']}", "base.eval.num_inference_steps=2"],
-                       "shared-guidance")
+    train_id = run_job(
+        cluster,
+        "train",
+        "configs/tiny.yaml",
+        [*overrides, *FAST, *TRAIN, "name=shared-train", "train.max_steps=6"],
+        "shared-train",
+    )
+    sweep_id = run_job(
+        cluster,
+        "sweep",
+        "sweeps/guidance_scale_tiny.yaml",
+        [
+            *(f"base.{o}" for o in overrides),
+            "name=shared-guidance",
+            f"checkpoint={base['checkpoint_uri']}",
+            "base.generate.num_inference_steps=2",
+        ],
+        "shared-guidance",
+    )
     trained, swept = finished(cluster, train_id, "final_step"), finished(cluster, sweep_id, "trials")
     assert trained["final_step"] == 6
     assert swept["trials"] == 3 and swept["failed"] == 0, json.dumps(swept)[:2000]

@@ -19,17 +19,42 @@ import time
 import pytest
 
 from asva_platform.storage import Storage, join
-from sweeps.tune_runner import saved_trial_statuses
 from tests.reliability.helpers import job_env
 from tests.sweep_helpers import REPO, SWEEPS, check_comparison, client, runs_of
 
 pytestmark = pytest.mark.integration  # not `slow`: `make test` runs it, as it did in tests/integration
 
 
+def saved_trial_statuses(storage: Storage, sweep_uri: str) -> dict[str, str]:
+    """``{trial_id: status}`` as of Tune's last saved experiment state (what a restore would start from);
+    empty before the first save."""
+    base = sweep_uri.rstrip("/") + "/"
+    states = sorted(
+        u
+        for u in storage.list(sweep_uri)
+        if "/" not in u[len(base) :] and u[len(base) :].startswith("experiment_state-")
+    )
+    if not states:
+        return {}
+    out = {}
+    for trial_json, _ in storage.read_json(states[-1]).get("trial_data", []):
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        out[str(trial.get("trial_id"))] = str(trial.get("status"))
+    return out
+
+
 def sweep_command(sweep_inputs, name: str) -> list[str]:
-    return [sys.executable, "-m", "jobs.sweep", str(SWEEPS / "guidance_scale_tiny.yaml"),
-            *sweep_inputs["overrides"], f"name={name}", "checkpoint=init",
-            "search_space={eval.audio_guidance_scale: {grid: [1.0, 2.0, 4.0, 8.0]}}", "--json"]
+    return [
+        sys.executable,
+        "-m",
+        "jobs.sweep",
+        str(SWEEPS / "guidance_scale_tiny.yaml"),
+        *sweep_inputs["overrides"],
+        f"name={name}",
+        "checkpoint=init",
+        "search_space={generate.audio_guidance_scale: {grid: [1.0, 2.0, 4.0, 8.0]}}",
+        "--json",
+    ]
 
 
 @pytest.mark.timeout(1500)
@@ -39,8 +64,14 @@ def test_a_killed_sweep_driver_resumes_without_duplicate_runs(sweep_inputs, mlfl
     env, ray_tmp = job_env(mlflow_server.uri)  # the driver starts its own local Ray, under its own temp dir
     log = tmp_path / "first.log"
     with open(log, "w") as f:
-        driver = subprocess.Popen(sweep_command(sweep_inputs, name), cwd=REPO, env=env, stdout=f,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            sweep_command(sweep_inputs, name),
+            cwd=REPO,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.time() + 900
         while time.time() < deadline:
@@ -63,17 +94,20 @@ def test_a_killed_sweep_driver_resumes_without_duplicate_runs(sweep_inputs, mlfl
     done_before = {t for t, s in statuses.items() if s == "TERMINATED"}
     assert len(done_before) < 4, "the sweep finished before the driver was killed"
     _, children_before = runs_of(name)
-    finished_before = {c.data.tags["asva.sweep.trial_id"]: c for c in children_before if c.info.status == "FINISHED"}
+    finished_before = {
+        c.data.tags["asva.sweep.trial_id"]: c for c in children_before if c.info.status == "FINISHED"
+    }
     assert done_before <= set(finished_before)
 
     env, ray_tmp = job_env(mlflow_server.uri)
-    rerun = subprocess.run(sweep_command(sweep_inputs, name), cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=1200)
+    rerun = subprocess.run(
+        sweep_command(sweep_inputs, name), cwd=REPO, env=env, capture_output=True, text=True, timeout=1200
+    )
     shutil.rmtree(ray_tmp, ignore_errors=True)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     out = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert out["resumed"] is True and out["trials"] == 4
-    assert "Sync vs eval.audio_guidance_scale" in rerun.stdout  # the comparison table on the console
+    assert "Sync vs generate.audio_guidance_scale" in rerun.stdout  # the comparison table on the console
 
     parents, children = runs_of(name)
     assert len(parents) == 1 and parents[0].info.run_id == out["parent_run_id"]

@@ -25,13 +25,24 @@ def our_train_workers():
     import ray
 
     raylet = ray._private.worker.global_worker.node.all_processes["raylet"][0].process.pid
-    return [p for p in psutil.Process(raylet).children(recursive=True)
-            if "RayTrainWorker" in " ".join(p.cmdline())]
+    return [
+        p
+        for p in psutil.Process(raylet).children(recursive=True)
+        if "RayTrainWorker" in " ".join(p.cmdline())
+    ]
 
 
 def test_killed_worker_recovers_via_failure_config(train_inputs, ray_cluster, mlflow_server):
-    cfg = config(train_inputs, "name=kill", "train.max_steps=12", "train.checkpoint_every=4", "train.log_every=1",
-                 "train.validate_every=0", "train.export=false", "train.max_failures=2")
+    cfg = config(
+        train_inputs,
+        "name=kill",
+        "train.max_steps=12",
+        "train.checkpoint_every=4",
+        "train.log_every=1",
+        "train.validate_every=0",
+        "train.export=false",
+        "train.max_failures=2",
+    )
     _, _, storage = train_inputs
     run_dir = join(cfg.storage.runs_root, "kill")
     killed: list[int] = []
@@ -59,7 +70,7 @@ def test_killed_worker_recovers_via_failure_config(train_inputs, ray_cluster, ml
     assert result.final_step == 12
     state = trainer_state(storage, result.checkpoint_uri)
     assert state["step"] == 12
-    assert state["extra"]["resumes"] and state["extra"]["resumes"][0]["step"] >= 4
+    assert state["resumes"] and state["resumes"][0]["step"] >= 4
     client = mlflow_client(mlflow_server)
     steps = [s for s, _ in history(client, result.run_id, "loss")]
     assert steps == list(range(1, 13))  # every step once, although some were trained twice

@@ -45,12 +45,16 @@ def main() -> None:
         arrays[f"sine_{orig}"] = sine
         arrays[f"sine_{orig}_{new}"] = resample(torch.from_numpy(sine), orig, new).numpy()
     assert all(a.dtype == np.float32 for a in arrays.values())
-    arrays["versions"] = np.array([f"torch {torch.__version__}", f"torchaudio {torchaudio.__version__}",
-                                   f"numpy {np.__version__}"])
+    arrays["versions"] = np.array(
+        [f"torch {torch.__version__}", f"torchaudio {torchaudio.__version__}", f"numpy {np.__version__}"]
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(OUT, **arrays)
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes): " + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()),
-          file=sys.stderr)
+    print(
+        f"wrote {OUT} ({OUT.stat().st_size} bytes): "
+        + ", ".join(f"{k} {v.shape}" for k, v in arrays.items()),
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

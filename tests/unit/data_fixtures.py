@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from asva_model.data.config import DatasetConfig, SamplingConfig
-from asva_model.data.synth import synthesize
+from asva_platform.dev.synth import synthesize
 
 SYNTH_KW = dict(clips_per_class=10, seed=0, min_duration=2.0, max_duration=4.0, workers=2)
 

@@ -26,8 +26,15 @@ def _video(path, fps: float, seconds: float, sample_rate: int = 44100, stereo=No
     t = np.arange(int(round(seconds * sample_rate))) / sample_rate
     left = 0.5 * np.sin(2 * np.pi * 440 * t)
     right = np.zeros_like(t) if stereo is None else stereo(t)
-    return str(write_video(path, np.zeros((n, 32, 32, 3), np.uint8), np.stack([left, right]).astype(np.float32),
-                           fps=fps, sample_rate=sample_rate))
+    return str(
+        write_video(
+            path,
+            np.zeros((n, 32, 32, 3), np.uint8),
+            np.stack([left, right]).astype(np.float32),
+            fps=fps,
+            sample_rate=sample_rate,
+        )
+    )
 
 
 def _picked(path, fps, starts, **kw) -> list[list[int]]:
@@ -49,12 +56,15 @@ def test_microsecond_time_rounds_half_away_from_zero_as_ffmpeg():
     assert microsecond_time(-1, Fraction(1, 2_000_000)) == -1 * 1e-6
 
 
-@pytest.mark.parametrize("fps, exact, authors", [
-    # where k/30 and k/6 coincide the microsecond rounding decides: 10/30 s reads 0.333333 < 1/6 + 1/6
-    (30, [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55], [0, 5, 11, 15, 20, 26, 30, 35, 41, 45, 50, 56]),
-    (24, [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44], [0, 4, 9, 12, 16, 21, 24, 28, 33, 36, 40, 45]),
-    (25, [0, 5, 9, 13, 17, 21, 25, 30, 34, 38, 42, 46], [0, 5, 9, 13, 17, 21, 25, 30, 34, 38, 42, 46]),
-])
+@pytest.mark.parametrize(
+    "fps, exact, authors",
+    [
+        # where k/30 and k/6 coincide the microsecond rounding decides: 10/30 s reads 0.333333 < 1/6 + 1/6
+        (30, [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55], [0, 5, 11, 15, 20, 26, 30, 35, 41, 45, 50, 56]),
+        (24, [0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44], [0, 4, 9, 12, 16, 21, 24, 28, 33, 36, 40, 45]),
+        (25, [0, 5, 9, 13, 17, 21, 25, 30, 34, 38, 42, 46], [0, 5, 9, 13, 17, 21, 25, 30, 34, 38, 42, 46]),
+    ],
+)
 def test_frames_picked_from_a_source_video(videos, fps, exact, authors):
     assert _picked(videos[fps], fps, [0.0])[0] == exact
     assert _picked(videos[fps], fps, [0.0], frame_picking="authors")[0] == authors
@@ -97,17 +107,22 @@ def test_channel_rules_on_planar_and_packed_frames():
     np.testing.assert_array_equal(frame_to_mono(packed, "authors"), [0, 100, 1, 101, 2, 102, 3, 103])
 
 
-def _authors_reference_window(path: str, start: float, duration: float = 2.0, rate: int = 16000) -> np.ndarray:
+def _authors_reference_window(
+    path: str, start: float, duration: float = 2.0, rate: int = 16000
+) -> np.ndarray:
     """The official loader's audio steps written out here: whole frames with microsecond times in
     [start, start + duration], the first plane of each (planar AAC), torchaudio's resample, centre crop."""
     with av.open(path) as container:
         stream = container.streams.audio[0]
-        parts = [f.to_ndarray()[0] for f in container.decode(stream)
-                 if start <= microsecond_time(f.pts, f.time_base) <= start + duration]
+        parts = [
+            f.to_ndarray()[0]
+            for f in container.decode(stream)
+            if start <= microsecond_time(f.pts, f.time_base) <= start + duration
+        ]
         native = stream.codec_context.sample_rate
     wave = sinc_resample(np.concatenate(parts).astype(np.float32), native, rate)
     extra = len(wave) - int(duration * rate)
-    return wave[extra // 2: extra // 2 + int(duration * rate)] if extra > 0 else wave  # short: kept short
+    return wave[extra // 2 : extra // 2 + int(duration * rate)] if extra > 0 else wave  # short: kept short
 
 
 def test_authors_audio_window_stereo_and_resampler(tmp_path):
@@ -119,18 +134,20 @@ def test_authors_audio_window_stereo_and_resampler(tmp_path):
     for start, a, e in zip(starts, authors, exact):
         reference = _authors_reference_window(path, start)
         # whole 1024-sample frames may cover a little less than 2 s: the rest of the stored waveform is zeros
-        np.testing.assert_array_equal(a.waveform[:len(reference)], reference)
-        assert not a.waveform[len(reference):].any()
+        np.testing.assert_array_equal(a.waveform[: len(reference)], reference)
+        assert not a.waveform[len(reference) :].any()
         # left only (a clean tone) vs the mean with the noisy right channel: the mels differ clearly
         assert np.abs(a.mel - e.mel).max() > 0.5
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)
-    assert abs(float(np.sqrt(np.mean(authors[1].waveform ** 2))) - float(np.sqrt(np.mean(tone ** 2)))) < 0.01
+    assert abs(float(np.sqrt(np.mean(authors[1].waveform ** 2))) - float(np.sqrt(np.mean(tone**2)))) < 0.01
 
 
 def test_clean_rules_are_unchanged_by_the_protocol_fields(videos):
     """Each authors field alone changes only its own part of a window."""
     base = sample_windows(videos[30], [1.0], SamplingConfig(image_size=[32, 32]))[0]
-    frames_only = sample_windows(videos[30], [1.0], SamplingConfig(image_size=[32, 32], frame_picking="authors"))[0]
+    frames_only = sample_windows(
+        videos[30], [1.0], SamplingConfig(image_size=[32, 32], frame_picking="authors")
+    )[0]
     np.testing.assert_array_equal(frames_only.waveform, base.waveform)
     assert not np.array_equal(frames_only.frame_times, base.frame_times)
     audio_only = sample_windows(videos[30], [1.0], SamplingConfig(image_size=[32, 32], resampler="sinc"))[0]

@@ -39,8 +39,17 @@ def inputs(tmp_path_factory):
 
 def experiment(inputs, *extra):
     work, _, overrides, _, _ = inputs
-    return load_experiment(None, [*overrides, f"storage.root={work}/store", "preprocess.splits=[train]",
-                                  "preprocess.windows_per_clip=2", "preprocess.clips_per_shard=2", *extra])
+    return load_experiment(
+        None,
+        [
+            *overrides,
+            f"storage.root={work}/store",
+            "preprocess.splits=[train]",
+            "preprocess.windows_per_clip=2",
+            "preprocess.clips_per_shard=2",
+            *extra,
+        ],
+    )
 
 
 def test_decode_clip_keeps_each_frame_once_and_reproduces_every_window(inputs):
@@ -48,8 +57,16 @@ def test_decode_clip_keeps_each_frame_once_and_reproduces_every_window(inputs):
     cfg = experiment(inputs)
     cls = max(good, key=lambda c: duration(names[c]))
     clip = names[cls]
-    task = {"split": "train", "clip": clip, "path": f"videos/{clip}", "class_dir": cls,
-            "shard": "s", "order": 0, "span_start": float("nan"), "span_end": float("nan")}
+    task = {
+        "split": "train",
+        "clip": clip,
+        "path": f"videos/{clip}",
+        "class_dir": cls,
+        "shard": "s",
+        "order": 0,
+        "span_start": float("nan"),
+        "span_end": float("nan"),
+    }
     rec = decode_clip(task, cfg.sampling, 0, root)
     n = rec["n_windows"]
     assert n > 1 and rec["skip_reason"] == ""
@@ -70,8 +87,16 @@ def test_decode_clip_turns_a_corrupt_file_into_a_skip_record(inputs):
     _, root, _, names, _ = inputs
     cfg = experiment(inputs)
     clip = names["frog_croaking"]
-    task = {"split": "train", "clip": clip, "path": f"videos/{clip}", "class_dir": "frog_croaking",
-            "shard": "s", "order": 0, "span_start": float("nan"), "span_end": float("nan")}
+    task = {
+        "split": "train",
+        "clip": clip,
+        "path": f"videos/{clip}",
+        "class_dir": "frog_croaking",
+        "shard": "s",
+        "order": 0,
+        "span_start": float("nan"),
+        "span_end": float("nan"),
+    }
     rec = decode_clip(task, cfg.sampling, 2, root)
     assert rec["n_windows"] == 0 and rec["skip_reason"] == "corrupt_video" and rec["skip_detail"]
     assert rec["frames"].shape == (0, 3, 64, 64)
@@ -82,10 +107,18 @@ def test_cache_id_follows_content_not_speed_settings(inputs):
     storage = Storage()
     base = prepare(experiment(inputs), storage).cache_id
     assert prepare(experiment(inputs), storage).cache_id == base
-    for speed in ("preprocess.decode_concurrency=5", "preprocess.batch_size=7", "preprocess.encode_memory_gb=3"):
+    for speed in (
+        "preprocess.decode_concurrency=5",
+        "preprocess.batch_size=7",
+        "preprocess.encode_memory_gb=3",
+    ):
         assert prepare(experiment(inputs, speed), storage).cache_id == base, speed
-    for content in ("preprocess.windows_per_clip=3", "preprocess.flips=false", "sampling.image_size=[32, 32]",
-                    "preprocess.clips_per_shard=3"):
+    for content in (
+        "preprocess.windows_per_clip=3",
+        "preprocess.flips=false",
+        "sampling.image_size=[32, 32]",
+        "preprocess.clips_per_shard=3",
+    ):
         assert prepare(experiment(inputs, content), storage).cache_id != base, content
     lst = work / "data" / "train.txt"
     saved = lst.read_text()
@@ -137,11 +170,18 @@ def test_sequential_build_writes_a_complete_cache_and_resumes_missing_shards(inp
     # 5 list lines: 3 good clips (2 windows each), 1 missing file (list check), 1 corrupt clip (decode)
     assert (result.clips, result.windows, result.rows, result.samples) == (3, 6, 6, 12)
     assert sorted((s["path"].split("/")[0], s["reason"]) for s in result.skipped) == [
-        ("dog_barking", "missing_file"), ("frog_croaking", "corrupt_video")]
-    split = manifest["splits"]["train"]
-    assert [s["path"] for s in split["shards"]] == [fmt.shard_name("train", i) for i in range(2)]
-    assert split["per_class"] == {c: 2 for c in good} and split["clips_per_class"] == {c: 1 for c in good}
-    assert manifest["layout"] == {"latent": [4, 12, 32, 32], "audio": [229, 32], "num_frames": 12, "flips": True}
+        ("dog_barking", "missing_file"),
+        ("frog_croaking", "corrupt_video"),
+    ]
+    split = manifest.splits["train"]
+    assert [s.path for s in split.shards] == [fmt.shard_name("train", i) for i in range(2)]
+    assert split.per_class == {c: 2 for c in good} and split.clips_per_class == {c: 1 for c in good}
+    assert manifest.to_json()["layout"] == {
+        "latent": [4, 12, 32, 32],
+        "audio": [229, 32],
+        "num_frames": 12,
+        "flips": True,
+    }
 
     handle = fmt.open_cache(storage, prep.cache_id, f"{work}/store/caches")
     rows = list(handle.iter_rows("train"))
@@ -161,4 +201,4 @@ def test_sequential_build_writes_a_complete_cache_and_resumes_missing_shards(inp
     manifest2, again = build_cache(prep, run_sequential, log=lambda _: None)
     assert (again.shards_written, again.shards_reused) == (1, 1)
     assert storage.read_bytes(second) == original
-    assert manifest2["totals"] == manifest["totals"]
+    assert manifest2.totals == manifest.totals

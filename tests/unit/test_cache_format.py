@@ -27,16 +27,22 @@ from asva_platform.training.data import collate_training_batch
 LAYOUT = CacheLayout(latent=(4, 3, 2, 2), audio=(5, 6), num_frames=3, flips=True)
 
 
-def window_rows(clip: str, n: int, shard: str, order: int, rng: np.random.Generator, cls: str = "dog_barking"):
+def window_rows(
+    clip: str, n: int, shard: str, order: int, rng: np.random.Generator, cls: str = "dog_barking"
+):
     """``n`` window rows of one clip as the encoder emits them (pipeline columns included)."""
     starts = np.arange(n) / 6.0
     rows = {
         "window_id": np.array([f"{clip}@{i}" for i in range(n)], dtype=object),
-        "clip": np.array([clip] * n, dtype=object), "class_dir": np.array([cls] * n, dtype=object),
-        "split": np.array(["train"] * n, dtype=object), "start": starts,
+        "clip": np.array([clip] * n, dtype=object),
+        "class_dir": np.array([cls] * n, dtype=object),
+        "split": np.array(["train"] * n, dtype=object),
+        "start": starts,
         "frame_times": starts[:, None] + np.arange(3)[None] / 6.0,
-        "shard": np.array([shard] * n, dtype=object), "order": np.full(n, order),
-        "clip_windows": np.full(n, n), "skip_reason": np.array([""] * n, dtype=object),
+        "shard": np.array([shard] * n, dtype=object),
+        "order": np.full(n, order),
+        "clip_windows": np.full(n, n),
+        "skip_reason": np.array([""] * n, dtype=object),
         "skip_detail": np.array([""] * n, dtype=object),
     }
     for c in ("latent_mean", "latent_std", "latent_mean_flip", "latent_std_flip"):
@@ -47,8 +53,12 @@ def window_rows(clip: str, n: int, shard: str, order: int, rng: np.random.Genera
 
 def skip_marker(clip: str, shard: str, order: int, reason: str = "corrupt_video"):
     rows = window_rows(clip, 1, shard, order, np.random.default_rng(0))
-    rows.update(window_id=np.array([""], dtype=object), clip_windows=np.zeros(1, dtype=np.int64),
-                skip_reason=np.array([reason], dtype=object), skip_detail=np.array(["bad bytes"], dtype=object))
+    rows.update(
+        window_id=np.array([""], dtype=object),
+        clip_windows=np.zeros(1, dtype=np.int64),
+        skip_reason=np.array([reason], dtype=object),
+        skip_detail=np.array(["bad bytes"], dtype=object),
+    )
     return rows
 
 
@@ -65,7 +75,10 @@ def test_shard_table_round_trip_keeps_shapes_dtypes_and_metadata():
             assert back[k].dtype == cols[k].dtype and np.array_equal(back[k], cols[k]), k
         else:
             assert back[k].tolist() == cols[k].tolist()
-    assert shard_meta_from_schema(pq.read_schema(pa.BufferReader(table_bytes(table)))) == {"shard": "s", "rows": 3}
+    assert shard_meta_from_schema(pq.read_schema(pa.BufferReader(table_bytes(table)))) == {
+        "shard": "s",
+        "rows": 3,
+    }
 
 
 def test_empty_shard_table_has_the_full_schema():
@@ -147,8 +160,9 @@ def test_collate_picks_one_flip_per_sample_and_shapes_match_the_objective():
     gen = collate_training_batch(batch, text, null, torch.Generator().manual_seed(0))
     assert gen["flipped"].dtype == torch.bool
     plain = collate_training_batch(batch, text, null, use_flips=False)
-    assert not plain["flipped"].any() and torch.equal(plain["mean"], torch.from_numpy(
-        batch["latent_mean"].astype(np.float32)))
+    assert not plain["flipped"].any() and torch.equal(
+        plain["mean"], torch.from_numpy(batch["latent_mean"].astype(np.float32))
+    )
 
 
 def test_collate_names_a_class_without_text():
@@ -163,5 +177,5 @@ def test_open_cache_refuses_a_cache_without_manifest(tmp_path):
     with pytest.raises(CacheError, match=r"no complete latent cache at .*abc123 \(manifest.json missing"):
         open_cache(storage, "abc123", str(tmp_path / "caches"))
     (tmp_path / "caches" / "abc123" / MANIFEST).write_text(json.dumps({"format": "other"}))
-    with pytest.raises(CacheError, match="not a asva-latent-cache v1 manifest"):
+    with pytest.raises(CacheError, match="not a asva-latent-cache manifest"):
         open_cache(storage, str(tmp_path / "caches" / "abc123"), "unused")

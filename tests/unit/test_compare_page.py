@@ -4,12 +4,13 @@ with its interval, and the "play all" control (its behaviour in a browser: tests
 from __future__ import annotations
 
 from asva_platform.compare import ComparedRun, Comparison, headline_metric, render_page, with_interval
+from asva_platform.inference.config import GenerateConfig
 from asva_platform.storage import Storage
+from tests.records import evaluation_record
 
 
 def _run(name: str, metrics: dict) -> ComparedRun:
-    clip = {"name": "dog/v0_clip-00", "start": 0.0, "video_uri": "", "gt_uri": ""}
-    return ComparedRun(name * 4, name, "0", {}, {"metrics": metrics, "clips": [clip], "settings": {}})
+    return ComparedRun(name * 4, name, "0", {}, evaluation_record(metrics))
 
 
 SYNC = {"Sync": 0.4123, "Sync_ci_low": 0.38, "Sync_ci_high": 0.441, "FVD": 812.0, "Sync_win_rate": 0.8}
@@ -28,11 +29,11 @@ def test_each_column_states_its_sync_with_its_interval_and_the_page_can_play_all
     runs = [_run("low", SYNC), _run("high", {**SYNC, "Sync": 0.5, "Sync_ci_low": 0.45, "Sync_ci_high": 0.55})]
     page, shown = render_page(Comparison(runs), Storage(), max_clips=0)
     assert shown == 1
-    clips_table = page[page.index('<table class="clips">'):]
+    clips_table = page[page.index('<table class="clips">') :]
     header = clips_table.split("</tr>")[0]
     assert header.count('<span class="metric">') == 2
     assert "Sync 0.4123 [0.38, 0.441]" in header and "Sync 0.5 [0.45, 0.55]" in header
-    runs_table = page[page.index('<table class="runs">'):page.index('<table class="clips">')]
+    runs_table = page[page.index('<table class="runs">') : page.index('<table class="clips">')]
     assert '<td class="num best">0.5 [0.45, 0.55]</td>' in runs_table  # best Sync marked, with its interval
     assert 'id="play-all" onclick="playAll()"' in page and "function playAll()" in page
     assert "requestAnimationFrame" in page  # one clock: the others follow the first video
@@ -43,9 +44,22 @@ def test_a_sweeps_children_are_shown_setting_by_setting_with_their_seeds_togethe
 
     def child(name, scale, seed):
         run = _run(name, SYNC)
-        run.params = {"eval.audio_guidance_scale": scale, "eval.seed": seed, "eval.checkpoint": "c"}
+        run.record.generate = GenerateConfig(audio_guidance_scale=float(scale), seed=int(seed))
         return run
 
-    started = [child("a", "4.0", "0"), child("b", "12.0", "0"), child("c", "1.0", "1"), child("d", "4.0", "1"),
-               child("e", "1.0", "0"), child("f", "12.0", "1")]
-    assert [r.name for r in by_setting(started)] == ["e", "c", "a", "d", "b", "f"]  # 1, 4, 12 (numeric), seeds 0, 1
+    started = [
+        child("a", "4.0", "0"),
+        child("b", "12.0", "0"),
+        child("c", "1.0", "1"),
+        child("d", "4.0", "1"),
+        child("e", "1.0", "0"),
+        child("f", "12.0", "1"),
+    ]
+    assert [r.name for r in by_setting(started)] == [
+        "e",
+        "c",
+        "a",
+        "d",
+        "b",
+        "f",
+    ]  # 1, 4, 12 (numeric), seeds 0, 1

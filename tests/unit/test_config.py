@@ -29,7 +29,7 @@ def test_full_recipe_has_the_papers_values():
     assert c.train.batch_size_per_worker * c.train.num_workers * c.train.gradient_accumulation_steps == 64
     assert (c.train.lr, c.train.weight_decay, c.train.grad_clip) == (1e-4, 1e-2, 1.0)
     assert c.model.audio_cond_drop_prob == 0.2
-    assert (c.eval.audio_guidance_scale, c.eval.num_inference_steps) == (4.0, 50)
+    assert (c.generate.audio_guidance_scale, c.generate.num_inference_steps) == (4.0, 50)
     assert c.model.unet.block_out_channels == [320, 640, 1280, 1280]
 
 
@@ -42,8 +42,10 @@ def test_tiny_inherits_from_base_and_overrides():
 
 
 def test_dotted_overrides_are_typed(tmp_path):
-    c = load_experiment(CONFIGS / "tiny.yaml", ["train.lr=2e-4", "model.audio_cond_drop_prob=0.1",
-                                                "sampling.image_size=[32, 48]", "name=run-7"])
+    c = load_experiment(
+        CONFIGS / "tiny.yaml",
+        ["train.lr=2e-4", "model.audio_cond_drop_prob=0.1", "sampling.image_size=[32, 48]", "name=run-7"],
+    )
     assert c.train.lr == pytest.approx(2e-4) and isinstance(c.train.lr, float)
     assert c.model.audio_cond_drop_prob == 0.1
     assert c.sampling.image_size == [32, 48]
@@ -61,12 +63,18 @@ def test_dotted_overrides_are_typed(tmp_path):
         ("train:\n  zero_stage: 4\n", "train.zero_stage: must be 0, 1, 2 or 3, got 4"),
         ("train:\n  lr: -1\n", "train.lr: must be > 0, got -1.0"),
         ("train:\n  precision: fp8\n", "train.precision: must be one of 'fp32', 'fp16', 'bf16', got 'fp8'"),
-        ("sampling:\n  image_size: [250, 256]\n", "sampling.image_size: must be [height, width], multiples of 8"),
+        (
+            "sampling:\n  image_size: [250, 256]\n",
+            "sampling.image_size: must be [height, width], multiples of 8",
+        ),
         ("model:\n  audio_cond_drop_prob: 1.5\n", "model.audio_cond_drop_prob: must be in [0, 1], got 1.5"),
         ("train: 3\n", "train: expected a mapping (section), got 3"),
         ("bogus_section: {}\n", "bogus_section: unknown key"),
         ("train:\n  use_gpu: 'yes'\n", "train.use_gpu: expected true/false, got 'yes'"),
-        ("sampling:\n  num_mel_bins: 64\n", "sampling.num_mel_bins: 64 != model.audio_encoder.num_mel_bins 128"),
+        (
+            "sampling:\n  num_mel_bins: 64\n",
+            "sampling.num_mel_bins: 64 != model.audio_encoder.num_mel_bins 128",
+        ),
     ],
 )
 def test_bad_values_give_one_line_naming_file_and_key(tmp_path, text, expected):
@@ -128,24 +136,32 @@ def test_flatten_gives_dotted_params():
 
 def test_replace_dotted_revalidates():
     c = load_experiment(CONFIGS / "tiny.yaml")
-    d = cfg.replace_dotted(c, {"eval.audio_guidance_scale": 8})
-    assert d.eval.audio_guidance_scale == 8.0 and c.eval.audio_guidance_scale == 4.0
+    d = cfg.replace_dotted(c, {"generate.audio_guidance_scale": 8})
+    assert d.generate.audio_guidance_scale == 8.0 and c.generate.audio_guidance_scale == 4.0
     with pytest.raises(cfg.ConfigError, match="train.zero_stage"):
         cfg.replace_dotted(c, {"train.zero_stage": 5})
 
 
 def test_cli_bad_config_is_one_line_without_traceback(tmp_path):
     path = write(tmp_path, "train:\n  zero_stage: 4\n")
-    out = subprocess.run([sys.executable, "-m", "asva_platform.cli", "config", "validate", "--config", str(path)],
-                         capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-m", "asva_platform.cli", "config", "validate", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {path}: train.zero_stage: must be 0, 1, 2 or 3, got 4"
     assert "Traceback" not in out.stderr
 
 
 def test_stdlib_platform_module_is_not_shadowed():
-    out = subprocess.run([sys.executable, "-c", "import platform; print(platform.system())"],
-                         capture_output=True, text=True, cwd=REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", "import platform; print(platform.system())"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "Linux"
 
 
@@ -189,3 +205,45 @@ def test_every_one_line_error_shares_one_base():
 
     for error in (cfg.ConfigError, UserError, StorageError, TrackingError, StackError, BadClipError):
         assert issubclass(error, AsvaError), error
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("eval.audio_guidance_scale", "generate.audio_guidance_scale"),
+        ("eval.seed", "generate.seed"),
+        ("eval.sampler", "generate.sampler"),
+    ],
+)
+def test_a_moved_key_is_a_one_line_error_naming_the_new_one(tmp_path, old, new):
+    """The generation settings left ``eval:`` for ``generate:``; a file, an override or a sweep that still names
+    the old key says where it went, whichever way it arrives."""
+    from sweeps.spec import load_sweep
+
+    section, key = old.split(".")
+    value = "authors" if key == "sampler" else 4
+    file = tmp_path / "old.yaml"
+    file.write_text(yaml.safe_dump({section: {key: value}}))
+    sweep = tmp_path / "sweep.yaml"
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    sweep.write_text(
+        yaml.safe_dump(
+            {
+                "name": "old-keys",
+                "kind": "guidance",
+                "checkpoint": "init",
+                "base_config": "base.yaml",
+                "search_space": {old: {"grid": [value]}},
+            }
+        )
+    )
+    for load in (
+        lambda: load_experiment(str(file)),
+        lambda: load_experiment(None, [f"{old}={value}"]),
+        lambda: load_sweep(sweep),
+    ):
+        with pytest.raises(cfg.ConfigError) as err:
+            load()
+        message = str(err.value)
+        assert f"{old}: moved to {new}" in message and "\n" not in message
+    assert getattr(load_experiment(None, [f"{new}={value}"]).generate, key) == value  # the new key works

@@ -15,7 +15,7 @@ from asva_model.data.avsync15 import read_split
 from asva_model.data.config import SamplingConfig
 from asva_model.data.errors import BadClipError, SkipReason
 from asva_model.data.sampling import probe, probe_entries, sample_clip, sample_grid_windows
-from asva_model.data.synth import make_spec, write_clip
+from asva_platform.dev.synth import make_spec, write_clip
 from tests.unit import data_fixtures as fx
 from tests.unit.data_fixtures import dataset_cfg
 
@@ -45,7 +45,7 @@ def _write_stream_only(path: Path, video: bool, audio: bool, faststart: bool = F
         if as_ is not None:
             t = np.arange(48000) / 16000
             for k in range(0, 48000, 1024):
-                block = (0.3 * np.sin(2 * np.pi * 440 * t[k:k + 1024]))[None].astype(np.float32)
+                block = (0.3 * np.sin(2 * np.pi * 440 * t[k : k + 1024]))[None].astype(np.float32)
                 af = av.AudioFrame.from_ndarray(block, format="fltp", layout="mono")
                 af.sample_rate, af.pts, af.time_base = 16000, k, Fraction(1, 16000)
                 out.mux(as_.encode(af))
@@ -71,7 +71,9 @@ def bad_dir(tmp_path_factory) -> Path:
     (d / "garbage.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
     (d / "truncated.mp4").write_bytes(data[: len(data) // 2])  # index (moov) at the end: cannot open
     fast = _write_stream_only(d / "faststart.mp4", video=True, audio=True, faststart=True)
-    (d / "truncated_faststart.mp4").write_bytes(fast.read_bytes()[: fast.stat().st_size // 3])  # opens, ends early
+    (d / "truncated_faststart.mp4").write_bytes(
+        fast.read_bytes()[: fast.stat().st_size // 3]
+    )  # opens, ends early
     _write_stream_only(d / "no_audio.mp4", video=True, audio=False)
     _write_stream_only(d / "no_video.m4a", video=False, audio=True)
     _good_clip(d / "too_short.mp4", duration=1.2)
@@ -81,7 +83,7 @@ def bad_dir(tmp_path_factory) -> Path:
     broken = bytearray(data)
     rng = np.random.default_rng(1)
     for pos, size in spans:
-        broken[pos:pos + size] = rng.integers(0, 256, size, np.uint8).tobytes()
+        broken[pos : pos + size] = rng.integers(0, 256, size, np.uint8).tobytes()
     (d / "bad_audio.mp4").write_bytes(bytes(broken))
     return d
 
@@ -149,12 +151,17 @@ def test_probe_entries_moves_bad_clips_to_skipped_with_reasons(bad_dir, tmp_path
     probed, infos = probe_entries(listing, str(root), small_cfg, full_decode=True)
     assert [e.name for e in probed.entries] == ["hammering/good.mp4"] and set(infos) == {"hammering/good.mp4"}
     reasons = {s.entry: s.reason for s in probed.skipped}
-    assert reasons == {f"hammering/{n}": r for n, r in EXPECTED.items()} | {"unknown/x.mp4": SkipReason.UNKNOWN_CLASS}
+    assert reasons == {f"hammering/{n}": r for n, r in EXPECTED.items()} | {
+        "unknown/x.mp4": SkipReason.UNKNOWN_CLASS
+    }
     assert len(probed.entries) + len(probed.skipped) == len(lines)  # nothing dropped silently
     # headers alone cannot see a truncated file that still opens, nor corrupt audio payloads
     quick, _ = probe_entries(listing, str(root), small_cfg)
-    assert {e.name for e in quick.entries} == {"hammering/good.mp4", "hammering/truncated_faststart.mp4",
-                                               "hammering/bad_audio.mp4"}
+    assert {e.name for e in quick.entries} == {
+        "hammering/good.mp4",
+        "hammering/truncated_faststart.mp4",
+        "hammering/bad_audio.mp4",
+    }
 
 
 def test_bad_clip_error_names_the_clip():

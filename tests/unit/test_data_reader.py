@@ -73,7 +73,9 @@ def test_clip_list_type_parses_start_end_and_rejects_bad_lines(synth_root, tmp_p
     )
     listing = read_split(dataset_cfg(root, list_type="clip"), "train")
     assert [(e.name, e.start, e.end) for e in listing.entries] == [(good[0], 0.5, 2.9), (good[1], 0.0, 2.5)]
-    assert [(s.reason, s.line_no) for s in listing.skipped] == [(SkipReason.BAD_LIST_ENTRY, n) for n in (3, 4, 5)]
+    assert [(s.reason, s.line_no) for s in listing.skipped] == [
+        (SkipReason.BAD_LIST_ENTRY, n) for n in (3, 4, 5)
+    ]
     assert "2 field" in listing.skipped[0].detail
 
 
@@ -106,7 +108,12 @@ def test_every_bad_list_entry_is_recorded_with_its_reason(synth_root, tmp_path):
         "just_a_file.mp4": SkipReason.BAD_LIST_ENTRY,
     } | {good[0]: SkipReason.BAD_LIST_ENTRY}
     assert len(listing.entries) + len(listing.skipped) == len(lines)  # nothing dropped silently
-    assert listing.skip_counts() == {"unknown_class": 1, "missing_file": 1, "empty_file": 1, "bad_list_entry": 4}
+    assert listing.skip_counts() == {
+        "unknown_class": 1,
+        "missing_file": 1,
+        "empty_file": 1,
+        "bad_list_entry": 4,
+    }
     assert all(s.list_file == "train.txt" and s.line_no >= 1 and s.detail for s in listing.skipped)
 
 

@@ -23,7 +23,7 @@ from asva_model.data.sampling import (
     train_window_start,
     transform_frames,
 )
-from asva_model.data.synth import STYLES, load_ground_truth
+from asva_platform.dev.synth import STYLES, load_ground_truth
 from tests.unit import data_fixtures as fx
 from tests.unit.data_fixtures import dataset_cfg
 
@@ -112,7 +112,7 @@ def test_window_past_the_end_repeats_the_last_frame_and_zero_pads_audio(synth_ro
     clip = sample_clip(path, start, cfg)
     assert clip.frame_times[-1] == clip.frame_times[-2] and clip.frame_times[-1] < info.video_end
     np.testing.assert_array_equal(clip.frames[:, -1], clip.frames[:, -2])
-    tail = clip.waveform[int((info.audio_end - start + 0.01) * 16000):]
+    tail = clip.waveform[int((info.audio_end - start + 0.01) * 16000) :]
     assert len(tail) > 1000 and np.abs(tail).max() < 1e-4  # zeros, up to resampler ringing (~1e-6)
     with pytest.raises(ValueError, match="window starts must lie"):
         sample_clip(path, start + 0.2, cfg)
@@ -172,9 +172,9 @@ def test_audio_events_land_at_the_ground_truth_onsets(synth_root, small_cfg):
             if onset > 1.9:
                 continue
             i = int(onset * 16000)
-            before = env[max(i - 400, 0): i - 40]  # 25 ms .. 2.5 ms before: the noise floor
-            peak = env[i: i + 800].max()
-            first = i - 80 + int(np.argmax(env[i - 80: i + 800] > 0.3 * peak))
+            before = env[max(i - 400, 0) : i - 40]  # 25 ms .. 2.5 ms before: the noise floor
+            peak = env[i : i + 800].max()
+            first = i - 80 + int(np.argmax(env[i - 80 : i + 800] > 0.3 * peak))
             errors.append(first / 16000 - onset)
             assert before.max() < 0.3 * peak, (name, onset)
     assert len(errors) > 20 and np.max(np.abs(errors)) < 0.005, errors
@@ -225,8 +225,9 @@ def test_128_bin_filterbank_has_imagebinds_empty_filter():
     assert np.flatnonzero(banks.sum(1) == 0).tolist() == [3]
     cfg = SamplingConfig()
     mel = waveform_to_mel(np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1, cfg)
-    np.testing.assert_allclose(mel[0, 3, :198], (np.log(np.finfo(np.float32).eps) - cfg.mel_mean) / cfg.mel_std,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        mel[0, 3, :198], (np.log(np.finfo(np.float32).eps) - cfg.mel_mean) / cfg.mel_std, rtol=1e-5
+    )
 
 
 def test_mel_of_a_tone_peaks_in_the_right_bin_and_ignores_dc():
@@ -235,7 +236,15 @@ def test_mel_of_a_tone_peaks_in_the_right_bin_and_ignores_dc():
     tone = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
     mel = waveform_to_mel(tone, cfg)
     peak_bin = int(mel[0, :, 50:150].mean(axis=1).argmax())
-    centre = 700 * (np.exp((1127 * np.log(1 + 20 / 700) + (peak_bin + 1) * (
-        1127 * np.log(1 + 8000 / 700) - 1127 * np.log(1 + 20 / 700)) / 129) / 1127) - 1)
+    centre = 700 * (
+        np.exp(
+            (
+                1127 * np.log(1 + 20 / 700)
+                + (peak_bin + 1) * (1127 * np.log(1 + 8000 / 700) - 1127 * np.log(1 + 20 / 700)) / 129
+            )
+            / 1127
+        )
+        - 1
+    )
     assert abs(centre - 1000) < 60
     np.testing.assert_allclose(waveform_to_mel(tone + 0.25, cfg), mel, atol=1e-3)  # mean is removed

@@ -11,34 +11,74 @@ from asva_platform.dev.stack import StackSettings
 
 
 def _row(value, mean, gain):
-    return {"value": value, "seeds": 2, "mean": mean, "boot_ci_low": mean - 0.12, "boot_ci_high": mean + 0.11,
-            "ci_low": mean - 0.1, "ci_high": mean + 0.1, "shifted": 0.15,
-            "win_rate": 0.8, "win_rate_ci_low": 0.7, "win_rate_ci_high": 0.9, "gt": 0.72,
-            "gain": gain, "gain_ci_low": None if gain is None else gain - 0.05,
-            "gain_ci_high": None if gain is None else gain + 0.05, "num_clips": 48}
+    return {
+        "value": value,
+        "seeds": 2,
+        "mean": mean,
+        "boot_ci_low": mean - 0.12,
+        "boot_ci_high": mean + 0.11,
+        "ci_low": mean - 0.1,
+        "ci_high": mean + 0.1,
+        "shifted": 0.15,
+        "win_rate": 0.8,
+        "win_rate_ci_low": 0.7,
+        "win_rate_ci_high": 0.9,
+        "gt": 0.72,
+        "gain": gain,
+        "gain_ci_low": None if gain is None else gain - 0.05,
+        "gain_ci_high": None if gain is None else gain + 0.05,
+        "num_clips": 48,
+    }
 
 
 UI = "http://127.0.0.1:5100/#/experiments"
-SWEEP_LINKS = {"runs": f"{UI}/2/runs", "parent": f"{UI}/2/runs/p1", "plot": f"{UI}/2/runs/p1/artifactPath/plots/x.png",
-               "settings": f"{UI}/2/runs/p1/artifactPath/summary/settings.json"}
+SWEEP_LINKS = {
+    "runs": f"{UI}/2/runs",
+    "parent": f"{UI}/2/runs/p1",
+    "plot": f"{UI}/2/runs/p1/artifactPath/plots/x.png",
+    "settings": f"{UI}/2/runs/p1/artifactPath/summary/settings.json",
+}
 
 
 def test_summary_names_the_figures_that_show_sync(tmp_path):
     run = ToyRun(
-        overrides=[], vae={"psnr_db": 28.2, "psnr_random_init_db": 11.7, "scaling_factor": 0.94},
-        preprocess={}, evaluate={"mlflow_url": f"{UI}/3/runs/e1/artifactPath/eval/x/per_class.json"},
-        train={"run_id": "r1", "final_step": 800, "mlflow_url": f"{UI}/1/runs/r1",
-               "validation": {"val_loss_true": 0.15, "val_loss_other_audio": 0.152, "val_loss_null_audio": 0.153,
-                              "val_loss_gap_t": 6.1, "val_audio_win_rate": 0.86}},
-        sweep={"experiment": "guidance-scale-toy", "links": SWEEP_LINKS,
-               "comparison": {"param": "eval.audio_guidance_scale", "metric": "Sync", "baseline": 1.0, "best": 8.0,
-                              "rows": [_row(1.0, 0.25, 0.0), _row(4.0, 0.37, None), _row(8.0, 0.44, 0.19)],
-                              "per_class": [{"class": "dog_barking", "best": 8.0, "worst": 1.0}]}},
-        compare_page="/tmp/compare.html", compare={"mlflow_url": f"{UI}/2/runs/p1/artifactPath/compare/index.html"})
+        overrides=[],
+        vae={"psnr_db": 28.2, "psnr_random_init_db": 11.7, "scaling_factor": 0.94},
+        preprocess={},
+        evaluate={"mlflow_url": f"{UI}/3/runs/e1/artifactPath/eval/x/per_class.json"},
+        train={
+            "run_id": "r1",
+            "final_step": 800,
+            "mlflow_url": f"{UI}/1/runs/r1",
+            "validation": {
+                "val_loss_true": 0.15,
+                "val_loss_other_audio": 0.152,
+                "val_loss_null_audio": 0.153,
+                "val_loss_gap_t": 6.1,
+                "val_audio_win_rate": 0.86,
+            },
+        },
+        sweep={
+            "experiment": "guidance-scale-toy",
+            "links": SWEEP_LINKS,
+            "comparison": {
+                "param": "generate.audio_guidance_scale",
+                "metric": "Sync",
+                "baseline": 1.0,
+                "best": 8.0,
+                "rows": [_row(1.0, 0.25, 0.0), _row(4.0, 0.37, None), _row(8.0, 0.44, 0.19)],
+                "per_class": [{"class": "dog_barking", "best": 8.0, "worst": 1.0}],
+            },
+        },
+        compare_page="/tmp/compare.html",
+        compare={"mlflow_url": f"{UI}/2/runs/p1/artifactPath/compare/index.html"},
+    )
     text = describe(run, StackSettings.from_env())
     assert "28.2 dB" in text and "11.7 dB" in text
     assert "paired t 6.1" in text and "86% of windows" in text
-    assert "scale    8: Sync 0.440 [0.320, 0.550]" in text and "gain +0.190 [+0.140, +0.240]" in text  # bootstrap CI
+    assert (
+        "scale    8: Sync 0.440 [0.320, 0.550]" in text and "gain +0.190 [+0.140, +0.240]" in text
+    )  # bootstrap CI
     assert "clips x 2 seed(s)" in text and "dog_barking: best scale 8.0, worst 1.0" in text
     assert "scale    4" in text and "gain n/a" in text
     assert "best scale: 8.0" in text and "/tmp/compare.html" in text
@@ -47,7 +87,12 @@ def test_summary_names_the_figures_that_show_sync(tmp_path):
     for key, url in links.items():
         assert f"  {LINK_LABELS[key]}: {url}" in text
     assert json.loads(write_links(links, tmp_path / "demo").read_text()) == links
-    assert list(links_of(run.sweep, {})) == ["runs", "parent", "plot", "settings"]  # a stage without a link: left out
+    assert list(links_of(run.sweep, {})) == [
+        "runs",
+        "parent",
+        "plot",
+        "settings",
+    ]  # a stage without a link: left out
 
 
 def test_the_demo_finds_its_recipe_and_sweep():

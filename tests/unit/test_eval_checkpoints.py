@@ -11,17 +11,17 @@ import torch
 
 from asva_model.build import build_audio_encoder, build_unet
 from asva_model.pretrained import make_tiny_pretrained, write_authors_layout
-from asva_platform.artifacts.animator import Animator
-from asva_platform.artifacts.checkpoint_ref import (
+from asva_platform.dev.fixtures import tiny_model_config
+from asva_platform.errors import UserError
+from asva_platform.experiment import ExperimentConfig
+from asva_platform.inference.animator import Animator
+from asva_platform.inference.checkpoints import (
     checkpoint_fingerprint,
     is_run_ref,
     load_trained_unet,
     resolve_checkpoint,
     saved_audio_encoder,
 )
-from asva_platform.dev.fixtures import tiny_model_config
-from asva_platform.errors import UserError
-from asva_platform.experiment import ExperimentConfig
 from asva_platform.storage import Storage
 
 
@@ -48,7 +48,7 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_init_is_the_pretrained_initialisation(exp):
     resolved = resolve_checkpoint("init", Storage())
     assert resolved.kind == "init" and resolved.label == "init"
-    unet = load_trained_unet(exp, "init", Storage())
+    unet = load_trained_unet(exp.model, resolved, Storage())
     torch.manual_seed(0)  # the new (temporal/audio) modules' init is seeded, so every worker gets the same
     assert _same_weights(unet, build_unet(exp.model)) and not any(p.requires_grad for p in unet.parameters())
     assert not unet.training
@@ -60,16 +60,17 @@ def test_exported_folder_loads_its_weights(exp, tmp_path):
     ref = str(tmp_path / "step_00000040" / "export")
     resolved = resolve_checkpoint(ref, Storage())
     assert (resolved.kind, resolved.step, resolved.label) == ("export", 40, "step-40")
-    loaded = load_trained_unet(exp, ref, Storage())
+    loaded = load_trained_unet(exp.model, resolved, Storage())
     assert _same_weights(loaded, trained) and not _same_weights(loaded, build_unet(exp.model))
 
 
 def test_exported_folder_of_another_geometry_is_refused(exp, tmp_path):
-    other = dataclasses.replace(exp.model, pretrained_sd="",
-                                unet=dataclasses.replace(exp.model.unet, block_out_channels=[16, 32]))
+    other = dataclasses.replace(
+        exp.model, pretrained_sd="", unet=dataclasses.replace(exp.model.unet, block_out_channels=[16, 32])
+    )
     build_unet(other).save_pretrained(tmp_path / "export")
     with pytest.raises(ValueError, match="do not fit model.unet"):
-        load_trained_unet(exp, str(tmp_path / "export"), Storage())
+        load_trained_unet(exp.model, resolve_checkpoint(str(tmp_path / "export"), Storage()), Storage())
 
 
 def test_a_run_directory_means_its_latest_training_checkpoint(tmp_path):
@@ -102,7 +103,7 @@ def test_bad_references_are_one_line_errors(tmp_path):
 
 
 @pytest.mark.parametrize("source", ["checkpoint", "imagebind"])
-def test_the_audio_encoder_comes_from_where_eval_audio_encoder_source_says(exp, tmp_path, source):
+def test_the_audio_encoder_comes_from_where_generate_audio_encoder_source_says(exp, tmp_path, source):
     """The authors' release saves an fp16-cast encoder beside the UNet (``modules/{unet,audio_encoder}``); their
     evaluation builds a fresh one from ImageBind's file instead (``imagebind``)."""
     imagebind = build_audio_encoder(exp.model)  # from model.audio_encoder_weights (ImageBind's .pth)
@@ -113,8 +114,11 @@ def test_the_audio_encoder_comes_from_where_eval_audio_encoder_source_says(exp, 
     modules = write_authors_layout(_perturbed_unet(exp), saved, tmp_path)
     resolved = resolve_checkpoint(str(modules / "unet"), Storage())
     assert saved_audio_encoder(resolved, Storage()) == str(modules / "audio_encoder")
-    cfg = dataclasses.replace(exp, eval=dataclasses.replace(exp.eval, audio_encoder_source=source))
-    encoder = Animator.load(cfg, resolved, Storage(), scratch=tmp_path / "scratch").pipe.audio_encoder
+    generate = dataclasses.replace(exp.generate, audio_encoder_source=source)
+    animator = Animator.load(
+        exp.model, exp.sampling, generate, resolved, Storage(), scratch=tmp_path / "scratch"
+    )
+    encoder = animator.pipe.audio_encoder
     expected = saved.float() if source == "checkpoint" else imagebind
     assert _same_weights(encoder, expected) and encoder.dtype == torch.float32
 

@@ -18,29 +18,34 @@ def test_every_eval_field_has_a_docstring():
 
 
 def test_defaults_are_the_papers_protocol():
-    e = load_experiment(None).eval
-    assert (e.audio_guidance_scale, e.text_guidance_scale, e.num_inference_steps, e.seed) == (4.0, 1.0, 50, 0)
+    experiment = load_experiment(None)
+    e, g = experiment.eval, experiment.generate
+    assert (g.audio_guidance_scale, g.text_guidance_scale, g.num_inference_steps, g.seed) == (4.0, 1.0, 50, 0)
     assert e.checkpoint == "init" and e.split == "test"
     assert e.metrics.metrics == ["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"]
 
 
-@pytest.mark.parametrize("override, key", [
-    ("eval.num_inference_steps=0", "eval.num_inference_steps"),
-    ("eval.audio_guidance_scale=-1", "eval.audio_guidance_scale"),
-    ("eval.num_workers=-2", "eval.num_workers"),
-    ("eval.cpus_per_worker=0", "eval.cpus_per_worker"),
-    ("eval.checkpoint=", "eval.checkpoint"),
-    ("eval.device=tpu", "eval.device"),
-    ("eval.log_to=elsewhere", "eval.log_to"),
-    ("eval.metrics.metrics=[fid, psnr]", "eval.metrics.metrics"),
-    ("eval.metrics.fid_image_size=10", "eval.metrics.fid_image_size"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("generate.num_inference_steps=0", "generate.num_inference_steps"),
+        ("generate.audio_guidance_scale=-1", "generate.audio_guidance_scale"),
+        ("eval.num_workers=-2", "eval.num_workers"),
+        ("eval.cpus_per_worker=0", "eval.cpus_per_worker"),
+        ("eval.checkpoint=", "eval.checkpoint"),
+        ("eval.device=tpu", "eval.device"),
+        ("eval.log_to=elsewhere", "eval.log_to"),
+        ("eval.metrics.metrics=[fid, psnr]", "eval.metrics.metrics"),
+        ("eval.metrics.fid_image_size=10", "eval.metrics.fid_image_size"),
+    ],
+)
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_experiment(None, [override])
 
 
 def test_nested_metric_settings_override():
-    e = load_experiment(None, ["eval.metrics.metrics=[sync]", "eval.metrics.fvd_image_size=64",
-                               "eval.parallel=false"]).eval
+    e = load_experiment(
+        None, ["eval.metrics.metrics=[sync]", "eval.metrics.fvd_image_size=64", "eval.parallel=false"]
+    ).eval
     assert e.metrics.metrics == ["sync"] and e.metrics.fvd_image_size == 64 and e.parallel is False

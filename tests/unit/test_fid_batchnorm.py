@@ -33,8 +33,15 @@ def _clips(seed: int, n: int) -> list[torch.Tensor]:
 
 
 def _scores(nets, cfg, gt, gen, videos, mode="authors"):
-    return extract_clip_scores(gt, gen, [np.zeros(32000, np.float32)] * len(gt), ["x"] * len(gt), nets,
-                               dataclasses.replace(cfg, fid_batchnorm=mode), gt_videos=videos)
+    return extract_clip_scores(
+        gt,
+        gen,
+        [np.zeros(32000, np.float32)] * len(gt),
+        ["x"] * len(gt),
+        nets,
+        dataclasses.replace(cfg, fid_batchnorm=mode),
+        gt_videos=videos,
+    )
 
 
 def _train_mode_reference(net, frames: torch.Tensor, size: int) -> torch.Tensor:
@@ -50,7 +57,9 @@ def test_authors_batching_one_call_per_gt_video_and_per_generated_clip(nets_and_
     videos = ["a.mp4", "a.mp4", "a.mp4", "b.mp4"]  # three windows of one video, one of another
     s = _scores(nets, cfg, gt, gen, videos)
     assert s["fid_gt"].shape == s["fid_gen"].shape == (4, F_ - 1, s["fid_gt"].shape[-1])
-    video_a = _train_mode_reference(nets.inception, torch.cat(gt[:3]), cfg.fid_image_size).unflatten(0, (3, F_))
+    video_a = _train_mode_reference(nets.inception, torch.cat(gt[:3]), cfg.fid_image_size).unflatten(
+        0, (3, F_)
+    )
     np.testing.assert_allclose(s["fid_gt"][:3], video_a[:, 1:].numpy(), rtol=0, atol=1e-5)
     video_b = _train_mode_reference(nets.inception, gt[3], cfg.fid_image_size)
     np.testing.assert_allclose(s["fid_gt"][3], video_b[1:].numpy(), rtol=0, atol=1e-5)

@@ -45,7 +45,9 @@ def imports_of(path: Path) -> list[tuple[str, int, bool]]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.append((node.module, node.lineno, id(node) in in_function))
             # `from asva_platform import training` names a subpackage
-            found += [(f"{node.module}.{alias.name}", node.lineno, id(node) in in_function) for alias in node.names]
+            found += [
+                (f"{node.module}.{alias.name}", node.lineno, id(node) in in_function) for alias in node.names
+            ]
     return found
 
 
@@ -65,17 +67,25 @@ def sources(folder: Path) -> list[Path]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_a_layer_imports_only_the_layers_below_it(layer):
-    above = set(LAYERS[:LAYERS.index(layer)]) | {"bench", "tests"} | EXTRA_FORBIDDEN.get(layer, set())
-    wrong = [f"{p.relative_to(REPO)}:{line} imports {pkg}" for p in sources(REPO / layer)
-             for pkg, line in imported_packages(p) if pkg in above]
+    above = set(LAYERS[: LAYERS.index(layer)]) | {"bench", "tests"} | EXTRA_FORBIDDEN.get(layer, set())
+    wrong = [
+        f"{p.relative_to(REPO)}:{line} imports {pkg}"
+        for p in sources(REPO / layer)
+        for pkg, line in imported_packages(p)
+        if pkg in above
+    ]
     assert not wrong, "\n".join(wrong)
 
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_a_stage_imports_no_other_stage_and_no_dev_tooling(stage):
     others = [f"asva_platform.{s}" for s in STAGES if s != stage] + [f"asva_platform.{DEV}", "sweeps"]
-    wrong = [f"{p.relative_to(REPO)}:{line} imports {module}" for p in sources(PLATFORM / stage)
-             for module, line, _ in imports_of(p) if any(under(module, o) for o in others)]
+    wrong = [
+        f"{p.relative_to(REPO)}:{line} imports {module}"
+        for p in sources(PLATFORM / stage)
+        for module, line, _ in imports_of(p)
+        if any(under(module, o) for o in others)
+    ]
     assert not wrong, "\n".join(wrong)
 
 
@@ -118,8 +128,60 @@ def test_function_level_imports_of_our_own_modules_state_why():
 
 def test_the_checks_see_function_level_and_submodule_imports(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("from asva_platform import training\n\ndef f():\n    from jobs.train import main\n"
-                      "    import ray.train\n")
+    source.write_text(
+        "from asva_platform import training\n\ndef f():\n    from jobs.train import main\n"
+        "    import ray.train\n"
+    )
     assert imported_packages(source) == {("asva_platform", 1), ("jobs", 4), ("ray", 5)}
     found = imports_of(source)
     assert ("asva_platform.training", 1, False) in found and ("jobs.train", 4, True) in found
+
+
+# Where the experiment config may be a parameter: the job edges (each stage's job.py, the jobs' shared skeleton,
+# the commands that load a config for the user, sweeps and the dev tooling, which drive whole stages); below
+# them, functions take the sections they use.
+EXPERIMENT_EDGES = {f"asva_platform/{s}/job.py" for s in STAGES} | {
+    "asva_platform/experiment.py",
+    "asva_platform/job_cli.py",
+    "asva_platform/cli.py",
+    "asva_platform/submit.py",
+    "asva_platform/compare.py",
+}
+CONFIG_NAMES = {"cfg", "exp", "exp_cfg", "experiment", "config"}
+
+
+def parameters(path: Path):
+    """``(function, parameter, annotation source or None, line)`` of every function in ``path``."""
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]:
+                yield node.name, a.arg, ast.unparse(a.annotation) if a.annotation else None, node.lineno
+
+
+def test_only_the_job_edges_take_the_experiment_config():
+    wrong = []
+    for p in sources(PLATFORM) + sources(REPO / "sweeps"):
+        rel = str(p.relative_to(REPO))
+        if rel in EXPERIMENT_EDGES or rel.startswith(("sweeps/", f"asva_platform/{DEV}/")):
+            continue
+        wrong += [
+            f"{rel}:{line} {fn}({arg}: {ann})"
+            for fn, arg, ann, line in parameters(p)
+            if ann and "ExperimentConfig" in ann
+        ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_config_parameter_is_untyped_or_any():
+    """A config passed by hand is a section or the experiment, and says which (no ``cfg: Any``)."""
+    wrong = []
+    for layer in ("asva_platform", "sweeps"):
+        for p in sources(REPO / layer):
+            wrong += [
+                f"{p.relative_to(REPO)}:{line} {fn}({arg}: {ann})"
+                for fn, arg, ann, line in parameters(p)
+                if (arg in CONFIG_NAMES or arg.endswith("_cfg")) and (ann is None or ann == "Any")
+            ]
+    assert not wrong, "\n".join(wrong)

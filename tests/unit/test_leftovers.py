@@ -16,9 +16,13 @@ def test_a_detached_process_of_the_session_is_found_and_stopped():
     session = uuid.uuid4().hex
     env = dict(os.environ, **{leftovers.SESSION_ENV: session})
     # its own session, as the stack's servers are started: no longer this process's to wait for
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"],
-                             env=dict(os.environ, **{leftovers.SESSION_ENV: uuid.uuid4().hex}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env=dict(os.environ, **{leftovers.SESSION_ENV: uuid.uuid4().hex}),
+    )
     try:
         assert [p.pid for p in leftovers.session_processes(session)] == [proc.pid]
         killed = leftovers.reap(grace_s=0.5, session_id=session)
@@ -33,8 +37,10 @@ def test_a_detached_process_of_the_session_is_found_and_stopped():
 
 def test_a_process_that_ends_within_the_grace_period_is_not_reported():
     session = uuid.uuid4().hex
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"],
-                            env=dict(os.environ, **{leftovers.SESSION_ENV: session}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(0.5)"],
+        env=dict(os.environ, **{leftovers.SESSION_ENV: session}),
+    )
     try:
         assert leftovers.reap(grace_s=30, session_id=session) == []
     finally:

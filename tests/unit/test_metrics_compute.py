@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from asva_model.data.audio import waveform_to_mel
 from asva_model.data.config import SamplingConfig
+from asva_model.metrics.catalogue import NUM_CLIPS, reported_keys
 from asva_model.metrics.compute import (
-    REPORTED,
     ClipScores,
     compute_metrics,
     extract_clip_scores,
@@ -38,8 +38,8 @@ def _clip_and_audio(seed: int) -> tuple[torch.Tensor, np.ndarray]:
         if k in jumps:
             y = (y + 10) % 24
             start = int(k / FPS * SR)
-            audio[start:start + 400] += np.hanning(400).astype(np.float32) * np.sign(rng.normal(size=400))
-        frames[k, :, y:y + 8, 8:16] = torch.tensor([0.9, 0.5, 0.1]).view(3, 1, 1)
+            audio[start : start + 400] += np.hanning(400).astype(np.float32) * np.sign(rng.normal(size=400))
+        frames[k, :, y : y + 8, 8:16] = torch.tensor([0.9, 0.5, 0.1]).view(3, 1, 1)
     return frames, audio
 
 
@@ -61,13 +61,40 @@ def test_every_metric_is_extracted_with_per_clip_shapes(setup):
     cfg, nets, *_, scores = setup
     assert len(scores) == N_CLIPS
     d_fid = nets.inception.feature_dim
-    expected = {"fid_gt": (4, 11, d_fid), "fid_gen": (4, 11, d_fid), "fvd_gt": (4, 16), "fvd_gen": (4, 16),
-                "ia": (4, 11), "it": (4, 11), "ia_gt_first": (4,), "phi_gt": (4,), "phi_gen": (4,),
-                "sync": (4,), "sync_lag_s": (4,), "sync_gt": (4,), "sync_shifted": (4,)}
+    expected = {
+        "fid_gt": (4, 11, d_fid),
+        "fid_gen": (4, 11, d_fid),
+        "fvd_gt": (4, 16),
+        "fvd_gen": (4, 16),
+        "ia": (4, 11),
+        "it": (4, 11),
+        "ia_gt_first": (4,),
+        "phi_gt": (4,),
+        "phi_gen": (4,),
+        "sync": (4,),
+        "sync_lag_s": (4,),
+        "sync_gt": (4,),
+        "sync_shifted": (4,),
+    }
     assert {k: v.shape for k, v in scores.arrays.items()} == expected
     out = summarize(scores, cfg.metrics)
-    for key in ("FID", "FVD", "IA", "IT", "RelSync", "AlignSync", "Sync", "Sync_gt", "SyncLag_s", "Sync_shifted",
-                "Sync_ci_low", "Sync_ci_high", "Sync_win_rate", "Sync_win_rate_ci_low", "Sync_win_rate_ci_high"):
+    for key in (
+        "FID",
+        "FVD",
+        "IA",
+        "IT",
+        "RelSync",
+        "AlignSync",
+        "Sync",
+        "Sync_gt",
+        "SyncLag_s",
+        "Sync_shifted",
+        "Sync_ci_low",
+        "Sync_ci_high",
+        "Sync_win_rate",
+        "Sync_win_rate_ci_low",
+        "Sync_win_rate_ci_high",
+    ):
         assert np.isfinite(out[key]), key
     assert out["FID"] > 0 and out["FVD"] > 0
     assert 0 < out["RelSync"] < 100 and 0 < out["AlignSync"] < out["RelSync"]
@@ -123,16 +150,18 @@ def test_reported_numbers_follow_from_the_per_clip_scores(setup):
 
 @pytest.mark.parametrize("metric", ["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"])
 def test_the_declared_names_are_what_each_metric_reports(setup, metric):
-    # sweeps validate their objective against REPORTED: it must be exactly what summarize returns
+    # sweeps validate their objective against the catalogue: it must be exactly what summarize returns
     *_, scores = setup
-    assert set(summarize(scores, [metric])) - {"num_clips"} == set(REPORTED[metric])
+    assert set(summarize(scores, [metric])) - {NUM_CLIPS} == set(reported_keys([metric]))
 
 
 def test_shards_concatenate_to_the_whole(setup):
     cfg, nets, gt, gen, audio, scores = setup
     cfg_fast = dataclasses.replace(cfg, metrics=["fid", "fvd", "relsync"])
-    parts = [extract_clip_scores(gt[a:b], gen[a:b], audio[a:b], PROMPTS[a:b], nets, cfg_fast, sample_rate=SR)
-             for a, b in ((0, 1), (1, 4))]
+    parts = [
+        extract_clip_scores(gt[a:b], gen[a:b], audio[a:b], PROMPTS[a:b], nets, cfg_fast, sample_rate=SR)
+        for a, b in ((0, 1), (1, 4))
+    ]
     joined = summarize(ClipScores.concat(parts), cfg_fast.metrics)
     whole = summarize(scores, cfg_fast.metrics)
     for key in ("FID", "FVD", "RelSync"):
@@ -161,18 +190,39 @@ def test_longer_audio_is_centre_cropped_to_the_window(setup):
     cfg, nets, gt, gen, audio, scores = setup
     rng = np.random.default_rng(1)
     pad = int(0.25 * SR)
-    longer = [np.concatenate([rng.normal(size=pad), a, rng.normal(size=pad)]).astype(np.float32) for a in audio]
-    again = extract_clip_scores(gt, gen, longer, PROMPTS, nets, dataclasses.replace(cfg, metrics=["ia"]),
-                                sample_rate=SR)
+    longer = [
+        np.concatenate([rng.normal(size=pad), a, rng.normal(size=pad)]).astype(np.float32) for a in audio
+    ]
+    again = extract_clip_scores(
+        gt, gen, longer, PROMPTS, nets, dataclasses.replace(cfg, metrics=["ia"]), sample_rate=SR
+    )
     np.testing.assert_allclose(again["ia"], scores["ia"], rtol=1e-5, atol=1e-6)
 
 
 def test_the_weights_free_sync_metric_needs_no_networks(setup):
     _, _, gt, gen, audio, scores = setup
-    out = compute_metrics(gt, gen, audio, PROMPTS, MetricNetworks(), dataclasses.replace(setup[0], metrics=["sync"]),
-                          sample_rate=SR, fps=FPS)
-    assert set(out) == {"num_clips", "Sync", "Sync_gt", "SyncLag_s", "Sync_ci_low", "Sync_ci_high", "Sync_shifted",
-                        "Sync_win_rate", "Sync_win_rate_ci_low", "Sync_win_rate_ci_high"}
+    out = compute_metrics(
+        gt,
+        gen,
+        audio,
+        PROMPTS,
+        MetricNetworks(),
+        dataclasses.replace(setup[0], metrics=["sync"]),
+        sample_rate=SR,
+        fps=FPS,
+    )
+    assert set(out) == {
+        "num_clips",
+        "Sync",
+        "Sync_gt",
+        "SyncLag_s",
+        "Sync_ci_low",
+        "Sync_ci_high",
+        "Sync_shifted",
+        "Sync_win_rate",
+        "Sync_win_rate_ci_low",
+        "Sync_win_rate_ci_high",
+    }
     assert out["Sync_gt"] == pytest.approx(scores["sync_gt"].mean())
     assert out["Sync_shifted"] == pytest.approx(scores["sync_shifted"].mean())
     assert out["Sync_win_rate"] == pytest.approx(np.mean(scores["sync"] > scores["sync_shifted"]))
@@ -187,7 +237,9 @@ def test_the_sync_control_tells_a_clip_that_follows_its_audio_from_a_static_or_n
     cfg = MetricsConfig(metrics=["sync"])
 
     def summary(gen):
-        scores = extract_clip_scores(clips, gen, audio, [""] * n, MetricNetworks(), cfg, sample_rate=SR, fps=FPS)
+        scores = extract_clip_scores(
+            clips, gen, audio, [""] * n, MetricNetworks(), cfg, sample_rate=SR, fps=FPS
+        )
         return summarize(scores, cfg.metrics)
 
     follows, static, random = summary(clips), summary(still), summary(noise)
@@ -205,9 +257,19 @@ def test_the_shift_must_be_shorter_than_the_audio(setup):
     half = extract_clip_scores(gt, gen, audio, PROMPTS, MetricNetworks(), cfg, sample_rate=SR, fps=FPS)
     np.testing.assert_array_equal(half["sync"], scores["sync"])  # the shift changes only the control
     assert not np.array_equal(half["sync_shifted"], scores["sync_shifted"])
-    with pytest.raises(ValueError, match=r"sync_shift_s 2.0 s \(32000 samples\) must be > 0 and shorter than the audio"):
-        extract_clip_scores(gt, gen, audio, PROMPTS, MetricNetworks(), dataclasses.replace(cfg, sync_shift_s=2.0),
-                            sample_rate=SR, fps=FPS)
+    with pytest.raises(
+        ValueError, match=r"sync_shift_s 2.0 s \(32000 samples\) must be > 0 and shorter than the audio"
+    ):
+        extract_clip_scores(
+            gt,
+            gen,
+            audio,
+            PROMPTS,
+            MetricNetworks(),
+            dataclasses.replace(cfg, sync_shift_s=2.0),
+            sample_rate=SR,
+            fps=FPS,
+        )
 
 
 def test_bad_inputs_are_clear_errors(setup):
@@ -217,9 +279,17 @@ def test_bad_inputs_are_clear_errors(setup):
     with pytest.raises(ValueError, match="12 frames but generated clips have 11"):
         extract_clip_scores(gt, [c[:11] for c in gen], audio, PROMPTS, nets, cfg)
     with pytest.raises(ValueError, match="needs the imagebind network"):
-        extract_clip_scores(gt, gen, audio, PROMPTS, dataclasses.replace(nets, imagebind=None),
-                            dataclasses.replace(cfg, metrics=["ia"]))
+        extract_clip_scores(
+            gt,
+            gen,
+            audio,
+            PROMPTS,
+            dataclasses.replace(nets, imagebind=None),
+            dataclasses.replace(cfg, metrics=["ia"]),
+        )
     with pytest.raises(ValueError, match="mono 1-D"):
-        extract_clip_scores(gt, gen, [np.zeros((2, 100))] * 4, PROMPTS, nets, dataclasses.replace(cfg, metrics=["ia"]))
+        extract_clip_scores(
+            gt, gen, [np.zeros((2, 100))] * 4, PROMPTS, nets, dataclasses.replace(cfg, metrics=["ia"])
+        )
     with pytest.raises(ValueError, match="no clips"):
         extract_clip_scores([], [], [], [], nets, cfg)

@@ -24,27 +24,36 @@ def test_every_field_has_a_docstring():
     assert all(len(d) > 10 for d in docs.values())
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"metrics": []}, "metrics: must name at least one"),
-    ({"metrics": ["fid", "fid"]}, "metrics: has duplicates"),
-    ({"metrics": ["fid", "kid"]}, "metrics: unknown metric 'kid'"),
-    ({"inception_weights": ""}, "inception_weights: must be set to compute fid"),
-    ({"imagebind_weights": ""}, "imagebind_weights: must be set to compute ia/it/alignsync"),
-    ({"imagebind_bpe": ""}, "imagebind_bpe: must be set to compute it"),
-    ({"avsync_classifier": ""}, "avsync_classifier: must be set to compute relsync/alignsync"),
-    ({"imagebind_num_heads": [16, 16]}, "imagebind_num_heads: must be 3 positive ints"),
-    ({"fid_image_size": 32}, "fid_image_size: must be >= 75"),
-    ({"batch_size": 0}, "batch_size: must be >= 1"),
-    ({"sync_shift_s": 0.25}, "sync_shift_s: must be >= 0.5 s, got 0.25"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"metrics": []}, "metrics: must name at least one"),
+        ({"metrics": ["fid", "fid"]}, "metrics: has duplicates"),
+        ({"metrics": ["fid", "kid"]}, "metrics: unknown metric 'kid'"),
+        ({"inception_weights": ""}, "inception_weights: must be set to compute fid"),
+        ({"imagebind_weights": ""}, "imagebind_weights: must be set to compute ia/it/alignsync"),
+        ({"imagebind_bpe": ""}, "imagebind_bpe: must be set to compute it"),
+        ({"avsync_classifier": ""}, "avsync_classifier: must be set to compute relsync/alignsync"),
+        ({"imagebind_num_heads": [16, 16]}, "imagebind_num_heads: must be 3 positive ints"),
+        ({"fid_image_size": 32}, "fid_image_size: must be >= 75"),
+        ({"batch_size": 0}, "batch_size: must be >= 1"),
+        ({"sync_shift_s": 0.25}, "sync_shift_s: must be >= 0.5 s, got 0.25"),
+    ],
+)
 def test_validation_names_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(MetricsConfig(), **change)
 
 
 def test_weights_of_unselected_metrics_are_not_required():
-    cfg = MetricsConfig(metrics=["sync"], inception_weights="", i3d_weights="", imagebind_weights="",
-                        imagebind_bpe="", avsync_classifier="")
+    cfg = MetricsConfig(
+        metrics=["sync"],
+        inception_weights="",
+        i3d_weights="",
+        imagebind_weights="",
+        imagebind_bpe="",
+        avsync_classifier="",
+    )
     assert cfg.required_networks() == []
     assert MetricsConfig(metrics=["alignsync"]).required_networks() == ["imagebind", "avsync"]
 

@@ -15,7 +15,9 @@ from asva_model.metrics.frechet import (
 
 def test_one_dimensional_closed_form():
     # (mu1-mu2)^2 + s1 + s2 - 2 sqrt(s1 s2) = (1-3)^2 + 4 + 9 - 2*6 = 5
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == pytest.approx(5.0)
+    assert frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])
+    ) == pytest.approx(5.0)
 
 
 def test_scalars_are_accepted_as_one_dimensional():
@@ -53,7 +55,9 @@ def test_scaled_samples_give_trace_of_covariance():
     # S2 = 4 S1 and equal means: Tr(S + 4S - 2 * 2S) = Tr(S)
     x = np.random.default_rng(3).normal(size=(30, 3))
     x = x - x.mean(axis=0)
-    assert frechet_distance_of_features(x, 2 * x) == pytest.approx(np.trace(np.cov(x, rowvar=False)), rel=1e-9)
+    assert frechet_distance_of_features(x, 2 * x) == pytest.approx(
+        np.trace(np.cov(x, rowvar=False)), rel=1e-9
+    )
 
 
 def _psd_sqrt(mat: np.ndarray) -> np.ndarray:

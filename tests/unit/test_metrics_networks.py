@@ -48,10 +48,14 @@ def test_full_fid_inception_matches_the_pytorch_fid_layout():
     # 1008-way fc (+16,392) -> the FID network's 23,850,960.
     assert sum(p.numel() for p in net.parameters()) == 23_850_960
     keys = net.state_dict()
-    for key, shape in {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "Mixed_5b.branch_pool.conv.weight": (32, 192, 1, 1),
-                       "Mixed_6e.branch7x7dbl_5.conv.weight": (192, 192, 1, 7),
-                       "Mixed_7a.branch7x7x3_4.conv.weight": (192, 192, 3, 3),
-                       "Mixed_7c.branch3x3dbl_3b.bn.running_var": (384,), "fc.weight": (1008, 2048)}.items():
+    for key, shape in {
+        "Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3),
+        "Mixed_5b.branch_pool.conv.weight": (32, 192, 1, 1),
+        "Mixed_6e.branch7x7dbl_5.conv.weight": (192, 192, 1, 7),
+        "Mixed_7a.branch7x7x3_4.conv.weight": (192, 192, 3, 3),
+        "Mixed_7c.branch3x3dbl_3b.bn.running_var": (384,),
+        "fc.weight": (1008, 2048),
+    }.items():
         assert tuple(keys[key].shape) == shape
 
 
@@ -106,8 +110,9 @@ def test_torchscript_detector_round_trip(tmp_path):
 
 
 class _FlatDetector(torch.nn.Module):
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> torch.Tensor:
         return x.flatten()
 
 
@@ -147,10 +152,14 @@ def test_full_imagebind_layout_and_size_inference():
         "modality_heads.audio.2.weight": (1024, 768),
     }.items():
         assert tuple(state[key].shape) == shape, key
-    params = {m: sum(v.numel() for k, v in model.named_parameters() if k.split(".")[1] == m) / 1e6
-              for m in ("vision", "text", "audio")}
+    params = {
+        m: sum(v.numel() for k, v in model.named_parameters() if k.split(".")[1] == m) / 1e6
+        for m in ("vision", "text", "audio")
+    }
     assert params["audio"] == pytest.approx(86.2, abs=0.1)  # the supplement's "86M" audio encoder
-    assert params["vision"] == pytest.approx(632.8, abs=0.1) and params["text"] == pytest.approx(354.0, abs=0.1)
+    assert params["vision"] == pytest.approx(632.8, abs=0.1) and params["text"] == pytest.approx(
+        354.0, abs=0.1
+    )
     assert ImageBindConfig.from_state_dict(state, (16, 16, 12)) == ImageBindConfig()
 
 
@@ -218,15 +227,22 @@ def test_imagebind_text_reads_the_eot_position():
 def test_imagebind_loader_keeps_only_its_modalities_and_checks_layout(tmp_path, tiny_cfg):
     state = torch.load(tiny_cfg.imagebind_weights, weights_only=True)
     # The released file also holds depth/thermal/imu branches and logit scales: ignored.
-    extra = dict(state, **{"modality_trunks.depth.blocks.0.norm_1.weight": torch.ones(4),
-                           "modality_postprocessors.text.1.log_logit_scale": torch.tensor(2.0)})
+    extra = dict(
+        state,
+        **{
+            "modality_trunks.depth.blocks.0.norm_1.weight": torch.ones(4),
+            "modality_postprocessors.text.1.log_logit_scale": torch.tensor(2.0),
+        },
+    )
     torch.save(extra, tmp_path / "full.pth")
     load_imagebind(tmp_path / "full.pth", num_heads=(2, 2, 2))
     with pytest.raises(ValueError, match="not divisible by 5 heads"):
         load_imagebind(tmp_path / "full.pth", num_heads=(5, 2, 2))
     broken = {k: v for k, v in state.items() if "vision.blocks.0.mlp.fc2" not in k}
     torch.save(broken, tmp_path / "broken.pth")
-    with pytest.raises(ValueError, match=r"weights do not fit ImageBindEncoders \(missing \['modality_trunks.vision"):
+    with pytest.raises(
+        ValueError, match=r"weights do not fit ImageBindEncoders \(missing \['modality_trunks.vision"
+    ):
         load_imagebind(tmp_path / "broken.pth", num_heads=(2, 2, 2))
     torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not an ImageBind checkpoint"):
@@ -249,15 +265,21 @@ def test_full_classifier_widths():
         clf = AVSyncClassifier(AudioConv2DNet(), VideoR2Plus1DNet(), FCHead())
         score = clf(torch.empty(2, 1, 128, 204), torch.empty(2, 3, 12, 224, 224))
     assert score.shape == (2,)
-    assert list(clf.head.state_dict()) == ["fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias",
-                                           "fc.6.weight", "fc.6.bias"]
+    assert list(clf.head.state_dict()) == [
+        "fc.0.weight",
+        "fc.0.bias",
+        "fc.3.weight",
+        "fc.3.bias",
+        "fc.6.weight",
+        "fc.6.bias",
+    ]
     assert tuple(clf.video_encoder.conv5x[0].res_conv.weight.shape) == (512, 256, 1, 1, 1)
 
 
 def test_tiny_classifier_round_trip_in_the_released_layout(tiny_cfg):
     root = tiny_cfg.avsync_classifier
     for sub in AVSyncClassifier.SUBDIRS:
-        assert (torch.serialization.os.path.exists(f"{root}/{sub}/diffusion_pytorch_model.bin"))
+        assert torch.serialization.os.path.exists(f"{root}/{sub}/diffusion_pytorch_model.bin")
     # Released configs carry `pretrained` (the AVID-CMA init switch); it must still load.
     cfg_path = f"{root}/audio_encoder/config.json"
     config = json.load(open(cfg_path))
@@ -290,8 +312,13 @@ def test_classifier_loader_errors(tmp_path):
 
 
 def test_only_the_needed_networks_are_loaded(tiny_cfg):
-    cfg = dataclasses.replace(tiny_cfg, metrics=["fid", "sync"], i3d_weights="/nonexistent/i3d.pt",
-                              imagebind_weights="", avsync_classifier="")
+    cfg = dataclasses.replace(
+        tiny_cfg,
+        metrics=["fid", "sync"],
+        i3d_weights="/nonexistent/i3d.pt",
+        imagebind_weights="",
+        avsync_classifier="",
+    )
     nets = load_metric_networks(cfg)
     assert nets.inception is not None and nets.i3d is None and nets.imagebind is None and nets.avsync is None
     assert load_metric_networks(dataclasses.replace(cfg, metrics=["sync"])) == MetricNetworks()

@@ -44,7 +44,10 @@ def test_mean_interval_edge_cases():
 
 def test_the_t_interval_covers_the_true_mean_about_95_percent_of_the_time():
     rng = np.random.default_rng(1)
-    covered = [(iv.low <= 0.5 <= iv.high) for iv in (mean_interval(rng.normal(0.5, 1.0, size=6)) for _ in range(4000))]
+    covered = [
+        (iv.low <= 0.5 <= iv.high)
+        for iv in (mean_interval(rng.normal(0.5, 1.0, size=6)) for _ in range(4000))
+    ]
     assert 0.94 <= np.mean(covered) <= 0.96
 
 
@@ -82,7 +85,9 @@ def test_paired_interval_is_the_interval_of_the_differences_and_narrower_than_un
     better = clip_difficulty + 0.05 + rng.normal(0.0, 0.02, size=12)
     paired = paired_difference_interval(better, base)
     direct = mean_interval(better - base)
-    assert (paired.estimate, paired.low, paired.high) == pytest.approx((direct.estimate, direct.low, direct.high))
+    assert (paired.estimate, paired.low, paired.high) == pytest.approx(
+        (direct.estimate, direct.low, direct.high)
+    )
     assert paired.low > 0  # the gain shows once clips are paired ...
     a, b = mean_interval(better), mean_interval(base)
     assert a.low < b.high  # ... while the two means' own intervals overlap
@@ -121,7 +126,9 @@ def test_seed_spread_widens_the_interval():
     rng = np.random.default_rng(2)
     clips = rng.normal(0.0, 0.1, size=(40, 1))
     calm = clips + rng.normal(0.0, 0.01, size=(40, 3))
-    noisy = clips + rng.normal(0.0, 0.2, size=(1, 3)) + rng.normal(0.0, 0.01, size=(40, 3))  # a shared seed effect
+    noisy = (
+        clips + rng.normal(0.0, 0.2, size=(1, 3)) + rng.normal(0.0, 0.01, size=(40, 3))
+    )  # a shared seed effect
     width = [(iv.high - iv.low) for iv in map(bootstrap_mean_interval, (calm, noisy))]
     assert width[1] > 2 * width[0]
 

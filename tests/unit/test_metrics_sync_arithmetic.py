@@ -43,53 +43,68 @@ def test_shape_errors():
 
 def _hand_scores() -> ClipScores:
     # Two clips, two scored frames each, 1-D FID features and 1-D FVD features.
-    return ClipScores({
-        "fid_gt": np.array([[[0.0], [2.0]], [[0.0], [2.0]]]),         # mean 1, var 4/3
-        "fid_gen": np.array([[[1.0], [3.0]], [[1.0], [3.0]]]),        # mean 2, var 4/3
-        "fvd_gt": np.array([[0.0], [2.0]]),                            # mean 1, var 2
-        "fvd_gen": np.array([[0.0], [4.0]]),                           # mean 2, var 8
-        "ia": np.array([[0.3 + math.log(3.0), 0.3], [0.2, 0.4]]),
-        "it": np.array([[0.1, 0.3], [0.2, 0.2]]),
-        "ia_gt_first": np.array([0.3, 0.3]),
-        "phi_gt": np.array([0.0, 0.0]),
-        "phi_gen": np.array([math.log(3.0), 0.0]),
-        "sync": np.array([0.5, 0.1]),
-        "sync_lag_s": np.array([-0.2, 0.1]),
-        "sync_gt": np.array([0.9, 0.7]),
-        "sync_shifted": np.array([0.2, 0.3]),                         # clip 0 beats its shifted audio, clip 1 not
-    })
+    return ClipScores(
+        {
+            "fid_gt": np.array([[[0.0], [2.0]], [[0.0], [2.0]]]),  # mean 1, var 4/3
+            "fid_gen": np.array([[[1.0], [3.0]], [[1.0], [3.0]]]),  # mean 2, var 4/3
+            "fvd_gt": np.array([[0.0], [2.0]]),  # mean 1, var 2
+            "fvd_gen": np.array([[0.0], [4.0]]),  # mean 2, var 8
+            "ia": np.array([[0.3 + math.log(3.0), 0.3], [0.2, 0.4]]),
+            "it": np.array([[0.1, 0.3], [0.2, 0.2]]),
+            "ia_gt_first": np.array([0.3, 0.3]),
+            "phi_gt": np.array([0.0, 0.0]),
+            "phi_gen": np.array([math.log(3.0), 0.0]),
+            "sync": np.array([0.5, 0.1]),
+            "sync_lag_s": np.array([-0.2, 0.1]),
+            "sync_gt": np.array([0.9, 0.7]),
+            "sync_shifted": np.array([0.2, 0.3]),  # clip 0 beats its shifted audio, clip 1 not
+        }
+    )
 
 
 def test_summary_of_hand_made_scores():
     out = summarize(_hand_scores(), ["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"])
     assert out["num_clips"] == 2
-    assert out["FID"] == pytest.approx(1.0)                          # (1-2)^2 + equal variances
+    assert out["FID"] == pytest.approx(1.0)  # (1-2)^2 + equal variances
     assert out["FVD"] == pytest.approx(1.0 + (math.sqrt(2) - math.sqrt(8)) ** 2)  # = 1 + 2 = 3
     assert out["FVD"] == pytest.approx(3.0)
     # IA per clip: mean(0.3 + ln 3, 0.3) and 0.3 -> x100 mean
     ia_clip = [(0.6 + math.log(3.0)) / 2, 0.3]
     assert out["IA"] == pytest.approx(100 * sum(ia_clip) / 2)
     assert out["IT"] == pytest.approx(20.0) and out["IT_std"] == pytest.approx(0.0)
-    assert out["RelSync"] == pytest.approx(62.5)                     # (0.75 + 0.5) / 2 x 100
+    assert out["RelSync"] == pytest.approx(62.5)  # (0.75 + 0.5) / 2 x 100
     assert out["RelSync_std"] == pytest.approx(100 * math.sqrt(2 * 0.125**2))
     # P_Align: clip 0 -> (3/4 + 1/2)/2 = 0.625; clip 1 -> (s(-0.1) + s(0.1))/2 = 0.5 exactly
     assert out["AlignSync"] == pytest.approx(100 * (0.75 * 0.625 + 0.5 * 0.5) / 2)
     assert out["Sync"] == pytest.approx(0.3) and out["Sync_gt"] == pytest.approx(0.8)
     assert out["SyncLag_s"] == pytest.approx(0.15)
     # t(0.975, df=1) = 12.7062 (tables); sd of (0.5, 0.1) = 0.2 sqrt 2, se = 0.2
-    assert (out["Sync_ci_low"], out["Sync_ci_high"]) == pytest.approx((0.3 - 12.7062 * 0.2, 0.3 + 12.7062 * 0.2),
-                                                                      abs=1e-4)
+    assert (out["Sync_ci_low"], out["Sync_ci_high"]) == pytest.approx(
+        (0.3 - 12.7062 * 0.2, 0.3 + 12.7062 * 0.2), abs=1e-4
+    )
     assert out["Sync_shifted"] == pytest.approx(0.25) and out["Sync_win_rate"] == 0.5
     wilson = binomtest(1, 2).proportion_ci(0.95, method="wilson")
-    assert (out["Sync_win_rate_ci_low"], out["Sync_win_rate_ci_high"]) == pytest.approx((wilson.low, wilson.high))
+    assert (out["Sync_win_rate_ci_low"], out["Sync_win_rate_ci_high"]) == pytest.approx(
+        (wilson.low, wilson.high)
+    )
 
 
 def test_one_clip_has_no_spread_and_ties_with_the_shifted_audio_are_losses():
-    scores = ClipScores({"sync": np.array([0.0, 0.4]), "sync_shifted": np.array([0.0, 0.1]),
-                         "sync_gt": np.zeros(2), "sync_lag_s": np.zeros(2)})
+    scores = ClipScores(
+        {
+            "sync": np.array([0.0, 0.4]),
+            "sync_shifted": np.array([0.0, 0.1]),
+            "sync_gt": np.zeros(2),
+            "sync_lag_s": np.zeros(2),
+        }
+    )
     one = summarize(scores.subset([1]), ["sync"])
     assert one["Sync"] == one["Sync_ci_low"] == one["Sync_ci_high"] == pytest.approx(0.4)
-    assert one["Sync_win_rate"] == 1.0 and one["Sync_win_rate_ci_high"] == 1.0 and one["Sync_win_rate_ci_low"] < 0.25
+    assert (
+        one["Sync_win_rate"] == 1.0
+        and one["Sync_win_rate_ci_high"] == 1.0
+        and one["Sync_win_rate_ci_low"] < 0.25
+    )
     # a clip where nothing moves scores 0 with any audio: not a win
     assert summarize(scores.subset([0]), ["sync"])["Sync_win_rate"] == 0.0
     table = per_class_metrics(scores, ["still", "moving"], ["sync"])
@@ -100,8 +115,12 @@ def test_summary_fid_matches_frechet_of_pooled_frames():
     rng = np.random.default_rng(0)
     scores = ClipScores({"fid_gt": rng.normal(size=(3, 4, 2)), "fid_gen": rng.normal(size=(3, 4, 2)) + 1})
     pooled_gt, pooled_gen = scores["fid_gt"].reshape(12, 2), scores["fid_gen"].reshape(12, 2)
-    expected = frechet_distance(pooled_gt.mean(0), np.cov(pooled_gt, rowvar=False),
-                                pooled_gen.mean(0), np.cov(pooled_gen, rowvar=False))
+    expected = frechet_distance(
+        pooled_gt.mean(0),
+        np.cov(pooled_gt, rowvar=False),
+        pooled_gen.mean(0),
+        np.cov(pooled_gen, rowvar=False),
+    )
     assert summarize(scores, ["fid"])["FID"] == pytest.approx(expected)
 
 
@@ -121,7 +140,7 @@ def test_per_class_breakdown():
     scores = ClipScores.concat([_hand_scores(), _hand_scores().subset([1])])
     table = per_class_metrics(scores, ["a", "b", "b"], ["fvd", "relsync"])
     assert list(table) == ["a", "b"]
-    assert table["a"]["num_clips"] == 1 and "FVD" not in table["a"]     # one clip: FVD undefined, left out
+    assert table["a"]["num_clips"] == 1 and "FVD" not in table["a"]  # one clip: FVD undefined, left out
     assert table["a"]["RelSync"] == pytest.approx(75.0)
     assert table["b"]["RelSync"] == pytest.approx(50.0)
     assert table["b"]["FVD"] == pytest.approx(4.0)  # clip 1 twice: GT feature 2, generated 4, no spread

@@ -37,7 +37,7 @@ def test_paper_mask_12_frames_25_of_229_tokens():
     assert (grid == grid[:, :1]).all()  # every frequency row of the window
     starts = [int(cols.nonzero()[0]) for cols in grid[:, 0]]
     assert starts == [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17]
-    assert all(int(cols.sum()) == 2 and cols[s:s + 2].all() for cols, s in zip(grid[:, 0], starts))
+    assert all(int(cols.sum()) == 2 and cols[s : s + 2].all() for cols, s in zip(grid[:, 0], starts))
     # token index = 1 + freq * 19 + time (ImageBind flattens the conv output frequency-major)
     assert mask[3, 1 + 5 * 19 + 5] and mask[3, 1 + 5 * 19 + 6] and not mask[3, 1 + 5 * 19 + 7]
 
@@ -77,7 +77,9 @@ def test_loads_imagebind_checkpoint_keys(tiny):
     assert "modality_heads.audio.2.weight" in state
     enc = build_audio_encoder(tiny)
     ours = enc.state_dict()
-    assert torch.equal(ours["trunk.blocks.1.mlp.fc2.weight"], state["modality_trunks.audio.blocks.1.mlp.fc2.weight"])
+    assert torch.equal(
+        ours["trunk.blocks.1.mlp.fc2.weight"], state["modality_trunks.audio.blocks.1.mlp.fc2.weight"]
+    )
     # the extra LayerNorm is not in ImageBind's file: identity init
     assert torch.equal(ours["final_layer_norm.weight"], torch.ones(32))
     assert torch.equal(ours["final_layer_norm.bias"], torch.zeros(32))
@@ -90,7 +92,9 @@ def test_rejects_a_checkpoint_of_another_geometry(tmp_path, tiny):
         build_audio_encoder(dataclasses.replace(tiny, audio_encoder_weights=str(tmp_path / "other.pth")))
     torch.save({"modality_trunks.vision.x": torch.zeros(1)}, tmp_path / "vision_only.pth")
     with pytest.raises(ValueError, match="no ImageBind audio weights"):
-        build_audio_encoder(dataclasses.replace(tiny, audio_encoder_weights=str(tmp_path / "vision_only.pth")))
+        build_audio_encoder(
+            dataclasses.replace(tiny, audio_encoder_weights=str(tmp_path / "vision_only.pth"))
+        )
     with pytest.raises(FileNotFoundError):
         build_audio_encoder(dataclasses.replace(tiny, audio_encoder_weights=str(tmp_path / "missing.pth")))
 
@@ -102,7 +106,9 @@ def test_loads_saved_and_authors_folders(tiny, tmp_path):
     from asva_model.build import build_unet
 
     modules = write_authors_layout(build_unet(tiny), enc, tmp_path)
-    again = build_audio_encoder(dataclasses.replace(tiny, audio_encoder_weights=str(modules / "audio_encoder")))
+    again = build_audio_encoder(
+        dataclasses.replace(tiny, audio_encoder_weights=str(modules / "audio_encoder"))
+    )
     assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), again.state_dict().values()))
 
 
@@ -121,6 +127,7 @@ def test_drop_path_only_in_train_mode():
 def _seq_first_trunk(trunk, x: torch.Tensor) -> torch.Tensor:
     """The audio trunk as ImageBind runs it: tokens sequence-first, (tokens, batch, dim), with a stochastic-
     depth draw per entry of the first axis (timm's DropPath) -- written out with the trunk's own layers."""
+
     def drop(y: torch.Tensor, p: float) -> torch.Tensor:
         if p == 0.0:
             return y
@@ -165,16 +172,34 @@ def test_full_size_is_imagebind_huge_audio():
 def test_the_encoder_and_the_metric_network_run_one_imagebind_audio_branch(tmp_path):
     """One implementation: the same trunk/stem/head classes, and from one checkpoint the same numbers."""
     torch.manual_seed(0)
-    ib = ImageBindEncoders(ImageBindConfig(vision_dim=32, vision_blocks=1, vision_heads=2, vision_patch=32,
-                                           text_dim=32, text_blocks=1, text_heads=2, vocab_size=16,
-                                           audio_dim=32, audio_blocks=2, audio_heads=2, out_dim=32)).eval()
-    state = dict(ib.state_dict(), **{"modality_postprocessors.audio.1.log_logit_scale": torch.tensor(math.log(20.0))})
+    ib = ImageBindEncoders(
+        ImageBindConfig(
+            vision_dim=32,
+            vision_blocks=1,
+            vision_heads=2,
+            vision_patch=32,
+            text_dim=32,
+            text_blocks=1,
+            text_heads=2,
+            vocab_size=16,
+            audio_dim=32,
+            audio_blocks=2,
+            audio_heads=2,
+            out_dim=32,
+        )
+    ).eval()
+    state = dict(
+        ib.state_dict(), **{"modality_postprocessors.audio.1.log_logit_scale": torch.tensor(math.log(20.0))}
+    )
     torch.save(state, tmp_path / "imagebind.pth")
     enc = _tiny_encoder()
     enc.load_weights(tmp_path / "imagebind.pth")
     enc.eval()
-    for ours, theirs in ((enc.preprocessor, ib.modality_preprocessors["audio"]), (enc.trunk, ib.modality_trunks["audio"]),
-                         (enc.head, ib.modality_heads["audio"])):
+    for ours, theirs in (
+        (enc.preprocessor, ib.modality_preprocessors["audio"]),
+        (enc.trunk, ib.modality_trunks["audio"]),
+        (enc.head, ib.modality_heads["audio"]),
+    ):
         assert type(ours) is type(theirs)
     mel = torch.randn(2, 1, 128, 204)
     with torch.no_grad():
@@ -188,4 +213,7 @@ def test_the_constructor_takes_the_config_section_minus_its_runtime_keys():
     fields = [f.name for f in dataclasses.fields(AudioEncoderConfig)]
     assert params == [f for f in fields if f not in AUDIO_ENCODER_RUNTIME_FIELDS]
     assert audio_encoder_kwargs(AudioEncoderConfig()) == {
-        p: v.default for p, v in inspect.signature(ImageBindAudioEncoder.__init__).parameters.items() if p != "self"}
+        p: v.default
+        for p, v in inspect.signature(ImageBindAudioEncoder.__init__).parameters.items()
+        if p != "self"
+    }

@@ -33,8 +33,12 @@ def tiny(tmp_path_factory):
 
 def _inputs(seed=0, frames=F_, size=8, dim=32):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(B, 4, frames, size, size, generator=g), torch.tensor([7, 901]),
-            torch.randn(B, 77, dim, generator=g), torch.randn(B, S, dim, generator=g))
+    return (
+        torch.randn(B, 4, frames, size, size, generator=g),
+        torch.tensor([7, 901]),
+        torch.randn(B, 77, dim, generator=g),
+        torch.randn(B, S, dim, generator=g),
+    )
 
 
 def _randomize(model: torch.nn.Module, seed: int = 1) -> None:
@@ -57,7 +61,9 @@ class _FirstFrameKV:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
         bf, n, _ = hidden_states.shape
-        ref = hidden_states.reshape(bf // self.frames, self.frames, n, -1)[:, :1].expand(-1, self.frames, -1, -1)
+        ref = hidden_states.reshape(bf // self.frames, self.frames, n, -1)[:, :1].expand(
+            -1, self.frames, -1, -1
+        )
         ref = ref.reshape(bf, n, -1)
         q, k, v = attn.to_q(hidden_states), attn.to_k(ref), attn.to_v(ref)
         h = attn.heads
@@ -142,7 +148,9 @@ def test_ff_conv_equals_linear_over_first_prev_current():
     torch.nn.init.normal_(conv.conv_temp.bias)
     b, f = 2, 5
     x = torch.randn(b * f, 6, 7, 7)
-    y = F.conv2d(x, conv.weight, conv.bias, padding=1).reshape(b, f, 8, 7, 7).permute(0, 3, 4, 1, 2)  # b h w f c
+    y = (
+        F.conv2d(x, conv.weight, conv.bias, padding=1).reshape(b, f, 8, 7, 7).permute(0, 3, 4, 1, 2)
+    )  # b h w f c
     prev = torch.clamp(torch.arange(f) - 1, min=0)
     cat = torch.cat([y[..., [0] * f, :], y[..., prev, :], y], dim=-1)
     expected = (y + conv.conv_temp(cat)).permute(0, 3, 4, 1, 2).reshape(b * f, 8, 7, 7)
@@ -155,8 +163,10 @@ def test_inflation_reads_bin_weights_and_rejects_mismatch(tmp_path):
     assert (unet_dir / "diffusion_pytorch_model.bin").is_file()
     model = AudioUNet3D.from_pretrained_2d(unet_dir, 32)
     ref = UNet2DConditionModel.from_pretrained(unet_dir, low_cpu_mem_usage=False)
-    assert torch.equal(model.state_dict()["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"],
-                       ref.state_dict()["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"])
+    assert torch.equal(
+        model.state_dict()["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"],
+        ref.state_dict()["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"],
+    )
     assert cfg.pretrained_sd.endswith("sd")
     config = json.loads((unet_dir / "config.json").read_text())
     config["use_linear_projection"] = True
@@ -173,7 +183,10 @@ def test_trainable_split_by_name(tiny):
         assert any(f".{kind}." in n for n in trainable), kind
     assert all(("_temp" in n or "_audio" in n) for n in trainable)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    assert "conv_in.weight" in frozen and "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight" in frozen
+    assert (
+        "conv_in.weight" in frozen
+        and "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight" in frozen
+    )
     assert not any("_temp" in n or "_audio" in n for n in frozen)
     with pytest.raises(ValueError, match="match no parameter"):
         apply_trainable(model, ["_nothing_"])
@@ -200,12 +213,17 @@ def test_loads_the_authors_released_layout(tiny, tmp_path):
     _randomize(model)
     encoder = ImageBindAudioEncoder(embed_dim=32, num_blocks=2, num_heads=2, head_out_dim=32)
     modules = write_authors_layout(model, encoder, tmp_path)
-    assert json.loads((modules / "unet" / "config.json").read_text())["_class_name"] == "AudioUNet3DConditionModel"
+    assert (
+        json.loads((modules / "unet" / "config.json").read_text())["_class_name"]
+        == "AudioUNet3DConditionModel"
+    )
     loaded = load_unet(modules / "unet").eval()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
     # and through the config path, as a training/eval job would: init_unet wins over pretrained_sd
     built = build_unet(dataclasses.replace(tiny, init_unet=str(modules / "unet")))
-    assert torch.equal(built.state_dict()["conv_in.conv_temp.weight"], model.state_dict()["conv_in.conv_temp.weight"])
+    assert torch.equal(
+        built.state_dict()["conv_in.conv_temp.weight"], model.state_dict()["conv_in.conv_temp.weight"]
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(tiny):
@@ -263,7 +281,9 @@ def test_compiles_without_graph_breaks(tiny):
     mask = torch.ones(1, F_, S, dtype=torch.bool)
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
-        torch.testing.assert_close(compiled(sample, t, text, audio, mask), model(sample, t, text, audio, mask))
+        torch.testing.assert_close(
+            compiled(sample, t, text, audio, mask), model(sample, t, text, audio, mask)
+        )
 
 
 def test_full_size_state_dict_is_sd15_plus_new_modules():
@@ -281,8 +301,11 @@ def test_the_constructor_takes_the_config_section():
     params = inspect.signature(AudioUNet3D.__init__).parameters
     assert [p for p in params if p != "self"] == [f.name for f in dataclasses.fields(UNetConfig)]
     defaults = dataclasses.asdict(UNetConfig())
-    assert {p: list(v.default) if isinstance(v.default, tuple) else v.default
-            for p, v in params.items() if p != "self"} == defaults
+    assert {
+        p: list(v.default) if isinstance(v.default, tuple) else v.default
+        for p, v in params.items()
+        if p != "self"
+    } == defaults
     with torch.device("meta"):
         model = AudioUNet3D(**dataclasses.asdict(tiny_model_config().unet))
     assert {k: model.config[k] for k in defaults} == dataclasses.asdict(tiny_model_config().unet)
@@ -293,7 +316,9 @@ def test_our_export_loads_with_from_pretrained_and_refuses_weights_that_do_not_f
     model.save_pretrained(tmp_path / "ours")
     config = json.loads((tmp_path / "ours" / "config.json").read_text())
     assert config["_class_name"] == "AudioUNet3D"
-    assert set(config) - {"_class_name", "_diffusers_version"} == {f.name for f in dataclasses.fields(UNetConfig)}
+    assert set(config) - {"_class_name", "_diffusers_version"} == {
+        f.name for f in dataclasses.fields(UNetConfig)
+    }
     config["block_out_channels"] = [16, 64]  # same keys, other shapes
     (tmp_path / "ours" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"weights do not fit AudioUNet3D \(.*shape mismatch \['conv_in"):
@@ -301,13 +326,26 @@ def test_our_export_loads_with_from_pretrained_and_refuses_weights_that_do_not_f
 
 
 def test_only_sd15_block_layouts_convert():
-    sd = {"block_out_channels": [32, 64], "attention_head_dim": [2, 2], "cross_attention_dim": 32,
-          "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "mid_block_type": "UNetMidBlock2DCrossAttn",
-          "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "norm_num_groups": 8, "sample_size": 64,
-          "flip_sin_to_cos": True, "freq_shift": 0}
+    sd = {
+        "block_out_channels": [32, 64],
+        "attention_head_dim": [2, 2],
+        "cross_attention_dim": 32,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "norm_num_groups": 8,
+        "sample_size": 64,
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+    }
     assert config_from_2d(sd, audio_cross_attention_dim=16) == dict(
-        dataclasses.asdict(UNetConfig()), block_out_channels=[32, 64], attention_head_dim=2, cross_attention_dim=32,
-        audio_cross_attention_dim=16, norm_num_groups=8)
+        dataclasses.asdict(UNetConfig()),
+        block_out_channels=[32, 64],
+        attention_head_dim=2,
+        cross_attention_dim=32,
+        audio_cross_attention_dim=16,
+        norm_num_groups=8,
+    )
     with pytest.raises(ValueError, match="down_block_types"):
         config_from_2d(dict(sd, down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"]))
     with pytest.raises(ValueError, match="freq_shift=1 is not supported"):

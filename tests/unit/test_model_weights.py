@@ -34,12 +34,18 @@ def test_a_missing_num_batches_tracked_is_tolerated_as_torch_does():
     load_strict(_net(), src, "src")
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda s: s.pop("0.weight"), r"src: weights do not fit Sequential \(missing \['0.weight'\], unexpected \[\]\)"),
-    (lambda s: s.update({"9.weight": torch.zeros(1)}), r"\(missing \[\], unexpected \['9.weight'\]\)"),
-    (lambda s: s.update({"2.weight": torch.zeros(2, 5)}), r"shape mismatch \['2.weight'\]"),
-    (lambda s: [s.pop(k) for k in list(s)[:5]], r"missing \['0.bias', '0.weight', '1.bias'\] \+2 more"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s.pop("0.weight"),
+            r"src: weights do not fit Sequential \(missing \['0.weight'\], unexpected \[\]\)",
+        ),
+        (lambda s: s.update({"9.weight": torch.zeros(1)}), r"\(missing \[\], unexpected \['9.weight'\]\)"),
+        (lambda s: s.update({"2.weight": torch.zeros(2, 5)}), r"shape mismatch \['2.weight'\]"),
+        (lambda s: [s.pop(k) for k in list(s)[:5]], r"missing \['0.bias', '0.weight', '1.bias'\] \+2 more"),
+    ],
+)
 def test_weights_that_do_not_fit_are_one_line(change, message):
     state = _net().state_dict()
     change(state)

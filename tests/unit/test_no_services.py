@@ -60,22 +60,30 @@ def test_ray_init_is_refused_before_anything_starts():
     assert ray.is_initialized() == up_before
 
 
-@pytest.mark.parametrize("cmd, name", [
-    ([sys.executable, "-m", "moto.server", "-p", "0"], "moto server"),
-    (["/opt/venv/bin/weed", "-logdir=/tmp", "mini", "-dir=/tmp/x"], "weed S3 server"),
-    ([sys.executable, "-m", "asva_platform.dev.ray_loopback_node", "start", "--address=127.0.0.1:1"], "ray start"),
-    (["/opt/venv/bin/mlflow", "server", "--port", "0"], "mlflow server"),
-    ([sys.executable, "-m", "mlflow", "server"], "mlflow server"),
-    (["ray", "start", "--head"], "ray start"),
-    ("ray start --head", "ray start"),
-])
+@pytest.mark.parametrize(
+    "cmd, name",
+    [
+        ([sys.executable, "-m", "moto.server", "-p", "0"], "moto server"),
+        (["/opt/venv/bin/weed", "-logdir=/tmp", "mini", "-dir=/tmp/x"], "weed S3 server"),
+        (
+            [sys.executable, "-m", "asva_platform.dev.ray_loopback_node", "start", "--address=127.0.0.1:1"],
+            "ray start",
+        ),
+        (["/opt/venv/bin/mlflow", "server", "--port", "0"], "mlflow server"),
+        ([sys.executable, "-m", "mlflow", "server"], "mlflow server"),
+        (["ray", "start", "--head"], "ray start"),
+        ("ray start --head", "ray start"),
+    ],
+)
 def test_server_processes_are_refused_before_they_spawn(cmd, name):
     with refused(f"a {name} process"):
         subprocess.Popen(cmd, shell=isinstance(cmd, str))
 
 
 def test_other_processes_stay_allowed():
-    out = subprocess.run([sys.executable, "-c", "print('mlflow', 'ray')"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "print('mlflow', 'ray')"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.split() == ["mlflow", "ray"]
 
 

@@ -47,13 +47,19 @@ class Recorder(torch.nn.Module):
 
 def _batch(b=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return dict(latents=torch.randn(b, 4, F_, 8, 8, generator=g), audio_tokens=torch.randn(b, 229, 32, generator=g),
-                null_audio_tokens=torch.randn(1, 229, 32, generator=g),
-                audio_mask=torch.rand(1, F_, 229, generator=g) > 0.3, text_emb=torch.randn(b, 77, 32, generator=g))
+    return dict(
+        latents=torch.randn(b, 4, F_, 8, 8, generator=g),
+        audio_tokens=torch.randn(b, 229, 32, generator=g),
+        null_audio_tokens=torch.randn(1, 229, 32, generator=g),
+        audio_mask=torch.rand(1, F_, 229, generator=g) > 0.3,
+        text_emb=torch.randn(b, 77, 32, generator=g),
+    )
 
 
 def _loss(model, scheduler, batch, drop=0.0, seed=1):
-    return diffusion_loss(model, scheduler, **batch, drop_prob=drop, generator=torch.Generator().manual_seed(seed))
+    return diffusion_loss(
+        model, scheduler, **batch, drop_prob=drop, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_frame_zero_is_clean_and_excluded_from_the_loss(parts):
@@ -114,8 +120,17 @@ def test_dropped_samples_get_null_audio_with_the_same_mask(parts):
     batch = _batch(b=64)
     batch["latents"] = batch["latents"][:, :, :2, :2, :2].contiguous()  # keep it cheap: 64 samples
     rec = Recorder(lambda sample, *a: torch.zeros_like(sample))
-    diffusion_loss(rec, sched, batch["latents"], batch["audio_tokens"], batch["null_audio_tokens"],
-                   batch["audio_mask"][:, :2], batch["text_emb"], 0.2, torch.Generator().manual_seed(3))
+    diffusion_loss(
+        rec,
+        sched,
+        batch["latents"],
+        batch["audio_tokens"],
+        batch["null_audio_tokens"],
+        batch["audio_mask"][:, :2],
+        batch["text_emb"],
+        0.2,
+        torch.Generator().manual_seed(3),
+    )
     seen = rec.calls[0]["audio"]
     is_null = (seen == batch["null_audio_tokens"]).all(dim=(1, 2))
     is_real = (seen == batch["audio_tokens"]).all(dim=(1, 2))
@@ -139,12 +154,20 @@ def test_online_and_cached_paths_give_the_same_loss(parts):
     frames = torch.rand(2, 3, F_, 16, 16)
     mel = torch.randn(2, 1, 128, 204)
     text = torch.randn(2, 77, 32)
-    online = prepare_online_batch(vae, enc, frames, mel, text, torch.Generator().manual_seed(0),
-                                  audio_drop_path=False)
+    online = prepare_online_batch(
+        vae, enc, frames, mel, text, torch.Generator().manual_seed(0), audio_drop_path=False
+    )
     # the cache stores the VAE's distribution and the tokens; sampling uses the same generator stream
     mean, std = encode_frames(vae, frames)
-    cached = prepare_cached_batch(mean, std, enc.encode(mel), enc.null_audio_tokens(), enc.segment_mask(F_)[None],
-                                  text, torch.Generator().manual_seed(0))
+    cached = prepare_cached_batch(
+        mean,
+        std,
+        enc.encode(mel),
+        enc.null_audio_tokens(),
+        enc.segment_mask(F_)[None],
+        text,
+        torch.Generator().manual_seed(0),
+    )
     assert torch.equal(online.latents, cached.latents)
     assert online.latents.shape == (2, 4, F_, 8, 8)
     a = loss_from_inputs(unet, sched, online, 0.2, torch.Generator().manual_seed(9))
@@ -186,8 +209,14 @@ def test_per_sample_loss_averages_to_the_batch_loss(parts):
 
 
 def _loss_ps(model, scheduler, batch, seed=1):
-    return diffusion_loss(model, scheduler, **batch, drop_prob=0.0, generator=torch.Generator().manual_seed(seed),
-                          per_sample=True)
+    return diffusion_loss(
+        model,
+        scheduler,
+        **batch,
+        drop_prob=0.0,
+        generator=torch.Generator().manual_seed(seed),
+        per_sample=True,
+    )
 
 
 def test_other_clip_index_pairs_every_window_with_another_clip():
@@ -203,7 +232,9 @@ def test_audio_loss_gap_sees_only_the_audio(parts):
     one whose prediction is the audio itself is told apart with the right sign."""
     _, unet, sched, _, _ = parts
     b = _batch(b=6)
-    inputs = LossInputs(b["latents"], b["audio_tokens"], b["null_audio_tokens"], b["audio_mask"], b["text_emb"])
+    inputs = LossInputs(
+        b["latents"], b["audio_tokens"], b["null_audio_tokens"], b["audio_mask"], b["text_emb"]
+    )
     other = other_clip_index(["x", "x", "y", "y", "z", "z"])
     deaf = Recorder(unet, edit=lambda out: out * 0)  # predicts 0 whatever the audio
     gap = audio_loss_gap(deaf, sched, inputs, other, draws=2)
@@ -215,7 +246,10 @@ def test_audio_loss_gap_sees_only_the_audio(parts):
 
         def forward(self, sample, t, text, audio, mask):
             own = (audio - inputs.audio_tokens[: len(audio)]).abs().flatten(1).sum(1) == 0
-            noise = (sample - sched.alphas_cumprod[t].sqrt()[:, None, None, None, None] * inputs.latents[: len(audio)])
+            noise = (
+                sample
+                - sched.alphas_cumprod[t].sqrt()[:, None, None, None, None] * inputs.latents[: len(audio)]
+            )
             noise = noise / (1 - sched.alphas_cumprod[t]).sqrt()[:, None, None, None, None]
             return torch.where(own[:, None, None, None, None], noise, torch.zeros_like(noise))
 
@@ -227,8 +261,10 @@ def test_audio_loss_gap_sees_only_the_audio(parts):
 
 def test_loss_inputs_concat_keeps_shared_parts_once():
     a, b = _batch(b=2, seed=0), _batch(b=3, seed=1)
-    parts_ = [LossInputs(x["latents"], x["audio_tokens"], x["null_audio_tokens"], x["audio_mask"], x["text_emb"])
-              for x in (a, b)]
+    parts_ = [
+        LossInputs(x["latents"], x["audio_tokens"], x["null_audio_tokens"], x["audio_mask"], x["text_emb"])
+        for x in (a, b)
+    ]
     joined = LossInputs.concat(parts_)
     assert joined.latents.shape[0] == joined.audio_tokens.shape[0] == joined.text_emb.shape[0] == 5
     assert joined.null_audio_tokens.shape[0] == 1 and joined.audio_mask.shape[0] == 1

@@ -25,14 +25,27 @@ def setup(tmp_path_factory):
     text = load_text_encodings(cfg.text_encodings, expected_dim=32).lookup(["dog barking"])
     null_text = load_null_text_encoding(cfg.null_text_encoding, expected_dim=32)
     g = torch.Generator().manual_seed(0)
-    return pipe, text, null_text, torch.rand(1, 3, 16, 16, generator=g), torch.randn(1, 1, 128, 204, generator=g)
+    return (
+        pipe,
+        text,
+        null_text,
+        torch.rand(1, 3, 16, 16, generator=g),
+        torch.randn(1, 1, 128, 204, generator=g),
+    )
 
 
 def _run(setup, seed=0, **kw):
     pipe, text, null_text, image, mel = setup
     kw.setdefault("num_inference_steps", 4)
-    return pipe(image, text, mel, num_frames=F_, generator=torch.Generator().manual_seed(seed),
-                null_text_emb=null_text, **kw)
+    return pipe(
+        image,
+        text,
+        mel,
+        num_frames=F_,
+        generator=torch.Generator().manual_seed(seed),
+        null_text_emb=null_text,
+        **kw,
+    )
 
 
 def test_seeded_runs_are_deterministic(setup):
@@ -55,12 +68,24 @@ def test_audio_changes_the_video_and_guidance_scales_matter(setup):
     pipe, text, null_text, image, mel = setup
     base = _run(setup, audio_guidance_scale=4.0).latents
     assert not torch.equal(base, _run(setup, audio_guidance_scale=1.0).latents)
-    other = pipe(image, text, torch.randn_like(mel), num_frames=F_, num_inference_steps=4,
-                 generator=torch.Generator().manual_seed(0)).latents
+    other = pipe(
+        image,
+        text,
+        torch.randn_like(mel),
+        num_frames=F_,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+    ).latents
     assert not torch.allclose(base, other)
     tokens = pipe.audio_encoder.encode(mel)
-    same = pipe(image, text, audio_tokens=tokens, num_frames=F_, num_inference_steps=4,
-                generator=torch.Generator().manual_seed(0)).latents
+    same = pipe(
+        image,
+        text,
+        audio_tokens=tokens,
+        num_frames=F_,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+    ).latents
     assert torch.equal(base, same)
 
 
@@ -69,8 +94,16 @@ def _conds(setup):
     enc = pipe.audio_encoder
     g = torch.Generator().manual_seed(1)
     latents = torch.randn(1, 4, F_, 8, 8, generator=g)
-    return (pipe.unet, latents, torch.tensor(500), text, enc.encode(mel), enc.segment_mask(F_)[None],
-            enc.null_audio_tokens(), null_text)
+    return (
+        pipe.unet,
+        latents,
+        torch.tensor(500),
+        text,
+        enc.encode(mel),
+        enc.segment_mask(F_)[None],
+        enc.null_audio_tokens(),
+        null_text,
+    )
 
 
 def test_cfg_scale_one_is_the_conditional_prediction(setup):
@@ -88,8 +121,9 @@ def test_cfg_scale_one_is_the_conditional_prediction(setup):
     for got in (audio_cfg, dual, text_cfg):
         torch.testing.assert_close(got, cond, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(audio_zero, no_audio, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(dual_4_2, nothing + 2.0 * (no_audio - nothing) + 4.0 * (cond - no_audio),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        dual_4_2, nothing + 2.0 * (no_audio - nothing) + 4.0 * (cond - no_audio), atol=1e-4, rtol=1e-4
+    )
     assert not torch.allclose(no_text, cond)
 
 
@@ -119,7 +153,9 @@ def test_write_video_muxes_h264_and_aac(setup, tmp_path):
     with av.open(str(path)) as container:
         samples = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
     assert samples.shape[1] >= 32000 and np.abs(samples).max() > 0.1
-    silent = write_video(tmp_path / "silent.mp4", (frames.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1))
+    silent = write_video(
+        tmp_path / "silent.mp4", (frames.numpy() * 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    )
     with av.open(str(silent)) as container:
         assert len(container.streams.audio) == 0 and container.streams.video[0].frames == F_
 
@@ -137,8 +173,16 @@ def _reference_loop(setup, seed: int, steps: int, in_place: bool) -> torch.Tenso
     null_audio = pipe.audio_encoder.null_audio_tokens()
     scheduler.set_timesteps(steps)
     for t in scheduler.timesteps:
-        eps = guided_eps(pipe.unet, scheduler.scale_model_input(latents, t), t, text, tokens, mask, null_audio,
-                         audio_scale=4.0)
+        eps = guided_eps(
+            pipe.unet,
+            scheduler.scale_model_input(latents, t),
+            t,
+            text,
+            tokens,
+            mask,
+            null_audio,
+            audio_scale=4.0,
+        )
         if in_place:
             latents[:, :, 1:] = scheduler.step(eps[:, :, 1:], t, latents[:, :, 1:]).prev_sample
         else:

@@ -39,8 +39,9 @@ def test_matches_torchaudio_on_a_sine(golden, orig):
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize(("orig", "new"), [(44100, 16000), (48000, 16000), (22050, 16000), (8000, 16000),
-                                           (32000, 16000), (3, 2)])
+@pytest.mark.parametrize(
+    ("orig", "new"), [(44100, 16000), (48000, 16000), (22050, 16000), (8000, 16000), (32000, 16000), (3, 2)]
+)
 @pytest.mark.parametrize("length", [1, 2, 7, 1023, 4410, 4411, 88201])
 def test_output_length_is_the_ceiling_of_the_rate_ratio(orig, new, length):
     out = sinc_resample(np.zeros((2, length), np.float32), orig, new)
@@ -94,13 +95,16 @@ def test_differs_from_the_clean_protocols_soxr_resampler():
     assert np.abs(ours - soxr)[50:-50].max() > 1e-4  # two different filters, not one under two names
 
 
-@pytest.mark.parametrize(("waveform", "orig", "new"), [
-    (np.zeros(10, np.float32), 0, 16000),
-    (np.zeros(10, np.float32), 44100, -16000),
-    (np.zeros(10, np.float32), 44100.5, 16000),
-    (np.zeros((2, 0), np.float32), 44100, 16000),
-    (np.float32(1.0), 44100, 16000),
-])
+@pytest.mark.parametrize(
+    ("waveform", "orig", "new"),
+    [
+        (np.zeros(10, np.float32), 0, 16000),
+        (np.zeros(10, np.float32), 44100, -16000),
+        (np.zeros(10, np.float32), 44100.5, 16000),
+        (np.zeros((2, 0), np.float32), 44100, 16000),
+        (np.float32(1.0), 44100, 16000),
+    ],
+)
 def test_bad_arguments_raise_value_error(waveform, orig, new):
     with pytest.raises(ValueError):
         sinc_resample(waveform, orig, new)

@@ -213,19 +213,25 @@ def test_a_lost_connection_inside_a_wrapped_error_is_one_line():
     storage = Storage("http://127.0.0.1:9", "us-east-1", max_attempts=5)
     try:
         try:
-            raise OSError("When uploading part for key 'runs/x/step_00000003/ds/zero_pp_rank_1_mp_rank_00_optim_"
-                          "states.pt' in bucket 'b': AWS Error NETWORK_CONNECTION during UploadPart operation: "
-                          "curlCode: 7, Could not connect to server")
+            raise OSError(
+                "When uploading part for key 'runs/x/step_00000003/ds/zero_pp_rank_1_mp_rank_00_optim_"
+                "states.pt' in bucket 'b': AWS Error NETWORK_CONNECTION during UploadPart operation: "
+                "curlCode: 7, Could not connect to server"
+            )
         except OSError as inner:
             raise RuntimeError("Training failed due to worker errors:\n<traceback>") from inner
     except RuntimeError as outer:
         line = storage.lost_connection(outer)
     assert line is not None and "\n" not in line
-    assert line.startswith("S3 at http://127.0.0.1:9 became unreachable (AWS Error NETWORK_CONNECTION during "
-                           "UploadPart operation")
+    assert line.startswith(
+        "S3 at http://127.0.0.1:9 became unreachable (AWS Error NETWORK_CONNECTION during "
+        "UploadPart operation"
+    )
     assert "5 attempts" in line
     assert storage.lost_connection(RuntimeError("CUDA out of memory")) is None
     # a restarted worker's own Storage call, reported only as text inside Ray's WorkerGroupError
-    ours = RuntimeError("Training failed due to worker errors: ... asva_platform.storage.StorageError: cannot reach "
-                        "s3://b at http://127.0.0.1:9: connection refused or endpoint down")
+    ours = RuntimeError(
+        "Training failed due to worker errors: ... asva_platform.storage.StorageError: cannot reach "
+        "s3://b at http://127.0.0.1:9: connection refused or endpoint down"
+    )
     assert "connection refused or endpoint down, 5 attempts" in storage.lost_connection(ours)

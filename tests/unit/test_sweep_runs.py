@@ -34,8 +34,10 @@ def test_run_names_are_readable_distinct_and_storage_safe():
 def test_objective_defaults_follow_the_kind_and_the_metric_direction(tmp_path):
     (tmp_path / "base.yaml").write_text("name: b\n")
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nkind: guidance\nbase_config: base.yaml\ncheckpoint: init\n"
-                    "search_space:\n  eval.audio_guidance_scale: {grid: [1.0]}\n")
+    path.write_text(
+        "name: s\nkind: guidance\nbase_config: base.yaml\ncheckpoint: init\n"
+        "search_space:\n  generate.audio_guidance_scale: {grid: [1.0]}\n"
+    )
     assert (load_sweep(path).spec.metric, load_sweep(path).spec.mode) == ("AlignSync", "max")
     only_sync = load_sweep(path, ["base.eval.metrics.metrics=[sync, fvd]"]).spec
     assert (only_sync.metric, only_sync.mode) == ("Sync", "max")
@@ -45,11 +47,14 @@ def test_objective_defaults_follow_the_kind_and_the_metric_direction(tmp_path):
     assert (train.metric, train.mode) == ("loss", "min")
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    (["metric=FVD"], "metric: FVD is not reported by every guidance trial"),
-    (["plot_metrics=[FID]"], "plot_metrics: FID is not reported"),
-    (["scheduler.type=asha"], "scheduler.type: asha needs intermediate results"),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["metric=FVD"], "metric: FVD is not reported by every guidance trial"),
+        (["plot_metrics=[FID]"], "plot_metrics: FID is not reported"),
+        (["scheduler.type=asha"], "scheduler.type: asha needs intermediate results"),
+    ],
+)
 def test_guidance_objective_errors_are_one_line(overrides, expected):
     with pytest.raises(ConfigError) as info:
         load_sweep(SWEEPS / "guidance_scale_tiny.yaml", ["checkpoint=init", *overrides])
@@ -75,10 +80,24 @@ def test_stopped_early_compares_with_the_trials_own_budget():
 
 def rows() -> list[TrialRow]:
     return [
-        TrialRow("a_00000", "lr=0.003_t0", {"train.lr": 0.003}, "finished", {"loss": 0.95, "step": 4.0, "lr": 0.003},
-                 "r0", [(1, 1.14), (2, 1.05), (3, 0.99), (4, 0.95)]),
-        TrialRow("a_00001", "lr=0.001_t1", {"train.lr": 0.001}, "stopped_early", {"loss": 1.08, "step": 2.0, "lr": 0.001},
-                 "r1", [(1, 1.14), (2, 1.08)]),
+        TrialRow(
+            "a_00000",
+            "lr=0.003_t0",
+            {"train.lr": 0.003},
+            "finished",
+            {"loss": 0.95, "step": 4.0, "lr": 0.003},
+            "r0",
+            [(1, 1.14), (2, 1.05), (3, 0.99), (4, 0.95)],
+        ),
+        TrialRow(
+            "a_00001",
+            "lr=0.001_t1",
+            {"train.lr": 0.001},
+            "stopped_early",
+            {"loss": 1.08, "step": 2.0, "lr": 0.001},
+            "r1",
+            [(1, 1.14), (2, 1.08)],
+        ),
         TrialRow("a_00002", "lr=1e-06_t2", {"train.lr": 1e-6}, "failed", {"loss": 0.1}, "", [], "boom"),
     ]
 
@@ -96,7 +115,9 @@ def test_summary_table_has_one_row_per_trial_with_params_and_metrics():
     assert [r["run_name"] for r in parsed] == sorted(r.run_name for r in rows())
     by_name = {r["run_name"]: r for r in parsed}
     assert by_name["lr=0.001_t1"]["status"] == "stopped_early"
-    assert float(by_name["lr=0.003_t0"]["train.lr"]) == 0.003 and float(by_name["lr=0.003_t0"]["loss"]) == 0.95
+    assert (
+        float(by_name["lr=0.003_t0"]["train.lr"]) == 0.003 and float(by_name["lr=0.003_t0"]["loss"]) == 0.95
+    )
     assert by_name["lr=1e-06_t2"]["run_id"] == ""
 
 
@@ -151,17 +172,31 @@ def test_the_cli_fails_in_one_line_before_ray_starts(tmp_path, monkeypatch, caps
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     was_up = ray.is_initialized()
-    assert run_guarded(main, [str(SWEEPS / "train_tiny.yaml"), "search_space={train.lrr: {grid: [1.0]}}"]) == 2
+    assert (
+        run_guarded(main, [str(SWEEPS / "train_tiny.yaml"), "search_space={train.lrr: {grid: [1.0]}}"]) == 2
+    )
     err = own_lines(capsys.readouterr().err)
-    assert len(err) == 1 and err[0].startswith("error: ") and "search_space.train.lrr: unknown key" in err[0], err
+    assert (
+        len(err) == 1 and err[0].startswith("error: ") and "search_space.train.lrr: unknown key" in err[0]
+    ), err
     # an unreachable tracking server is named, and nothing is started
-    args = [str(SWEEPS / "train_tiny.yaml"), "base.tracking.uri=http://127.0.0.1:9", f"base.storage.root={tmp_path}"]
+    args = [
+        str(SWEEPS / "train_tiny.yaml"),
+        "base.tracking.uri=http://127.0.0.1:9",
+        f"base.storage.root={tmp_path}",
+    ]
     assert run_guarded(main, args) == 2
-    assert own_lines(capsys.readouterr().err) == ["error: cannot reach MLflow tracking server at http://127.0.0.1:9: connection refused"]
+    assert own_lines(capsys.readouterr().err) == [
+        "error: cannot reach MLflow tracking server at http://127.0.0.1:9: connection refused"
+    ]
     assert ray.is_initialized() == was_up
     # a guidance checkpoint that does not exist is refused before any trial
-    args = [str(SWEEPS / "guidance_scale_tiny.yaml"), f"checkpoint={tmp_path}/no-such-run",
-            f"base.tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"base.storage.root={tmp_path}"]
+    args = [
+        str(SWEEPS / "guidance_scale_tiny.yaml"),
+        f"checkpoint={tmp_path}/no-such-run",
+        f"base.tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"base.storage.root={tmp_path}",
+    ]
     assert run_guarded(main, args) == 2
     err = own_lines(capsys.readouterr().err)
     assert len(err) == 1 and err[0].startswith("error: checkpoint ") and "does not exist" in err[0], err
@@ -175,7 +210,10 @@ def test_optuna_search_needs_optuna_installed():
 
     with pytest.raises(ConfigError, match="`optuna` samples distributions; use choice instead of grid"):
         load_sweep(SWEEPS / "train_tiny.yaml", ["search=optuna"])
-    loaded = load_sweep(SWEEPS / "train_tiny.yaml", ["search=optuna", "search_space={train.lr: {loguniform: [1.0e-5, 1.0e-3]}}"])
+    loaded = load_sweep(
+        SWEEPS / "train_tiny.yaml",
+        ["search=optuna", "search_space={train.lr: {loguniform: [1.0e-5, 1.0e-3]}}"],
+    )
     if importlib.util.find_spec("optuna") is not None:
         pytest.skip("optuna is installed here")
     with pytest.raises(UserError, match=r"search: optuna is not installed \(pip install optuna\)"):

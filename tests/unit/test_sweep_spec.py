@@ -41,7 +41,10 @@ def write(tmp_path, body: str) -> Path:
 @pytest.mark.parametrize(
     "body, expected",
     [
-        ("search_space:\n  train.lrr: {choice: [1.0]}\n", "search_space.train.lrr: unknown key (did you mean 'lr'?)"),
+        (
+            "search_space:\n  train.lrr: {choice: [1.0]}\n",
+            "search_space.train.lrr: unknown key (did you mean 'lr'?)",
+        ),
         ("search_space:\n  train.lr: {choice: [-1.0]}\n", "search_space.train.lr: value -1.0 is invalid"),
         ("search_space:\n  train.zero_stage: {grid: [2, 4]}\n", "value 4 is invalid"),
         ("search_space:\n  train.lr: {normal: [0, 1]}\n", "search_space.train.lr: expected one of"),
@@ -62,7 +65,7 @@ def test_bad_sweeps_fail_with_one_line(tmp_path, body, expected):
 
 
 def test_guidance_sweep_needs_a_checkpoint(tmp_path):
-    path = write(tmp_path, "search_space:\n  eval.audio_guidance_scale: {grid: [1.0]}\n")
+    path = write(tmp_path, "search_space:\n  generate.audio_guidance_scale: {grid: [1.0]}\n")
     path.write_text(path.read_text().replace("kind: train", "kind: guidance"))
     with pytest.raises(ConfigError, match="checkpoint: a guidance sweep needs"):
         load_sweep(path)
@@ -75,22 +78,37 @@ def test_base_overrides_reach_the_base_config():
 
 
 def test_seeds_are_a_grouped_seed_dimension_of_guidance_sweeps():
-    over = ["checkpoint=run123", "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}}"]
+    over = ["checkpoint=run123", "search_space={generate.audio_guidance_scale: {grid: [1.0, 4.0]}}"]
     loaded = load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [*over, "seeds=[0, 1, 2]"])
     spec = loaded.spec
-    assert spec.search_space[SEED_KEY] == {"grid": [0, 1, 2]} and swept_keys(spec) == ["eval.audio_guidance_scale"]
+    assert spec.search_space[SEED_KEY] == {"grid": [0, 1, 2]} and swept_keys(spec) == [
+        "generate.audio_guidance_scale"
+    ]
     assert grid_size(spec) == 6
     assert tune_search_space(spec)[SEED_KEY] == {"grid_search": [0, 1, 2]}
-    assert loaded.trial_config({"eval.audio_guidance_scale": 4.0, SEED_KEY: 2}).eval.seed == 2
+    assert loaded.trial_config({"generate.audio_guidance_scale": 4.0, SEED_KEY: 2}).generate.seed == 2
     # the same seeds written as a search dimension: the same spec
-    same = load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [
-        "checkpoint=run123", "search_space={eval.audio_guidance_scale: {grid: [1.0, 4.0]}, eval.seed: {grid: [0, 1, 2]}}"])
+    same = load_sweep(
+        SWEEPS / "guidance_scale_tiny.yaml",
+        [
+            "checkpoint=run123",
+            "search_space={generate.audio_guidance_scale: {grid: [1.0, 4.0]}, generate.seed: {grid: [0, 1, 2]}}",
+        ],
+    )
     assert same.spec.search_space == spec.search_space
-    for bad, message in [("seeds=[0, 0]", "seeds: must be distinct"), ("seeds=[-1]", "seeds: must be integers >= 0"),
-                         ("seeds=[0.5]", r"seeds\[0\]: expected an integer")]:
+    for bad, message in [
+        ("seeds=[0, 0]", "seeds: must be distinct"),
+        ("seeds=[-1]", "seeds: must be integers >= 0"),
+        ("seeds=[0.5]", r"seeds\[0\]: expected an integer"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [*over, bad])
     with pytest.raises(ConfigError, match="not both"):
-        load_sweep(SWEEPS / "guidance_scale_tiny.yaml", [
-            "checkpoint=run123", "seeds=[0, 1]",
-            "search_space={eval.audio_guidance_scale: {grid: [1.0]}, eval.seed: {grid: [3]}}"])
+        load_sweep(
+            SWEEPS / "guidance_scale_tiny.yaml",
+            [
+                "checkpoint=run123",
+                "seeds=[0, 1]",
+                "search_space={generate.audio_guidance_scale: {grid: [1.0]}, generate.seed: {grid: [3]}}",
+            ],
+        )

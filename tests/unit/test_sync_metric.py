@@ -51,7 +51,9 @@ def test_ranks_synced_above_shifted_and_other_audio(decoded_clips):
             _, o_windows, o_dec = clips[(i + 1 + int(rng.integers(len(clips) - 1))) % len(clips)]
             audio = window_samples(o_dec.audio.samples, o_dec.audio.start, o_windows[0], cfg)
             other.append(synced > sync_score(clip.frames, audio, 16000, cfg.fps).score)
-    rates = f"shifted: {np.mean(shifted):.3f} of {len(shifted)}, other clip: {np.mean(other):.3f} of {len(other)}"
+    rates = (
+        f"shifted: {np.mean(shifted):.3f} of {len(shifted)}, other clip: {np.mean(other):.3f} of {len(other)}"
+    )
     print(f"\nsync ranking rates ({rates}); mean synced score {np.mean(synced_scores):.3f}")
     assert len(shifted) >= 60 and len(other) >= 80
     assert np.mean(shifted) >= 0.85 and np.mean(other) >= 0.85, rates
@@ -101,8 +103,10 @@ def test_synced_clips_beat_their_own_audio_circularly_shifted(decoded_clips):
             rolled = circular_shift(clip.waveform, 16000, MetricsConfig().sync_shift_s)
             wins.append(synced > sync_score(clip.frames, rolled, 16000, cfg.fps).score)
     rate = wilson_interval(int(np.sum(wins)), len(wins))
-    print(f"\nwin rate against the 1-s circular shift: {rate.estimate:.3f} [{rate.low:.3f}, {rate.high:.3f}] "
-          f"of {len(wins)}")
+    print(
+        f"\nwin rate against the 1-s circular shift: {rate.estimate:.3f} [{rate.low:.3f}, {rate.high:.3f}] "
+        f"of {len(wins)}"
+    )
     assert len(wins) >= 40 and rate.low > 0.75, rate
 
 

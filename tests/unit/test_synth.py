@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
-from asva_model.data.synth import (
+from asva_platform.dev.synth import (
     FPS_CHOICES,
     STYLES,
     _drive,
@@ -54,23 +54,34 @@ def test_split_is_90_10_per_class():
 
 def test_dataset_layout_streams_and_ground_truth_agree(synth_root):
     root = synth_root
-    assert {p.name for p in root.iterdir()} >= {"videos", "train.txt", "test.txt", "class_mapping.json",
-                                               "synth_ground_truth.json"}
+    assert {p.name for p in root.iterdir()} >= {
+        "videos",
+        "train.txt",
+        "test.txt",
+        "class_mapping.json",
+        "synth_ground_truth.json",
+    }
     mapping = json.loads((root / "class_mapping.json").read_text())
     assert mapping == {c: default_prompt(c) for c in AVSYNC15_CLASSES}
     assert mapping["playing_violin__fiddle"] == "playing violin fiddle"
     listed = (root / "train.txt").read_text().split() + (root / "test.txt").read_text().split()
     gt = load_ground_truth(root)
     assert sorted(listed) == sorted(gt) and len(listed) == 150
-    assert sorted(str(p.relative_to(root / "videos")) for p in (root / "videos").rglob("*.mp4")) == sorted(listed)
+    assert sorted(str(p.relative_to(root / "videos")) for p in (root / "videos").rglob("*.mp4")) == sorted(
+        listed
+    )
     for name, spec in gt.items():
         with av.open(str(root / "videos" / name)) as c:
             (v,), (a,) = c.streams.video, c.streams.audio
             assert v.codec_context.name == "h264" and a.codec_context.name == "aac"
             assert (v.codec_context.width, v.codec_context.height) == (spec.width, spec.height)
             assert v.average_rate == Fraction(spec.fps)
-            assert a.codec_context.sample_rate == spec.sample_rate and a.codec_context.channels == spec.channels
-            assert abs(float(v.duration * v.time_base) - spec.duration) <= 1 / float(Fraction(spec.fps)) + 1e-6
+            assert (
+                a.codec_context.sample_rate == spec.sample_rate and a.codec_context.channels == spec.channels
+            )
+            assert (
+                abs(float(v.duration * v.time_base) - spec.duration) <= 1 / float(Fraction(spec.fps)) + 1e-6
+            )
             assert abs(float(a.duration * a.time_base) - spec.duration) < 0.05
 
 
@@ -80,8 +91,11 @@ def test_generator_is_deterministic_for_a_seed(tmp_path):
     b = synthesize(tmp_path / "b", seed=3, workers=2, **kw)  # worker count must not matter
 
     def digest(root: str) -> dict[str, str]:
-        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(Path(root).rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*"))
+            if p.is_file()
+        }
 
     da = digest(a.out_dir)
     assert da == digest(b.out_dir) and len(da) == 15 + 4
@@ -103,7 +117,9 @@ def _motion_near_and_far(class_idx: int) -> tuple[float, float]:
         fps = float(Fraction(spec.fps))
         t = np.arange(int(spec.duration * fps)) / fps
         drive, painter = _drive(spec, t), _Painter(spec)
-        frames = np.stack([painter.frame({k: v[j] for k, v in drive.items()}) for j in range(len(t))]).astype(float)
+        frames = np.stack([painter.frame({k: v[j] for k, v in drive.items()}) for j in range(len(t))]).astype(
+            float
+        )
         energy = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))
         mid = (t[:-1] + t[1:]) / 2
         onsets = np.array(spec.onsets)
@@ -123,9 +139,26 @@ def test_every_class_moves_at_its_audio_events_and_rests_between():
 
 def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
     out = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "asva_model.data.synth", "--out", str(out),
-                           "--clips-per-class", "1", "--seed", "5", "--max-duration", "2.2", "--workers", "1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asva_platform.dev.synth",
+            "--out",
+            str(out),
+            "--clips-per-class",
+            "1",
+            "--seed",
+            "5",
+            "--max-duration",
+            "2.2",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "15 clips" in proc.stdout and (out / "train.txt").is_file()
     assert len(load_ground_truth(out)) == 15
@@ -134,24 +167,36 @@ def test_cli_writes_a_dataset_and_reports_bad_arguments(tmp_path, capsys):
 
 
 def test_a_class_subset_holds_exactly_the_full_sets_clips_of_those_classes(tmp_path):
-    from asva_model.data.synth import class_indices
+    from asva_platform.dev.synth import class_indices
 
-    s = synthesize(tmp_path / "sub", clips_per_class=2, seed=3, max_duration=2.5, workers=1,
-                   classes=["striking_bowling", "hammering"])
-    lines = (tmp_path / "sub" / "train.txt").read_text().split() + (tmp_path / "sub" / "test.txt").read_text().split()
+    s = synthesize(
+        tmp_path / "sub",
+        clips_per_class=2,
+        seed=3,
+        max_duration=2.5,
+        workers=1,
+        classes=["striking_bowling", "hammering"],
+    )
+    lines = (tmp_path / "sub" / "train.txt").read_text().split() + (
+        tmp_path / "sub" / "test.txt"
+    ).read_text().split()
     assert s.num_clips == 4 and {n.split("/")[0] for n in lines} == {"hammering", "striking_bowling"}
-    want = {make_spec(3, c, i, max_duration=2.5).name for c in class_indices(["hammering", "striking_bowling"])
-            for i in range(2)}
+    want = {
+        make_spec(3, c, i, max_duration=2.5).name
+        for c in class_indices(["hammering", "striking_bowling"])
+        for i in range(2)
+    }
     assert set(lines) == want  # same specs (names, content seeds) as in the all-class dataset
-    assert json.loads((tmp_path / "sub" / "class_mapping.json").read_text()) == {c: default_prompt(c)
-                                                                                  for c in AVSYNC15_CLASSES}
+    assert json.loads((tmp_path / "sub" / "class_mapping.json").read_text()) == {
+        c: default_prompt(c) for c in AVSYNC15_CLASSES
+    }
     with pytest.raises(ValueError, match="unknown"):
         synthesize(tmp_path / "bad", clips_per_class=1, classes=["hammer"])
 
 
 def test_render_window_matches_the_clip_timing():
     from asva_model.data.config import SamplingConfig
-    from asva_model.data.synth import render_window
+    from asva_platform.dev.synth import render_window
 
     spec = make_spec(0, AVSYNC15_CLASSES.index("hammering"), 0)
     cfg = SamplingConfig(image_size=[32, 32])
@@ -159,7 +204,7 @@ def test_render_window_matches_the_clip_timing():
     assert frames.shape == (3, 12, 32, 32) and wave.shape == (32000,) and mel.shape == (1, 128, 204)
     onsets = [o for o in spec.onsets if 0.5 <= o < 2.4]
     at = [int((o - 0.5) * 16000) for o in onsets]  # the window's audio starts at 0.5 s
-    assert onsets and all(np.abs(wave[i:i + 800]).max() > 10 * np.abs(wave[:40]).max() for i in at)
+    assert onsets and all(np.abs(wave[i : i + 800]).max() > 10 * np.abs(wave[:40]).max() for i in at)
     # the object moves exactly when a sound starts: frame differences peak in the interval holding an onset
     motion = np.abs(np.diff(frames, axis=1)).mean(axis=(0, 2, 3))
     assert all(motion[min(int((o - 0.5) * 6), 10)] > 0 for o in onsets)

@@ -23,8 +23,9 @@ class RecordingClient:
         self.statuses.append((run_id, status))
 
 
-@pytest.mark.parametrize("raised, status", [(None, "FINISHED"), (ValueError("bad"), "FAILED"),
-                                            (KeyboardInterrupt(), "KILLED")])
+@pytest.mark.parametrize(
+    "raised, status", [(None, "FINISHED"), (ValueError("bad"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
+)
 def test_the_body_outcome_becomes_the_status(raised, status):
     client = RecordingClient()
     with pytest.raises(type(raised)) if raised else _nothing():
@@ -58,13 +59,21 @@ def test_every_tag_name_is_defined_once_in_tracking():
             if path == REPO / "asva_platform" / "tracking.py":
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and tag_literal.match(repr(node.value)):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and tag_literal.match(repr(node.value))
+                ):
                     defined_elsewhere.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value}")
     assert not defined_elsewhere, "\n".join(defined_elsewhere)
 
 
 def test_no_stage_closes_runs_by_hand():
-    by_hand = [f"{p.relative_to(REPO)}" for folder in ("asva_platform", "sweeps")
-               for p in sorted((REPO / folder).rglob("*.py"))
-               if p.name != "tracking.py" and re.search(r"except BaseException[^\n]*:\n\s+\S*set_terminated", p.read_text())]
+    by_hand = [
+        f"{p.relative_to(REPO)}"
+        for folder in ("asva_platform", "sweeps")
+        for p in sorted((REPO / folder).rglob("*.py"))
+        if p.name != "tracking.py"
+        and re.search(r"except BaseException[^\n]*:\n\s+\S*set_terminated", p.read_text())
+    ]
     assert not by_hand, by_hand

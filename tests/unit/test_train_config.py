@@ -28,21 +28,30 @@ def test_shipped_recipes_load_and_give_the_papers_global_batch():
     assert not tiny.train.use_gpu and tiny.train.num_workers == 2
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.precision=fp16", "train.precision: fp16 (loss scaling) needs GPUs"),
-    ("train.zero_stage=4", "train.zero_stage: must be 0, 1, 2 or 3"),
-    ("train.data_mode=streaming", "train.data_mode: must be one of"),
-    ("train.ema_decay=1.0", "train.ema_decay: must be in (0, 1)"),
-    ("train.adam_betas=[0.9]", "train.adam_betas: must be two numbers"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.precision=fp16", "train.precision: fp16 (loss scaling) needs GPUs"),
+        ("train.zero_stage=4", "train.zero_stage: must be 0, 1, 2 or 3"),
+        ("train.data_mode=streaming", "train.data_mode: must be one of"),
+        ("train.ema_decay=1.0", "train.ema_decay: must be in (0, 1)"),
+        ("train.adam_betas=[0.9]", "train.adam_betas: must be two numbers"),
+    ],
+)
 def test_bad_values_fail_with_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_experiment(CONFIGS / "tiny.yaml", [override])
 
 
 def test_deepspeed_config_follows_the_train_section():
-    t = TrainConfig(num_workers=8, batch_size_per_worker=4, gradient_accumulation_steps=2, zero_stage=3,
-                    precision="bf16", grad_clip=1.0)
+    t = TrainConfig(
+        num_workers=8,
+        batch_size_per_worker=4,
+        gradient_accumulation_steps=2,
+        zero_stage=3,
+        precision="bf16",
+        grad_clip=1.0,
+    )
     ds = deepspeed_config(t, world_size=8)
     assert ds["train_batch_size"] == 64 and ds["train_micro_batch_size_per_gpu"] == 4
     assert ds["gradient_accumulation_steps"] == 2 and ds["gradient_clipping"] == 1.0
@@ -54,6 +63,8 @@ def test_deepspeed_config_follows_the_train_section():
     assert fp16["fp16"]["enabled"] and fp16["fp16"]["loss_scale"] == 0  # dynamic loss scaling
     assert "bf16" not in fp16 and "data_types" not in fp16
 
-    cpu = deepspeed_config(dataclasses.replace(t, use_gpu=False, precision="fp32", num_workers=2), world_size=2)
+    cpu = deepspeed_config(
+        dataclasses.replace(t, use_gpu=False, precision="fp32", num_workers=2), world_size=2
+    )
     assert cpu["train_batch_size"] == 16 and "overlap_comm" not in cpu["zero_optimization"]
     assert "bf16" not in cpu and "fp16" not in cpu

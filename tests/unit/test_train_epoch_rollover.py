@@ -38,7 +38,7 @@ class ShardSource:
         self.calls.append((epoch, skip))
         mine = equal_share([(epoch, w) for w in range(self.windows)], self.rank, self.world)
         b = self.batch_size
-        return iter([mine[i:i + b] for i in range(0, len(mine) - b + 1, b)][skip:])
+        return iter([mine[i : i + b] for i in range(0, len(mine) - b + 1, b)][skip:])
 
 
 def batches_per_rank(windows: int, batch_size: int, world: int) -> int:
@@ -72,7 +72,9 @@ def test_every_resume_position_of_an_epoch_trains_on_into_the_next(saved_world, 
                 assert (state.epoch, state.batches_in_epoch) == (EPOCH + 1, per_rank), case
                 assert next(batches)[0][0] == EPOCH + 2, case  # and on, from the start of the epoch after
                 assert source.calls == [(EPOCH, skip), (EPOCH + 1, 0), (EPOCH + 2, 0)], case
-                assert (state.step, state.samples_seen) == (40, 160), case  # the sample position is the caller's
+                assert (state.step, state.samples_seen) == (40, 160), (
+                    case
+                )  # the sample position is the caller's
     assert 0 in remainders and max(remainders) > 0  # resumed on both sides of the boundary
 
 
@@ -90,7 +92,9 @@ def test_growing_from_one_to_two_workers_at_the_epochs_end_goes_on_with_the_next
 
 def test_a_fresh_epoch_without_a_batch_still_ends_the_run():
     too_small = ShardSource(windows=3, batch_size=2, rank=0, world=2).train_batches  # 1 window each
-    with pytest.raises(RuntimeError, match="^epoch 3 produced no batch: the training data has fewer windows than"):
+    with pytest.raises(
+        RuntimeError, match="^epoch 3 produced no batch: the training data has fewer windows than"
+    ):
         next(epoch_batches(TrainerState(epoch=3), too_small))
     # a resumed epoch rolls over, and the fresh one after it is just as empty: the same error, naming that one
     with pytest.raises(RuntimeError, match="^epoch 7 produced no batch"):

@@ -30,10 +30,13 @@ def count_forward(model, frames=4, hw=(4, 4), audio_tokens=229) -> float:
     c = model.config
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, 4, frames, *hw, device=dev), torch.zeros(1, device=dev),
-              torch.zeros(1, 77, c.cross_attention_dim, device=dev),
-              torch.zeros(1, audio_tokens, c.audio_cross_attention_dim, device=dev),
-              torch.ones(1, frames, audio_tokens, dtype=torch.bool, device=dev))
+        model(
+            torch.zeros(1, 4, frames, *hw, device=dev),
+            torch.zeros(1, device=dev),
+            torch.zeros(1, 77, c.cross_attention_dim, device=dev),
+            torch.zeros(1, audio_tokens, c.audio_cross_attention_dim, device=dev),
+            torch.ones(1, frames, audio_tokens, dtype=torch.bool, device=dev),
+        )
     return float(counter.get_total_flops())
 
 
@@ -70,8 +73,12 @@ def test_peak_table_and_mfu():
 
 def test_online_encoder_flops_are_linear_in_frames_and_sized_like_the_paper():
     tiny = tiny_model_config()
-    f4, f8, f12 = (online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[32, 32], num_frames=n, clip_duration=n / 6))
-                   for n in (4, 8, 12))
+    f4, f8, f12 = (
+        online_encoder_flops_per_sample(
+            tiny, SamplingConfig(image_size=[32, 32], num_frames=n, clip_duration=n / 6)
+        )
+        for n in (4, 8, 12)
+    )
     assert f8 - f4 == pytest.approx(f12 - f8) and f4 > f8 - f4  # VAE per frame, plus one audio encode
     assert online_encoder_flops_per_sample(tiny, SamplingConfig(image_size=[64, 64])) > f12
     # full size: SD-1.5's VAE encoder on 12 frames of 256x256 (~3.27 TFLOP) + ImageBind-Huge on one mel

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from asva_platform.artifacts.checkpoint import TrainerState
+from asva_platform.artifacts.checkpoint import RankPlacement, TrainerState
 from asva_platform.errors import UserError
 from asva_platform.experiment import load_experiment
 from asva_platform.storage import Storage
@@ -21,19 +21,30 @@ def _run_dir(tmp_path, **state) -> str:
     """A run folder as Ray Train leaves it: the snapshot naming the latest checkpoint, and its state file."""
     run = tmp_path / "run"
     (run / "step_00000006").mkdir(parents=True)
-    (run / SNAPSHOT).write_text(json.dumps({"latest_checkpoint_result": {"checkpoint_dir_name": "step_00000006"}}))
+    (run / SNAPSHOT).write_text(
+        json.dumps({"latest_checkpoint_result": {"checkpoint_dir_name": "step_00000006"}})
+    )
     TrainerState(**state).save(run / "step_00000006")
     return str(run)
 
 
 def _cfg(*overrides):
-    return load_experiment(None, ["train.batch_size_per_worker=2", "train.gradient_accumulation_steps=1",
-                                  "train.zero_stage=2", *overrides])
+    return load_experiment(
+        None,
+        [
+            "train.batch_size_per_worker=2",
+            "train.gradient_accumulation_steps=1",
+            "train.zero_stage=2",
+            *overrides,
+        ],
+    )
 
 
 def test_a_new_run_and_the_same_worker_count_change_nothing(tmp_path):
-    assert check_resumable(_cfg("train.num_workers=2"), Storage(), str(tmp_path / "none")) == (None, _cfg(
-        "train.num_workers=2"))
+    assert check_resumable(_cfg("train.num_workers=2"), Storage(), str(tmp_path / "none")) == (
+        None,
+        _cfg("train.num_workers=2"),
+    )
     run = _run_dir(tmp_path, step=6, samples_seen=24, world_size=2, zero_stage=2, global_batch_size=4)
     ckpt, cfg = check_resumable(_cfg("train.num_workers=2"), Storage(), run, log_fn=lambda _: None)
     assert ckpt.endswith("step_00000006") and cfg.train.gradient_accumulation_steps == 1
@@ -67,25 +78,40 @@ def test_data_position_after_a_reshard_is_the_same_number_of_clips():
 
 
 def test_placement_tag_names_each_rank_and_its_node():
-    placement = [{"rank": 0, "node_id": "1f3a9c2e" + "0" * 48}, {"rank": 1, "node_id": "7b0d44a1" + "f" * 48}]
+    placement = [
+        RankPlacement(0, "1f3a9c2e" + "0" * 48, "10.0.0.1", "a"),
+        RankPlacement(1, "7b0d44a1" + "f" * 48, "10.0.0.2", "b"),
+    ]
     assert placement_summary(placement) == "0:1f3a9c2e,1:7b0d44a1"
 
 
 def test_an_elastic_range_keeps_the_global_batch_on_every_worker_count():
     from asva_platform.config import ConfigError
-    from asva_platform.training.job import scaling_config
-    from asva_platform.training.loop import on_world
+    from asva_platform.training.job import scaling_config, trainer_spec
+    from asva_platform.training.spec import RunSpec
 
-    cfg = _cfg("train.num_workers=4", "train.min_workers=1", "train.elastic_resize_check_s=5",
-               "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=3")  # 12 clips a step
+    cfg = _cfg(
+        "train.num_workers=4",
+        "train.min_workers=1",
+        "train.elastic_resize_check_s=5",
+        "train.batch_size_per_worker=1",
+        "train.gradient_accumulation_steps=3",
+    )  # 12 clips a step
     scaling = scaling_config(cfg.train)
     assert (scaling.min_workers, scaling.max_workers, scaling.elastic_resize_monitor_interval_s) == (1, 4, 5)
+    spec = trainer_spec(cfg, RunSpec("", "", ""))
     for world, accumulation in ((4, 3), (3, 4), (2, 6), (1, 12)):
-        t = on_world(cfg, world).train
-        assert (t.num_workers, t.gradient_accumulation_steps, t.global_batch_size) == (world, accumulation, 12)
-    assert on_world(cfg, 4) is cfg
+        t = spec.on_world(world).train
+        assert (t.num_workers, t.gradient_accumulation_steps, t.global_batch_size) == (
+            world,
+            accumulation,
+            12,
+        )
+    assert spec.on_world(4) is spec
     # 3 workers x 2 clips divide no whole number of steps into 8 clips: refused when the config is read
-    with pytest.raises(ConfigError, match=r"train.min_workers: the global batch of 8 clips .* on \[3\] workers"):
+    with pytest.raises(
+        ConfigError, match=r"train.min_workers: the global batch of 8 clips .* on \[3\] workers"
+    ):
         _cfg("train.num_workers=4", "train.min_workers=2")
     with pytest.raises(ConfigError, match="train.min_workers: must be between 0"):
         _cfg("train.num_workers=2", "train.min_workers=3")
@@ -101,37 +127,41 @@ def test_a_local_ray_too_small_is_refused_naming_the_size_ray_train_starts_with(
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.delitem(sys.modules, "ray", raising=False)  # as in a fresh driver: no Ray started yet
-    cfg = _cfg("train.num_workers=4", "train.batch_size_per_worker=1", "train.gradient_accumulation_steps=1",
-               "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
-    with pytest.raises(UserError, match=r"^train.num_workers: 4 workers x cpus_per_worker 1.0 need 4 CPUs"):
+    cfg = _cfg(
+        "train.num_workers=4",
+        "train.batch_size_per_worker=1",
+        "train.gradient_accumulation_steps=1",
+        "cluster.num_cpus=2",
+        "train.cpus_per_worker=1",
+        "train.use_gpu=false",
+        "train.precision=fp32",
+    )
+    with pytest.raises(
+        UserError, match=r"^train.num_workers: 4 workers x cpus_per_worker 1 needs 4 CPU \(cluster has 2\)"
+    ):
         check_local_cluster_fits(cfg.train, cfg.cluster)
-    elastic = _cfg("train.num_workers=4", "train.min_workers=3", "train.batch_size_per_worker=1",
-                   "train.gradient_accumulation_steps=3", "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
-    with pytest.raises(UserError, match=r"^train.min_workers: 3 workers x cpus_per_worker 1.0 need 3 CPUs"):
+    elastic = _cfg(
+        "train.num_workers=4",
+        "train.min_workers=3",
+        "train.batch_size_per_worker=1",
+        "train.gradient_accumulation_steps=3",
+        "cluster.num_cpus=2",
+        "train.cpus_per_worker=1",
+        "train.use_gpu=false",
+        "train.precision=fp32",
+    )
+    with pytest.raises(
+        UserError, match=r"^train.min_workers: 3 workers x cpus_per_worker 1 needs 3 CPU \(cluster has 2\)"
+    ):
         check_local_cluster_fits(elastic.train, elastic.cluster)
-    fits = _cfg("train.num_workers=4", "train.min_workers=2", "train.batch_size_per_worker=1",
-                "train.gradient_accumulation_steps=3", "cluster.num_cpus=2", "train.cpus_per_worker=1", "train.use_gpu=false", "train.precision=fp32")
+    fits = _cfg(
+        "train.num_workers=4",
+        "train.min_workers=2",
+        "train.batch_size_per_worker=1",
+        "train.gradient_accumulation_steps=3",
+        "cluster.num_cpus=2",
+        "train.cpus_per_worker=1",
+        "train.use_gpu=false",
+        "train.precision=fp32",
+    )
     check_local_cluster_fits(fits.train, fits.cluster)  # elastic: starts with the 2 it can have
-
-
-def test_a_failed_local_save_leaves_no_checkpoint_folder_behind(tmp_path, monkeypatch):
-    import tempfile
-    from types import SimpleNamespace
-
-    from asva_platform.training.loop import WorkerTrainer
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    trainer = object.__new__(WorkerTrainer)  # only what _report reads
-    trainer.logger, trainer.rank0 = None, False
-    trainer.state = SimpleNamespace(step=4, extra={})
-    trainer.t = SimpleNamespace(max_steps=8, checkpoint_upload="async")
-
-    def disk_full(directory):
-        (tmp_path / "seen").write_text(directory)
-        raise OSError("No space left on device")
-
-    trainer._save = disk_full
-    with pytest.raises(OSError, match="No space"):
-        trainer._report({"step_time_s": 0.1, "samples_per_s": 10.0, "loss": 0.5}, with_checkpoint=True)
-    assert (tmp_path / "seen").read_text().startswith(str(tmp_path / "asva-ckpt-"))
-    assert not list(tmp_path.glob("asva-ckpt-*"))

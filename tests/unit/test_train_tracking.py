@@ -8,9 +8,25 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from asva_platform.experiment import load_experiment
-from asva_platform.training.run_tracking import StepLogger, open_training_run
+from asva_platform.tracking import TAG_CACHE_ID, LoggedConfig
+from asva_platform.training import run_tracking
+from asva_platform.training.job import describe_training
+from asva_platform.training.run_tracking import StepLogger
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def open_training_run(uri, experiment, run_uri, name, tags):
+    """As the training job opens its run: the experiment's logged config and description."""
+    return run_tracking.open_training_run(
+        uri,
+        experiment.tracking.experiment,
+        LoggedConfig.of(experiment),
+        run_uri,
+        name,
+        tags,
+        describe_training(experiment, run_uri, tags.get(TAG_CACHE_ID, "")),
+    )
 
 
 def test_same_run_key_reopens_the_run_and_records_changed_params(tmp_path):
@@ -67,7 +83,9 @@ def test_experiments_open_on_the_runs_table_and_runs_say_what_they_are(tmp_path)
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
-    old = client.create_experiment("made-before")  # an experiment from before: MLflow 3's GenAI kind by default
+    old = client.create_experiment(
+        "made-before"
+    )  # an experiment from before: MLflow 3's GenAI kind by default
     assert get_or_create_experiment(client, "made-before", "sweep") == old
     tags = client.get_experiment(old).tags
     assert tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND and "parent run" in tags[TAG_NOTE]
@@ -78,16 +96,31 @@ def test_experiments_open_on_the_runs_table_and_runs_say_what_they_are(tmp_path)
     cfg = load_experiment(CONFIGS / "tiny.yaml", ["train.cache=abc123", "train.min_workers=1"])
     run_id, _ = open_training_run(uri, cfg, "s3://b/runs/tiny", "tiny", {"asva.cache_id": "abc123"})
     exp = client.get_experiment(client.get_run(run_id).info.experiment_id)
-    assert exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND and "one run per training name" in exp.tags[TAG_NOTE]
+    assert (
+        exp.tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND and "one run per training name" in exp.tags[TAG_NOTE]
+    )
     note = client.get_run(run_id).data.tags[TAG_NOTE]
-    assert note.startswith("**tiny** recipe (authors protocol): 20 steps of 4 clips (2 x 1 accumulation x 1-2 workers)")
-    assert "the latent cache `abc123`" in note and "`s3://b/runs/tiny`" in note and "s3://b/runs/tiny/export/unet" in note
+    assert note.startswith(
+        "**tiny** recipe (authors protocol): 20 steps of 4 clips (2 x 1 accumulation x 1-2 workers)"
+    )
+    assert (
+        "the latent cache `abc123`" in note
+        and "`s3://b/runs/tiny`" in note
+        and "s3://b/runs/tiny/export/unet" in note
+    )
 
-    spec = load_sweep(Path(__file__).resolve().parents[2] / "sweeps" / "guidance_scale_tiny.yaml",
-                      ["checkpoint=s3://b/runs/tiny"]).spec
+    spec = load_sweep(
+        Path(__file__).resolve().parents[2] / "sweeps" / "guidance_scale_tiny.yaml",
+        ["checkpoint=s3://b/runs/tiny"],
+    ).spec
     text = describe_sweep(spec, "trial-2", 0.61234)
-    assert text.startswith("**guidance sweep** `guidance-scale-tiny`, on checkpoint `s3://b/runs/tiny`: max `Sync`")
-    assert "`eval.audio_guidance_scale` grid [1.0, 4.0, 8.0]" in text and "best trial: **trial-2** (Sync 0.6123)" in text
+    assert text.startswith(
+        "**guidance sweep** `guidance-scale-tiny`, on checkpoint `s3://b/runs/tiny`: max `Sync`"
+    )
+    assert (
+        "`generate.audio_guidance_scale` grid [1.0, 4.0, 8.0]" in text
+        and "best trial: **trial-2** (Sync 0.6123)" in text
+    )
     evaluation = describe_evaluation(cfg, "s3://b/runs/tiny/step_00000020", "tiny-s20")
     assert "under the **authors** protocol: sync on 4 test videos, audio guidance 4" in evaluation
     assert "`eval/tiny-s20/per_class.json`" in evaluation
@@ -109,8 +142,9 @@ def test_links_go_to_the_runs_table_a_run_or_an_artifact():
     mode = "?workflowType=machine_learning"  # MLflow 3's model-training mode, not its GenAI one
     assert ui_url(base, "3") == f"http://127.0.0.1:5100/#/experiments/3/runs{mode}"
     assert ui_url(base, "3", "abc") == f"http://127.0.0.1:5100/#/experiments/3/runs/abc{mode}"
-    assert ui_url(base, "3", "abc", "eval/x/per_class.json") == ("http://127.0.0.1:5100/#/experiments/3/runs/abc/"
-                                                                f"artifactPath/eval/x/per_class.json{mode}")
+    assert ui_url(base, "3", "abc", "eval/x/per_class.json") == (
+        f"http://127.0.0.1:5100/#/experiments/3/runs/abc/artifactPath/eval/x/per_class.json{mode}"
+    )
     assert ui_url("sqlite:///tmp/mlflow.db", "3", "abc") == ""  # no UI serves a local file store
 
 
@@ -128,7 +162,9 @@ def test_a_sample_is_logged_as_a_frame_strip_at_its_step(tmp_path):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
-    run_id = client.create_run(client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    run_id = client.create_run(
+        client.create_experiment("x", artifact_location=(tmp_path / "a").as_uri())
+    ).info.run_id
     logger = StepLogger(uri, run_id)
     for step in (4, 8):
         logger.log_image(strip, "samples/dog-1", step)
@@ -182,7 +218,9 @@ def test_the_silenced_ray_logger_is_the_one_that_dumps_every_report():
     from asva_platform.training.loop import RAY_REPORT_MODULE, quiet_ray_report_log
 
     module = importlib.import_module(RAY_REPORT_MODULE)
-    assert 'logger.info(\n                f"Reporting training result' in inspect.getsource(module)  # a Ray upgrade moving it fails here
+    assert 'logger.info(\n                f"Reporting training result' in inspect.getsource(
+        module
+    )  # a Ray upgrade moving it fails here
     root, saved = logging.getLogger(), (logging.getLogger().level, module.logger.level)
     try:
         root.setLevel(logging.INFO)  # as Ray configures a train worker

@@ -12,19 +12,21 @@ import torch
 
 from asva_model.build import build_vae
 from asva_model.config import ModelConfig, VAEConfig, VAEPretrainConfig
-from asva_model.vae_pretrain import (
+from asva_platform.cli import main as asva
+from asva_platform.dev.vae_pretrain import (
     REPORT_FILE,
     latent_scaling_factor,
     pretrain_vae,
     psnr_db,
     synthetic_frames,
 )
-from asva_platform.cli import main as asva
 
 CLASSES = ["hammering", "dog_barking"]
 SIZE = [32, 32]
 MODEL = ModelConfig(vae=VAEConfig(block_out_channels=[16, 32, 32], layers_per_block=1, norm_num_groups=8))
-QUICK = VAEPretrainConfig(steps=60, batch_size=8, clips=8, frames_per_clip=8, held_out_frames=32, min_psnr_db=0.0)
+QUICK = VAEPretrainConfig(
+    steps=60, batch_size=8, clips=8, frames_per_clip=8, held_out_frames=32, min_psnr_db=0.0
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +46,13 @@ def test_frames_come_from_the_classes_painter_at_the_recipe_size():
 def test_training_beats_the_random_init_and_measures_the_scaling_factor(trained):
     report, out = trained
     assert report.psnr_db > report.psnr_random_init_db + 3.0, report
-    vae = build_vae(ModelConfig(pretrained_sd=str(out.parent), vae=VAEConfig(scaling_factor=report.scaling_factor)))
-    held = synthetic_frames(CLASSES, 4, 8, SIZE, seed=QUICK.seed + 7_777)[:QUICK.held_out_frames]
-    assert psnr_db(vae, held) == pytest.approx(report.psnr_db, abs=1e-3)  # the saved weights are the measured ones
+    vae = build_vae(
+        ModelConfig(pretrained_sd=str(out.parent), vae=VAEConfig(scaling_factor=report.scaling_factor))
+    )
+    held = synthetic_frames(CLASSES, 4, 8, SIZE, seed=QUICK.seed + 7_777)[: QUICK.held_out_frames]
+    assert psnr_db(vae, held) == pytest.approx(
+        report.psnr_db, abs=1e-3
+    )  # the saved weights are the measured ones
     assert vae.config.scaling_factor == report.scaling_factor
     assert report.scaling_factor == pytest.approx(latent_scaling_factor(vae, held, QUICK.seed), rel=1e-5)
     assert json.loads((out / REPORT_FILE).read_text())["psnr_db"] == report.psnr_db
@@ -59,13 +65,24 @@ def test_a_rerun_with_the_same_settings_reuses_the_vae(trained):
 
 
 def test_below_the_psnr_floor_nothing_is_saved(tmp_path):
-    cfg = VAEPretrainConfig(steps=1, batch_size=2, clips=2, frames_per_clip=2, held_out_frames=4, min_psnr_db=60.0)
+    cfg = VAEPretrainConfig(
+        steps=1, batch_size=2, clips=2, frames_per_clip=2, held_out_frames=4, min_psnr_db=60.0
+    )
     with pytest.raises(ValueError, match="min_psnr_db.*< 60"):
         pretrain_vae(MODEL, cfg, CLASSES, SIZE, tmp_path / "vae", log=lambda m: None)
     assert not (tmp_path / "vae").exists()
 
 
 def test_cli_reports_a_bad_config_in_one_line(tmp_path, capsys):
-    code = asva(["pretrain-vae", "--config", str(Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"), "--out", str(tmp_path), "vae_pretrain.steps=0"])
+    code = asva(
+        [
+            "pretrain-vae",
+            "--config",
+            str(Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"),
+            "--out",
+            str(tmp_path),
+            "vae_pretrain.steps=0",
+        ]
+    )
     assert code != 0
     assert "vae_pretrain.steps" in capsys.readouterr().err

@@ -85,8 +85,9 @@ def load_metric_networks(cfg: MetricsConfig, device: str | torch.device = "cpu")
         nets.i3d = load_video_detector(cfg.i3d_weights, device)
     if "imagebind" in needed:
         tokenizer = BPETokenizer.from_file(cfg.imagebind_bpe) if "it" in cfg.metrics else None
-        nets.imagebind = ImageBindEmbedder(load_imagebind(cfg.imagebind_weights, cfg.imagebind_num_heads, device),
-                                           tokenizer)
+        nets.imagebind = ImageBindEmbedder(
+            load_imagebind(cfg.imagebind_weights, cfg.imagebind_num_heads, device), tokenizer
+        )
     if "avsync" in needed:
         nets.avsync = load_avsync_classifier(cfg.avsync_classifier, device)
     return nets

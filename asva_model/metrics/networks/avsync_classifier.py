@@ -40,7 +40,9 @@ class AudioConv2DNet(ModelMixin, ConfigMixin):
         # `pretrained` is kept only so released configs load; it selected an AVID-CMA init for training.
         super().__init__()
         c = base_channels
-        self.conv1 = nn.Sequential(nn.Conv2d(1, c, 7, padding=3, stride=2, bias=False), nn.BatchNorm2d(c), nn.ReLU())
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(1, c, 7, padding=3, stride=2, bias=False), nn.BatchNorm2d(c), nn.ReLU()
+        )
         self.block1 = _ConvBlock2d(c, c, stride=2)
         self.block2 = _ConvBlock2d(c, 2 * c, stride=2)
         self.block3 = _ConvBlock2d(2 * c, 4 * c, stride=2)
@@ -56,9 +58,13 @@ class _R2Plus1DBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: tuple[int, int, int] = (1, 1, 1)) -> None:
         super().__init__()
-        self.spt_conv1 = nn.Conv3d(cin, cout, (1, 3, 3), stride=(1, stride[1], stride[2]), padding=(0, 1, 1), bias=False)
+        self.spt_conv1 = nn.Conv3d(
+            cin, cout, (1, 3, 3), stride=(1, stride[1], stride[2]), padding=(0, 1, 1), bias=False
+        )
         self.spt_bn1 = nn.BatchNorm3d(cout)
-        self.tmp_conv1 = nn.Conv3d(cout, cout, (3, 1, 1), stride=(stride[0], 1, 1), padding=(1, 0, 0), bias=False)
+        self.tmp_conv1 = nn.Conv3d(
+            cout, cout, (3, 1, 1), stride=(stride[0], 1, 1), padding=(1, 0, 0), bias=False
+        )
         self.tmp_bn1 = nn.BatchNorm3d(cout)
         self.spt_conv2 = nn.Conv3d(cout, cout, (1, 3, 3), padding=(0, 1, 1), bias=False)
         self.spt_bn2 = nn.BatchNorm3d(cout)
@@ -106,8 +112,12 @@ class FCHead(ModelMixin, ConfigMixin):
         super().__init__()
         # Indices 0/3/6 hold the weights, as in the released checkpoint.
         self.fc = nn.Sequential(
-            nn.Linear(2 * dim, dim), nn.Dropout(dropout), nn.ReLU(),
-            nn.Linear(dim, dim // 2), nn.Dropout(dropout), nn.ReLU(),
+            nn.Linear(2 * dim, dim),
+            nn.Dropout(dropout),
+            nn.ReLU(),
+            nn.Linear(dim, dim // 2),
+            nn.Dropout(dropout),
+            nn.ReLU(),
             nn.Linear(dim // 2, out_dim),
         )
 
@@ -128,8 +138,10 @@ class AVSyncClassifier(nn.Module):
 
     def forward(self, mel: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         if mel.ndim != 4 or video.ndim != 5 or mel.shape[0] != video.shape[0]:
-            raise ValueError(f"sync classifier wants mel (B,1,n,t) and video (B,3,T,H,W), got "
-                             f"{tuple(mel.shape)} and {tuple(video.shape)}")
+            raise ValueError(
+                f"sync classifier wants mel (B,1,n,t) and video (B,3,T,H,W), got "
+                f"{tuple(mel.shape)} and {tuple(video.shape)}"
+            )
         return self.head(self.audio_encoder(mel), self.video_encoder(video))[:, 0]
 
     def save_pretrained(self, modules_dir: str | Path) -> Path:
@@ -147,12 +159,16 @@ def load_avsync_classifier(modules_dir: str | Path, device: str | torch.device =
     for name, cls in zip(AVSyncClassifier.SUBDIRS, (AudioConv2DNet, VideoR2Plus1DNet, FCHead)):
         sub = existing_path(root / name, f"AVSync classifier {name} (avsync_classifier)")
         try:
-            safetensors = (sub / "diffusion_pytorch_model.safetensors").exists()  # the released dirs hold .bin
+            safetensors = (
+                sub / "diffusion_pytorch_model.safetensors"
+            ).exists()  # the released dirs hold .bin
             parts.append(cls.from_pretrained(sub, use_safetensors=safetensors, low_cpu_mem_usage=False))
         except (OSError, ValueError, RuntimeError) as err:
             raise WeightsError(f"avsync_classifier: cannot load {sub}: {err}") from None
     audio, video, head = parts
     if head.config.dim != 8 * audio.config.base_channels or head.config.dim != 8 * video.config.base_channels:
-        raise WeightsError(f"avsync_classifier: head dim {head.config.dim} does not fit encoders of width "
-                         f"{audio.config.base_channels}/{video.config.base_channels} (expected 8x)")
+        raise WeightsError(
+            f"avsync_classifier: head dim {head.config.dim} does not fit encoders of width "
+            f"{audio.config.base_channels}/{video.config.base_channels} (expected 8x)"
+        )
     return AVSyncClassifier(audio, video, head).to(device).eval().requires_grad_(False)

@@ -34,7 +34,11 @@ def byte_symbols() -> dict[int, str]:
     Printable Latin-1 bytes map to themselves and come first (ids 0..187); the other 68 bytes map to
     chr(256 + k) in byte order after them -- so "!" is id 0 and a space (chr(288)) id 220, as in CLIP/GPT-2.
     """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     table = {b: chr(b) for b in printable}
     others = [b for b in range(256) if b not in table]
     table.update({b: chr(256 + k) for k, b in enumerate(others)})

@@ -56,8 +56,9 @@ class TinyVideoDetector(nn.Module):
         self.conv = nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 4, 4), padding=(1, 3, 3))
         self.proj = nn.Linear(width, feature_dim)
 
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> torch.Tensor:
         # The real detector rescales [0,255] -> [-1,1] and resizes to 224 when asked; FVD asks for neither.
         if rescale:
             x = x / 127.5 - 1.0

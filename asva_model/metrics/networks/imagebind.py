@@ -54,10 +54,16 @@ class ImageBindConfig:
 
     def __post_init__(self) -> None:
         # the head counts come from the config (imagebind_num_heads), the widths from the weights
-        for dim, heads, name in ((self.vision_dim, self.vision_heads, "vision"), (self.text_dim, self.text_heads, "text"),
-                                 (self.audio_dim, self.audio_heads, "audio")):
-            require(heads >= 1 and dim % heads == 0, "imagebind_num_heads",
-                    f"{name} width {dim} is not divisible by {heads} heads")
+        for dim, heads, name in (
+            (self.vision_dim, self.vision_heads, "vision"),
+            (self.text_dim, self.text_heads, "text"),
+            (self.audio_dim, self.audio_heads, "audio"),
+        ):
+            require(
+                heads >= 1 and dim % heads == 0,
+                "imagebind_num_heads",
+                f"{name} width {dim} is not divisible by {heads} heads",
+            )
 
     @classmethod
     def from_state_dict(cls, state: dict[str, torch.Tensor], num_heads: Sequence[int]) -> ImageBindConfig:
@@ -74,11 +80,19 @@ class ImageBindConfig:
         text_pos = state[f"{pre}text.pos_embed"]
         patch = vision_conv.shape[-1]
         return cls(
-            vision_dim=vision_conv.shape[0], vision_blocks=blocks("vision"), vision_heads=num_heads[0],
-            vision_patch=patch, image_size=math.isqrt(vision_tokens) * patch,
-            text_dim=text_pos.shape[-1], text_blocks=blocks("text"), text_heads=num_heads[1],
-            vocab_size=state[f"{pre}text.token_embedding.weight"].shape[0], context_length=text_pos.shape[1],
-            audio_dim=audio_conv.shape[0], audio_blocks=blocks("audio"), audio_heads=num_heads[2],
+            vision_dim=vision_conv.shape[0],
+            vision_blocks=blocks("vision"),
+            vision_heads=num_heads[0],
+            vision_patch=patch,
+            image_size=math.isqrt(vision_tokens) * patch,
+            text_dim=text_pos.shape[-1],
+            text_blocks=blocks("text"),
+            text_heads=num_heads[1],
+            vocab_size=state[f"{pre}text.token_embedding.weight"].shape[0],
+            context_length=text_pos.shape[1],
+            audio_dim=audio_conv.shape[0],
+            audio_blocks=blocks("audio"),
+            audio_heads=num_heads[2],
             audio_kernel=audio_conv.shape[-1],
             out_dim=state[f"{head}vision.2.weight"].shape[0],
             mlp_ratio=state[f"{trunk}vision.blocks.0.mlp.fc1.weight"].shape[0] // vision_conv.shape[0],
@@ -121,25 +135,42 @@ class ImageBindEncoders(nn.Module):
         self.cfg = cfg
         p = cfg.vision_patch
         vision_patches = (cfg.image_size // p) ** 2
-        self.modality_preprocessors = nn.ModuleDict({
-            "vision": PatchPreprocessor(
-                PatchStem(nn.Sequential(_RepeatAsTwoFrames(),
-                                        nn.Conv3d(3, cfg.vision_dim, (2, p, p), stride=(2, p, p), bias=False))),
-                vision_patches, cfg.vision_dim),
-            "text": _TextPreprocessor(cfg.vocab_size, cfg.context_length, cfg.text_dim),
-            "audio": audio_preprocessor(cfg.audio_dim, cfg.audio_kernel, cfg.audio_stride, cfg.mel_bins,
-                                        cfg.mel_frames),
-        })
-        self.modality_trunks = nn.ModuleDict({
-            "vision": Trunk(cfg.vision_dim, cfg.vision_blocks, cfg.vision_heads, cfg.mlp_ratio, pre_ln=True),
-            "text": Trunk(cfg.text_dim, cfg.text_blocks, cfg.text_heads, cfg.mlp_ratio),
-            "audio": Trunk(cfg.audio_dim, cfg.audio_blocks, cfg.audio_heads, cfg.mlp_ratio, add_bias_kv=True),
-        })
-        self.modality_heads = nn.ModuleDict({
-            "vision": cls_head(cfg.vision_dim, cfg.out_dim),
-            "text": _SelectEOSAndProject(cfg.text_dim, cfg.out_dim),
-            "audio": cls_head(cfg.audio_dim, cfg.out_dim),
-        })
+        self.modality_preprocessors = nn.ModuleDict(
+            {
+                "vision": PatchPreprocessor(
+                    PatchStem(
+                        nn.Sequential(
+                            _RepeatAsTwoFrames(),
+                            nn.Conv3d(3, cfg.vision_dim, (2, p, p), stride=(2, p, p), bias=False),
+                        )
+                    ),
+                    vision_patches,
+                    cfg.vision_dim,
+                ),
+                "text": _TextPreprocessor(cfg.vocab_size, cfg.context_length, cfg.text_dim),
+                "audio": audio_preprocessor(
+                    cfg.audio_dim, cfg.audio_kernel, cfg.audio_stride, cfg.mel_bins, cfg.mel_frames
+                ),
+            }
+        )
+        self.modality_trunks = nn.ModuleDict(
+            {
+                "vision": Trunk(
+                    cfg.vision_dim, cfg.vision_blocks, cfg.vision_heads, cfg.mlp_ratio, pre_ln=True
+                ),
+                "text": Trunk(cfg.text_dim, cfg.text_blocks, cfg.text_heads, cfg.mlp_ratio),
+                "audio": Trunk(
+                    cfg.audio_dim, cfg.audio_blocks, cfg.audio_heads, cfg.mlp_ratio, add_bias_kv=True
+                ),
+            }
+        )
+        self.modality_heads = nn.ModuleDict(
+            {
+                "vision": cls_head(cfg.vision_dim, cfg.out_dim),
+                "text": _SelectEOSAndProject(cfg.text_dim, cfg.out_dim),
+                "audio": cls_head(cfg.audio_dim, cfg.out_dim),
+            }
+        )
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) CLIP-normalised, S = image_size (224) -> (B, out_dim) unit-norm."""
@@ -159,26 +190,34 @@ class ImageBindEncoders(nn.Module):
         """(B, 1, mel_bins, mel_frames) normalised log-mel -> (B, out_dim) unit-norm."""
         shape = (1, self.cfg.mel_bins, self.cfg.mel_frames)
         if mel.ndim != 4 or tuple(mel.shape[1:]) != shape:
-            raise ValueError(f"ImageBind audio must be (B, {', '.join(map(str, shape))}) mel, got {tuple(mel.shape)}")
+            raise ValueError(
+                f"ImageBind audio must be (B, {', '.join(map(str, shape))}) mel, got {tuple(mel.shape)}"
+            )
         x = self.modality_trunks["audio"](self.modality_preprocessors["audio"](mel))
         return F.normalize(self.modality_heads["audio"](x), dim=-1)
 
 
 def _own_keys(key: str) -> bool:
     parts = key.split(".")
-    return len(parts) > 1 and parts[0] in ("modality_preprocessors", "modality_trunks", "modality_heads") \
+    return (
+        len(parts) > 1
+        and parts[0] in ("modality_preprocessors", "modality_trunks", "modality_heads")
         and parts[1] in MODALITIES
+    )
 
 
-def load_imagebind(path: str | Path, num_heads: Sequence[int] = (16, 16, 12),
-                   device: str | torch.device = "cpu") -> ImageBindEncoders:
+def load_imagebind(
+    path: str | Path, num_heads: Sequence[int] = (16, 16, 12), device: str | torch.device = "cpu"
+) -> ImageBindEncoders:
     """Build the vision/text/audio encoders from an ImageBind checkpoint (other modalities' keys are ignored)."""
     full = load_state_dict_file(path, what="ImageBind weights (imagebind_weights)")
     state = {k: v for k, v in full.items() if _own_keys(k)}
     try:
         cfg = ImageBindConfig.from_state_dict(state, num_heads)
     except KeyError as err:
-        raise WeightsError(f"imagebind_weights: {path} is not an ImageBind checkpoint (missing {err.args[0]})") from None
+        raise WeightsError(
+            f"imagebind_weights: {path} is not an ImageBind checkpoint (missing {err.args[0]})"
+        ) from None
     model = load_strict(ImageBindEncoders(cfg), state, f"imagebind_weights: {path}")
     return model.to(device).eval().requires_grad_(False)
 
@@ -191,8 +230,10 @@ class ImageBindEmbedder(nn.Module):
         self.encoders = encoders
         self.tokenizer = tokenizer
         if tokenizer is not None and tokenizer.vocab_size != encoders.cfg.vocab_size:
-            raise ValueError(f"imagebind_bpe: tokenizer has {tokenizer.vocab_size} tokens but the text encoder "
-                             f"embeds {encoders.cfg.vocab_size}; the merges file does not belong to these weights")
+            raise ValueError(
+                f"imagebind_bpe: tokenizer has {tokenizer.vocab_size} tokens but the text encoder "
+                f"embeds {encoders.cfg.vocab_size}; the merges file does not belong to these weights"
+            )
         if tokenizer is not None:
             tokenizer.context_length = encoders.cfg.context_length
 

@@ -171,8 +171,19 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
 
@@ -188,5 +199,7 @@ def load_fid_inception(path: str | Path, device: str | torch.device = "cpu") -> 
     if 32 % stem.shape[0]:
         raise WeightsError(f"{path}: stem has {stem.shape[0]} channels; expected 32 / width_divisor")
     model = FIDInceptionV3(width_divisor=32 // stem.shape[0], num_classes=fc.shape[0])
-    load_strict(model, state, f"inception_weights: {path}")  # BatchNorm tolerates a missing num_batches_tracked
+    load_strict(
+        model, state, f"inception_weights: {path}"
+    )  # BatchNorm tolerates a missing num_batches_tracked
     return model.to(device).eval().requires_grad_(False)

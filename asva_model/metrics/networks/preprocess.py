@@ -33,15 +33,17 @@ def clip_normalize(frames: torch.Tensor) -> torch.Tensor:
     return (frames - mean) / std
 
 
-
-def run_batched(fn, inputs: torch.Tensor | tuple[torch.Tensor, ...], batch_size: int,
-                device: torch.device | str) -> torch.Tensor:
+def run_batched(
+    fn, inputs: torch.Tensor | tuple[torch.Tensor, ...], batch_size: int, device: torch.device | str
+) -> torch.Tensor:
     """``fn`` over ``inputs`` (one tensor or a tuple sliced together) in chunks of ``batch_size`` along
     dim 0, on ``device``, without autograd; float32 results concatenated on the CPU."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     xs = inputs if isinstance(inputs, tuple) else (inputs,)
     with torch.inference_mode():
-        outs = [fn(*(x[i:i + batch_size].to(device) for x in xs)).float().cpu()
-                for i in range(0, xs[0].shape[0], batch_size)]
+        outs = [
+            fn(*(x[i : i + batch_size].to(device) for x in xs)).float().cpu()
+            for i in range(0, xs[0].shape[0], batch_size)
+        ]
     return torch.cat(outs) if outs else torch.empty(0)

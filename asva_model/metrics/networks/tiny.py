@@ -24,16 +24,35 @@ from asva_model.metrics.networks.i3d import save_tiny_video_detector
 from asva_model.metrics.networks.imagebind import ImageBindConfig, ImageBindEncoders
 from asva_model.metrics.networks.inception import FIDInceptionV3
 
-TINY_MERGES = [("d", "o"), ("do", "g</w>"), ("b", "a"), ("r", "k"), ("i", "n"), ("in", "g</w>"), ("ba", "rk"),
-               ("l", "i"), ("o", "n")]
+TINY_MERGES = [
+    ("d", "o"),
+    ("do", "g</w>"),
+    ("b", "a"),
+    ("r", "k"),
+    ("i", "n"),
+    ("in", "g</w>"),
+    ("ba", "rk"),
+    ("l", "i"),
+    ("o", "n"),
+]
 TINY_HEADS = [2, 2, 2]
 
 
 def tiny_imagebind_config() -> ImageBindConfig:
     return ImageBindConfig(
-        vision_dim=32, vision_blocks=1, vision_heads=TINY_HEADS[0], vision_patch=32,
-        text_dim=32, text_blocks=1, text_heads=TINY_HEADS[1], vocab_size=512 + len(TINY_MERGES) + 2,
-        audio_dim=32, audio_blocks=1, audio_heads=TINY_HEADS[2], out_dim=16, mlp_ratio=2,
+        vision_dim=32,
+        vision_blocks=1,
+        vision_heads=TINY_HEADS[0],
+        vision_patch=32,
+        text_dim=32,
+        text_blocks=1,
+        text_heads=TINY_HEADS[1],
+        vocab_size=512 + len(TINY_MERGES) + 2,
+        audio_dim=32,
+        audio_blocks=1,
+        audio_heads=TINY_HEADS[2],
+        out_dim=16,
+        mlp_ratio=2,
     )
 
 
@@ -61,7 +80,8 @@ def save_tiny_metric_networks(root: str | Path, seed: int = 0) -> MetricsConfig:
     save_merges(root / "bpe_tiny.txt.gz", TINY_MERGES)
 
     classifier = relu_preserving_init(
-        AVSyncClassifier(AudioConv2DNet(base_channels=2), VideoR2Plus1DNet(base_channels=2), FCHead(dim=16)))
+        AVSyncClassifier(AudioConv2DNet(base_channels=2), VideoR2Plus1DNet(base_channels=2), FCHead(dim=16))
+    )
     classifier.save_pretrained(root / "avsync" / "modules")
 
     return MetricsConfig(

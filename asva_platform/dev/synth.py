@@ -11,7 +11,7 @@ pitch-dependent rate, a slide that moves to each note's pitch, a stroke that las
 a swirl that turns as fast as the sound is loud. Everything is a pure function of (seed, class, index),
 so the output is byte-identical for a seed, whatever the number of worker processes.
 
-CLI: ``asva synth --out DIR [--clips-per-class N] [--seed S]`` (``python -m asva_model.data.synth``).
+CLI: ``asva synth --out DIR [--clips-per-class N] [--seed S]`` (``python -m asva_platform.dev.synth``).
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def _clip_rng(seed: int, class_idx: int, clip_idx: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, class_idx, clip_idx, GENERATOR_VERSION]))
 
 
-def make_spec(seed: int, class_idx: int, clip_idx: int, min_duration: float = 2.0,
-              max_duration: float = 10.0) -> ClipSpec:
+def make_spec(
+    seed: int, class_idx: int, clip_idx: int, min_duration: float = 2.0, max_duration: float = 10.0
+) -> ClipSpec:
     rng = _clip_rng(seed, class_idx, clip_idx)
     class_dir = AVSYNC15_CLASSES[class_idx]
     style = STYLES[class_dir]
@@ -151,8 +152,21 @@ def make_spec(seed: int, class_idx: int, clip_idx: int, min_duration: float = 2.
         amps.append(round(float(rng.uniform(0.45, 0.95)), 3))
         t += d + float(rng.uniform(0.15, 0.9))  # random gaps: onsets are not periodic
     name = f"{class_dir}/syn{class_idx:02d}x{clip_idx:05d}_000000_000010_0.0_{duration:.2f}.mp4"
-    return ClipSpec(class_dir, name, duration, str(fps), height, width, sample_rate, channels, onsets, durs,
-                    pitches, amps, int(rng.integers(2**31)))
+    return ClipSpec(
+        class_dir,
+        name,
+        duration,
+        str(fps),
+        height,
+        width,
+        sample_rate,
+        channels,
+        onsets,
+        durs,
+        pitches,
+        amps,
+        int(rng.integers(2**31)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,22 +212,25 @@ def _timbre(style: ClassStyle, pitch: float, n: int, sr: int, rng: np.random.Gen
         glide = np.linspace(1.0, 1.6, n) if kind == "chirp" else 1.0
         vibrato = 1.0 + 0.01 * np.sin(2 * np.pi * 5.5 * t)
         phase = 2 * np.pi * np.cumsum(pitch * glide * vibrato) / sr
-        x = sum(np.sin(k * phase) / k ** 1.2 for k in range(1, 7) if k * pitch < 0.45 * sr)
+        x = sum(np.sin(k * phase) / k**1.2 for k in range(1, 7) if k * pitch < 0.45 * sr)
         if kind == "roar":
             x = 0.6 * x + 0.4 * _bandpass_noise(rng, n, sr, 200, 2500)
         if kind == "pulsetrain":
             x = x * (0.5 + 0.5 * np.sin(2 * np.pi * 28 * t))
         return x
     if kind == "metal":
-        return sum(np.sin(2 * np.pi * pitch * r * t) * np.exp(-t * k) for r, k in ((1, 10), (2.76, 16), (5.4, 24)))
+        return sum(
+            np.sin(2 * np.pi * pitch * r * t) * np.exp(-t * k) for r, k in ((1, 10), (2.76, 16), (5.4, 24))
+        )
     if kind == "click":
         return _bandpass_noise(rng, n, sr, 800, 0.45 * sr) * np.exp(-t / 0.03)
     if kind == "burst":  # a volley of shots at 12 per second
         shots = np.exp(-((t * 12) % 1.0) / 0.25)
         return _bandpass_noise(rng, n, sr, 600, 0.45 * sr) * shots
     if kind == "thud":
-        return 0.7 * np.sin(2 * np.pi * np.cumsum(np.linspace(pitch, pitch * 0.6, n)) / sr) + \
-            0.3 * _bandpass_noise(rng, n, sr, 1500, 6000) * np.exp(-t / 0.15)
+        return 0.7 * np.sin(
+            2 * np.pi * np.cumsum(np.linspace(pitch, pitch * 0.6, n)) / sr
+        ) + 0.3 * _bandpass_noise(rng, n, sr, 1500, 6000) * np.exp(-t / 0.15)
     if kind == "noise":
         return _bandpass_noise(rng, n, sr, pitch * 0.5, min(pitch * 1.8, 0.45 * sr))
     raise ValueError(f"unknown sound {kind!r}")
@@ -232,7 +249,7 @@ def render_audio(spec: ClipSpec) -> np.ndarray:
         if m <= 0:
             continue
         u = np.arange(m) / sr
-        x[i0:i0 + m] += a * _event_envelope(u, d, style.percussive) * _timbre(style, p, m, sr, rng)
+        x[i0 : i0 + m] += a * _event_envelope(u, d, style.percussive) * _timbre(style, p, m, sr, rng)
     x = 0.8 * x / max(np.abs(x).max(), 1e-6)
     if spec.channels == 2:
         return np.stack([x, 0.9 * x]).astype(np.float32)
@@ -246,7 +263,11 @@ def render_audio(spec: ClipSpec) -> np.ndarray:
 def _drive(spec: ClipSpec, t: np.ndarray) -> dict[str, np.ndarray]:
     """Per-frame motion parameters, all functions of the audio events."""
     style = STYLES[spec.class_dir]
-    onsets, durs, pitches = np.asarray(spec.onsets), np.asarray(spec.event_durations), np.asarray(spec.pitches)
+    onsets, durs, pitches = (
+        np.asarray(spec.onsets),
+        np.asarray(spec.event_durations),
+        np.asarray(spec.pitches),
+    )
     u = t[:, None] - onsets[None, :] if len(onsets) else np.zeros((len(t), 0))
     env = loudness(spec, t)
     m = style.motion
@@ -258,8 +279,11 @@ def _drive(spec: ClipSpec, t: np.ndarray) -> dict[str, np.ndarray]:
         arc = np.where((u >= 0) & (u <= 0.3), 4 * (u / 0.3) * (1 - u / 0.3), 0.0)
         return {"s": np.max(arc, axis=1, initial=0.0)}
     if m == "flash":  # muzzle flash lit while the shot(s) sound, fading over 0.15 s
-        lit = np.where((u >= 0) & (u <= durs[None, :] * 0.6),
-                       1.0, np.exp(-np.clip(u - durs[None, :] * 0.6, 0, None) / 0.15) * (u >= 0))
+        lit = np.where(
+            (u >= 0) & (u <= durs[None, :] * 0.6),
+            1.0,
+            np.exp(-np.clip(u - durs[None, :] * 0.6, 0, None) / 0.15) * (u >= 0),
+        )
         return {"s": np.max(lit * np.asarray(spec.amplitudes)[None, :], axis=1, initial=0.0)}
     if m in ("pulse", "oscillate", "rotate"):
         fine = np.arange(0.0, spec.duration + 0.01, 0.002)
@@ -269,7 +293,9 @@ def _drive(spec: ClipSpec, t: np.ndarray) -> dict[str, np.ndarray]:
         phase = 2 * np.pi * np.cumsum(rate) * 0.002
         return {"env": env, "phase": np.interp(t, fine, phase)}
     if m == "slide":  # moves to each note's pitch position in the 0.12 s before the note starts
-        pos = np.log(pitches / style.pitch[0]) / np.log(style.pitch[1] / style.pitch[0]) if len(onsets) else []
+        pos = (
+            np.log(pitches / style.pitch[0]) / np.log(style.pitch[1] / style.pitch[0]) if len(onsets) else []
+        )
         x = np.full(len(t), 0.5)
         prev = 0.5
         for o, p in zip(onsets, pos):
@@ -327,19 +353,28 @@ class _Painter:
             else:  # hammer head comes down onto the anvil
                 self._paint(img, self._box(cx, cy + u * 0.3, u * 0.25, u * 0.05), np.full(3, 60.0))
                 head_y = cy - u * 0.3 + u * 0.5 * d["s"]
-                self._paint(img, self._box(cx, head_y - u * 0.15, u * 0.025, u * 0.15), np.asarray([120, 80, 40.0]))
+                self._paint(
+                    img, self._box(cx, head_y - u * 0.15, u * 0.025, u * 0.15), np.asarray([120, 80, 40.0])
+                )
                 self._paint(img, self._box(cx, head_y, u * 0.12, u * 0.06), col)
         elif m == "jump":
             self._paint(img, self._disk(cx, cy + u * 0.2 - u * 0.35 * d["s"], u * 0.16, u * 0.12), col)
         elif m == "flash":
-            self._paint(img, self._box(cx - u * 0.2 - u * 0.05 * d["s"], cy, u * 0.2, u * 0.05), np.full(3, 50.0))
-            self._paint(img, self._disk(cx + u * 0.08, cy, u * 0.25 * d["s"] + 0.5), col, alpha=min(1.0, d["s"]))
+            self._paint(
+                img, self._box(cx - u * 0.2 - u * 0.05 * d["s"], cy, u * 0.2, u * 0.05), np.full(3, 50.0)
+            )
+            self._paint(
+                img, self._disk(cx + u * 0.08, cy, u * 0.25 * d["s"] + 0.5), col, alpha=min(1.0, d["s"])
+            )
             img += 60.0 * d["s"]  # the whole scene lights up
         elif m == "oscillate":
             y = cy + u * 0.15 * d["env"] * np.sin(2 * np.pi * (self.xx - cx) / (u * 0.8) + d["phase"])
             self._paint(img, np.abs(self.yy - y) <= max(1.0, u * 0.025), col)
-            self._paint(img, self._box(cx, cy, u * 0.45, u * 0.22) & ~self._box(cx, cy, u * 0.43, u * 0.2),
-                        np.full(3, 200.0))
+            self._paint(
+                img,
+                self._box(cx, cy, u * 0.45, u * 0.22) & ~self._box(cx, cy, u * 0.43, u * 0.2),
+                np.full(3, 200.0),
+            )
         elif m == "slide":
             self._paint(img, self._box(cx - u * 0.2, cy, u * 0.25, u * 0.03), col)
             sx = cx - u * 0.1 + u * 0.5 * d["s"]
@@ -395,8 +430,11 @@ def write_clip(spec: ClipSpec, path: Path) -> None:
     with av.open(str(tmp), mode="w", format="mp4") as out:
         # Byte-identical output for a seed needs one x264 thread AND MB-tree rate control off: with MB-tree on,
         # 3-30 % of repeated encodes of the same frames differed (measured with PyAV 18's bundled x264).
-        vs = out.add_stream("libx264", rate=fps, options={"crf": "20", "preset": "veryfast", "threads": "1",
-                                                          "x264-params": "no-mbtree=1"})
+        vs = out.add_stream(
+            "libx264",
+            rate=fps,
+            options={"crf": "20", "preset": "veryfast", "threads": "1", "x264-params": "no-mbtree=1"},
+        )
         vs.width, vs.height, vs.pix_fmt = spec.width, spec.height, "yuv420p"
         vs.codec_context.thread_count = 1
         layout = "stereo" if spec.channels == 2 else "mono"
@@ -404,13 +442,15 @@ def write_clip(spec: ClipSpec, path: Path) -> None:
         as_.bit_rate = 96000
         chunk, a_pos = 1024, 0
         for i in range(n_frames):
-            vf = av.VideoFrame.from_ndarray(painter.frame({k: v[i] for k, v in drive.items()}), format="rgb24")
+            vf = av.VideoFrame.from_ndarray(
+                painter.frame({k: v[i] for k, v in drive.items()}), format="rgb24"
+            )
             vf.pts = i
             vf.time_base = 1 / fps
             out.mux(vs.encode(vf))
             until = audio.shape[1] if i == n_frames - 1 else int((i + 1) / fps * spec.sample_rate)
             while a_pos < until:
-                block = np.ascontiguousarray(audio[:, a_pos:min(a_pos + chunk, until)])
+                block = np.ascontiguousarray(audio[:, a_pos : min(a_pos + chunk, until)])
                 af = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
                 af.sample_rate, af.pts, af.time_base = spec.sample_rate, a_pos, Fraction(1, spec.sample_rate)
                 out.mux(as_.encode(af))
@@ -437,12 +477,19 @@ def _split(seed: int, class_idx: int, n: int) -> set[int]:
     return set(rng.permutation(n)[:n_test].tolist())
 
 
-def _params(clips_per_class: int, seed: int, min_duration: float, max_duration: float,
-            classes: tuple[str, ...]) -> dict:
+def _params(
+    clips_per_class: int, seed: int, min_duration: float, max_duration: float, classes: tuple[str, ...]
+) -> dict:
     # the generator's own source is part of the identity: an edited generator never reuses old output
     code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
-    params = {"version": GENERATOR_VERSION, "code": code, "clips_per_class": clips_per_class, "seed": seed,
-              "min_duration": min_duration, "max_duration": max_duration}
+    params = {
+        "version": GENERATOR_VERSION,
+        "code": code,
+        "clips_per_class": clips_per_class,
+        "seed": seed,
+        "min_duration": min_duration,
+        "max_duration": max_duration,
+    }
     return params if classes == AVSYNC15_CLASSES else {**params, "classes": list(classes)}
 
 
@@ -457,9 +504,16 @@ def class_indices(classes=None) -> list[int]:
     return sorted(AVSYNC15_CLASSES.index(c) for c in set(classes))
 
 
-def synthesize(out_dir: str | os.PathLike, clips_per_class: int = 100, seed: int = 0, workers: int = 0,
-               min_duration: float = 2.0, max_duration: float = 10.0, reuse: bool = True,
-               classes=None) -> SynthSummary:
+def synthesize(
+    out_dir: str | os.PathLike,
+    clips_per_class: int = 100,
+    seed: int = 0,
+    workers: int = 0,
+    min_duration: float = 2.0,
+    max_duration: float = 10.0,
+    reuse: bool = True,
+    classes=None,
+) -> SynthSummary:
     """Write a synthetic AVSync15 to ``out_dir`` (see the module doc). ``workers`` processes encode in
     parallel (0 = one per CPU). With ``reuse``, a complete dataset already there with the same parameters
     is kept as is (the ground-truth file is written last and marks completion). ``classes`` (default all
@@ -467,11 +521,14 @@ def synthesize(out_dir: str | os.PathLike, clips_per_class: int = 100, seed: int
     if clips_per_class < 1:
         raise ValueError(f"clips_per_class: must be >= 1, got {clips_per_class}")
     if not (0 < min_duration <= max_duration):
-        raise ValueError(f"durations: need 0 < min_duration <= max_duration, got {min_duration}, {max_duration}")
+        raise ValueError(
+            f"durations: need 0 < min_duration <= max_duration, got {min_duration}, {max_duration}"
+        )
     out = Path(out_dir)
     indices = class_indices(classes)
-    params = _params(clips_per_class, seed, min_duration, max_duration,
-                     tuple(AVSYNC15_CLASSES[c] for c in indices))
+    params = _params(
+        clips_per_class, seed, min_duration, max_duration, tuple(AVSYNC15_CLASSES[c] for c in indices)
+    )
     gt_path = out / GROUND_TRUTH_FILE
     if reuse and gt_path.is_file():
         gt = json.loads(gt_path.read_text())
@@ -503,8 +560,11 @@ def synthesize(out_dir: str | os.PathLike, clips_per_class: int = 100, seed: int
     mapping = {c: default_prompt(c) for c in AVSYNC15_CLASSES}
     (out / "class_mapping.json").write_text(json.dumps(mapping, indent=2) + "\n")
     split_of = {n: "train" for n in train} | {n: "test" for n in test}
-    gt = {"params": params, "styles": {c: asdict(s) for c, s in STYLES.items()},
-          "clips": {s.name: {**asdict(s), "split": split_of[s.name]} for s in specs}}
+    gt = {
+        "params": params,
+        "styles": {c: asdict(s) for c, s in STYLES.items()},
+        "clips": {s.name: {**asdict(s), "split": split_of[s.name]} for s in specs},
+    }
     for name in previous - set(split_of):  # only files this generator wrote earlier, never anything else
         (out / "videos" / name).unlink(missing_ok=True)
     gt_path.write_text(json.dumps(gt, indent=1) + "\n")
@@ -524,40 +584,66 @@ def _generated_names(out: Path) -> set[str]:
 
 def _summary(out: Path, gt: dict, seconds: float, reused: bool) -> SynthSummary:
     clips = gt["clips"].values()
-    return SynthSummary(str(out), len(gt["clips"]), sum(c["split"] == "train" for c in clips),
-                        sum(c["split"] == "test" for c in clips), seconds,
-                        round(sum(c["duration"] for c in clips), 3), reused, gt["params"])
+    return SynthSummary(
+        str(out),
+        len(gt["clips"]),
+        sum(c["split"] == "train" for c in clips),
+        sum(c["split"] == "test" for c in clips),
+        seconds,
+        round(sum(c["duration"] for c in clips), 3),
+        reused,
+        gt["params"],
+    )
 
 
 def load_ground_truth(root: str | os.PathLike) -> dict[str, ClipSpec]:
     """``{list path: ClipSpec}`` from a synthetic dataset's sidecar."""
     gt = json.loads((Path(root) / GROUND_TRUTH_FILE).read_text())
     fields = set(ClipSpec.__dataclass_fields__)
-    return {name: ClipSpec(**{k: v for k, v in rec.items() if k in fields}) for name, rec in gt["clips"].items()}
+    return {
+        name: ClipSpec(**{k: v for k, v in rec.items() if k in fields}) for name, rec in gt["clips"].items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """``asva synth --out DIR [--clips-per-class N] [--seed S] [--workers W]``."""
-    p = argparse.ArgumentParser(prog="asva synth", description="Generate a synthetic AVSync15-layout dataset "
-                                "whose motion is driven by its audio (ground truth in synth_ground_truth.json).")
+    p = argparse.ArgumentParser(
+        prog="asva synth",
+        description="Generate a synthetic AVSync15-layout dataset "
+        "whose motion is driven by its audio (ground truth in synth_ground_truth.json).",
+    )
     p.add_argument("--out", required=True, help="output directory (the dataset root)")
-    p.add_argument("--clips-per-class", type=int, default=100, help="clips per class (default 100 = 1,500 clips)")
+    p.add_argument(
+        "--clips-per-class", type=int, default=100, help="clips per class (default 100 = 1,500 clips)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     p.add_argument("--workers", type=int, default=0, help="encoding processes (default: one per CPU)")
     p.add_argument("--min-duration", type=float, default=2.0, help="shortest clip in seconds (default 2)")
     p.add_argument("--max-duration", type=float, default=10.0, help="longest clip in seconds (default 10)")
-    p.add_argument("--classes", default="", help="comma-separated class folders to generate (default: all 15)")
+    p.add_argument(
+        "--classes", default="", help="comma-separated class folders to generate (default: all 15)"
+    )
     p.add_argument("--force", action="store_true", help="regenerate even if a matching dataset exists")
     a = p.parse_args(argv)
     try:
-        s = synthesize(a.out, a.clips_per_class, a.seed, a.workers, a.min_duration, a.max_duration, not a.force,
-                       [c for c in a.classes.split(",") if c])
+        s = synthesize(
+            a.out,
+            a.clips_per_class,
+            a.seed,
+            a.workers,
+            a.min_duration,
+            a.max_duration,
+            not a.force,
+            [c for c in a.classes.split(",") if c],
+        )
     except ValueError as e:
         print(f"asva synth: {e}", file=sys.stderr)
         return 2
     verb = "reused existing" if s.reused else f"wrote in {s.seconds:.1f} s:"
-    print(f"{verb} {s.num_clips} clips ({s.train} train / {s.test} test, {s.total_duration / 60:.1f} min of "
-          f"video) at {s.out_dir}")
+    print(
+        f"{verb} {s.num_clips} clips ({s.train} train / {s.test} test, {s.total_duration / 60:.1f} min of "
+        f"video) at {s.out_dir}"
+    )
     return 0
 
 

@@ -4,7 +4,7 @@ reconstructs.
 A random-init VAE decodes noise: a UNet trained on its latents has nothing to learn, and a generated
 video never even starts from its conditioning image. SD-1.5's VAE cannot be downloaded here, so the toy
 recipe trains one of the configured geometry (``model.vae``) on frames drawn by the synthetic dataset's
-own painter (:func:`asva_model.data.synth.render_frames`, resized like the data pipeline), then:
+own painter (:func:`asva_platform.dev.synth.render_frames`, resized like the data pipeline), then:
 
 * measures its reconstruction PSNR on held-out frames (clips the training frames never came from) and
   refuses to save one below ``min_psnr_db``;
@@ -34,8 +34,8 @@ from asva_model.build import build_vae
 from asva_model.config import ModelConfig, VAEPretrainConfig
 from asva_model.data.config import SamplingConfig
 from asva_model.data.sampling import transform_frames
-from asva_model.data.synth import class_indices, make_spec, render_frames
 from asva_model.errors import require
+from asva_platform.dev.synth import class_indices, make_spec, render_frames
 
 REPORT_FILE = "pretrain.json"
 HELD_OUT_SEED_OFFSET = 7_777  # held-out frames come from clips of another synthetic seed
@@ -62,8 +62,9 @@ class VAEPretrainReport:
         return dataclasses.asdict(self)
 
 
-def synthetic_frames(classes: list[str], count_clips: int, frames_per_clip: int, image_size: list[int],
-                     seed: int) -> torch.Tensor:
+def synthetic_frames(
+    classes: list[str], count_clips: int, frames_per_clip: int, image_size: list[int], seed: int
+) -> torch.Tensor:
     """(N, 3, H, W) float frames in [0, 1] of ``count_clips`` synthetic clips of ``classes`` (round-robin),
     ``frames_per_clip`` random times each, cropped and resized as the data pipeline does."""
     indices = class_indices(classes)
@@ -105,10 +106,16 @@ def latent_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor, seed: int, b
     return float(1.0 / torch.cat(lat).std())
 
 
-def _settings(model_cfg: ModelConfig, cfg: VAEPretrainConfig, classes: list[str], image_size: list[int]) -> dict:
+def _settings(
+    model_cfg: ModelConfig, cfg: VAEPretrainConfig, classes: list[str], image_size: list[int]
+) -> dict:
     v = model_cfg.vae
-    geometry = {"block_out_channels": list(v.block_out_channels), "layers_per_block": v.layers_per_block,
-                "latent_channels": v.latent_channels, "norm_num_groups": v.norm_num_groups}
+    geometry = {
+        "block_out_channels": list(v.block_out_channels),
+        "layers_per_block": v.layers_per_block,
+        "latent_channels": v.latent_channels,
+        "norm_num_groups": v.norm_num_groups,
+    }
     pretrain = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("threads", "min_psnr_db")}
     return {"vae": geometry, "pretrain": pretrain, "classes": sorted(classes), "image_size": list(image_size)}
 
@@ -120,15 +127,24 @@ def load_report(vae_dir: str | Path) -> VAEPretrainReport | None:
     return VAEPretrainReport(**json.loads(path.read_text()))
 
 
-def pretrain_vae(model_cfg: ModelConfig, cfg: VAEPretrainConfig, classes: list[str], image_size: list[int],
-                 vae_dir: str | Path, log=print) -> VAEPretrainReport:
+def pretrain_vae(
+    model_cfg: ModelConfig,
+    cfg: VAEPretrainConfig,
+    classes: list[str],
+    image_size: list[int],
+    vae_dir: str | Path,
+    log=print,
+) -> VAEPretrainReport:
     """Train (or reuse) the VAE and save it to ``vae_dir``; raises ValueError below ``min_psnr_db``."""
     vae_dir = Path(vae_dir)
     settings = _settings(model_cfg, cfg, classes, image_size)
     old = load_report(vae_dir)
     if old is not None and old.settings == settings and (vae_dir / "config.json").is_file():
-        require(old.psnr_db >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
-                f"the saved VAE at {vae_dir} reconstructs at {old.psnr_db:.2f} dB < {cfg.min_psnr_db} dB")
+        require(
+            old.psnr_db >= cfg.min_psnr_db,
+            "vae_pretrain.min_psnr_db",
+            f"the saved VAE at {vae_dir} reconstructs at {old.psnr_db:.2f} dB < {cfg.min_psnr_db} dB",
+        )
         return dataclasses.replace(old, reused=True, seconds=0.0)
     threads = torch.get_num_threads()
     if cfg.threads:
@@ -140,19 +156,31 @@ def pretrain_vae(model_cfg: ModelConfig, cfg: VAEPretrainConfig, classes: list[s
         torch.set_num_threads(threads)
 
 
-def _train(model_cfg, cfg, classes, image_size, vae_dir, settings, log) -> VAEPretrainReport:
+def _train(
+    model_cfg: ModelConfig,
+    cfg: VAEPretrainConfig,
+    classes: list[str],
+    image_size: list[int],
+    vae_dir: Path,
+    settings: dict,
+    log,
+) -> VAEPretrainReport:
     t0 = time.perf_counter()
     train = synthetic_frames(classes, cfg.clips, cfg.frames_per_clip, image_size, cfg.seed)
     held_clips = max(len(classes), math.ceil(cfg.held_out_frames / 8))
-    held = synthetic_frames(classes, held_clips, 8, image_size, cfg.seed + HELD_OUT_SEED_OFFSET)[:cfg.held_out_frames]
+    held = synthetic_frames(classes, held_clips, 8, image_size, cfg.seed + HELD_OUT_SEED_OFFSET)[
+        : cfg.held_out_frames
+    ]
     torch.manual_seed(cfg.seed)
     vae = build_trainable_vae(model_cfg)
     before = psnr_db(vae.eval(), held)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed)
-    log(f"pretrain-vae: {len(train)} frames of {cfg.clips} clips ({', '.join(classes) or 'all classes'}) at "
-        f"{image_size[0]}x{image_size[1]}, {cfg.steps} steps of {cfg.batch_size}; random init {before:.1f} dB")
+    log(
+        f"pretrain-vae: {len(train)} frames of {cfg.clips} clips ({', '.join(classes) or 'all classes'}) at "
+        f"{image_size[0]}x{image_size[1]}, {cfg.steps} steps of {cfg.batch_size}; random init {before:.1f} dB"
+    )
     for step in range(1, cfg.steps + 1):
         x = train[torch.randint(0, len(train), (cfg.batch_size,), generator=gen)] * 2 - 1
         dist = vae.encode(x).latent_dist
@@ -163,19 +191,27 @@ def _train(model_cfg, cfg, classes, image_size, vae_dir, settings, log) -> VAEPr
         loss.backward()
         opt.step()
         if step % max(cfg.steps // 5, 1) == 0 or step == cfg.steps:
-            log(f"pretrain-vae: step {step}/{cfg.steps} loss {loss.item():.5f} ({time.perf_counter() - t0:.0f} s)")
+            log(
+                f"pretrain-vae: step {step}/{cfg.steps} loss {loss.item():.5f} ({time.perf_counter() - t0:.0f} s)"
+            )
     vae.eval().requires_grad_(False)
     psnr = psnr_db(vae, held)
     scale = latent_scaling_factor(vae, held, cfg.seed)
     seconds = time.perf_counter() - t0
-    log(f"pretrain-vae: held-out PSNR {psnr:.2f} dB (random init {before:.2f} dB), scaling factor {scale:.5f}, "
-        f"{seconds:.0f} s")
-    require(psnr >= cfg.min_psnr_db, "vae_pretrain.min_psnr_db",
-            f"the trained VAE reconstructs held-out frames at {psnr:.2f} dB < {cfg.min_psnr_db} dB; "
-            "train longer (vae_pretrain.steps) or widen model.vae")
+    log(
+        f"pretrain-vae: held-out PSNR {psnr:.2f} dB (random init {before:.2f} dB), scaling factor {scale:.5f}, "
+        f"{seconds:.0f} s"
+    )
+    require(
+        psnr >= cfg.min_psnr_db,
+        "vae_pretrain.min_psnr_db",
+        f"the trained VAE reconstructs held-out frames at {psnr:.2f} dB < {cfg.min_psnr_db} dB; "
+        "train longer (vae_pretrain.steps) or widen model.vae",
+    )
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(vae_dir)
-    report = VAEPretrainReport(round(psnr, 4), scale, round(before, 4), cfg.steps, round(seconds, 2),
-                               str(vae_dir), settings)
+    report = VAEPretrainReport(
+        round(psnr, 4), scale, round(before, 4), cfg.steps, round(seconds, 2), str(vae_dir), settings
+    )
     (vae_dir / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

@@ -26,7 +26,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _PATH_FIELDS = ("pretrained_sd", "init_unet", "audio_encoder_weights", "text_encodings", "null_text_encoding")
 
 
-def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: str | None = None) -> ModelConfig:
+def localize_model_paths(
+    model_cfg: ModelConfig, storage: Storage, cache_dir: str | None = None
+) -> ModelConfig:
     """``model_cfg`` with every ``s3://`` weight path replaced by a downloaded local copy."""
     remote = {f: getattr(model_cfg, f) for f in _PATH_FIELDS if is_s3(getattr(model_cfg, f))}
     if not remote:
@@ -34,13 +36,18 @@ def localize_model_paths(model_cfg: ModelConfig, storage: Storage, cache_dir: st
     if cache_dir is None:  # private to this process (actors on one node must not write the same files)
         cache_dir = tempfile.mkdtemp(prefix="asva-weights-")
         atexit.register(shutil.rmtree, cache_dir, True)
-    return dataclasses.replace(model_cfg, **{f: str(storage.localize(uri, cache_dir)) for f, uri in remote.items()})
+    return dataclasses.replace(
+        model_cfg, **{f: str(storage.localize(uri, cache_dir)) for f, uri in remote.items()}
+    )
 
 
 def absolute_model_paths(model_cfg: ModelConfig) -> ModelConfig:
     """Local weight paths made absolute, so actors (whatever their working directory) find them."""
-    local = {f: str(Path(getattr(model_cfg, f)).resolve()) for f in _PATH_FIELDS
-             if getattr(model_cfg, f) and not is_s3(getattr(model_cfg, f))}
+    local = {
+        f: str(Path(getattr(model_cfg, f)).resolve())
+        for f in _PATH_FIELDS
+        if getattr(model_cfg, f) and not is_s3(getattr(model_cfg, f))
+    }
     return dataclasses.replace(model_cfg, **local)
 
 
@@ -73,4 +80,3 @@ def state_fingerprint(module: torch.nn.Module) -> str:
 
 def latent_downsample(vae) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
-
