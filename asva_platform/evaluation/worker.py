@@ -20,7 +20,6 @@ The video's windows are then scored together (:func:`extract_clip_scores`); the 
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from asva_platform.artifacts.evaluation import ClipRecord
 from asva_platform.datasets import dataset_access
 from asva_platform.errors import UserError
 from asva_platform.evaluation.plan import VideoTask
-from asva_platform.inference.animator import Animator, pick_device
+from asva_platform.inference.animator import AnimatorWorker
 from asva_platform.inference.config import GenerateConfig
 from asva_platform.storage import Storage, StorageConfig, is_s3, join
 
@@ -126,24 +125,11 @@ class VideoResult:
     score_seconds: float = 0.0
 
 
-class EvalWorker:
+class EvalWorker(AnimatorWorker):
     def __init__(self, spec: WorkerSpec) -> None:
-        if spec.num_threads:
-            torch.set_num_threads(spec.num_threads)
+        super().__init__(spec, "asva-eval-")
         self.spec = spec
-        self.storage = Storage.from_config(spec.storage)
         self.root, self.fs = dataset_access(spec.dataset, self.storage)
-        self.scratch = Path(tempfile.mkdtemp(prefix="asva-eval-"))
-        self.device = pick_device(spec.device)
-        self.animator = Animator.load(
-            spec.model,
-            spec.sampling,
-            spec.generate,
-            spec.checkpoint,
-            self.storage,
-            self.device,
-            self.scratch / "model",
-        )
         self.metrics_cfg = localize_metrics(spec.metrics, self.storage, self.scratch / "metrics")
         try:
             self.nets = load_metric_networks(self.metrics_cfg, self.device)
@@ -214,7 +200,3 @@ class EvalWorker:
         )
         result.score_seconds = time.perf_counter() - t1
         return result
-
-    def ready(self) -> str:
-        """The device this worker runs on (Ray: wait for actors to finish loading)."""
-        return self.device

@@ -33,7 +33,7 @@ from asva_platform.actors import map_on_actors
 from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
 from asva_platform.errors import UserError
 from asva_platform.experiment import ExperimentConfig
-from asva_platform.inference.animator import Animator, pick_device
+from asva_platform.inference.animator import AnimatorWorker
 from asva_platform.inference.checkpoints import resolve_checkpoint
 from asva_platform.inference.config import GenerateConfig
 from asva_platform.inference.weights import localize_model_paths
@@ -158,30 +158,12 @@ class GenerateSpec:
     """torch CPU threads (0 = torch's default)."""
 
 
-class GenerateWorker:
+class GenerateWorker(AnimatorWorker):
     """Loads AVSyncD once; ``run(item)`` writes one mp4."""
 
     def __init__(self, spec: GenerateSpec) -> None:
-        import torch
-
-        if spec.num_threads:
-            torch.set_num_threads(spec.num_threads)
+        super().__init__(spec, "asva-generate-")
         self.spec = spec
-        self.storage = Storage.from_config(spec.storage)
-        self.scratch = Path(tempfile.mkdtemp(prefix="asva-generate-"))
-        self.device = pick_device(spec.device)
-        self.animator = Animator.load(
-            spec.model,
-            spec.sampling,
-            spec.generate,
-            spec.checkpoint,
-            self.storage,
-            self.device,
-            self.scratch / "model",
-        )
-
-    def ready(self) -> str:
-        return self.device
 
     def run(self, item: GenerateItem) -> dict:
         t0 = time.perf_counter()

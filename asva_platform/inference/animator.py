@@ -15,6 +15,7 @@ import dataclasses
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -29,7 +30,7 @@ from asva_platform.errors import UserError
 from asva_platform.inference.checkpoints import load_trained_unet, saved_audio_encoder
 from asva_platform.inference.config import GenerateConfig
 from asva_platform.inference.weights import load_frozen_encoders, localize_model_paths
-from asva_platform.storage import Storage
+from asva_platform.storage import Storage, StorageConfig
 
 
 def pick_device(setting: str) -> str:
@@ -120,3 +121,40 @@ class Animator:
         """An mp4 at the sampling frame rate with ``waveform`` (mono, sampling rate) as its AAC track."""
         s = self.sampling
         return write_video(path, frames, waveform, fps=s.fps, sample_rate=s.audio_sample_rate)
+
+
+class AnimatorSpec(Protocol):
+    """What a worker that animates reads (the evaluation's and the generation job's worker specs)."""
+
+    model: ModelConfig
+    sampling: SamplingConfig
+    generate: GenerateConfig
+    storage: StorageConfig
+    checkpoint: ResolvedCheckpoint
+    device: str
+    num_threads: int
+
+
+class AnimatorWorker:
+    """A worker (a Ray actor or this process) holding one loaded :class:`Animator`, its storage and a scratch
+    folder of its own; the evaluation and generation workers build on it."""
+
+    def __init__(self, spec: AnimatorSpec, scratch_prefix: str) -> None:
+        if spec.num_threads:
+            torch.set_num_threads(spec.num_threads)
+        self.storage = Storage.from_config(spec.storage)
+        self.scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix))
+        self.device = pick_device(spec.device)
+        self.animator = Animator.load(
+            spec.model,
+            spec.sampling,
+            spec.generate,
+            spec.checkpoint,
+            self.storage,
+            self.device,
+            self.scratch / "model",
+        )
+
+    def ready(self) -> str:
+        """The device this worker runs on (Ray: wait for actors to finish loading)."""
+        return self.device
