@@ -6,6 +6,8 @@ asva synth                       write a synthetic AVSync15 (real layout, truly 
 asva pretrain-vae --config ... --out SD_DIR
                                  train a small VAE on synthetic frames (toy recipe) into SD_DIR/vae
 asva model-info                  parameter counts of a model config (built on the meta device)
+asva plan --config ... --nodes 4 --gpus-per-node 8 --gpu-memory-gb 80
+                                 memory per GPU by ZeRO stage, fit, checkpoint and cache sizes, time, GPU-hours
 asva tiny-inputs --out DIR       a tiny synthetic dataset + random tiny weights; prints their overrides
 asva submit STAGE --config ... [-- JOB FLAGS]
                                  submit preprocess|train|sweep|evaluate|generate as a Ray job
@@ -111,6 +113,38 @@ def cmd_model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from asva_platform.planning import plan as planning  # torch-heavy: only this subcommand pays for it
+
+    experiment = load_experiment(args.config, args.overrides)
+    t = experiment.train
+    cluster = planning.ClusterSpec(
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        gpu_memory_gb=args.gpu_memory_gb,
+        gpu_name=args.gpu,
+        gpu_tflops=args.gpu_tflops,
+        mfu=args.mfu,
+        network_gbps=args.network_gbps,
+        storage_gbps=args.storage_gbps,
+        reserve_gb=args.reserve_gb,
+        mean_clip_s=args.mean_clip_s,
+    )
+    shape = planning.TrainingShape(
+        precision=args.precision or t.precision,
+        micro_batch=args.micro_batch or t.batch_size_per_worker,
+        global_batch=args.global_batch or t.global_batch_size,
+        steps=t.max_steps,
+        checkpoint_every=t.checkpoint_every,
+        grad_ckpt=experiment.model.gradient_checkpointing if args.grad_ckpt is None else args.grad_ckpt,
+    )
+    cache = planning.CacheShape(experiment.preprocess.windows_per_clip, experiment.preprocess.flips)
+    stages = (args.zero,) if args.zero is not None else (0, 1, 2, 3)
+    result = planning.plan(experiment.model, experiment.sampling, shape, cache, cluster, stages)
+    print(json.dumps(result.to_dict()) if args.json else planning.render(result))
+    return 0
+
+
 def cmd_pretrain_vae(args: argparse.Namespace) -> int:
     from asva_platform.dev.vae_pretrain import pretrain_vae  # torch-heavy: only this subcommand pays for it
 
@@ -191,6 +225,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON line")
     p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser(
+        "plan",
+        help="what a training run takes on a cluster: memory per GPU, fit, checkpoints, cache, time",
+        description="Per-GPU memory by ZeRO stage (parameters, gradients, optimizer states, ZeRO buffers, "
+        "activations), whether it fits and the largest micro-batch that does, checkpoint and latent-cache "
+        "sizes and the time to write them, step time at a stated MFU, wall-clock and GPU-hours for "
+        "train.max_steps at the config's global batch (docs/training.md, 'Planning a cluster run').",
+    )
+    _add_config_args(p)
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="usable memory per GPU, GB")
+    p.add_argument(
+        "--gpu", default="A100", help="GPU name, for its peak TFLOP/s (A100, H100, H200, L40S ...)"
+    )
+    p.add_argument(
+        "--gpu-tflops", type=float, default=0.0, help="dense 16-bit peak TFLOP/s per GPU (overrides --gpu)"
+    )
+    p.add_argument("--mfu", type=float, default=0.35, help="model FLOPs utilisation assumed for step time")
+    p.add_argument("--network-gbps", type=float, default=25.0, help="collective bandwidth per GPU, GB/s")
+    p.add_argument("--storage-gbps", type=float, default=1.0, help="object-storage bandwidth per node, GB/s")
+    p.add_argument("--reserve-gb", type=float, default=1.5, help="per GPU: CUDA context and allocator slack")
+    p.add_argument("--mean-clip-s", type=float, default=6.0, help="mean clip length, for the cache size")
+    p.add_argument(
+        "--zero", type=int, choices=[0, 1, 2, 3], default=None, help="one ZeRO stage (default: all)"
+    )
+    p.add_argument(
+        "--grad-ckpt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gradient checkpointing (default: model.gradient_checkpointing)",
+    )
+    p.add_argument(
+        "--precision", choices=["bf16", "fp16", "fp32"], default=None, help="default: train.precision"
+    )
+    p.add_argument("--micro-batch", type=int, default=0, help="default: train.batch_size_per_worker")
+    p.add_argument("--global-batch", type=int, default=0, help="default: the config's global batch")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser(
         "pretrain-vae",

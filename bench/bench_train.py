@@ -40,11 +40,11 @@ from asva_model.objective import loss_from_inputs
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.dev.fixtures import tiny_inputs
 from asva_platform.experiment import load_experiment
+from asva_platform.planning.flops import online_encoder_flops_per_sample, training_flops_per_sample
 from asva_platform.preprocess.job import build_cache, prepare, run_sequential
 from asva_platform.storage import Storage
 from asva_platform.training.data import CachedSource, WorkerInfo, collate_training_batch
 from asva_platform.training.deepspeed_setup import state_bytes
-from asva_platform.training.flops import online_encoder_flops_per_sample, training_flops_per_sample
 from asva_platform.training.job import run as run_training
 from asva_platform.training.job import trainer_spec
 from asva_platform.training.loop import LocalContext, WorkerTrainer

@@ -6,7 +6,7 @@ Sections (each guarded: a failing one prints its error, the others still run, th
   local Ray started here) with DeepSpeed ZeRO-2 in bf16, on synthetic cached-mode inputs of the paper's
   geometry (12 x 4 x 32 x 32 latents, 229 audio tokens, 77 text tokens; the recipe's micro-batch 4 and
   gradient accumulation 2): samples/s, model TFLOP/s, MFU against the GPU's bf16 peak
-  (``asva_platform.training.flops``), peak memory; gradient checkpointing off;
+  (``asva_platform.planning.flops``), peak memory; gradient checkpointing off;
 * ``train_grad_ckpt``: the same with gradient checkpointing (the paper's setting; its recompute is not
   counted in the FLOPs, so MFU stays model FLOPs utilisation);
 * ``sampling``: one full-size 50-step PNDM sampling with audio CFG (``generate.audio_guidance_scale`` 4, the
@@ -62,7 +62,7 @@ from asva_platform.dev.synth import synthesize
 from asva_platform.dev.synthetic_batches import SyntheticSource
 from asva_platform.experiment import load_experiment
 from asva_platform.inference.weights import load_frozen_encoders
-from asva_platform.training.flops import mfu, peak_flops, training_flops_per_sample
+from asva_platform.planning.flops import mfu, peak_flops, training_flops_per_sample
 from asva_platform.training.job import trainer_spec
 from asva_platform.training.loop import LocalContext, RayTrainContext, TrainContext, WorkerTrainer
 from asva_platform.training.spec import RunSpec

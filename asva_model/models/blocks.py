@@ -26,6 +26,16 @@ class _Checkpointed(nn.Module):
         return module(*args)
 
 
+def checkpoint_units(model: nn.Module) -> list[nn.Module]:
+    """The sub-modules gradient checkpointing recomputes (each resnet and transformer of every level, the
+    modules ``_run`` wraps): planning counts their activations as recomputed, not stored."""
+    units: list[nn.Module] = []
+    for block in model.modules():
+        if isinstance(block, _Checkpointed):
+            units += [*block.resnets, *(block.attentions or [])]
+    return units
+
+
 def _transformers(
     with_attention: bool, count: int, channels: int, heads: int, text_dim: int, audio_dim: int, groups: int
 ) -> nn.ModuleList | None:

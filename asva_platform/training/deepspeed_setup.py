@@ -10,7 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -104,40 +107,109 @@ def is_partitioned(param: torch.nn.Parameter) -> bool:
     return hasattr(param, "ds_id")
 
 
-def state_bytes(engine) -> int:
-    """Bytes this rank holds for model parameters + optimizer (fp32 masters and Adam moments), counting
-    each storage once: the per-rank memory ZeRO shards."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
+@dataclass
+class StateBreakdown:
+    """Bytes one rank holds for the engine, by what they are (each storage counted once)."""
 
-    def add(t: torch.Tensor | None) -> None:
-        nonlocal total
-        if t is None or not isinstance(t, torch.Tensor) or t.numel() == 0:
+    params: int = 0
+    """The module's weights (ZeRO-3: this rank's slices)."""
+    grads: int = 0
+    """Gradients: on the weights, the 16-bit partitions and the fp32 gradients of the masters."""
+    optimizer: int = 0
+    """fp32 master weights (where separate from the module's) and the optimizer's moments."""
+    buffers: int = 0
+    """ZeRO's gradient buckets."""
+    other: int = 0
+    """Anything else the optimizer wrapper holds (bookkeeping tensors)."""
+
+
+_MASTERS = (
+    "single_partition_of_fp32_groups",
+    "fp32_partitioned_groups_flat",
+    "fp32_groups_flat_partition",
+    "fp32_groups",
+)
+
+
+def state_breakdown(engine) -> StateBreakdown:
+    """What the engine holds right now, walked from its module and optimizer wrapper. Call it at the optimizer
+    step (``at_optimizer_step``) to see the gradients; between steps DeepSpeed has freed them."""
+    seen: set[tuple[int, int]] = set()
+    out = StateBreakdown()
+
+    def add(t, kind: str) -> None:
+        if not isinstance(t, torch.Tensor) or t.numel() == 0:
             return
         key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        if key in seen:
-            return
-        seen.add(key)
-        total += t.untyped_storage().nbytes()
+        if key not in seen:
+            seen.add(key)
+            setattr(out, kind, getattr(out, kind) + t.untyped_storage().nbytes())
+        if t.grad is not None:
+            add(t.grad, "grads")
 
-    def add_all(items) -> None:
-        for item in items or []:
-            add_all(item) if isinstance(item, (list, tuple)) else add(item)
+    def walk(obj, kind: str, depth: int = 0) -> None:
+        if isinstance(obj, torch.Tensor):
+            add(obj, kind)
+        elif isinstance(obj, (list, tuple)):
+            for item in obj:
+                walk(item, kind, depth)
+        elif isinstance(obj, dict):
+            for item in obj.values():
+                walk(item, kind, depth)
+        elif depth < 1 and type(obj).__module__.startswith("deepspeed") and hasattr(obj, "__dict__"):
+            for item in vars(obj).values():  # e.g. ZeRO-3's gradient bucket objects
+                walk(item, kind, depth + 1)
 
     for p in engine.module.parameters():
-        add(p.ds_tensor if is_partitioned(p) else p)
+        add(p.ds_tensor if is_partitioned(p) else p, "params")
     opt = engine.optimizer
     inner = getattr(opt, "optimizer", opt)  # DeepSpeed wraps the torch optimizer
-    for group in inner.param_groups:
-        add_all(group["params"])
-    for key, values in inner.state.items():  # ZeRO-3 empties param_groups between steps; the state stays
-        add(key if isinstance(key, torch.Tensor) else None)
-        add_all(list(values.values()))
-    for name in (
-        "single_partition_of_fp32_groups",
-        "fp32_partitioned_groups_flat",
-        "fp32_groups_flat_partition",
-        "fp32_groups",
-    ):  # fp32 master copies, by optimizer wrapper
-        add_all(getattr(opt, name, None))
-    return total
+    for name in _MASTERS:
+        walk(getattr(opt, name, None), "optimizer")
+    walk(list(inner.state.values()), "optimizer")
+    for group in inner.param_groups:  # ZeRO-3 empties these between steps; the masters above stay
+        walk(group["params"], "optimizer")
+    if opt is not inner:
+        for name, value in vars(opt).items():
+            kind = (
+                "buffers"
+                if "ipg" in name
+                else "other"
+                if "norm" in name
+                else "grads"
+                if "grad" in name
+                else "other"
+            )
+            walk(value, kind)
+    return out
+
+
+@contextlib.contextmanager
+def at_optimizer_step(engine) -> Iterator[list[StateBreakdown]]:
+    """Within the block, each optimizer step appends the engine's :func:`state_breakdown` taken just before the
+    torch optimizer updates the weights: where the gradients and the fp32 masters coexist."""
+    taken: list[StateBreakdown] = []
+    opt = engine.optimizer
+    inner = getattr(opt, "optimizer", opt)
+    step = inner.step
+
+    def measured_step(*args, **kwargs):
+        taken.append(state_breakdown(engine))
+        return step(*args, **kwargs)
+
+    own = "step" in vars(inner)  # an instance attribute to restore, or the class's method
+    inner.step = measured_step
+    try:
+        yield taken
+    finally:
+        if own:
+            inner.step = step
+        else:
+            del inner.step
+
+
+def state_bytes(engine) -> int:
+    """Bytes this rank holds for model parameters + optimizer (fp32 masters and Adam moments): the per-rank
+    memory ZeRO shards."""
+    held = state_breakdown(engine)
+    return held.params + held.optimizer

@@ -33,10 +33,10 @@ from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import open_cache
 from asva_platform.artifacts.checkpoint import RankPlacement, Resume, checkpoint_dir_name
 from asva_platform.inference.weights import localize_model_paths
+from asva_platform.planning import flops as flops_mod
 from asva_platform.progress import console, progress_line
 from asva_platform.storage import Storage, join
 from asva_platform.tracking import TAG_RANK_NODES, TAG_WORLD_SIZE
-from asva_platform.training import flops as flops_mod
 from asva_platform.training.checkpoint import (
     TrainerState,
     load_engine,

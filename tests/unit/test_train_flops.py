@@ -11,7 +11,7 @@ from asva_model.config import ModelConfig
 from asva_model.data.config import SamplingConfig
 from asva_model.models.trainable import apply_trainable
 from asva_platform.dev.fixtures import tiny_model_config
-from asva_platform.training.flops import (
+from asva_platform.planning.flops import (
     estimate_unet_flops,
     mfu,
     online_encoder_flops_per_sample,

@@ -120,12 +120,12 @@ def estimate_unet_flops(
     return FlopsEstimate(forward, backward, trainable / forward if forward else 0.0)
 
 
-def _cache_key(model_cfg: ModelConfig) -> str:
+def config_key(model_cfg: ModelConfig) -> str:
     """A hashable form of ``model_cfg`` for the lru caches below (dataclasses with lists are not hashable)."""
     return json.dumps(asdict(model_cfg), sort_keys=True)
 
 
-def _geometry_only(model_cfg_json: str):
+def geometry_only(model_cfg_json: str):
     """The ModelConfig of a cache key with every weight path cleared: meta-device builds read no file."""
 
     model_cfg = from_dict(ModelConfig, json.loads(model_cfg_json), "model")
@@ -137,7 +137,7 @@ def _geometry_only(model_cfg_json: str):
 @functools.lru_cache(maxsize=8)
 def _estimate_cached(model_cfg_json: str, num_frames: int, latent_hw: tuple[int, int]) -> FlopsEstimate:
 
-    meta_cfg = _geometry_only(model_cfg_json)
+    meta_cfg = geometry_only(model_cfg_json)
     unet = build_unet(meta_cfg, device="meta")
     audio_tokens = build_audio_encoder(meta_cfg, device="meta").num_tokens
     return estimate_unet_flops(unet, num_frames, latent_hw, 77, audio_tokens)
@@ -148,7 +148,7 @@ def training_flops_per_sample(model_cfg: ModelConfig, sampling_cfg: SamplingConf
     geo = model_cfg
     factor = geo.vae.downsample_factor
     latent_hw = (sampling_cfg.image_size[0] // factor, sampling_cfg.image_size[1] // factor)
-    return _estimate_cached(_cache_key(model_cfg), sampling_cfg.num_frames, latent_hw)
+    return _estimate_cached(config_key(model_cfg), sampling_cfg.num_frames, latent_hw)
 
 
 def peak_flops(device_name: str, precision: str, override_tflops: float = 0.0) -> float:
@@ -173,7 +173,7 @@ def mfu(flops_per_sample: float, samples_per_s_per_device: float, peak: float) -
 def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, int]) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    meta_cfg = _geometry_only(model_cfg_json)
+    meta_cfg = geometry_only(model_cfg_json)
     dev = torch.device("meta")
     vae = build_vae(meta_cfg, device=dev)
     audio = build_audio_encoder(meta_cfg, device=dev)
@@ -187,4 +187,4 @@ def _encoders_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, 
 def online_encoder_flops_per_sample(model_cfg: ModelConfig, sampling_cfg: SamplingConfig) -> float:
     """Forward FLOPs of the frozen VAE encoder (every frame of one clip) and audio encoder (its mel): what the
     online data mode computes per clip that the latent cache has precomputed."""
-    return _encoders_cached(_cache_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))
+    return _encoders_cached(config_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))

@@ -1,0 +1,139 @@
+"""Measure what training ranks hold: the trainer of the training loop on synthetic batches, N ranks in local
+processes (gloo), no Ray, no services. What `asva plan` is checked against (tests/unit/test_plan_measured.py).
+
+Per rank: the engine's bytes at the optimizer step by kind (``deepspeed_setup.state_breakdown``), the
+checkpoint bytes it wrote, and the peak RSS rise during one micro-step's forward and backward over the RSS
+just before it (after two warm-up steps, so the optimizer states already exist): the activations plus
+whatever the backward allocates before it frees them. glibc is told to serve every allocation above 128 KiB
+with its own mapping (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave RSS and the rise is real.
+
+    python -m bench.measure_ranks --world 2 --set train.zero_stage=3 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import psutil
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+class PeakRss:
+    """Samples this process's RSS every millisecond while active."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> PeakRss:
+        self.base = self.proc.memory_info().rss
+        self.peak = self.base
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def rise(self) -> int:
+        return self.peak - self.base
+
+
+def _rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from asva_platform.dev.synthetic_batches import SyntheticSource
+    from asva_platform.experiment import load_experiment
+    from asva_platform.training.deepspeed_setup import at_optimizer_step
+    from asva_platform.training.job import trainer_spec
+    from asva_platform.training.loop import LocalContext, WorkerTrainer
+    from asva_platform.training.spec import RunSpec
+
+    torch.set_num_threads(1)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    experiment = load_experiment(None, [*overrides, f"train.num_workers={world}", "train.use_gpu=false"])
+    spec = trainer_spec(experiment, RunSpec("", "", ""))
+    trainer = WorkerTrainer(spec, LocalContext(), SyntheticSource(spec, torch.device("cpu"), seed=1))
+    batch = trainer.source.batch
+    accumulation = spec.train.gradient_accumulation_steps
+    with at_optimizer_step(trainer.engine) as taken:
+        for _ in range(2 * accumulation):  # the second step sees the moments the first one created
+            trainer.micro_step(batch)
+    with PeakRss() as rss:
+        trainer.micro_step(batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer.engine.save_checkpoint(tmp, tag="ds")
+        dist.barrier()
+        mine = [
+            f
+            for f in Path(tmp).rglob("*.pt")
+            if f"rank_{rank}_" in f.name or (rank == 0 and "zero_pp" not in f.name)
+        ]
+        written = sum(f.stat().st_size for f in mine)
+        dist.barrier()
+    result = {"rank": rank, "at_step": asdict(taken[-1]), "checkpoint_bytes": written, "rss_rise": rss.rise}
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(overrides: list[str], world: int) -> list[dict]:
+    """Run ``world`` ranks of the trainer for the experiment of ``overrides`` (no config file: the defaults
+    plus these) and return each rank's measurements."""
+    import torch.multiprocessing as mp
+
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    saved = {k: os.environ.get(k) for k in MALLOC_ENV}
+    os.environ.update(MALLOC_ENV)  # read by each spawned rank's allocator at start
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            mp.spawn(_rank, args=(world, _free_port(), overrides, out), nprocs=world)
+            return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="measure_ranks", description=__doc__.splitlines()[0])
+    p.add_argument("--world", type=int, default=2)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    for r in measure(args.overrides, args.world):
+        print(json.dumps(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
