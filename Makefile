@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED := 1
 # No credentials here: the local stack generates its own S3 key and Ray token under .asva/ (`asva stack env`).
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-all test-reliability demo stack-up stack-down stack-status bench lint ui-check clean chromium
+.PHONY: setup test test-fast test-all test-reliability demo stack-up stack-down stack-status bench rehearsal lint ui-check clean chromium
 
 setup: $(STAMP)
 
@@ -56,6 +56,11 @@ stack-status: setup
 
 bench: setup
 	$(PY) -m bench
+
+# The paper's recipe at its true size through every job on the local stack (frames, clips and steps cut; every
+# network full size, random-init): about an hour on 2 cores, ~20 GB of RAM; never part of `make test`.
+rehearsal: setup
+	$(PY) -m bench.rehearsal
 
 # The formatter's check, then the linter: `ruff format .` fixes the first, `ruff check --fix .` most of the second.
 lint: setup

@@ -137,6 +137,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         steps=t.max_steps,
         checkpoint_every=t.checkpoint_every,
         grad_ckpt=experiment.model.gradient_checkpointing if args.grad_ckpt is None else args.grad_ckpt,
+        zero=planning.memory.ZeroSettings(
+            reduce_bucket_size=t.reduce_bucket_size,
+            max_live_parameters=t.zero3_max_live_parameters,
+            max_reuse_distance=t.zero3_max_reuse_distance,
+        ),
     )
     cache = planning.CacheShape(experiment.preprocess.windows_per_clip, experiment.preprocess.flips)
     stages = (args.zero,) if args.zero is not None else (0, 1, 2, 3)

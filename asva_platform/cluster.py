@@ -31,6 +31,11 @@ FORWARDED_ENV = (
     "MLFLOW_S3_ENDPOINT_URL",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
     "ASVA_GIT_COMMIT",
+    # glibc's allocator: a fixed mmap threshold returns freed large tensors to the OS (the dynamic one keeps up to
+    # GBs of a full-size model's freed build memory in the heap); bench/rehearsal.py sets it
+    "MALLOC_MMAP_THRESHOLD_",
+    "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_ARENA_MAX",
 )
 SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY",

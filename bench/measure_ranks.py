@@ -2,9 +2,10 @@
 processes (gloo), no Ray, no services. What `asva plan` is checked against (tests/unit/test_plan_measured.py).
 
 Per rank: the engine's bytes at the optimizer step by kind (``deepspeed_setup.state_breakdown``), the
-checkpoint bytes it wrote, and the peak RSS rise during one micro-step's forward and backward over the RSS
-just before it (after two warm-up steps, so the optimizer states already exist): the activations plus
-whatever the backward allocates before it frees them. glibc is told to serve every allocation above 128 KiB
+checkpoint bytes it wrote, and the peak RSS rise during the forward and backward of the middle one of three
+micro-steps per optimizer step (after two steps, so the optimizer states exist; the first micro-step allocated
+the gradients, this one adds into them and does not step) over the RSS just before it, less any gradient bytes
+it allocated: the activations. glibc is told to serve every allocation above 128 KiB
 with its own mapping (``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave RSS and the rise is real.
 
     python -m bench.measure_ranks --world 2 --set train.zero_stage=3 ...
@@ -57,7 +58,11 @@ class PeakRss:
         return self.peak - self.base
 
 
-def _rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+def _grad_bytes(module) -> int:
+    return sum(p.grad.untyped_storage().nbytes() for p in module.parameters() if p.grad is not None)
+
+
+def _rank(rank: int, world: int, port: int, config: str | None, overrides: list[str], out: str) -> None:
     import torch
     import torch.distributed as dist
 
@@ -77,16 +82,28 @@ def _rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> N
         WORLD_SIZE=str(world),
     )
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    experiment = load_experiment(None, [*overrides, f"train.num_workers={world}", "train.use_gpu=false"])
+    # three micro-steps per optimizer step: the measured one is the middle one, whose backward adds to gradients
+    # the first one allocated and which does not step the optimizer
+    experiment = load_experiment(
+        config,
+        [
+            *overrides,
+            f"train.num_workers={world}",
+            "train.use_gpu=false",
+            "train.gradient_accumulation_steps=3",
+        ],
+    )
     spec = trainer_spec(experiment, RunSpec("", "", ""))
     trainer = WorkerTrainer(spec, LocalContext(), SyntheticSource(spec, torch.device("cpu"), seed=1))
     batch = trainer.source.batch
-    accumulation = spec.train.gradient_accumulation_steps
     with at_optimizer_step(trainer.engine) as taken:
-        for _ in range(2 * accumulation):  # the second step sees the moments the first one created
-            trainer.micro_step(batch)
+        for micro in (0, 1, 2, 0, 1, 2):  # two optimizer steps: the states exist from the first one on
+            trainer.micro_step(batch, micro)
+    trainer.micro_step(batch, 0)
+    before = _grad_bytes(trainer.engine.module)
     with PeakRss() as rss:
-        trainer.micro_step(batch)
+        trainer.micro_step(batch, 1)
+    grads = _grad_bytes(trainer.engine.module) - before
     with tempfile.TemporaryDirectory() as tmp:
         trainer.engine.save_checkpoint(tmp, tag="ds")
         dist.barrier()
@@ -97,7 +114,14 @@ def _rank(rank: int, world: int, port: int, overrides: list[str], out: str) -> N
         ]
         written = sum(f.stat().st_size for f in mine)
         dist.barrier()
-    result = {"rank": rank, "at_step": asdict(taken[-1]), "checkpoint_bytes": written, "rss_rise": rss.rise}
+    result = {
+        "rank": rank,
+        "at_step": asdict(taken[-1]),
+        "checkpoint_bytes": written,
+        "rss_rise": rss.rise,
+        "backward_grad_bytes": grads,
+        "activations_measured": rss.rise - grads,
+    }
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
@@ -108,9 +132,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(overrides: list[str], world: int) -> list[dict]:
-    """Run ``world`` ranks of the trainer for the experiment of ``overrides`` (no config file: the defaults
-    plus these) and return each rank's measurements."""
+def measure(overrides: list[str], world: int, config: str | None = None) -> list[dict]:
+    """Run ``world`` ranks of the trainer for the experiment of ``config`` (default: none, the defaults) and
+    ``overrides``, and return each rank's measurements."""
     import torch.multiprocessing as mp
 
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
@@ -118,7 +142,7 @@ def measure(overrides: list[str], world: int) -> list[dict]:
     os.environ.update(MALLOC_ENV)  # read by each spawned rank's allocator at start
     try:
         with tempfile.TemporaryDirectory() as out:
-            mp.spawn(_rank, args=(world, _free_port(), overrides, out), nprocs=world)
+            mp.spawn(_rank, args=(world, _free_port(), config, overrides, out), nprocs=world)
             return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]
     finally:
         for k, v in saved.items():

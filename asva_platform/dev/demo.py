@@ -45,9 +45,10 @@ def banner(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def run_stage(stage: str, config: str, overrides: list[str]) -> dict:
-    """Submit one stage as a Ray job, stream its logs, and return its `--json` result."""
-    sub = submit.build_submission(stage, config, overrides, flags=("--json",))
+def run_stage(stage: str, config: str, overrides: list[str], flags: tuple[str, ...] = ()) -> dict:
+    """Submit one stage as a Ray job (with the job's own ``flags``), stream its logs, and return its `--json`
+    result."""
+    sub = submit.build_submission(stage, config, overrides, flags=(*flags, "--json"))
     banner(f"{stage}: {sub.entrypoint}")
     job_id = submit.submit(sub)
     status = submit.wait(job_id, follow=True)

@@ -25,11 +25,11 @@ elements. ZeRO-3 partitions every tensor on its own: each rank holds ⌈nᵢ/N�
 the fp32 masters, gradients and moments. These are exact: `tests/unit/test_plan_measured.py` compares them
 with the bytes a real engine holds, to the byte.
 
-Working buffers (``ModelStates.buffers``), from DeepSpeed's defaults: ZeRO-2 (``contiguous_gradients``)
-reduces gradients through a bucket of ``reduce_bucket_size`` elements (two with ``overlap_comm``, our GPU
-setting); ZeRO-3 keeps one such bucket, keeps parameters of at most ``stage3_param_persistence_threshold``
-elements whole on every rank, and gathers the layer it runs (DeepSpeed's own estimator counts 4 bytes per
-parameter of the largest layer: its 16-bit weights and gradients).
+Working buffers (``ModelStates.buffers``): ZeRO-2 (``contiguous_gradients``) reduces gradients through a
+bucket of ``reduce_bucket_size`` elements (two with ``overlap_comm``, our GPU setting); ZeRO-3 keeps one such
+bucket, keeps parameters of at most ``stage3_param_persistence_threshold`` elements whole on every rank, and
+holds gathered parameters while it computes (``gathered_parameters``: with DeepSpeed's defaults up to 10⁹ of
+them, nearly all of AVSyncD, from the forward until the backward pass; ``train.zero3_*`` lower that).
 
 Activations are the tensors autograd saves for the backward pass, counted on the meta device with
 ``saved_tensors_hooks`` at the real geometry (parameters excluded). With gradient checkpointing the resnets
@@ -58,11 +58,17 @@ TEXT_TOKENS = 77
 
 
 @dataclass(frozen=True)
-class ZeroDefaults:
-    """DeepSpeed ZeRO settings that size buffers (DeepSpeed 0.19 defaults; our config leaves them unset)."""
+class ZeroSettings:
+    """DeepSpeed ZeRO settings that size buffers: the ``train`` keys, and DeepSpeed 0.19's defaults for the rest."""
 
     reduce_bucket_size: int = 500_000_000
-    """Elements in a gradient reduction bucket."""
+    """Elements in a gradient reduction bucket (``train.reduce_bucket_size``)."""
+    max_live_parameters: int = 1_000_000_000
+    """ZeRO-3: parameters held gathered at once (``train.zero3_max_live_parameters``)."""
+    max_reuse_distance: int = 1_000_000_000
+    """ZeRO-3: 0 releases each layer after use (``train.zero3_max_reuse_distance``)."""
+    prefetch_bucket_size: int = 50_000_000
+    """ZeRO-3: parameters gathered ahead of the layer that runs."""
     param_persistence_threshold: int = 100_000
     """ZeRO-3 keeps tensors of at most this many elements whole on every rank."""
     alignment_factor: int = 2
@@ -128,7 +134,7 @@ class ModelStates:
         return self.params + self.grads + self.optimizer + self.buffers
 
 
-def zero_partition(trained: int, world: int, alignment: int = ZeroDefaults.alignment_factor) -> int:
+def zero_partition(trained: int, world: int, alignment: int = ZeroSettings.alignment_factor) -> int:
     """Elements of each rank's ZeRO-1/2 partition of ``trained`` flattened elements."""
     unit = alignment * world
     return -(-trained // unit) * unit // world
@@ -141,7 +147,7 @@ def model_states(
     world: int,
     *,
     overlap_comm: bool = False,
-    zero: ZeroDefaults = ZeroDefaults(),
+    zero: ZeroSettings = ZeroSettings(),
 ) -> ModelStates:
     """Per-rank model-state bytes (module doc: the table and the padding rules)."""
     b = BYTES_PER_VALUE[precision]
@@ -167,8 +173,21 @@ def model_states(
         (b + 4) * trained_slices,
         12 * trained_slices + steps * sub_groups,
         zero.reduce_bucket_size * b,
-        persistent * b + 2 * b * inv.largest_layer,
+        b * (persistent + gathered_parameters(inv, zero, persistent)),
     )
+
+
+def gathered_parameters(inv: ParamInventory, zero: ZeroSettings, persistent: int) -> int:
+    """ZeRO-3's gathered working set, in parameters (an upper bound). DeepSpeed keeps a gathered parameter while
+    it will be used again within ``max_reuse_distance`` (by default until its backward pass), up to
+    ``max_live_parameters``; with a reuse distance of 0 it releases each layer after use, holding the running
+    layer and the prefetched ones. The largest layer is always whole while it runs."""
+    partitioned = inv.total - persistent
+    if zero.max_reuse_distance == 0:
+        live = inv.largest_layer + zero.prefetch_bucket_size
+    else:
+        live = max(inv.largest_layer, zero.max_live_parameters)
+    return min(partitioned, live)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class TrainingShape:
     steps: int = 37000
     checkpoint_every: int = 1000
     grad_ckpt: bool = True
+    zero: memory.ZeroSettings = memory.ZeroSettings()
+    """The ``train`` keys that size ZeRO's buffers."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +262,7 @@ def plan(
     compute_s = global_batch * flops / (world * cluster.peak_flops * cluster.mfu)
     stages = []
     for stage in zero_stages:
-        states = memory.model_states(inv, stage, precision, world, overlap_comm=True)
+        states = memory.model_states(inv, stage, precision, world, overlap_comm=True, zero=t.zero)
         room = gpu_memory - reserve - states.total - acts_fixed
         largest = min(MAX_MICRO_BATCH, max(0, room // acts)) if acts else MAX_MICRO_BATCH
         micro = max(1, min(t.micro_batch, per_gpu_batch, largest or 1))

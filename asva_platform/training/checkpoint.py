@@ -15,18 +15,37 @@ import torch
 from asva_platform.artifacts.checkpoint import DS_TAG, TrainerState
 from asva_platform.training.ema import gathered
 
+CHECKSUM_GATHER_ELEMENTS = 50_000_000
+"""Under ZeRO-3 the checksum gathers the trainable weights this many elements at a time (200 MB in fp32), not
+all at once (1.24 GB per rank for AVSyncD's 310 M: what pushed two full-size CPU ranks out of memory)."""
+
 
 def trainable_checksum(module: torch.nn.Module, is_rank0: bool) -> str:
     """sha256 over the trainable weights in name order (fp32 bytes); '' on ranks other than 0.
-    Collective under ZeRO-3 (weights are gathered), so every rank must call it."""
+    Collective under ZeRO-3 (weights are gathered, a chunk at a time), so every rank must call it."""
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     digest = hashlib.sha256()
-    with gathered([p for _, p in named]):
-        if is_rank0:
-            for name, p in named:
-                digest.update(name.encode())
-                digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    for chunk in _chunks(named, CHECKSUM_GATHER_ELEMENTS):
+        with gathered([p for _, p in chunk]):
+            if is_rank0:
+                for name, p in chunk:
+                    digest.update(name.encode())
+                    digest.update(p.detach().float().cpu().contiguous().numpy())
     return digest.hexdigest() if is_rank0 else ""
+
+
+def _chunks(named: list, elements: int) -> list[list]:
+    """``named`` (name, parameter) pairs cut, in order, into runs of at most ``elements`` (one at least each)."""
+    runs: list[list] = [[]]
+    size = 0
+    for name, p in named:
+        numel = p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+        if runs[-1] and size + numel > elements:
+            runs.append([])
+            size = 0
+        runs[-1].append((name, p))
+        size += numel
+    return runs
 
 
 def save_engine(engine, directory: str | Path, state: TrainerState, is_rank0: bool) -> None:

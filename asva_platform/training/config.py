@@ -47,6 +47,15 @@ class TrainConfig:
     """Gradient-norm clipping (the paper: 1.0)."""
     zero_stage: int = 2
     """DeepSpeed ZeRO stage, 0-3."""
+    reduce_bucket_size: int = 500_000_000
+    """ZeRO-2/3: elements per gradient reduction bucket (DeepSpeed's default; 1 GB in 16 bits, allocated per rank,
+    two under ZeRO-2 on GPUs). Lower it on small GPUs; `asva plan` counts it."""
+    zero3_max_live_parameters: int = 1_000_000_000
+    """ZeRO-3: parameters a rank may hold gathered at once (DeepSpeed's default, ~all of AVSyncD's 1.17 B). With
+    `zero3_max_reuse_distance`, what ZeRO-3 saves in memory during the forward and backward passes."""
+    zero3_max_reuse_distance: int = 1_000_000_000
+    """ZeRO-3: a gathered parameter used again within this many parameters is kept, not re-gathered (DeepSpeed's
+    default keeps them from the forward to the backward pass); 0 releases each layer after use."""
     precision: Literal["fp32", "fp16", "bf16"] = "fp16"
     """Mixed precision (the paper: fp16 with loss scaling; bf16 preferred on Ampere+). fp16 needs GPUs."""
     fp16_initial_scale_power: int = 16
@@ -125,6 +134,9 @@ class TrainConfig:
             f"must be two numbers in [0, 1), got {self.adam_betas}",
         )
         require(self.zero_stage in (0, 1, 2, 3), "zero_stage", f"must be 0, 1, 2 or 3, got {self.zero_stage}")
+        for key in ("reduce_bucket_size", "zero3_max_live_parameters"):
+            require(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        require(self.zero3_max_reuse_distance >= 0, "zero3_max_reuse_distance", "must be >= 0")
         require(self.grad_clip >= 0, "grad_clip", "must be >= 0")
         require(
             not (self.precision == "fp16" and not self.use_gpu),

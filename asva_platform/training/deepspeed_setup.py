@@ -28,9 +28,13 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict[str, Any]:
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.use_gpu and train.zero_stage > 0:
         zero.update(overlap_comm=True, contiguous_gradients=True)
+    if train.zero_stage >= 2:
+        zero["reduce_bucket_size"] = train.reduce_bucket_size
     if train.zero_stage == 3:
         # Exported weights come from the checkpoint (zero_to_fp32), not a gathered 16-bit copy on rank 0.
         zero["stage3_gather_16bit_weights_on_model_save"] = False
+        zero["stage3_max_live_parameters"] = train.zero3_max_live_parameters
+        zero["stage3_max_reuse_distance"] = train.zero3_max_reuse_distance
     cfg: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": train.batch_size_per_worker,
         "gradient_accumulation_steps": train.gradient_accumulation_steps,
@@ -186,16 +190,18 @@ def state_breakdown(engine) -> StateBreakdown:
 
 @contextlib.contextmanager
 def at_optimizer_step(engine) -> Iterator[list[StateBreakdown]]:
-    """Within the block, each optimizer step appends the engine's :func:`state_breakdown` taken just before the
-    torch optimizer updates the weights: where the gradients and the fp32 masters coexist."""
+    """Within the block, each optimizer step appends the engine's :func:`state_breakdown` taken as the torch
+    optimizer returns from updating the weights: the moments exist (from the first step on), the gradients
+    and fp32 masters too (DeepSpeed frees the gradients after this): where model states peak."""
     taken: list[StateBreakdown] = []
     opt = engine.optimizer
     inner = getattr(opt, "optimizer", opt)
     step = inner.step
 
     def measured_step(*args, **kwargs):
-        taken.append(state_breakdown(engine))
-        return step(*args, **kwargs)
+        out = step(*args, **kwargs)
+        taken.append(state_breakdown(engine))  # the moments exist now, the fp32 gradients are not yet freed
+        return out
 
     own = "step" in vars(inner)  # an instance attribute to restore, or the class's method
     inner.step = measured_step

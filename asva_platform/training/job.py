@@ -83,11 +83,17 @@ class Result:
     """The last reported metrics."""
 
     def to_json(self) -> dict[str, Any]:
-        """The ``--json`` object: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export), and
-        ``validation``: the last validation's ``val_*`` metrics (held-out loss, audio gap)."""
+        """The ``--json`` object: run_id, checkpoint_uri, final_step, final_loss, samples_per_s (+ export),
+        ``validation``: the last validation's ``val_*`` metrics (held-out loss, audio gap), and ``metrics``: the
+        rest of the last report (step time, ``rank_*_bytes`` and ``rank_peak_rss_gb``, ``resume_*_s``)."""
         out = {k: v for k, v in asdict(self).items() if k != "metrics"}
         out = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in out.items()}
-        return {**out, "validation": {k: v for k, v in self.metrics.items() if k.startswith("val_")}}
+        validation = {k: v for k, v in self.metrics.items() if k.startswith("val_")}
+        return {
+            **out,
+            "validation": validation,
+            "metrics": {k: v for k, v in self.metrics.items() if k not in validation},
+        }
 
     def summary_line(self) -> str:
         return (

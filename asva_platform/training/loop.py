@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import resource
 import shutil
 import socket
 import tempfile
@@ -45,7 +46,7 @@ from asva_platform.training.checkpoint import (
     trainable_checksum,
 )
 from asva_platform.training.data import CachedSource, OnlineSource, WorkerInfo, seeded_generator
-from asva_platform.training.deepspeed_setup import initialize_engine
+from asva_platform.training.deepspeed_setup import at_optimizer_step, initialize_engine
 from asva_platform.training.ema import TrainableEMA
 from asva_platform.training.run_tracking import StepLogger
 from asva_platform.training.spec import TrainerSpec
@@ -321,6 +322,10 @@ class WorkerTrainer:
         self.on_gpu = self.info.device.type == "cuda"
         self.flops = None
         self.peak = 0.0
+        self.held: dict[str, float] = {}
+        """This rank's engine bytes at its first optimizer step (``rank_*_bytes``), reported with every window."""
+        self.resumed: dict[str, float] = {}
+        """Seconds the resume took (download, then load with any reshard), reported with every window."""
         if self.on_gpu or self.t.peak_tflops:
             self.flops = flops_mod.training_flops_per_sample(spec.model, spec.sampling).per_sample
             name = torch.cuda.get_device_name(self.info.device) if self.on_gpu else "cpu"
@@ -334,13 +339,16 @@ class WorkerTrainer:
 
     # -- resume --------------------------------------------------------------------------------
     def restore(self) -> None:
+        t0 = time.perf_counter()
         with self.context.checkpoint() as found:
             if found is None:
                 return
             folder, where = found
+            t_load = time.perf_counter()
             state = load_engine(self.engine, folder, self.info.world, self.t.zero_stage)
             if self.ema is not None:
                 self.ema.load(folder)
+            self.resumed = {"resume_download_s": t_load - t0, "resume_load_s": time.perf_counter() - t_load}
         checksum = trainable_checksum(self.engine.module, self.rank0)
         if self.rank0 and state.param_checksum and checksum != state.param_checksum:
             raise RuntimeError(f"checkpoint {where}: weights after loading do not match the saved checksum")
@@ -395,7 +403,11 @@ class WorkerTrainer:
             m["rss_gb"] = psutil.Process().memory_info().rss / 1e9
         if self.flops and self.peak:
             m["mfu"] = flops_mod.mfu(self.flops, samples_per_s / self.info.world, self.peak)
-        return m
+        (peak_rss,) = reduce_values(
+            [resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0], self.info.device, "max"
+        )
+        m["rank_peak_rss_gb"] = peak_rss / 1e9  # the largest of any rank, since it started
+        return {**m, **self.held, **self.resumed}
 
     def _validate(self, metrics: dict[str, float], with_samples: bool = True) -> None:
         val = self.validator.loss(self.engine, self.noise_scheduler)
@@ -462,6 +474,7 @@ class WorkerTrainer:
         except BaseException:  # the context never saw the folder, so nothing else would remove it
             shutil.rmtree(directory, ignore_errors=True)
             raise
+        saved_s = time.perf_counter() - t0
         step = self.state.step
         self.context.report(
             metrics,
@@ -472,7 +485,11 @@ class WorkerTrainer:
             asynchronous=self.t.checkpoint_upload == "async",
         )
         if self.logger is not None:  # what training waited for: the local save, plus the upload when sync
-            self.logger.log("checkpoint", self.state.step, {"checkpoint_stall_s": time.perf_counter() - t0})
+            self.logger.log(
+                "checkpoint",
+                self.state.step,
+                {"checkpoint_save_s": saved_s, "checkpoint_stall_s": time.perf_counter() - t0},
+            )
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -493,14 +510,25 @@ class WorkerTrainer:
             self._validate({}, with_samples=False)  # the untrained baseline of the held-out loss, at step 0
         self.engine.train()
         window = Window()
-        ga = t.gradient_accumulation_steps
-        micro = 0
         batches = epoch_batches(self.state, self.source.train_batches)
+        with contextlib.ExitStack() as measuring:
+            first_step = measuring.enter_context(at_optimizer_step(self.engine))
+            self._train(batches, window, first_step, measuring)
+
+    def _train(self, batches, window: Window, first_step: list, measuring: contextlib.ExitStack) -> None:
+        t, ga, micro = self.t, self.t.gradient_accumulation_steps, 0
         while self.state.step < t.max_steps:
             t_wait = time.perf_counter()
             batch = next(batches)
             window.wait += time.perf_counter() - t_wait
             loss = self.micro_step(batch, micro)
+            if first_step and not self.held:  # what this rank holds where model states peak, once
+                held = first_step[0]
+                self.held = {
+                    f"rank_{kind}_bytes": float(getattr(held, kind))
+                    for kind in ("params", "grads", "optimizer", "buffers")
+                }
+                measuring.close()
             window.loss += loss
             window.micro += 1
             micro = (micro + 1) % ga

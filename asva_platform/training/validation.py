@@ -33,9 +33,10 @@ GAP_STREAM = (
 
 
 def reduce_values(values: list[float], device: torch.device, op: str = "sum") -> list[float]:
-    """Element-wise sum (or min) over ranks, on the backend's device (CPU for gloo, GPU for NCCL)."""
+    """Element-wise sum (or min, or max) over ranks, on the backend's device (CPU for gloo, GPU for NCCL)."""
     t = torch.tensor(values, dtype=torch.float64, device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.SUM)
+    ops = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+    dist.all_reduce(t, op=ops[op])
     return t.tolist()
 
 

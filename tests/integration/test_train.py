@@ -24,6 +24,7 @@ import torch
 from asva_platform.artifacts.checkpoint import STATE_FILE
 from asva_platform.errors import run_guarded
 from asva_platform.inference.checkpoints import local_checkpoint
+from asva_platform.planning import memory
 from asva_platform.training.job import run as run_training
 from tests.output import own_lines
 from tests.train_helpers import (
@@ -77,6 +78,11 @@ def test_zero_stage_lowers_loss_and_checkpoints_both_ranks_to_s3(
         result = run_training(cfg)
     _, _, storage = train_inputs
     assert result.final_step == 8
+    # what each rank held at its optimizer step, reported with every window, is what `asva plan` counts
+    want = memory.model_states(memory.unet_inventory(cfg.model), stage, cfg.train.precision, 2)
+    held = {k: result.metrics[f"rank_{k}_bytes"] for k in ("params", "grads", "optimizer")}
+    assert held == {"params": want.params, "grads": want.grads, "optimizer": want.optimizer}
+    assert result.to_json()["metrics"]["rank_peak_rss_gb"] > 0.1
     assert result.checkpoint_uri == f"{cfg.storage.runs_root}/zero{stage}/step_00000008"
     client = mlflow_client(mlflow_server)
     val = dict(history(client, result.run_id, "val_loss"))

@@ -21,7 +21,6 @@ WIDER = [
     "model.audio_encoder.embed_dim=64",
     "model.audio_encoder.head_out_dim=64",
     "train.batch_size_per_worker=1",
-    "train.gradient_accumulation_steps=1",
     "train.ema=false",
 ]
 
@@ -60,4 +59,4 @@ def test_the_plan_matches_a_measured_run(stage, precision, world, size, grad_ckp
         grad_ckpt, precision
     )
     for r in ranks:
-        assert estimate == pytest.approx(r["rss_rise"], rel=0.25), r
+        assert estimate == pytest.approx(r["activations_measured"], rel=0.25), r

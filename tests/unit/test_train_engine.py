@@ -164,3 +164,14 @@ def test_a_failed_local_save_leaves_no_checkpoint_folder_behind(tmp_path, monkey
     assert (tmp_path / "seen").read_text().startswith(str(tmp_path / "asva-ckpt-"))
     assert not list(tmp_path.glob("asva-ckpt-*"))
     assert not trainer.context.reports  # nothing reported for a checkpoint that was never written
+
+
+def test_the_checksum_gathers_in_chunks_and_hashes_the_same(monkeypatch):
+    from asva_platform.training import checkpoint
+
+    engine = make_engine(3)
+    whole = trainable_checksum(engine.module, True)
+    runs = checkpoint._chunks([(n, p) for n, p in engine.module.named_parameters() if p.requires_grad], 1000)
+    assert len(runs) > 10 and all(sum(p.ds_numel for _, p in r) <= 1000 or len(r) == 1 for r in runs)
+    monkeypatch.setattr(checkpoint, "CHECKSUM_GATHER_ELEMENTS", 1000)
+    assert trainable_checksum(engine.module, True) == whole
