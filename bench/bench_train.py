@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
-import socket
 import statistics
 import time
 from pathlib import Path
@@ -49,7 +47,7 @@ from asva_platform.training.job import run as run_training
 from asva_platform.training.job import trainer_spec
 from asva_platform.training.loop import LocalContext, WorkerTrainer
 from asva_platform.training.spec import RunSpec
-from bench.common import local_ray_defaults, work_dir, write_results
+from bench.common import free_port, join_local_group, local_ray_defaults, work_dir, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,12 +119,6 @@ def fit(overrides: list[str], name: str, args) -> dict:
 # Plain torch.distributed baselines (spawned processes, same model and inputs)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cached_source(cfg, rank: int, world: int, train_cfg=None):
     """The trainer spec and the cached-mode data source of the fits, and one collated batch of it (the same
     tensors a cached fit sees)."""
@@ -154,15 +146,7 @@ def _worker(
     import torch
     import torch.distributed as dist
 
-    torch.set_num_threads(1)  # what a Ray Train worker with 1 CPU gets
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )  # what Ray Train sets; DeepSpeed checks them
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    join_local_group(rank, world, port)
     cfg = load_experiment(REPO / "configs" / "tiny.yaml", overrides)
     result: dict = {}
     if what == "ddp":  # the loop's loss on the loop's inputs, under plain DDP instead of DeepSpeed
@@ -212,7 +196,7 @@ def spawn(overrides: list[str], what: str, args, work: Path) -> dict:
     out = work / f"{what}.json"
     mp.spawn(
         _worker,
-        args=(2, _free_port(), overrides, what, args.ddp_steps, args.bytes_precision, str(out)),
+        args=(2, free_port(), overrides, what, args.ddp_steps, args.bytes_precision, str(out)),
         nprocs=2,
     )
     return json.loads(out.read_text())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
@@ -24,6 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import psutil
+
+from bench.common import free_port, join_local_group
 
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
@@ -73,15 +74,7 @@ def _rank(rank: int, world: int, port: int, config: str | None, overrides: list[
     from asva_platform.training.loop import LocalContext, WorkerTrainer
     from asva_platform.training.spec import RunSpec
 
-    torch.set_num_threads(1)
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world),
-    )
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    join_local_group(rank, world, port)
     # three micro-steps per optimizer step: the measured one is the middle one, whose backward adds to gradients
     # the first one allocated and which does not step the optimizer
     experiment = load_experiment(
@@ -126,12 +119,6 @@ def _rank(rank: int, world: int, port: int, config: str | None, overrides: list[
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(overrides: list[str], world: int, config: str | None = None) -> list[dict]:
     """Run ``world`` ranks of the trainer for the experiment of ``config`` (default: none, the defaults) and
     ``overrides``, and return each rank's measurements."""
@@ -142,7 +129,7 @@ def measure(overrides: list[str], world: int, config: str | None = None) -> list
     os.environ.update(MALLOC_ENV)  # read by each spawned rank's allocator at start
     try:
         with tempfile.TemporaryDirectory() as out:
-            mp.spawn(_rank, args=(world, _free_port(), config, overrides, out), nprocs=world)
+            mp.spawn(_rank, args=(world, free_port(), config, overrides, out), nprocs=world)
             return [json.loads(Path(out, f"rank{r}.json").read_text()) for r in range(world)]
     finally:
         for k, v in saved.items():
