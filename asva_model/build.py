@@ -14,6 +14,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler
 
 from asva_model.config import AudioEncoderConfig, ModelConfig, UNetConfig
+from asva_model.latents import as_shift
 from asva_model.models.audio_encoder import ImageBindAudioEncoder
 from asva_model.models.trainable import apply_trainable
 from asva_model.models.unet import AudioUNet3D, config_from_2d
@@ -105,6 +106,14 @@ def build_vae(model_cfg: ModelConfig, device: str | torch.device = "cpu") -> Aut
                 f"model.vae.scaling_factor {model_cfg.vae.scaling_factor} differs from "
                 f"{model_cfg.pretrained_sd}/vae scaling_factor {vae.config.scaling_factor}"
             )
+        saved = as_shift(vae.config.latents_mean)
+        if len(saved) != len(model_cfg.vae.latents_mean) or any(
+            abs(a - b) > 1e-6 for a, b in zip(saved, model_cfg.vae.latents_mean)
+        ):
+            raise WeightsError(
+                f"model.vae.latents_mean {model_cfg.vae.latents_mean} differs from "
+                f"{model_cfg.pretrained_sd}/vae latents_mean {saved}"
+            )
         return _freeze(vae).to(device)
     v = model_cfg.vae
     levels = len(v.block_out_channels)
@@ -118,6 +127,7 @@ def build_vae(model_cfg: ModelConfig, device: str | torch.device = "cpu") -> Aut
         latent_channels=v.latent_channels,
         norm_num_groups=v.norm_num_groups,
         scaling_factor=v.scaling_factor,
+        latents_mean=tuple(v.latents_mean) or None,
     )
     with torch.device(device):
         return _freeze(AutoencoderKL(**kwargs))
@@ -129,9 +139,13 @@ def build_noise_scheduler(model_cfg: ModelConfig) -> DDPMScheduler:
 
 
 def build_inference_scheduler(model_cfg: ModelConfig) -> PNDMScheduler:
-    """PNDM as in the paper: ``pretrained_sd``/scheduler when present, else SD-1.5's settings from the config."""
+    """PNDM as in the paper: ``pretrained_sd``/scheduler when present, else SD-1.5's settings from the config.
+
+    The schedule and prediction type are always ``model.noise_scheduler``'s, the ones the UNet was trained
+    with (SD-1.5's folder holds the same defaults): a v-prediction UNet sampled as epsilon decodes noise.
+    """
+    trained = dataclasses.asdict(model_cfg.noise_scheduler)
     if model_cfg.pretrained_sd and (Path(model_cfg.pretrained_sd) / "scheduler").is_dir():
-        return PNDMScheduler.from_pretrained(model_cfg.pretrained_sd, subfolder="scheduler")
-    return PNDMScheduler(
-        **dataclasses.asdict(model_cfg.noise_scheduler), skip_prk_steps=True, set_alpha_to_one=False
-    )
+        folder = PNDMScheduler.from_pretrained(model_cfg.pretrained_sd, subfolder="scheduler")
+        return PNDMScheduler.from_config(folder.config, **trained)
+    return PNDMScheduler(**trained, skip_prk_steps=True, set_alpha_to_one=False)

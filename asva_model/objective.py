@@ -6,7 +6,7 @@ Both paths end in :func:`diffusion_loss`; they differ only in how its inputs are
 * cached: the cache stores the VAE's latent mean/std (unscaled) and the audio tokens, and
   :func:`prepare_cached_batch` samples the latents the same way (:func:`sample_latents`).
 
-The loss (paper / original trainer): latents x 0.18215; DDPM noise at a per-sample timestep shared by
+The loss (paper / original trainer): latents x 0.18215 (in general: :class:`asva_model.latents.LatentScaling`); DDPM noise at a per-sample timestep shared by
 all frames; frame 0 replaced by its clean latent; the audio replaced by the null-audio encoding with
 probability ``drop_prob`` per sample; MSE between predicted and true noise on frames 1..N-1 only, in fp32.
 """
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDPMScheduler
 
-from asva_model.config import VAE_SCALING_FACTOR
+from asva_model.latents import LatentScaling
 from asva_model.models.audio_encoder import AudioEncoder
 
 
@@ -48,7 +48,7 @@ def encode_frames(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames (b, 3, f, H, W) in [0, 1] -> the VAE's latent distribution (mean, std), each (b, C, f, h, w).
 
-    Unscaled (the VAE's own units); :func:`sample_latents` applies the scaling factor. Frames are encoded
+    Unscaled (the VAE's own units); :func:`sample_latents` applies the scaling. Frames are encoded
     in chunks of ``chunk_size`` to bound memory.
     """
     if frames.ndim != 5 or frames.shape[1] != 3:
@@ -71,10 +71,10 @@ def sample_latents(
     mean: torch.Tensor,
     std: torch.Tensor,
     generator: torch.Generator | None = None,
-    scaling_factor: float = VAE_SCALING_FACTOR,
+    scaling: LatentScaling = LatentScaling(),
 ) -> torch.Tensor:
-    """``(mean + std * eps) * scaling_factor``: what ``latent_dist.sample() * scaling_factor`` gives."""
-    return (mean + std * _rand(mean.shape, generator, mean.device)) * scaling_factor
+    """``scaling.to_diffusion(mean + std * eps)``: SD's ``latent_dist.sample() * scaling_factor`` in general."""
+    return scaling.to_diffusion(mean + std * _rand(mean.shape, generator, mean.device))
 
 
 def audio_keep_mask(
@@ -164,7 +164,7 @@ def prepare_online_batch(
     mel: torch.Tensor,
     text_emb: torch.Tensor,
     generator: torch.Generator | None = None,
-    scaling_factor: float = VAE_SCALING_FACTOR,
+    scaling: LatentScaling = LatentScaling(),
     audio_drop_path: bool = True,
 ) -> LossInputs:
     """Raw clips -> loss inputs: frames (b,3,f,H,W) in [0,1], mel (b,1,bins,T) normalised, text (b,77,D).
@@ -173,7 +173,7 @@ def prepare_online_batch(
     and the null audio), reproducing the original trainer; otherwise in eval mode.
     """
     mean, std = encode_frames(vae, frames)
-    latents = sample_latents(mean, std, generator, scaling_factor)
+    latents = sample_latents(mean, std, generator, scaling)
     was_training = audio_encoder.training
     audio_encoder.train(audio_drop_path)
     try:
@@ -193,11 +193,11 @@ def prepare_cached_batch(
     audio_mask: torch.Tensor,
     text_emb: torch.Tensor,
     generator: torch.Generator | None = None,
-    scaling_factor: float = VAE_SCALING_FACTOR,
+    scaling: LatentScaling = LatentScaling(),
 ) -> LossInputs:
     """Cached latent distribution + audio tokens -> loss inputs (latents sampled like the online path)."""
     return LossInputs(
-        sample_latents(latent_mean, latent_std, generator, scaling_factor),
+        sample_latents(latent_mean, latent_std, generator, scaling),
         audio_tokens,
         null_audio_tokens,
         audio_mask,

@@ -1,6 +1,6 @@
 """AVSyncPipeline (inference only): first frame + 2 s of audio + class-prompt encoding -> N video frames.
 
-As in the paper's code: the first frame's VAE latent (sampled, x 0.18215) is frame 0 of the latent video,
+As in the paper's code: the first frame's VAE latent (sampled, x 0.18215 for SD's VAE) is frame 0 of the latent video,
 frames 1..N-1 start from N(0, I) (x the scheduler's ``init_noise_sigma``); each PNDM step (50 by
 default) updates frames 1..N-1 only, so frame 0 stays the unchanged condition. Guidance:
 
@@ -24,6 +24,7 @@ from diffusers.schedulers import SchedulerMixin
 
 from asva_model.build import build_audio_encoder, build_inference_scheduler, build_unet, build_vae
 from asva_model.config import ModelConfig
+from asva_model.latents import LatentScaling
 from asva_model.models.audio_encoder import AudioEncoder
 from asva_model.models.unet import AudioUNet3D
 
@@ -107,20 +108,21 @@ class AVSyncPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_image(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """(b, 3, H, W) in [0, 1] -> sampled, scaled latent (b, C, h, w) (as the paper: a sample, not the mean)."""
+        """(b, 3, H, W) in [0, 1] -> sampled, scaled (and shifted, where the VAE's config says) latent (b, C, h, w)
+        (as the paper: a sample, not the mean)."""
         dist = self.vae.encode(image.to(self.device, self.vae.dtype) * 2 - 1).latent_dist
         noise = torch.randn(
             dist.mean.shape,
             generator=generator,
             device=generator.device if generator is not None else self.device,
         )
-        return (dist.mean + dist.std * noise.to(dist.mean)) * self.vae.config.scaling_factor
+        return LatentScaling.of_vae(self.vae).to_diffusion(dist.mean + dist.std * noise.to(dist.mean))
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 16) -> torch.Tensor:
         """(b, C, f, h, w) scaled latents -> (b, f, 3, H, W) in [0, 1]."""
         b, _, f = latents.shape[:3]
-        flat = latents.transpose(1, 2).flatten(0, 1) / self.vae.config.scaling_factor
+        flat = LatentScaling.of_vae(self.vae).to_vae(latents.transpose(1, 2).flatten(0, 1))
         images = torch.cat([self.vae.decode(c.to(self.vae.dtype)).sample for c in flat.split(chunk_size)])
         return (images.float() / 2 + 0.5).clamp(0, 1).unflatten(0, (b, f)).cpu()
 

@@ -173,7 +173,7 @@ def cmd_pretrain_vae(args: argparse.Namespace) -> int:
         print(
             f"{verb} {report.folder}: held-out PSNR {report.psnr_db:.2f} dB (random init "
             f"{report.psnr_random_init_db:.2f} dB); use with\n  model.pretrained_sd={Path(args.out).resolve()} "
-            f"model.vae.scaling_factor={report.scaling_factor!r}"
+            + " ".join(report.overrides())
         )
     return 0
 

@@ -5,7 +5,10 @@ audio, in one row; above them a table of the runs' settings, the params that dif
 their metrics with their 95 % intervals (best value per metric marked). Each video column's heading
 states its run's headline metric with its interval. "Play all" starts every video from the start on one
 clock (the first video's; the others are pulled back to it when they drift), so rows stay in step; "play
-row" does the same for one row. MLflow's UI has no cross-run video view (mlflow#23204).
+row" does the same for one row. Under each clip a strip of its sync curves (:mod:`asva_platform.sync_curves`):
+the audio's onset envelope as a grey area and each column's motion energy as a line in the colour of the
+column's heading, on one time axis, so the eye sees whether motion lands on the sounds. MLflow's UI has no
+cross-run video view (mlflow#23204).
 
 Runs: the given run ids; a single run that has child runs (a sweep's parent run) means its children.
 Each run needs an evaluation logged by ``jobs.evaluate`` (or ``log_evaluation``): the page reads its
@@ -37,6 +40,7 @@ from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import PROTOCOLS, SEED_KEY, load_experiment
 from asva_platform.inference.config import GenerateConfig
 from asva_platform.storage import Storage
+from asva_platform.sync_curves import clip_curves, column_colour, evenly_spread, sampling_of, svg
 from asva_platform.tracking import (
     TAG_COMPARED,
     TAG_EVAL_LATEST,
@@ -146,9 +150,7 @@ def shared_clips(runs: list[ComparedRun], max_clips: int) -> tuple[list[SharedCl
     by_run = [{c.name: c for c in r.record.clips} for r in runs]
     names = [c.name for c in runs[0].record.clips if all(c.name in m for m in by_run)]
     total = len(names)
-    if max_clips and total > max_clips:
-        step = total / max_clips
-        names = [names[int(i * step)] for i in range(max_clips)]
+    names = evenly_spread(names, max_clips)
     rows = []
     for name in names:
         first = by_run[0][name]
@@ -178,6 +180,9 @@ button{font-size:12px;margin-top:4px}
 #play-all{font-size:14px;font-weight:bold}
 span.metric{font-weight:normal;font-size:12px;color:#333}
 span.note{color:#555;font-size:13px}
+span.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
+.clips tr.curves td{border-top:none;padding-top:0}
+.clips tr.curves td.name{color:#555}
 """
 
 # One clock: the first video of a group leads (its audio is the one heard); every frame the others are pulled
@@ -205,6 +210,11 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def _swatch(column: int) -> str:
+    """The column's colour, as its sync curves are drawn."""
+    return f'<span class="swatch" style="background:{column_colour(column)}"></span>'
 
 
 def _video_tag(data: bytes | None, title: str) -> str:
@@ -307,31 +317,42 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
 
     metric = headline_metric(runs)
     heading = "".join(
-        f"<th>{html.escape(r.label)}"
+        f"<th>{_swatch(i)}{html.escape(r.label)}"
         + (
             f'<br><span class="metric">{metric} {with_interval(r.record.metrics, metric)}</span>'
             if metric
             else ""
         )
         + "</th>"
-        for r in runs
+        for i, r in enumerate(runs, start=1)
     )
+    labels = ["ground truth"] + [r.label for r in runs]
+    sampling = sampling_of(runs[0].record)  # runs compared side by side cut their clips alike
     rows = []
     for clip in clips:
         where = f"{clip.name} (start {clip.start:.2f} s)"
+        videos = [read(clip.gt_uri)] + [read(uri) for uri in clip.videos]
         cells = [
-            f'<td class="name">{html.escape(where)}<br><button onclick="playRow(this)">play row</button></td>',
-            _video_tag(read(clip.gt_uri), f"ground truth: {clip.name}"),
+            f'<td class="name">{html.escape(where)}<br><button onclick="playRow(this)">play row</button></td>'
         ]
-        cells += [_video_tag(read(uri), f"{r.label}: {clip.name}") for r, uri in zip(runs, clip.videos)]
+        cells += [_video_tag(data, f"{label}: {clip.name}") for data, label in zip(videos, labels)]
         rows.append("<tr>" + "".join(cells) + "</tr>")
+        strip = svg(clip_curves(videos, sampling), labels)
+        if strip:
+            rows.append(
+                f'<tr class="curves"><td class="name">sound onsets (grey), motion (lines)</td>'
+                f'<td colspan="{len(videos)}">{strip}</td></tr>'
+            )
     source = (
         f"children of run {comparison.parent_run_id}" if comparison.parent_run_id else f"{len(runs)} run(s)"
     )
     notes = [
         f"{source}; {len(clips)} of {total} shared clip(s) shown (first frame = ground-truth condition; "
         "every generated clip carries its window's ground-truth audio). Metrics: mean over the run's clips "
-        "with its 95% interval in brackets, where the evaluation reports one."
+        "with its 95% interval in brackets, where the evaluation reports one. Under each clip: the audio's "
+        "onset envelope (grey area) and each column's motion energy (a line in the colour of its heading), "
+        "each scaled to its own maximum, on one time axis: in a synced clip the lines peak where the grey "
+        "peaks (what the Sync metric correlates)."
     ]
     if comparison.skipped_runs:
         notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
@@ -345,7 +366,8 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
         + header_table(runs)
         + '<h2 style="font-size:16px">Clips</h2><p><button id="play-all" onclick="playAll()">play all</button> '
         '<button onclick="stopAll()">stop</button> <span class="note">every row from the start, in step; the '
-        'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th><th>ground truth</th>'
+        'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th>'
+        + f"<th>{_swatch(0)}ground truth</th>"
         + heading
         + "</tr>"
         + "".join(rows)

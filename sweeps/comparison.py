@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from asva_model.metrics.compute import sync_summary
+from asva_model.metrics.picture import CHANNELS
 from asva_model.metrics.stats import bootstrap_mean_interval, paired_difference_interval
 from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, SCORES_FILE
 from asva_platform.storage import Storage, join
@@ -52,6 +53,17 @@ ROW_METRICS = {
     "win_rate_ci_high": "Sync_win_rate_ci_high",
     "gt": "Sync_gt",
 }
+PICTURE_ARRAYS = ("frame0_psnr", "colour_error", "colour_drift")
+"""The ``picture`` metric's per-clip arrays a row pools over clips x seeds (absent: the row's keys are None)."""
+PICTURE_KEYS = (
+    "frame0_psnr",
+    "frame0_psnr_min",
+    *(f"colour_{kind}_{c}" for kind in ("drift", "error") for c in CHANNELS),
+    "lead_s",
+)
+"""Row keys of the picture and timing: frame 0 vs the conditioning image in dB (mean, worst clip), colour
+drift / error per channel in 1/255 (means), the mean lead of the generated best lag over the GT's (s)."""
+LAG_ARRAYS = {"generated": "sync_lag_s", "gt": "sync_lag_gt_s"}
 ROW_KEYS = (
     "value",
     "seeds",
@@ -69,6 +81,7 @@ ROW_KEYS = (
     "gain",
     "gain_ci_low",
     "gain_ci_high",
+    *PICTURE_KEYS,
 )
 """A comparison row's keys, in the order of the settings table."""
 # Parent-run metric -> row key of the best value.
@@ -100,6 +113,9 @@ class SweepComparison:
     per_class: list[dict[str, Any]] = field(default_factory=list)
     """One per class (where the evaluations wrote classes): class, clips, ``<metric>@<value>`` per value,
     best, worst (values)."""
+    lags: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Per value (as a string): the best audio lag of each clip x seed, ``generated`` and ``gt``, as
+    ``{lag in s: count}``: a model whose motion comes a frame early has its generated mass at -1/fps."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,6 +191,8 @@ class TrialScores:
     shifted: dict[str, float]
     classes: dict[str, str]
     """Clip -> class ({} for evaluations written before scores.npz kept classes)."""
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    """The picture and lag arrays it holds (:data:`PICTURE_ARRAYS`, :data:`LAG_ARRAYS`), over its clips."""
 
 
 def clip_scores(storage: Storage, eval_uri: str) -> TrialScores | None:
@@ -188,7 +206,9 @@ def clip_scores(storage: Storage, eval_uri: str) -> TrialScores | None:
             key: dict(zip(names, data[key].astype(float).tolist())) for key in (SCORE_ARRAY, SHIFTED_ARRAY)
         }
         classes = dict(zip(names, data[CLASSES_ARRAY].tolist())) if CLASSES_ARRAY in data else {}
-    return TrialScores(by_name[SCORE_ARRAY], by_name[SHIFTED_ARRAY], classes)
+        wanted = (*PICTURE_ARRAYS, *LAG_ARRAYS.values())
+        arrays = {key: data[key].astype(float) for key in wanted if key in data}
+    return TrialScores(by_name[SCORE_ARRAY], by_name[SHIFTED_ARRAY], classes, arrays)
 
 
 @dataclass
@@ -199,6 +219,8 @@ class SettingScores:
     sync: np.ndarray
     shifted: np.ndarray
     classes: dict[str, str]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    """Picture and lag arrays pooled over every trial's clips (only those every trial holds)."""
 
     @classmethod
     def of(cls, trials: list[TrialScores | None]) -> SettingScores | None:
@@ -208,7 +230,34 @@ class SettingScores:
         if not clips:
             return None
         table = lambda key: np.array([[getattr(t, key)[c] for t in trials] for c in clips])  # noqa: E731
-        return cls(clips, table("sync"), table("shifted"), trials[0].classes)
+        shared = set.intersection(*(set(t.arrays) for t in trials))
+        pooled = {key: np.concatenate([t.arrays[key] for t in trials]) for key in sorted(shared)}
+        return cls(clips, table("sync"), table("shifted"), trials[0].classes, pooled)
+
+    def picture(self) -> dict[str, float | None]:
+        """The row's :data:`PICTURE_KEYS` from the pooled arrays (None where the evaluations had none)."""
+        a = self.arrays
+        out: dict[str, float | None] = dict.fromkeys(PICTURE_KEYS)
+        if "frame0_psnr" in a:
+            out.update(
+                frame0_psnr=float(a["frame0_psnr"].mean()), frame0_psnr_min=float(a["frame0_psnr"].min())
+            )
+        for kind in ("drift", "error"):
+            if f"colour_{kind}" in a:
+                means = a[f"colour_{kind}"].mean(axis=0)
+                out.update({f"colour_{kind}_{c}": float(means[i]) for i, c in enumerate(CHANNELS)})
+        if all(key in a for key in LAG_ARRAYS.values()):
+            out["lead_s"] = float(np.mean(a[LAG_ARRAYS["generated"]] - a[LAG_ARRAYS["gt"]]))
+        return out
+
+    def lag_counts(self) -> dict[str, dict[str, int]]:
+        """``{side: {lag in s: clips x seeds}}`` for the sides whose lags the evaluations kept."""
+        out = {}
+        for side, key in LAG_ARRAYS.items():
+            if key in self.arrays:
+                lags, counts = np.unique(np.round(self.arrays[key], 3), return_counts=True)
+                out[side] = {f"{lag:g}": int(n) for lag, n in zip(lags, counts)}
+        return out
 
     def per_clip(self) -> dict[str, float]:
         """Each clip's sync averaged over the seeds."""
@@ -232,6 +281,7 @@ def setting_row(value: Any, trials: list[TrialRow], scores: SettingScores | None
         boot = bootstrap_mean_interval(scores.sync)
         row.update({key: _plain(reported.get(name)) for key, name in ROW_METRICS.items()})
         row.update(boot_ci_low=_plain(boot.low), boot_ci_high=_plain(boot.high), num_clips=len(scores.clips))
+        row.update(scores.picture())
     else:  # one trial: its reported values stand; several: the mean of theirs, intervals unknown
         own = (
             trials[0].metrics
@@ -245,6 +295,7 @@ def setting_row(value: Any, trials: list[TrialRow], scores: SettingScores | None
         row.update({key: _plain(own.get(name)) for key, name in ROW_METRICS.items()})
         clips = trials[0].metrics.get("num_clips")
         row.update(boot_ci_low=None, boot_ci_high=None, num_clips=int(clips) if finite(clips) else None)
+        row.update(dict.fromkeys(PICTURE_KEYS))
     gts = [float(t.metrics["Sync_gt"]) for t in trials if finite(t.metrics.get("Sync_gt"))]
     row["gt"] = float(np.mean(gts)) if gts else None  # the same ground-truth clips in every trial
     return row
@@ -313,4 +364,5 @@ def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepCompari
         row.update({k: _plain(v) for k, v in paired_gain(own, base_clips).items()})
         out.append({k: row[k] for k in ROW_KEYS})
     best = max(out, key=lambda row: row["mean"])["value"]
-    return SweepComparison(param, METRIC, values[0], best, out, per_class_table(listed, scores))
+    lags = {str(v): s.lag_counts() for v, s in scores.items() if s is not None and s.lag_counts()}
+    return SweepComparison(param, METRIC, values[0], best, out, per_class_table(listed, scores), lags)

@@ -20,7 +20,7 @@ from typing import Any
 
 from asva_platform.evaluation import job as evaluation
 from asva_platform.experiment import ExperimentConfig
-from asva_platform.storage import join
+from asva_platform.storage import Storage, join
 from asva_platform.tracking import LoggedConfig, run_status
 from asva_platform.training import job as training
 from sweeps.mlflow_sweep import child_tags, open_child_run, trial_run_name
@@ -115,6 +115,7 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     with run_status(client, run_id):
         result = evaluation.evaluate_checkpoint(experiment, ctx.checkpoint, parallel=False)
         evaluation.log_evaluation(client, run_id, result.record, result.run_metrics)
+        evaluation.log_sync_plot(client, run_id, result.record, Storage.from_config(experiment.storage))
         # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
         tune.report(
             {**{k: float(v) for k, v in result.record.metrics.items()}, EVAL_URI_KEY: result.record.eval_uri}

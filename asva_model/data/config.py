@@ -85,6 +85,10 @@ class SamplingConfig:
     frame's samples taken in decoder memory order as (channels, samples), as the official loader's
     `.view(c, t)`: the first channel for planar codecs (AAC, MP3), the first half of the interleaved samples
     for packed ones. Set by the `protocol` switch."""
+    colour_conversion: Literal["accurate", "authors"] = "accurate"
+    """Decoded YUV -> RGB. `accurate`: swscale with accurate rounding, honouring the frame's matrix and range
+    tags (:func:`asva_model.data.decode.frame_to_rgb`). `authors`: swscale's default path, as torchvision's
+    reader (about -1/255 per channel, up to -2.7 on flat colours). Set by the `protocol` switch."""
     resampler: Literal["soxr", "sinc"] = "soxr"
     """Resampling to audio_sample_rate. `soxr`: soxr HQ. `sinc`: torchaudio's default windowed sinc (Hann,
     6 zero crossings, rolloff 0.99), as the official loader. Set by the `protocol` switch."""
@@ -111,6 +115,7 @@ class SamplingConfig:
             ("frame_picking", ("exact", "authors")),
             ("audio_window", ("exact", "authors")),
             ("audio_channels", ("mean", "authors")),
+            ("colour_conversion", ("accurate", "authors")),
             ("resampler", ("soxr", "sinc")),
         ):
             require(

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from asva_model.data.audio import resample
 from asva_model.data.config import SamplingConfig
@@ -23,6 +24,10 @@ from asva_model.data.errors import BadClipError, SkipReason
 
 Source = str | os.PathLike | IO[bytes]
 """A clip: a local path, or a readable seekable binary file object (e.g. from ``open_file``)."""
+
+RGB_CONVERSION = Interpolation.BICUBIC | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+"""swscale flags for YUV -> RGB in :func:`frame_to_rgb`: accurate rounding (the default path is biased by
+about -1/255 per channel), bit-exact output, bicubic chroma upsampling."""
 
 PTS_TOLERANCE = 1e-4
 """Seconds a frame may sit before a target time and still count as "at or after" it: rounding of
@@ -75,6 +80,21 @@ class DecodedAudio:
     start: float
     frames: list[tuple[float, np.ndarray]] | None = None
     native_rate: int = 0
+
+
+def frame_to_rgb(frame: Any) -> np.ndarray:
+    """A decoded video frame as uint8 (H, W, 3) RGB, converted with accurate rounding.
+
+    swscale applies the matrix and range the frame is tagged with (BT.709, BT.601, BT.2020, full or limited
+    range) and BT.601 limited range where it is untagged (full range for the ``yuvj`` formats). Plain
+    ``to_ndarray(format="rgb24")`` is biased by about -1/255 per channel (up to -2.7 on a flat colour); packed
+    RGB only rounds correctly with full horizontal chroma interpolation on, 4-6x slower than planar GBR with
+    these flags (720p: 3.8 ms vs 0.45 ms for the biased default). Transfer and primaries are left alone (no
+    gamut conversion), as before."""
+    gbr = frame.reformat(format="gbrp", interpolation=RGB_CONVERSION)
+    h, w = gbr.height, gbr.width
+    planes = [np.frombuffer(gbr.planes[i], np.uint8).reshape(h, -1)[:, :w] for i in (2, 0, 1)]
+    return np.stack(planes, axis=-1)
 
 
 def time_key(t: float) -> int:
@@ -238,12 +258,14 @@ def _picker(start: float, cfg: SamplingConfig):
 def decode_frames(
     container: Any, info: MediaInfo, starts: list[float], cfg: SamplingConfig, tolerance: float
 ) -> DecodedFrames:
-    """The frames each window starting in ``starts`` picks (rule: ``cfg.frame_picking``). Decodes once from
+    """The frames each window starting in ``starts`` picks (rule: ``cfg.frame_picking``; colours:
+    ``cfg.colour_conversion``). Decodes once from
     the keyframe before the earliest window; converts only picked frames. A stream that stops well before
     the header's duration is a truncated file: ``corrupt_video``."""
     vs = container.streams.video[0]
     order = sorted({time_key(s): s for s in starts}.items())
     pickers = {key: _picker(s, cfg) for key, s in order}
+    to_rgb = frame_to_rgb if cfg.colour_conversion == "accurate" else lambda f: f.to_ndarray(format="rgb24")
     picked: dict[int, list[tuple[float, np.ndarray]]] = {key: [] for key in pickers}
     first = order[0][1] if order else 0.0
     last_cutoff = max(p.cutoff for p in pickers.values())
@@ -263,7 +285,7 @@ def decode_frames(
             for key, picker in pickers.items():
                 n = picker.wants(t, t_us)
                 if n:
-                    rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+                    rgb = to_rgb(frame) if rgb is None else rgb
                     picked[key] += [(t, rgb)] * n
             if all(p.done for p in pickers.values()):
                 break

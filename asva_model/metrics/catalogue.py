@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from asva_model.metrics.picture import CHANNELS
+
 CI_LOW, CI_HIGH, STD = "_ci_low", "_ci_high", "_std"
 
 
@@ -33,7 +35,8 @@ class Metric:
     shown: bool = True
     """A column of the comparison page and the per-class table (a lag in seconds is not)."""
     unit: str = ""
-    """``s`` for seconds; empty for scores (most are x 100, as the paper reports them)."""
+    """``s`` for seconds, ``dB``, ``/255`` for colour steps; empty for scores (most are x 100, as the paper
+    reports them)."""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -57,6 +60,16 @@ EVALUATION_METRICS: tuple[Metric, ...] = (
     Metric("Sync_win_rate", "higher", "sync", interval=True),
     Metric("Sync_gt", "reference", "sync"),
     Metric("SyncLag_s", "lower", "sync", shown=False, unit="s"),
+    # mean of (generated best lag - GT best lag): negative = the generated motion comes before the GT's
+    Metric("SyncLead_s", "reference", "sync", shown=False, unit="s"),
+    Metric("Frame0_PSNR", "higher", "picture", interval=True, unit="dB"),
+    Metric("Frame0_PSNR_min", "higher", "picture", unit="dB"),
+    # signed colour differences in 1/255 steps: 0 is best, so no better direction
+    *(
+        Metric(f"{name}_{c}", "reference", "picture", interval=True, shown=shown, unit="/255")
+        for name, shown in (("ColourDrift", True), ("ColourError", False))
+        for c in CHANNELS
+    ),
 )
 """The evaluation's numbers, in the order they are shown (docs/metrics.md says what each one is)."""
 NUM_CLIPS = "num_clips"

@@ -28,6 +28,7 @@ from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.fid import fid, fid_features, fid_features_per_call
 from asva_model.metrics.fvd import fvd, fvd_features
 from asva_model.metrics.networks import MetricNetworks
+from asva_model.metrics.picture import CHANNELS, picture_scores
 from asva_model.metrics.protocol import PAPER_FPS, as_frames_first, image_metric_frames, reported
 from asva_model.metrics.stats import mean_interval, wilson_interval
 from asva_model.metrics.sync import circular_shift, sync_score
@@ -47,8 +48,12 @@ SCORE_ARRAYS = {
     "phi_gen": "sync-classifier score of audio + generated clip (clips,)",
     "sync": "weights-free sync score of the generated clip (clips,)",
     "sync_lag_s": "best audio lag of the generated clip in seconds (clips,)",
+    "sync_lag_gt_s": "best audio lag of the GT clip in seconds (clips,)",
     "sync_gt": "weights-free sync score of the GT clip (clips,)",
     "sync_shifted": "weights-free sync score of the generated clip with its audio rolled by sync_shift_s (clips,)",
+    "frame0_psnr": "PSNR in dB of the generated frame 0 against the GT's, the conditioning image (clips,)",
+    "colour_error": "mean colour of the generated clip minus the GT's, R/G/B in 1/255 (clips, 3)",
+    "colour_drift": "later frames' colour change from frame 0, generated minus GT, R/G/B in 1/255 (clips, 3)",
 }
 
 
@@ -176,6 +181,7 @@ def _extract_chunk(
         out["sync"] = np.array([r.score for r in gen_res])
         out["sync_lag_s"] = np.array([r.lag_s for r in gen_res])
         out["sync_gt"] = np.array([r.score for r in gt_res])
+        out["sync_lag_gt_s"] = np.array([r.lag_s for r in gt_res])
         # the control: the same clip and sounds, out of step; a clip that follows its audio scores lower here
         out["sync_shifted"] = np.array(
             [
@@ -188,6 +194,8 @@ def _extract_chunk(
                 for i in range(n)
             ]
         )
+    if "picture" in wanted:
+        out.update(picture_scores(gt, gen))
     return ClipScores(out)
 
 
@@ -306,6 +314,28 @@ def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool =
         out.update(sync_summary(scores["sync"], scores["sync_shifted"]))
         out["Sync_gt"] = float(scores["sync_gt"].mean())
         out["SyncLag_s"] = float(np.abs(scores["sync_lag_s"]).mean())
+        if "sync_lag_gt_s" in scores.arrays:  # records written before it was kept have none
+            out["SyncLead_s"] = float(np.mean(scores["sync_lag_s"] - scores["sync_lag_gt_s"]))
+    if "picture" in metrics:
+        out.update(picture_summary(scores))
+    return out
+
+
+def picture_summary(scores: ClipScores) -> dict[str, float]:
+    """Frame 0's PSNR (mean with its 95 % t interval, and the worst clip's) and the per-channel colour error
+    and drift (means with their intervals)."""
+    psnr = mean_interval(scores["frame0_psnr"])
+    out = {
+        "Frame0_PSNR": psnr.estimate,
+        "Frame0_PSNR_ci_low": psnr.low,
+        "Frame0_PSNR_ci_high": psnr.high,
+        "Frame0_PSNR_min": float(np.min(scores["frame0_psnr"])),
+    }
+    for array, name in (("colour_error", "ColourError"), ("colour_drift", "ColourDrift")):
+        for c, channel in enumerate(CHANNELS):
+            m = mean_interval(scores[array][:, c])
+            key = f"{name}_{channel}"
+            out.update({key: m.estimate, key + "_ci_low": m.low, key + "_ci_high": m.high})
     return out
 
 

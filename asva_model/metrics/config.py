@@ -11,9 +11,9 @@ from typing import Literal
 
 from asva_model.errors import require
 
-MetricName = Literal["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync"]
+MetricName = Literal["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "picture"]
 
-ALL_METRICS: tuple[str, ...] = ("fid", "fvd", "ia", "it", "relsync", "alignsync", "sync")
+ALL_METRICS: tuple[str, ...] = ("fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "picture")
 
 # Which networks each metric needs (AlignSync = RelSync x P_Align, and P_Align uses ImageBind IA cosines).
 NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
@@ -24,6 +24,7 @@ NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
     "relsync": ("avsync",),
     "alignsync": ("avsync", "imagebind"),
     "sync": (),
+    "picture": (),
 }
 
 MIN_SYNC_SHIFT_S = 0.5
@@ -32,7 +33,8 @@ MIN_SYNC_SHIFT_S = 0.5
 @dataclass
 class MetricsConfig:
     metrics: list[MetricName] = field(default_factory=lambda: list(ALL_METRICS))
-    """Metrics to compute: fid, fvd, ia, it, relsync, alignsync (the paper's) and sync (weights-free)."""
+    """Metrics to compute: fid, fvd, ia, it, relsync, alignsync (the paper's), sync and picture (weights-free:
+    frame 0 against the conditioning image, colour error and drift; asva_model/metrics/picture.py)."""
     inception_weights: str = "pretrained/pt_inception-2015-12-05-6726825d.pth"
     """FID: pytorch-fid FID-Inception state dict (keys as pt_inception-2015-12-05); width inferred from it."""
     i3d_weights: str = "pretrained/i3d_torchscript.pt"

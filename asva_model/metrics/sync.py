@@ -74,6 +74,28 @@ def onset_envelope(
     return env.astype(np.float64), hop / sample_rate
 
 
+@dataclass(frozen=True)
+class Curve:
+    """A signal on a clip's time axis: ``values[i]`` at ``times[i]`` seconds after the first frame."""
+
+    times: np.ndarray
+    values: np.ndarray
+
+
+def motion_curve(frames: np.ndarray, fps: float) -> Curve:
+    """:func:`motion_energy` at the middle of each frame interval, (i + 0.5) / fps: the interval whose audio
+    :func:`sync_score` sets against it at zero lag."""
+    motion = motion_energy(frames)
+    return Curve((np.arange(len(motion)) + 0.5) / fps, motion)
+
+
+def onset_curve(waveform: np.ndarray, sample_rate: int, feature: str = "loudness_flux") -> Curve:
+    """:func:`onset_envelope` at its hop times k * hop: on the same axis as :func:`motion_curve` when the
+    waveform starts with the first frame."""
+    env, hop_s = onset_envelope(waveform, sample_rate, feature)
+    return Curve(np.arange(len(env)) * hop_s, env)
+
+
 def _interval_sums(env: np.ndarray, hop_s: float, edges: np.ndarray) -> np.ndarray:
     """Sum of ``env`` (sampled at k * hop_s) over each [edges[i], edges[i+1]), linear in the edges."""
     cum = np.concatenate([[0.0], np.cumsum(env)])

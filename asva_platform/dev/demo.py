@@ -200,6 +200,13 @@ def describe(run: ToyRun, settings: stack.StackSettings) -> str:
                 f"  scale {r['value']:>4g}: Sync {r['mean']:.3f} [{low:.3f}, {high:.3f}]  "
                 f"shifted {r['shifted']:.3f}  win {r['win_rate']:.0%}  {gain}  ground truth {r['gt']:.3f}"
             )
+            if r.get("frame0_psnr") is not None:
+                drift = " ".join(f"{r[f'colour_drift_{c}']:+.1f}" for c in "RGB")
+                lead = "" if r.get("lead_s") is None else f"; motion leads the GT's by {r['lead_s']:+.3f} s"
+                lines.append(
+                    f"      picture: frame 0 {r['frame0_psnr']:.1f} dB (worst {r['frame0_psnr_min']:.1f}) against "
+                    f"the conditioning frame; colour drift beyond the GT's (RGB /255) {drift}{lead}"
+                )
         lines.append(f"  best scale: {comp.get('best')}")
         for c in comp.get("per_class", []):
             lines.append(f"  {c['class']}: best scale {c['best']}, worst {c['worst']}")

@@ -120,7 +120,7 @@ def toy_inputs(
         f"model.audio_encoder_weights={model.audio_encoder_weights}",
         f"model.text_encodings={model.text_encodings}",
         f"model.null_text_encoding={model.null_text_encoding}",
-        f"model.vae.scaling_factor={report.scaling_factor!r}",
+        *report.overrides(),
     ]
     return str(data), overrides, report
 

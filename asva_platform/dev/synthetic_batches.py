@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from asva_model.build import build_audio_encoder
+from asva_model.latents import LatentScaling
 from asva_platform.training.data import audio_mask, cached_inputs
 from asva_platform.training.spec import TrainerSpec
 
@@ -38,7 +39,7 @@ class SyntheticSource:
     def __init__(self, spec: TrainerSpec, device: torch.device, seed: int = 0) -> None:
         self.batch = synthetic_batch(spec, torch.Generator().manual_seed(seed))
         self.mask = audio_mask(spec.model, spec.sampling.num_frames)
-        self.scaling = spec.model.vae.scaling_factor
+        self.scaling = LatentScaling.of(spec.model.vae)
         self.device = device
 
     def train_batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:

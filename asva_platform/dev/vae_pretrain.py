@@ -8,8 +8,9 @@ own painter (:func:`asva_platform.dev.synth.render_frames`, resized like the dat
 
 * measures its reconstruction PSNR on held-out frames (clips the training frames never came from) and
   refuses to save one below ``min_psnr_db``;
-* measures the latent scaling factor as 1 / std of its latents (the rule SD's 0.18215 came from), so the
-  diffusion sees unit-variance latents;
+* measures the per-channel latent mean (``latents_mean``, the shift) and the scaling factor as 1 / std of
+  the shifted latents (the rule SD's 0.18215 came from), so the diffusion sees zero-mean, unit-variance
+  latents (asva_model/latents.py says why the shift matters);
 * saves it with ``save_pretrained`` as the ``vae/`` folder of a diffusers SD layout, next to a
   ``pretrain.json`` report, so preprocessing, training and sampling load it unchanged.
 
@@ -46,7 +47,7 @@ class VAEPretrainReport:
     psnr_db: float
     """Held-out reconstruction PSNR (posterior mean decoded), in dB."""
     scaling_factor: float
-    """1 / std of the held-out latents (sampled from the posterior), saved in the VAE's config."""
+    """1 / std of the shifted held-out latents (sampled from the posterior), saved in the VAE's config."""
     psnr_random_init_db: float
     """The same PSNR for the untrained VAE: what the toy recipe would have without pretraining."""
     steps: int
@@ -57,6 +58,15 @@ class VAEPretrainReport:
     settings: dict = field(default_factory=dict)
     """Everything the weights depend on (a saved VAE is reused only when these match)."""
     reused: bool = False
+    latents_mean: list[float] = field(default_factory=list)
+    """Per-channel mean of the held-out latents (the shift), saved in the VAE's config."""
+    psnr_min_db: float | None = None
+    """The worst held-out frame's PSNR: a VAE that fails on some pictures fails those clips' frame 0."""
+
+    def overrides(self) -> list[str]:
+        """The dotted overrides that make a config match this VAE (``build_vae`` checks both)."""
+        shift = "[" + ",".join(repr(float(m)) for m in self.latents_mean) + "]"
+        return [f"model.vae.scaling_factor={self.scaling_factor!r}", f"model.vae.latents_mean={shift}"]
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -84,26 +94,37 @@ def build_trainable_vae(model_cfg: ModelConfig) -> AutoencoderKL:
     return vae.requires_grad_(True).train()
 
 
-def psnr_db(vae: AutoencoderKL, frames: torch.Tensor, batch: int = 64) -> float:
-    """PSNR of ``frames`` (N, 3, H, W) in [0, 1] against their reconstruction from the posterior mean."""
-    sq, n = 0.0, 0
+def frame_psnrs(vae: AutoencoderKL, frames: torch.Tensor, batch: int = 64) -> torch.Tensor:
+    """(N,) PSNR of each of ``frames`` (N, 3, H, W) in [0, 1] against its reconstruction from the posterior
+    mean."""
+    out = []
     with torch.no_grad():
         for x in frames.split(batch):
-            rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
-            sq += float(((rec.clamp(-1, 1) + 1) / 2 - x).pow(2).sum())
-            n += x.numel()
-    return 10 * math.log10(1.0 / max(sq / n, 1e-12))
+            rec = (vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample.clamp(-1, 1) + 1) / 2
+            out.append((rec - x).pow(2).flatten(1).mean(dim=1))
+    return 10 * torch.log10(1.0 / torch.cat(out).clamp_min(1e-12))
 
 
-def latent_scaling_factor(vae: AutoencoderKL, frames: torch.Tensor, seed: int, batch: int = 64) -> float:
-    """1 / std of posterior samples of ``frames``' latents."""
+def psnr_db(vae: AutoencoderKL, frames: torch.Tensor, batch: int = 64) -> float:
+    """PSNR of ``frames`` (N, 3, H, W) in [0, 1] against their reconstruction from the posterior mean (of the
+    mean squared error over all frames)."""
+    mse = (10 ** (-frame_psnrs(vae, frames, batch) / 10)).mean()
+    return float(10 * torch.log10(1.0 / mse))
+
+
+def latent_statistics(
+    vae: AutoencoderKL, frames: torch.Tensor, seed: int, batch: int = 64
+) -> tuple[list[float], float]:
+    """(per-channel mean, 1 / std after subtracting it) of posterior samples of ``frames``' latents."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         lat = []
         for x in frames.split(batch):
             dist = vae.encode(x * 2 - 1).latent_dist
             lat.append(dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen))
-    return float(1.0 / torch.cat(lat).std())
+    z = torch.cat(lat)
+    mean = z.mean(dim=(0, 2, 3), keepdim=True)
+    return [float(m) for m in mean.flatten()], float(1.0 / (z - mean).std())
 
 
 def _settings(
@@ -176,6 +197,11 @@ def _train(
     before = psnr_db(vae.eval(), held)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    floor = cfg.final_lr_fraction
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda i: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(i / max(cfg.steps - 1, 1), 1.0))),
+    )
     gen = torch.Generator().manual_seed(cfg.seed)
     log(
         f"pretrain-vae: {len(train)} frames of {cfg.clips} clips ({', '.join(classes) or 'all classes'}) at "
@@ -190,17 +216,19 @@ def _train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        decay.step()
         if step % max(cfg.steps // 5, 1) == 0 or step == cfg.steps:
             log(
                 f"pretrain-vae: step {step}/{cfg.steps} loss {loss.item():.5f} ({time.perf_counter() - t0:.0f} s)"
             )
     vae.eval().requires_grad_(False)
-    psnr = psnr_db(vae, held)
-    scale = latent_scaling_factor(vae, held, cfg.seed)
+    psnrs = frame_psnrs(vae, held)
+    psnr = float(10 * torch.log10(1.0 / (10 ** (-psnrs / 10)).mean()))
+    shift, scale = latent_statistics(vae, held, cfg.seed)
     seconds = time.perf_counter() - t0
     log(
-        f"pretrain-vae: held-out PSNR {psnr:.2f} dB (random init {before:.2f} dB), scaling factor {scale:.5f}, "
-        f"{seconds:.0f} s"
+        f"pretrain-vae: held-out PSNR {psnr:.2f} dB (worst frame {float(psnrs.min()):.2f}; random init "
+        f"{before:.2f} dB), latent shift {[round(m, 3) for m in shift]}, scaling factor {scale:.5f}, {seconds:.0f} s"
     )
     require(
         psnr >= cfg.min_psnr_db,
@@ -208,10 +236,18 @@ def _train(
         f"the trained VAE reconstructs held-out frames at {psnr:.2f} dB < {cfg.min_psnr_db} dB; "
         "train longer (vae_pretrain.steps) or widen model.vae",
     )
-    vae.register_to_config(scaling_factor=scale)
+    vae.register_to_config(scaling_factor=scale, latents_mean=tuple(shift))
     vae.save_pretrained(vae_dir)
     report = VAEPretrainReport(
-        round(psnr, 4), scale, round(before, 4), cfg.steps, round(seconds, 2), str(vae_dir), settings
+        round(psnr, 4),
+        scale,
+        round(before, 4),
+        cfg.steps,
+        round(seconds, 2),
+        str(vae_dir),
+        settings,
+        latents_mean=shift,
+        psnr_min_db=round(float(psnrs.min()), 4),
     )
     (vae_dir / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return report

@@ -5,6 +5,8 @@ checkpoint_run`` (the default) that run itself; otherwise a new run in ``trackin
 config as params, tagged ``asva.evaluated_run`` (the training run, when known) and ``asva.eval.checkpoint``.
 Storage, the tracking server, the checkpoint, metric weights and the dataset are all checked before
 any Ray resources are taken; a new run is created only after those checks pass.
+Beside the evaluation's record it logs ``eval/<name>/sync_curves.png``: a few clips' audio onsets and the
+ground truth's and generated motion on one time axis (:func:`log_sync_plot`).
 
 The job edge: the experiment config is read here and the sections evaluation uses go on as
 :class:`~asva_platform.evaluation.runner.EvalSettings`.
@@ -12,11 +14,19 @@ The job edge: the experiment config is read here and the sections evaluation use
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from asva_platform import sync_curves
 from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
-from asva_platform.artifacts.evaluation import PER_CLASS_TABLE, artifact_dir, log_evaluation
+from asva_platform.artifacts.evaluation import (
+    PER_CLASS_TABLE,
+    EvaluationRecord,
+    artifact_dir,
+    log_evaluation,
+)
 from asva_platform.evaluation.runner import (
     EvalResult,
     EvalSettings,
@@ -39,11 +49,22 @@ from asva_platform.tracking import (
     ui_url,
 )
 
-__all__ = ["Result", "run", "prepare", "evaluate_checkpoint", "settings_of", "check_config", "log_evaluation"]
+__all__ = [
+    "Result",
+    "run",
+    "prepare",
+    "evaluate_checkpoint",
+    "settings_of",
+    "check_config",
+    "log_evaluation",
+    "log_sync_plot",
+]
 """The stage's entry (:func:`run`), and what sweeps drive: the checks first, then one evaluation per trial."""
 
 JOB = "evaluate"
 Result = EvalResult
+SYNC_PLOT = "sync_curves.png"
+SYNC_PLOT_CLIPS = 4
 
 
 def settings_of(experiment: ExperimentConfig, tracking_uri: str | None = None) -> EvalSettings:
@@ -102,6 +123,30 @@ def describe_evaluation(experiment: ExperimentConfig, checkpoint_ref: str, name:
     )
 
 
+def log_sync_plot(
+    client, run_id: str, record: EvaluationRecord, storage: Storage, clips: int = SYNC_PLOT_CLIPS
+) -> str:
+    """Log ``eval/<name>/sync_curves.png``: ``clips`` of the evaluation's clips, spread evenly, each the audio's
+    onset envelope with the ground truth's and the generated motion energy; returns its artifact path ('' when
+    the evaluation has no clips)."""
+    chosen = sync_curves.evenly_spread(record.clips, clips)
+    if not chosen:
+        return ""
+    sampling = sync_curves.sampling_of(record)
+
+    def read(uri: str) -> bytes | None:
+        return storage.read_bytes(uri) if uri and storage.exists(uri) else None
+
+    panels = [
+        (c.name, sync_curves.clip_curves([read(c.gt_uri), read(c.video_uri)], sampling)) for c in chosen
+    ]
+    folder = artifact_dir(record.name)
+    with tempfile.TemporaryDirectory(prefix="asva-sync-plot-") as tmp:
+        path = sync_curves.draw_png(panels, ["ground truth", "generated"], Path(tmp) / SYNC_PLOT)
+        client.log_artifact(run_id, str(path), folder)
+    return f"{folder}/{SYNC_PLOT}"
+
+
 def run(experiment: ExperimentConfig, log: Callable[[str], None] = print) -> Result:
     """The whole job for a loaded experiment config (``eval.checkpoint`` names what to evaluate)."""
     from mlflow.tracking import MlflowClient
@@ -132,6 +177,7 @@ def run(experiment: ExperimentConfig, log: Callable[[str], None] = print) -> Res
         result = run_evaluation(prep, log=log, started=started)
         result.mlflow_run_id = run_id
         log_evaluation(client, run_id, result.record, result.run_metrics)
+        log_sync_plot(client, run_id, result.record, storage)
         result.mlflow_url = ui_url(
             tracking_uri,
             client.get_run(run_id).info.experiment_id,

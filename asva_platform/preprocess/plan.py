@@ -23,7 +23,7 @@ from asva_platform import config as cfgmod
 from asva_platform.artifacts.cache import FORMAT_VERSION, shard_name
 from asva_platform.preprocess.config import PreprocessConfig
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: frames decoded with accurate colour conversion (asva_model.data.decode.frame_to_rgb)
 """Bump when a change to the preprocessing code changes what a cache holds (decoding, windowing, encoding,
 row layout); old caches then get a new cache_id instead of being reused."""
 

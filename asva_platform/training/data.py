@@ -38,6 +38,7 @@ from asva_model.data.avsync15 import open_file, read_split
 from asva_model.data.config import DatasetConfig, SamplingConfig
 from asva_model.data.errors import BadClipError
 from asva_model.data.sampling import entry_span, probe, sample_clip, test_window_starts, train_window_start
+from asva_model.latents import LatentScaling
 from asva_model.models.audio_encoder import segment_mask
 from asva_model.objective import LossInputs, prepare_cached_batch, prepare_online_batch
 from asva_model.text import load_text_encodings
@@ -85,7 +86,11 @@ def _to(batch: dict, key: str, device: torch.device) -> torch.Tensor:
 
 
 def cached_inputs(
-    batch: dict, mask: torch.Tensor, scaling: float, device: torch.device, generator: torch.Generator | None
+    batch: dict,
+    mask: torch.Tensor,
+    scaling: LatentScaling,
+    device: torch.device,
+    generator: torch.Generator | None,
 ) -> LossInputs:
     """A collated cached-mode batch (latent mean and std, audio tokens, null audio tokens, text) as loss inputs
     on ``device``: the latents sampled from their stored distribution and scaled, ``mask`` the audio windows."""
@@ -173,7 +178,7 @@ class CachedSource:
         self.text = handle.text_encodings()
         self.null_audio = handle.null_audio_tokens()
         self.mask = audio_mask(spec.model, spec.sampling.num_frames)
-        self.scaling = spec.model.vae.scaling_factor
+        self.scaling = LatentScaling.of(spec.model.vae)
         self._val_rows: list[dict] | None = None
         layout = handle.layout
         if layout.num_frames != spec.sampling.num_frames:
@@ -248,7 +253,7 @@ class OnlineSource:
             )
         self.text_table = load_text_encodings(model_cfg.text_encodings, model_cfg.unet.cross_attention_dim)
         self.vae, self.audio_encoder = load_frozen_encoders(model_cfg, info.device)
-        self.scaling = model_cfg.vae.scaling_factor
+        self.scaling = LatentScaling.of(model_cfg.vae)
         self.drop_path = model_cfg.audio_encoder.drop_path_in_training
         self.pool = ThreadPoolExecutor(
             max_workers=max(1, int(spec.train.cpus_per_worker)), thread_name_prefix="asva-decode"

@@ -104,7 +104,13 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
         f"{folder}/eval.json",
         f"{folder}/per_class.json",
         f"{folder}/per_class.csv",
+        f"{folder}/sync_curves.png",
     }
+    with open(client.download_artifacts(run_id, f"{folder}/sync_curves.png"), "rb") as png:
+        header = png.read(24)  # signature, then the IHDR chunk: width and height
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    size = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    assert size == (800, 400)  # 4 of the 6 clips, 2 across
     table = json.loads(open(client.download_artifacts(run_id, f"{folder}/per_class.json")).read())
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
     record = json.loads(open(client.download_artifacts(run_id, f"{folder}/eval.json")).read())

@@ -1,12 +1,20 @@
 """The comparison page's text: every metric with its interval, each video column headed by its run's Sync
-with its interval, and the "play all" control (its behaviour in a browser: tests/integration/test_ui_check.py)."""
+with its interval, the "play all" control (its behaviour in a browser: tests/integration/test_ui_check.py),
+and under each clip its sync curves."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
+import numpy as np
+
+from asva_model.data.avsync15 import AVSYNC15_CLASSES
 from asva_platform.compare import ComparedRun, Comparison, headline_metric, render_page, with_interval
+from asva_platform.dev.synth import make_spec, write_clip
 from asva_platform.inference.config import GenerateConfig
 from asva_platform.storage import Storage
-from tests.records import evaluation_record
+from tests.records import clip, evaluation_record
 
 
 def _run(name: str, metrics: dict) -> ComparedRun:
@@ -63,3 +71,67 @@ def test_a_sweeps_children_are_shown_setting_by_setting_with_their_seeds_togethe
         "b",
         "f",
     ]  # 1, 4, 12 (numeric), seeds 0, 1
+
+
+def _flash_clip(path, onsets: list[float]) -> str:
+    """A 2-s synthetic cap-gun clip: a shot at each onset, the scene lighting up at the same instant."""
+    spec = make_spec(0, AVSYNC15_CLASSES.index("cap_gun_shooting"), 0, 2.0, 2.0)
+    n = len(onsets)
+    spec = dataclasses.replace(
+        spec, onsets=onsets, event_durations=[0.15] * n, pitches=[3000.0] * n, amplitudes=[0.9] * n
+    )
+    write_clip(spec, path)
+    return str(path)
+
+
+def _peak_times(points: str, axis: np.ndarray, count: int = 2, apart: float = 0.3) -> list[float]:
+    """The ``count`` highest peaks of an SVG polyline/polygon, at least ``apart`` s from each other, in seconds
+    read off the strip's drawn axis (``axis``: seconds from x)."""
+    xy = np.array([[float(v) for v in p.split(",")] for p in points.split()])
+    times, up = np.polyval(axis, xy[:, 0]), -xy[:, 1]
+    peaks: list[float] = []
+    for i in np.argsort(-up, kind="stable"):
+        if len(peaks) < count and all(abs(times[i] - t) >= apart for t in peaks):
+            peaks.append(float(times[i]))
+    return sorted(peaks)
+
+
+def test_under_each_clip_the_motion_of_every_column_and_the_sound_onsets_share_one_time_axis(tmp_path):
+    """Ground truth, a run whose motion follows the sounds and one whose motion comes at other times: each
+    strip has one line per column, in its heading's colour; the synced lines peak at the sounds, read off the
+    strip's own time axis to within half a frame interval, the other run's at its own motion."""
+    sounds = {"dog/v0_clip-00": [0.42, 1.25], "dog/v1_clip-00": [0.75, 1.55]}
+    elsewhere = {"dog/v0_clip-00": [0.92, 1.6], "dog/v1_clip-00": [0.25, 1.1]}
+    synced, off = _run("synced", SYNC), _run("off", SYNC)
+    for run, motion in ((synced, sounds), (off, elsewhere)):
+        run.record.sampling = {"image_size": [64, 64]}
+        run.record.clips = []
+        for i, name in enumerate(sounds):
+            gt = _flash_clip(tmp_path / f"gt{i}.mp4", sounds[name])
+            video = _flash_clip(tmp_path / f"{run.name}{i}.mp4", motion[name])
+            run.record.clips.append(dataclasses.replace(clip(name), video_uri=video, gt_uri=gt))
+    page, shown = render_page(Comparison([synced, off]), Storage(), max_clips=0)
+    assert shown == 2
+    header = page[page.index('<table class="clips">') :].split("</tr>")[0]
+    colours = re.findall(r'class="swatch" style="background:(#[0-9a-f]{6})"', header)
+    assert len(set(colours)) == 3  # ground truth, synced, off
+
+    strips = re.findall(r'<tr class="curves">.*?</tr>', page)
+    assert len(strips) == 2 and page.count("<svg") == 2
+    half_interval = 0.5 / 6
+    for strip, name in zip(strips, sounds):
+        ticks = [
+            (float(x), float(t)) for x, t in re.findall(r'<text x="([\d.]+)"[^>]*>([\d.]+) s</text>', strip)
+        ]
+        assert [t for _, t in ticks] == [0.0, 0.5, 1.0, 1.5, 2.0]
+        axis = np.polyfit(*zip(*ticks), 1)  # seconds from x, as a reader of the axis would
+        lines = re.findall(
+            r'<polyline class="motion"[^>]*stroke="(#[0-9a-f]{6})"[^>]*points="([^"]+)"', strip
+        )
+        assert [c for c, _ in lines] == colours  # one line per column, coloured as its heading
+        (onset,) = re.findall(r'<polygon class="onset"[^>]*points="([^"]+)"', strip)
+        np.testing.assert_allclose(_peak_times(onset, axis), sounds[name], atol=0.03)
+        (_, gt), (_, follows), (_, other) = lines
+        np.testing.assert_allclose(_peak_times(gt, axis), sounds[name], atol=half_interval)
+        np.testing.assert_allclose(_peak_times(follows, axis), sounds[name], atol=half_interval)
+        np.testing.assert_allclose(_peak_times(other, axis), elsewhere[name], atol=half_interval)

@@ -94,6 +94,7 @@ def test_record_scores_and_metrics(run):
         "Sync_win_rate_ci_high",
         "Sync_gt",
         "SyncLag_s",
+        "SyncLead_s",
     }
     assert first.metrics["num_clips"] == 3
     with np.load(f"{first.eval_uri}/{SCORES_FILE}") as scores:

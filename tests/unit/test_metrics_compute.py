@@ -73,8 +73,12 @@ def test_every_metric_is_extracted_with_per_clip_shapes(setup):
         "phi_gen": (4,),
         "sync": (4,),
         "sync_lag_s": (4,),
+        "sync_lag_gt_s": (4,),
         "sync_gt": (4,),
         "sync_shifted": (4,),
+        "frame0_psnr": (4,),
+        "colour_error": (4, 3),
+        "colour_drift": (4, 3),
     }
     assert {k: v.shape for k, v in scores.arrays.items()} == expected
     out = summarize(scores, cfg.metrics)
@@ -88,6 +92,7 @@ def test_every_metric_is_extracted_with_per_clip_shapes(setup):
         "Sync",
         "Sync_gt",
         "SyncLag_s",
+        "SyncLead_s",
         "Sync_shifted",
         "Sync_ci_low",
         "Sync_ci_high",
@@ -216,6 +221,7 @@ def test_the_weights_free_sync_metric_needs_no_networks(setup):
         "Sync",
         "Sync_gt",
         "SyncLag_s",
+        "SyncLead_s",
         "Sync_ci_low",
         "Sync_ci_high",
         "Sync_shifted",

@@ -210,3 +210,26 @@ def test_the_authors_sampler_leaves_pndm_from_its_second_step(setup):
         assert (latents(steps, "authors") - latents(steps, "standard")).abs().max() > 1e-2
     with pytest.raises(ValueError, match="sampler must be standard or authors"):
         _run(setup, sampler="ddim")
+
+
+def test_inference_schedule_is_the_one_the_unet_was_trained_with(tmp_path):
+    """The SD folder's scheduler/ holds epsilon; a config that trains v-prediction must sample v-prediction
+    (and the folder's own settings still come through where the config has none, e.g. skip_prk_steps)."""
+    import dataclasses
+
+    from asva_model.build import build_inference_scheduler, build_noise_scheduler
+
+    cfg = make_tiny_pretrained(tmp_path, tiny_model_config())
+    folder = PNDMScheduler.from_pretrained(cfg.pretrained_sd, subfolder="scheduler")
+    assert folder.config.prediction_type == "epsilon"
+    v = dataclasses.replace(
+        cfg,
+        noise_scheduler=dataclasses.replace(
+            cfg.noise_scheduler, prediction_type="v_prediction", beta_end=0.02
+        ),
+    )
+    sampling, training = build_inference_scheduler(v), build_noise_scheduler(v)
+    assert sampling.config.prediction_type == training.config.prediction_type == "v_prediction"
+    assert torch.equal(sampling.alphas_cumprod, training.alphas_cumprod)
+    assert sampling.config.skip_prk_steps == folder.config.skip_prk_steps
+    assert build_inference_scheduler(cfg).config.prediction_type == "epsilon"

@@ -16,7 +16,7 @@ from asva_model.metrics.catalogue import reported_keys
 from asva_model.metrics.compute import ClipScores, summarize
 from asva_model.metrics.stats import bootstrap_mean_interval
 from asva_platform.storage import Storage
-from sweeps.comparison import compare_trials
+from sweeps.comparison import PICTURE_KEYS, compare_trials
 from sweeps.report import TrialRow, log_summary, write_plots
 from sweeps.spec import load_sweep
 from sweeps.tune_runner import SweepResult, collect_rows
@@ -40,6 +40,7 @@ def evaluated(
     status: str = "finished",
     index: int = 0,
     seed: int | None = None,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> TrialRow:
     """A trial row whose evaluation wrote scores.npz as asva_platform.evaluation.runner does (clips in ``order``;
     a clip's class is its name's prefix)."""
@@ -49,6 +50,7 @@ def evaluated(
         "sync_shifted": shifted[order],
         "sync_gt": np.full(len(order), 0.8),
         "sync_lag_s": np.zeros(len(order)),
+        **{key: value[order] for key, value in (extra or {}).items()},
     }
     uri = tmp_path / f"eval-{scale:g}-{seed}"
     uri.mkdir()
@@ -139,7 +141,8 @@ def test_every_trial_is_paired_with_the_baseline_on_the_same_clips(rows):
         "best_Sync_win_rate": 1.0,
     }
     out = comp.to_json()
-    assert set(out) == {"param", "metric", "baseline", "best", "rows", "per_class"}
+    assert set(out) == {"param", "metric", "baseline", "best", "rows", "per_class", "lags"}
+    assert out["lags"]["4.0"] == {"generated": {"0": 5}}  # these evaluations kept no GT lags
     assert tuple(out["rows"][0]) == (
         "value",
         "seeds",
@@ -157,7 +160,9 @@ def test_every_trial_is_paired_with_the_baseline_on_the_same_clips(rows):
         "gain",
         "gain_ci_low",
         "gain_ci_high",
+        *PICTURE_KEYS,
     )
+    assert out["rows"][0]["frame0_psnr"] is None  # no picture metric in these evaluations
     # per class (a, b, c): 4.0 is every class's best; 8.0 (-0.02 on every clip) every class's worst
     assert [(c["class"], c["clips"], c["best"], c["worst"]) for c in out["per_class"]] == [
         ("a", 2, 4.0, 8.0),
@@ -302,6 +307,37 @@ def test_seeded_summary_tables_on_the_parent_run(seeded, tmp_path, monkeypatch):
     assert metrics["best_Sync_mean"] == pytest.approx(comp.best_row()["mean"])
 
 
+def test_picture_and_lags_pool_over_every_seed_of_a_setting(tmp_path):
+    """frame 0 PSNR (mean, worst), colour drift / error per channel and the lead over the GT's lag come from
+    the clips x seeds of each setting, and the lag histogram counts both sides."""
+    rng = np.random.default_rng(3)
+    spec = guidance_spec("search_space={generate.audio_guidance_scale: {grid: [1.0]}}", "seeds=[0, 1]")
+    pooled: dict[str, list[np.ndarray]] = {}
+    rows = []
+    for seed in (0, 1):
+        extra = {
+            "frame0_psnr": rng.uniform(25, 35, len(CLIPS)),
+            "colour_drift": rng.normal(0, 2, (len(CLIPS), 3)),
+            "colour_error": rng.normal(0, 2, (len(CLIPS), 3)),
+            "sync_lag_gt_s": np.where(np.arange(len(CLIPS)) < 2, -0.08, 0.0),
+        }
+        extra["sync_lag_s"] = extra["sync_lag_gt_s"] - 0.08 * seed  # seed 1 leads its GT by one frame
+        for key, value in extra.items():
+            pooled.setdefault(key, []).append(value)
+        row = evaluated(tmp_path, 1.0, BASE, BASE - 0.1, index=seed, seed=seed, extra=extra)
+        rows.append(row)
+    arrays = {key: np.concatenate(parts) for key, parts in pooled.items()}
+    row = compare_trials(rows, spec, Storage()).rows[0]
+    assert row["frame0_psnr"] == pytest.approx(arrays["frame0_psnr"].mean())
+    assert row["frame0_psnr_min"] == pytest.approx(arrays["frame0_psnr"].min())
+    drift, error = arrays["colour_drift"].mean(axis=0), arrays["colour_error"].mean(axis=0)
+    assert [row[f"colour_drift_{c}"] for c in "RGB"] == pytest.approx(drift.tolist())
+    assert [row[f"colour_error_{c}"] for c in "RGB"] == pytest.approx(error.tolist())
+    assert row["lead_s"] == pytest.approx(-0.04)  # half the clips x seeds one frame (0.08 s) early
+    lags = compare_trials(rows, spec, Storage()).lags["1.0"]
+    assert lags == {"generated": {"-0.16": 2, "-0.08": 5, "0": 3}, "gt": {"-0.08": 4, "0": 6}}
+
+
 def test_the_console_table_marks_the_best_value(rows):
     lines = compare_trials(rows, guidance_spec(), Storage()).table()
     assert lines[0].startswith("Sync vs generate.audio_guidance_scale") and "gain vs 1.0 [95% CI]" in lines[1]
@@ -419,7 +455,9 @@ def test_trials_hand_their_eval_uri_to_the_driver_and_the_json_result_carries_th
 
 
 def test_every_sync_key_the_evaluation_reports_is_usable_as_a_sweep_metric():
-    scores = ClipScores({k: np.zeros(2) for k in ("sync", "sync_shifted", "sync_gt", "sync_lag_s")})
+    scores = ClipScores(
+        {k: np.zeros(2) for k in ("sync", "sync_shifted", "sync_gt", "sync_lag_s", "sync_lag_gt_s")}
+    )
     assert set(reported_keys(["sync"])) == set(summarize(scores, ["sync"])) - {"num_clips"}
     assert guidance_spec("metric=Sync_win_rate", "mode=").mode == "max"
     assert guidance_spec("metric=Sync_ci_low", "mode=").mode == "max"

@@ -9,7 +9,13 @@ from asva_model.data.audio import window_samples
 from asva_model.data.sampling import decode_windows, probe, window_from_decoded
 from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.stats import wilson_interval
-from asva_model.metrics.sync import circular_shift, motion_energy, sync_score
+from asva_model.metrics.sync import (
+    circular_shift,
+    motion_curve,
+    motion_energy,
+    onset_curve,
+    sync_score,
+)
 from tests.unit import data_fixtures as fx
 
 small_cfg = fx.small_cfg  # shared fixture
@@ -115,3 +121,20 @@ def test_circular_shift_rolls_the_audio_later_and_refuses_a_shift_as_long_as_the
     np.testing.assert_array_equal(circular_shift(x, 4, 0.5), [6, 7, 0, 1, 2, 3, 4, 5])
     with pytest.raises(ValueError, match=r"sync_shift_s 2.0 s \(8 samples\) must be > 0 and shorter"):
         circular_shift(x, 4, 2.0)
+
+
+def test_the_curves_share_one_time_axis_the_motion_at_its_interval_the_sound_at_its_onset():
+    """What the comparison page draws: a change between frames 4 and 5 (at 6 fps) sits at 0.75 s, the middle
+    of the interval sync_score pairs with the audio there; a sound struck at 0.8 s peaks at 0.8 s."""
+    frames = np.zeros((12, 3, 8, 8), np.float32)
+    frames[5:] = 1.0
+    motion = motion_curve(frames, 6.0)
+    np.testing.assert_allclose(motion.times, (np.arange(11) + 0.5) / 6.0)
+    np.testing.assert_array_equal(motion.values, motion_energy(frames))
+    assert motion.times[np.argmax(motion.values)] == pytest.approx(0.75)
+    wave = np.zeros(32000, np.float32)
+    t = np.arange(3200) / 16000
+    wave[12800:16000] = 0.8 * np.exp(-t / 0.04) * np.sin(2 * np.pi * 700 * t)  # a struck sound from 0.8 s
+    onset = onset_curve(wave, 16000)
+    assert onset.times[1] == pytest.approx(0.01) and len(onset.times) == len(onset.values)
+    assert abs(onset.times[np.argmax(onset.values)] - 0.8) <= 0.02
