@@ -73,12 +73,38 @@ def dashboard_address(address: str | None) -> str:
     return addr if "://" in addr else f"http://{addr}"
 
 
+DEFAULT_TOKEN_FILE = Path("~/.ray/auth_token")
+"""Where Ray looks for the cluster token when neither RAY_AUTH_TOKEN nor RAY_AUTH_TOKEN_PATH is set."""
+
+
+def auth_headers() -> dict[str, str]:
+    """The cluster's token as an HTTP header, when this process's environment turns token auth on
+    (``RAY_AUTH_MODE=token``; the token from ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``).
+
+    Read from the environment at each call rather than left to Ray: Ray fixes its auth mode for the process the
+    first time ray.train / ray.tune is imported, so a driver that imported them before it applied a cluster's
+    env (``bench learn`` did) sent no token and was refused. The token is never printed."""
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or DEFAULT_TOKEN_FILE).expanduser()
+    if not token and path.is_file():
+        token = path.read_text().strip()
+    if not token:
+        raise UserError(
+            f"RAY_AUTH_MODE=token but no token: set RAY_AUTH_TOKEN_PATH to the cluster's token file "
+            f"({path} is missing or empty)"
+        )
+    return {"Authorization": f"Bearer {token}"}
+
+
 def client(address: str | None = None):
     from ray.job_submission import JobSubmissionClient
 
     addr = dashboard_address(address)
+    headers = auth_headers()
     try:
-        return JobSubmissionClient(addr)
+        return JobSubmissionClient(addr, headers=headers)
     except Exception as err:  # connection refused, auth mismatch...
         raise UserError(
             f"cannot reach the Ray job server at {addr}: {str(err).splitlines()[0][:200]}"

@@ -28,7 +28,7 @@ from asva_model.metrics.picture import CHANNELS
 from asva_platform.dev import stack
 from asva_platform.dev.demo import DEFAULT_CLIPS_PER_CLASS, REPO, run_toy
 from asva_platform.dev.services import apply_env
-from bench.common import local_ray_defaults, write_results
+from bench.common import write_results
 from sweeps.report import setting_interval
 
 TARGETS = {
@@ -164,8 +164,8 @@ def table(out: dict) -> str:
 def main(argv: list[str]) -> int:
     import psutil
 
-    local_ray_defaults()
-
+    # The jobs run on the local stack's Ray with its token (settings.client_env), not on a benchmark's own Ray:
+    # bench.common.local_ray_defaults (a fresh token of its own) does not apply here.
     args = parse_args(argv)
     settings = stack.StackSettings.from_env()
     apply_env(os.environ, settings.client_env())

@@ -179,3 +179,29 @@ def test_a_job_without_the_token_is_refused(ray_head):
     )
     assert cli.returncode != 0 and "authentication" in (cli.stdout + cli.stderr).lower()
     assert {row["submission_id"] for row in submit.list_jobs(ray_head.dashboard_url)} == before
+
+
+def test_a_driver_that_imported_ray_tune_before_the_clusters_env_still_presents_the_token(ray_head):
+    """Ray fixes its auth mode for a process the first time ray.tune / ray.train is imported: a driver that
+    imports them and only then applies the cluster's env (as `python -m bench learn` did, through
+    sweeps.report) must still send the token, or every submission is refused."""
+    script = (
+        "import os, sys\n"
+        "import sweeps.report  # imports ray.tune and ray.train\n"
+        "from ray._private.authentication.authentication_utils import is_token_auth_enabled\n"
+        "os.environ.update(RAY_AUTH_MODE='token', RAY_AUTH_TOKEN_PATH=sys.argv[2])\n"
+        "assert not is_token_auth_enabled()  # the situation this test is about\n"
+        "from asva_platform import submit\n"
+        "print(len(submit.list_jobs(sys.argv[1])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    out = subprocess.run(
+        [sys.executable, "-c", script, ray_head.dashboard_url, str(ray_head.token)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().isdigit()
