@@ -1,4 +1,4 @@
-"""A guidance sweep's comparison on Sync: one row per setting (its seeds grouped), each against the baseline.
+"""A sweep's comparison on Sync: one row per setting (its seeds grouped), each against the baseline.
 
 A setting's trials differ only in their generation seed (``seeds`` in the sweep file, see
 :data:`sweeps.spec.SEED_KEY`). Their per-clip scores (each evaluation's ``scores.npz``, clips matched by
@@ -16,13 +16,15 @@ these clips.
 Where the evaluations wrote clip classes, a per-class table gives each class's mean per setting and its
 best and worst setting.
 
-Made only for guidance sweeps over one parameter (seeds aside) with listed values (grid or choice) whose
-trials report Sync; ``best`` is the value with the highest mean Sync.
+Made for guidance sweeps over one parameter (seeds aside) with listed values (grid or choice), and for train
+sweeps that evaluate their trials (``evaluate: true``: each trial's setting is a row, the baseline the first
+of ``points_to_evaluate``), whose trials report Sync; ``best`` is the value with the highest mean Sync.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,7 +35,7 @@ from asva_model.metrics.picture import CHANNELS
 from asva_model.metrics.stats import bootstrap_mean_interval, paired_difference_interval
 from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, SCORES_FILE
 from asva_platform.storage import Storage, join
-from sweeps.mlflow_sweep import trial_index
+from sweeps.mlflow_sweep import setting_name, trial_index
 from sweeps.report import TrialRow, finite, setting_interval
 from sweeps.spec import SEED_KEY, swept_keys
 
@@ -173,14 +175,42 @@ def _plain(value: Any) -> float | None:
     return float(value) if finite(value) else None
 
 
-def baseline_of(spec) -> tuple[str, list[Any]] | None:
-    """``(param, listed values)`` when ``spec`` is a guidance sweep over one grid/choice parameter (seeds aside)."""
+SETTING = "setting"
+"""The compared parameter of a train sweep that evaluates its trials: each trial's setting (its swept values,
+named by :func:`sweeps.mlflow_sweep.setting_name`)."""
+
+
+@dataclass
+class Axis:
+    """What a sweep's comparison runs along: the parameter, its values in the listed order (the baseline first)
+    and the value of each trial."""
+
+    param: str
+    values: list[Any]
+    value_of: Callable[[TrialRow], Any]
+
+
+def comparison_axis(spec, rows: list[TrialRow]) -> Axis | None:
+    """A guidance sweep over one grid/choice parameter (seeds aside): that parameter, the baseline its first
+    value. A train sweep that evaluates its trials: the trials' settings, the baseline the first of
+    ``points_to_evaluate`` (else the first trial). None for any other sweep."""
     keys = swept_keys(spec)
-    if spec.kind != "guidance" or len(keys) != 1:
+    if spec.kind == "guidance" and len(keys) == 1:
+        kind, values = next(iter(spec.search_space[keys[0]].items()))
+        if kind in ("grid", "choice"):
+            return Axis(keys[0], list(values), lambda r: r.params.get(keys[0]))
         return None
-    param = keys[0]
-    kind, values = next(iter(spec.search_space[param].items()))
-    return (param, list(values)) if kind in ("grid", "choice") else None
+    if spec.kind != "train" or not spec.evaluate:
+        return None
+
+    def value_of(row: TrialRow) -> str:
+        return setting_name({k: row.params[k] for k in keys if k in row.params})
+
+    values = list(dict.fromkeys(value_of(r) for r in sorted(rows, key=lambda r: trial_index(r.trial_id))))
+    if spec.points_to_evaluate:
+        first = setting_name({k: v for k, v in spec.points_to_evaluate[0].items() if k in keys})
+        values = [first, *(v for v in values if v != first)]
+    return Axis(SETTING, values, value_of)
 
 
 @dataclass
@@ -331,26 +361,23 @@ def per_class_table(values: list[Any], scores: dict[Any, SettingScores | None]) 
 
 
 def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepComparison | None:
-    """The comparison of a guidance sweep's settings (see the module doc); None where it does not apply."""
-    found = baseline_of(spec)
-    if found is None:
+    """The comparison of a sweep's settings on Sync (see the module doc); None where it does not apply."""
+    axis = comparison_axis(spec, rows)
+    if axis is None:
         return None
-    param, values = found
+    param, values = axis.param, axis.values
     done = [
         r
         for r in rows
-        if r.status != "failed"
-        and param in r.params
-        and r.params[param] in values
-        and finite(r.metrics.get(METRIC))
+        if r.status != "failed" and axis.value_of(r) in values and finite(r.metrics.get(METRIC))
     ]
     if not done:
         return None
     done.sort(
-        key=lambda r: (values.index(r.params[param]), r.params.get(SEED_KEY, 0), trial_index(r.trial_id))
+        key=lambda r: (values.index(axis.value_of(r)), r.params.get(SEED_KEY, 0), trial_index(r.trial_id))
     )
-    listed = [v for v in values if any(r.params[param] == v for r in done)]
-    groups = {v: [r for r in done if r.params[param] == v] for v in listed}
+    listed = [v for v in values if any(axis.value_of(r) == v for r in done)]
+    groups = {v: [r for r in done if axis.value_of(r) == v] for v in listed}
     scores = {
         v: SettingScores.of([clip_scores(storage, r.eval_uri) for r in trials])
         for v, trials in groups.items()

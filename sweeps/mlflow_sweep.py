@@ -50,17 +50,19 @@ def trial_index(trial_id: str) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def trial_run_name(params: dict[str, Any], trial_id: str) -> str:
-    """A readable run name from the trial's values, e.g. ``lr=0.0003,audio_cond_drop_prob=0.1_t2``.
-
-    Keys are shortened to their last dotted part unless two would collide; the trial number keeps names
-    distinct when a sampler draws the same values twice. Safe as a storage folder name (no spaces, '/', '#').
-    """
+def setting_name(params: dict[str, Any]) -> str:
+    """A readable name of a setting, e.g. ``lr=0.0003,audio_cond_drop_prob=0.1``: keys shortened to their last
+    dotted part unless two would collide. Safe as a storage folder name (no spaces, '/', '#')."""
     leaves = [k.rsplit(".", 1)[-1] for k in params]
     short = len(set(leaves)) == len(leaves)
     parts = [f"{k.rsplit('.', 1)[-1] if short else k}={_fmt(v)}" for k, v in sorted(params.items())]
-    name = ",".join(parts).replace("/", "_").replace(" ", "")
-    return f"{name}_t{trial_index(trial_id)}"
+    return ",".join(parts).replace("/", "_").replace(" ", "")
+
+
+def trial_run_name(params: dict[str, Any], trial_id: str) -> str:
+    """The trial's run name: its :func:`setting_name` and its trial number, which keeps names distinct when a
+    sampler draws the same values twice, e.g. ``lr=0.0003,audio_cond_drop_prob=0.1_t2``."""
+    return f"{setting_name(params)}_t{trial_index(trial_id)}"
 
 
 def sweep_tags(

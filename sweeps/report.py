@@ -62,7 +62,8 @@ class TrialRow:
     checkpoint: str = ""
     """Train trials: the last checkpoint the trial reported (storage URI)."""
     eval_uri: str = ""
-    """Guidance trials: where their evaluation wrote clips and per-clip scores (storage URI)."""
+    """Guidance trials and evaluated train trials: where their evaluation wrote clips and per-clip scores
+    (storage URI)."""
 
 
 def finite(value: Any) -> bool:

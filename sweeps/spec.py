@@ -91,6 +91,15 @@ class SweepSpec:
     plot_metrics: list[str] = field(default_factory=list)
     """Reported metrics plotted against each swept parameter on the parent run, besides `metric`
     (e.g. FVD next to Sync for a guidance sweep)."""
+    evaluate: bool = False
+    """Train sweeps: each trial that trains to the end then evaluates its final checkpoint in its own process,
+    with the base config's `eval` and `generate` sections, logs the evaluation to its training run and reports
+    the evaluation's metrics (e.g. Sync) with its per-clip scores; the summary pairs every trial with the
+    baseline (the first of `points_to_evaluate`) on the same clips. A trial the scheduler stops is not
+    evaluated."""
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+    """Settings tried first, each a {search-space key: value} map (Tune's points_to_evaluate), before the
+    search samples more; the first is the baseline of a train sweep's comparison (e.g. the current recipe)."""
     seeds: list[int] = field(default_factory=list)
     """Guidance sweeps: generation seeds (`generate.seed`) to run every setting with, e.g. [0, 1, 2]; short for a
     `generate.seed: {grid: [...]}` search dimension. Trials that differ only in seed are grouped: the summary
@@ -131,6 +140,24 @@ class SweepSpec:
             require(
                 not bad, "search", f"`optuna` samples distributions; use choice instead of grid for {bad}"
             )
+        require(
+            not self.evaluate or self.kind == "train",
+            "evaluate",
+            "only train sweeps evaluate their trials (a guidance sweep's trials are evaluations)",
+        )
+        for i, point in enumerate(self.points_to_evaluate):
+            unknown = sorted(set(point) - set(swept_keys(self)))
+            require(
+                isinstance(point, dict) and not unknown and bool(point),
+                f"points_to_evaluate[{i}]",
+                f"must map search-space keys to values, got {point!r}"
+                + (f" ({', '.join(unknown)} not in search_space)" if unknown else ""),
+            )
+        require(
+            not (self.points_to_evaluate and self.search == "grid"),
+            "points_to_evaluate",
+            "a grid already lists every setting; use search: random (or optuna) to try these first",
+        )
         require(
             not (self.scheduler.type == "asha" and self.kind == "guidance"),
             "scheduler.type",
@@ -209,9 +236,15 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
                 raise ConfigError(
                     f"{path}: search_space.{key}: value {value!r} is invalid ({reason})"
                 ) from None
+    for i, point in enumerate(spec.points_to_evaluate):
+        try:
+            cfg.replace_dotted(base, point, source="")
+        except ConfigError as err:
+            reason = str(err).removeprefix(": ")
+            raise ConfigError(f"{path}: points_to_evaluate[{i}]: {reason}") from None
     if spec.kind == "guidance" and not spec.checkpoint:
         raise ConfigError(f"{path}: checkpoint: a guidance sweep needs a checkpoint URI or MLflow run id")
-    reported = reported_metrics(spec.kind, base)
+    reported = reported_metrics(spec.kind, base, spec.evaluate)
     spec = _with_default_objective(spec, reported, path)
     checks = [("metric", [spec.metric]), ("plot_metrics", spec.plot_metrics)]
     if spec.scheduler.type == "asha":
@@ -228,7 +261,12 @@ def load_sweep(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) ->
 
 # The reported numbers and their directions come from the one catalogue of each stage that reports them:
 # evaluation's (asva_model.metrics.catalogue) and the training loop's (asva_platform.training.job).
-CATALOGUE = catalogue.EVALUATION_METRICS + training.TRAINING_METRICS + (training.VALIDATION,)
+CATALOGUE = (
+    catalogue.EVALUATION_METRICS
+    + training.TRAINING_METRICS
+    + (training.VALIDATION,)
+    + training.AUDIO_GAP_METRICS
+)
 
 
 def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> SweepSpec:
@@ -243,11 +281,12 @@ def _with_default_objective(spec: SweepSpec, reported: set[str], path: Path) -> 
     return dataclasses.replace(spec, metric=metric, mode=mode)
 
 
-def reported_metrics(kind: str, base: ExperimentConfig) -> set[str]:
+def reported_metrics(kind: str, base: ExperimentConfig, evaluate: bool = False) -> set[str]:
     """Metrics every trial of ``kind`` reports to Tune with this base config: what `metric` (and ASHA's
-    intermediate decisions) may use."""
+    intermediate decisions) may use; a train sweep that ``evaluate``s adds its evaluation's metrics."""
+    evaluated = set(catalogue.reported_keys(base.eval.metrics.metrics))
     if kind == "guidance":
-        return set(catalogue.reported_keys(base.eval.metrics.metrics))
+        return evaluated
     t = base.train
     out = set(training.REPORTED_METRICS)
     if (
@@ -256,7 +295,8 @@ def reported_metrics(kind: str, base: ExperimentConfig) -> set[str]:
         and all(n % t.validate_every == 0 for n in (t.log_every, t.checkpoint_every))
     ):
         out.add(training.VALIDATION_METRIC)
-    return out
+        out.update(m.name for m in training.AUDIO_GAP_METRICS)
+    return out | evaluated if evaluate else out
 
 
 def tune_search_space(spec: SweepSpec) -> dict[str, Any]:

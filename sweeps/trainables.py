@@ -8,6 +8,8 @@ Both live in the package (Ray workers import them by module path) and get everyt
   trial between rungs. The training run is the trial's child run; its checkpoints go to
   ``<sweep>/runs/<Tune run id>/<run name>/`` on the sweep's storage, so a restarted trial resumes from them.
   Its workers' placement groups are recorded (:mod:`sweeps.placement`) so a stopped trial's are freed.
+  With ``evaluate: true`` the trial then evaluates its final weights and reports the evaluation's metrics
+  with its ``eval_uri`` (:func:`evaluate_trained`), as a guidance trial does.
 * ``guidance_trial`` evaluates the sweep's checkpoint in this process (no nested Ray) at the trial's
   ``generate.*`` values, logs the evaluation to its child run and reports the metrics once, with the
   evaluation's output URI (``eval_uri``: its per-clip ``scores.npz``).
@@ -83,13 +85,38 @@ def train_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     # <runs>/<Tune run>/<run name>: a restored trial (same id) finds its checkpoints and MLflow run again; a new
     # Tune run of the same sweep (its state deleted) never picks up an older run's.
     runs_root = join(ctx.runs_root, trial_id.rsplit("_", 1)[0])
-    training.run(
-        ctx.trial_config(params),
+    experiment = ctx.trial_config(params)
+    result = training.run(
+        experiment,
         callbacks=[TuneReportCallback(), RecordPlacementGroups(ctx.sweep_uri, trial_id)],
         run_name=trial_run_name(params, trial_id),
         storage_path=runs_root,
         parent_run_id=ctx.parent_run_id,
         run_tags=child_tags(ctx.tags, trial_id),
+    )
+    if ctx.loaded.spec.evaluate:
+        evaluate_trained(experiment, result, ctx.tracking_uri)
+
+
+def evaluate_trained(experiment: ExperimentConfig, result: training.Result, tracking_uri: str) -> None:
+    """Evaluate a train trial's final weights (its run's export, else its last checkpoint) in this process, log
+    the evaluation to its training run and report its metrics once more, with the last report's (a scheduler
+    sees the same ``step``) and the evaluation's URI: the driver pairs the trials' per-clip scores."""
+    from mlflow.tracking import MlflowClient
+    from ray import tune
+
+    evaluated = evaluation.evaluate_checkpoint(experiment, result.run_id, parallel=False)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    evaluation.log_evaluation(client, result.run_id, evaluated.record, evaluated.run_metrics)
+    evaluation.log_sync_plot(client, result.run_id, evaluated.record, Storage.from_config(experiment.storage))
+    last = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    tune.report(
+        {
+            **last,
+            "step": float(result.final_step),
+            **{k: float(v) for k, v in evaluated.record.metrics.items()},
+            EVAL_URI_KEY: evaluated.record.eval_uri,
+        }
     )
 
 

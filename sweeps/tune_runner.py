@@ -277,12 +277,19 @@ def build_tuner(ctx: SweepContext, prep: PreparedSweep, log: Callable[[str], Non
             max_t=s.max_t or base.train.max_steps,
             grace_period=s.grace_period,
             reduction_factor=s.reduction_factor,
+            # a trial that reached max_t still has its evaluation to run and report
+            stop_last_trials=not spec.evaluate,
         )
     search_alg = None
+    points = [dict(p) for p in spec.points_to_evaluate]
     if spec.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch()
+        search_alg = OptunaSearch(points_to_evaluate=points or None)
+    elif points:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(points_to_evaluate=points)
     callback = SweepRunsCallback(
         ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id, ctx.sweep_uri, *trial_budget(spec, base)
     )

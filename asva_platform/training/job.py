@@ -40,6 +40,7 @@ from asva_platform.tracking import (
 )
 from asva_platform.training.config import TrainConfig
 from asva_platform.training.loop import (  # the reported metric names are part of the stage's entry
+    AUDIO_GAP_METRICS,
     REPORTED_METRICS,
     TRAINING_METRICS,
     VALIDATION,
@@ -55,6 +56,7 @@ __all__ = [
     "run",
     "preflight",
     "check_config",
+    "AUDIO_GAP_METRICS",
     "REPORTED_METRICS",
     "TRAINING_METRICS",
     "VALIDATION",

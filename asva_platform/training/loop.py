@@ -81,6 +81,13 @@ TRAINING_METRICS: tuple[Metric, ...] = (
 direction (:func:`asva_model.metrics.catalogue.mode`)."""
 VALIDATION = Metric("val_loss", "lower")
 """Reported too when validation runs at every report step."""
+AUDIO_GAP_METRICS: tuple[Metric, ...] = (
+    Metric("val_loss_gap_t", "higher"),
+    Metric("val_audio_win_rate", "higher"),
+)
+"""Reported with ``val_loss`` when the held-out windows come from two clips or more: the paired t of the loss
+with another clip's audio minus the loss with the window's own, and the share of windows where the own is
+lower (:func:`asva_model.objective.audio_loss_gap`). A train sweep may run ASHA on them."""
 REPORTED_METRICS = tuple(m.name for m in TRAINING_METRICS)
 VALIDATION_METRIC = VALIDATION.name
 

@@ -75,12 +75,16 @@ def test_compare_a_sweep_parent(sweep, tmp_path, capsys):
         p.goto(out.as_uri())
         p.wait_for_function(ALL_VIDEOS_READY, timeout=30_000)
         rows = p.eval_on_selector_all(
-            "table.clips tr", "rs => rs.slice(1).map(r => r.querySelectorAll('video').length)"
+            "table.clips tr:not(.curves)", "rs => rs.slice(1).map(r => r.querySelectorAll('video').length)"
+        )
+        curves = p.eval_on_selector_all(
+            "table.clips tr.curves", "rs => rs.map(r => r.querySelectorAll('svg').length)"
         )
         durations = p.eval_on_selector_all("video", "vs => vs.map(v => v.duration)")
         header = p.eval_on_selector_all("table.runs tr", "rs => rs.map(r => r.innerText)")
         p.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
     assert rows == [1 + len(children)] * CLIPS  # ground truth + one per run, every clip
+    assert curves == [1] * CLIPS  # under each clip: its onset envelope and every column's motion curve
     assert len(durations) == CLIPS * (1 + len(children)) and all(abs(d - 2.0) < 0.15 for d in durations)
     assert len(header) == 1 + len(children) and "Sync" in header[0]
     assert [h.split("\t")[2] for h in header[1:]] == [f"{s:g}" for s in SCALES]  # audio guidance column

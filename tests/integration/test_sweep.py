@@ -112,3 +112,36 @@ def test_guidance_sweep_on_the_best_train_run_logs_a_metric_per_scale_and_plots(
     best_row = next(r for r in out["comparison"]["rows"] if r["value"] == out["comparison"]["best"])
     assert parent.data.metrics["best_Sync_win_rate"] == pytest.approx(best_row["win_rate"])
     assert parent.data.metrics["best_Sync_gain"] == pytest.approx(best_row["gain"])
+
+
+@pytest.mark.timeout(1500)
+def test_a_recipe_sweep_trains_evaluates_and_pairs_each_setting_with_the_baseline(sweep_inputs):
+    """evaluate: true (sweeps/recipe_tiny.yaml): each trial trains, then evaluates its own weights and logs the
+    evaluation to its training run; ASHA (whose only rung is the last step) lets it; the parent's comparison
+    pairs the sampled setting with points_to_evaluate[0] on the same clips."""
+    from sweeps.spec import load_sweep
+    from sweeps.tune_runner import run_sweep
+
+    loaded = load_sweep(SWEEPS / "recipe_tiny.yaml", [*sweep_inputs["overrides"], "name=recipe-test"])
+    out = run_sweep(loaded).to_json()
+    assert out["trials"] == 2 and out["failed"] == 0 and out["stopped_early"] == 0
+    parents, children = runs_of("recipe-test")
+    assert len(parents) == 1 and len(children) == 2
+    assert sorted(float(c.data.params["train.lr"]) for c in children) == [1e-3, 3e-3]
+    for c in children:
+        assert c.info.status == "FINISHED"
+        assert {"loss", "eval/Sync", "eval/Sync_shifted"} <= set(c.data.metrics)  # trained, then evaluated
+        assert any(p.startswith("eval/") for p in artifact_paths(c.info.run_id, "eval"))
+    comp = out["comparison"]
+    assert (comp["param"], comp["metric"], comp["baseline"]) == ("setting", "Sync", "lr=0.001")
+    assert [r["value"] for r in comp["rows"]] == ["lr=0.001", "lr=0.003"]
+    logged = {f"lr={float(c.data.params['train.lr']):g}": c.data.metrics for c in children}
+    for row in comp["rows"]:
+        assert row["mean"] == pytest.approx(logged[row["value"]]["eval/Sync"])
+        assert row["num_clips"] == logged[row["value"]]["eval/num_clips"]
+    assert comp["rows"][0]["gain"] == 0.0 and comp["rows"][1]["gain"] == pytest.approx(
+        comp["rows"][1]["mean"] - comp["rows"][0]["mean"]
+    )
+    parent = client().get_run(out["parent_run_id"])
+    assert "summary/comparison.json" in artifact_paths(parent.info.run_id, "summary")
+    assert parent.data.metrics["best_Sync_mean"] == pytest.approx(max(r["mean"] for r in comp["rows"]))

@@ -3,6 +3,7 @@ scores written the way the evaluation writes them (no cluster: local storage, a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -461,3 +462,32 @@ def test_every_sync_key_the_evaluation_reports_is_usable_as_a_sweep_metric():
     assert set(reported_keys(["sync"])) == set(summarize(scores, ["sync"])) - {"num_clips"}
     assert guidance_spec("metric=Sync_win_rate", "mode=").mode == "max"
     assert guidance_spec("metric=Sync_ci_low", "mode=").mode == "max"
+
+
+def test_a_train_sweep_that_evaluates_pairs_each_setting_with_the_first_point(tmp_path):
+    """evaluate: true: one row per trained setting, named by its swept values; the baseline is
+    points_to_evaluate[0] wherever it ran; a trial ASHA stopped (no evaluation) has no row."""
+    spec = load_sweep(SWEEPS / "toy_recipe.yaml").spec
+
+    def trained(index, lr, drop, sync, status="finished"):
+        row = evaluated(tmp_path, lr * 1000, sync, sync - 0.2, index=index)
+        return dataclasses.replace(
+            row,
+            params={"train.lr": lr, "model.audio_cond_drop_prob": drop, "train.weight_decay": 0.0},
+            status=status,
+            metrics={**row.metrics, "val_loss_gap_t": 5.0},
+        )
+
+    better = BASE + 0.1
+    rows = [
+        trained(0, 2e-3, 0.1, better),
+        trained(1, 1e-3, 0.2, BASE),  # the recipe, points_to_evaluate[0], ran second
+        dataclasses.replace(trained(2, 3e-4, 0.3, BASE), status="stopped_early", metrics={"loss": 1.0}),
+    ]
+    comp = compare_trials(rows, spec, Storage())
+    recipe = "audio_cond_drop_prob=0.2,lr=0.001,weight_decay=0"
+    assert (comp.param, comp.baseline) == ("setting", recipe)
+    assert [r["value"] for r in comp.rows] == [recipe, "audio_cond_drop_prob=0.1,lr=0.002,weight_decay=0"]
+    assert comp.best == comp.rows[1]["value"]
+    assert comp.rows[1]["gain"] == pytest.approx(0.1) and comp.rows[1]["gain_ci_low"] == pytest.approx(0.1)
+    assert comp.rows[0]["gain"] == 0.0

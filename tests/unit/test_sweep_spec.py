@@ -54,6 +54,22 @@ def write(tmp_path, body: str) -> Path:
         ("search_space:\n  train.lr: {choice: [1.0e-4]}\nbogus: 1\n", "bogus: unknown key"),
         ("search_space:\n  train.lr: {choice: [1.0e-4]}\nsearch: grid\n", "`grid` needs grid distributions"),
         ("search_space:\n  train.lr: {choice: [1.0e-4]}\nseeds: [0, 1]\n", "seeds: only guidance sweeps"),
+        (
+            "search_space:\n  train.lr: {choice: [1.0e-4]}\npoints_to_evaluate: [{train.wd: 1.0}]\n",
+            "points_to_evaluate[0]: must map search-space keys to values, got {'train.wd': 1.0} (train.wd not in",
+        ),
+        (
+            "search_space:\n  train.lr: {choice: [1.0e-4]}\npoints_to_evaluate: [{train.lr: -1.0}]\n",
+            "points_to_evaluate[0]: train.lr",
+        ),
+        (
+            "search_space:\n  train.lr: {grid: [1.0e-4]}\nsearch: grid\npoints_to_evaluate: [{train.lr: 1.0}]\n",
+            "points_to_evaluate: a grid already lists every setting",
+        ),
+        (
+            "search_space:\n  train.lr: {choice: [1.0e-4]}\nmetric: Sync\n",
+            "metric: Sync is not reported by every train trial",
+        ),
     ],
 )
 def test_bad_sweeps_fail_with_one_line(tmp_path, body, expected):
@@ -112,3 +128,21 @@ def test_seeds_are_a_grouped_seed_dimension_of_guidance_sweeps():
                 "search_space={generate.audio_guidance_scale: {grid: [1.0]}, generate.seed: {grid: [3]}}",
             ],
         )
+
+
+def test_a_train_sweep_that_evaluates_may_optimize_and_plot_the_evaluations_metrics(tmp_path):
+    body = "search_space:\n  train.lr: {choice: [1.0e-4]}\nmetric: Sync\nplot_metrics: [Frame0_PSNR]\n"
+    path = write(tmp_path, body + "evaluate: true\n")
+    spec = load_sweep(path).spec
+    assert (spec.metric, spec.mode, spec.evaluate) == ("Sync", "max", True)
+    guidance = write(tmp_path, "search_space:\n  generate.seed: {grid: [0]}\nevaluate: true\ncheckpoint: x\n")
+    guidance.write_text(guidance.read_text().replace("kind: train", "kind: guidance"))
+    with pytest.raises(ConfigError, match="evaluate: only train sweeps evaluate their trials"):
+        load_sweep(guidance)
+
+
+def test_the_audio_gap_is_an_asha_metric_when_every_report_validates():
+    loaded = load_sweep(SWEEPS / "toy_recipe.yaml")
+    assert (loaded.spec.metric, loaded.spec.mode) == ("val_loss_gap_t", "max")
+    with pytest.raises(ConfigError, match="val_loss_gap_t is not reported"):
+        load_sweep(SWEEPS / "toy_recipe.yaml", ["base.train.log_every=20"])  # reports without validation
