@@ -101,29 +101,36 @@ def train_trial(config: dict[str, Any], ctx: SweepContext) -> None:
 def evaluate_trained(experiment: ExperimentConfig, result: training.Result, tracking_uri: str) -> None:
     """Evaluate a train trial's final weights (its run's export, else its last checkpoint) in this process, log
     the evaluation to its training run and report its metrics once more, with the last report's (a scheduler
-    sees the same ``step``) and the evaluation's URI: the driver pairs the trials' per-clip scores."""
+    sees the same ``step``)."""
     from mlflow.tracking import MlflowClient
-    from ray import tune
 
     evaluated = evaluation.evaluate_checkpoint(experiment, result.run_id, parallel=False)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    evaluation.log_evaluation(client, result.run_id, evaluated.record, evaluated.run_metrics)
-    evaluation.log_sync_plot(client, result.run_id, evaluated.record, Storage.from_config(experiment.storage))
     last = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
-    tune.report(
-        {
-            **last,
-            "step": float(result.final_step),
-            **{k: float(v) for k, v in evaluated.record.metrics.items()},
-            EVAL_URI_KEY: evaluated.record.eval_uri,
-        }
+    log_and_report(
+        MlflowClient(tracking_uri=tracking_uri),
+        result.run_id,
+        experiment,
+        evaluated,
+        {**last, "step": float(result.final_step)},
     )
+
+
+def log_and_report(
+    client, run_id: str, experiment: ExperimentConfig, evaluated, earlier: dict[str, float] | None = None
+) -> None:
+    """Log a trial's evaluation to its run and report its metrics to Tune, after ``earlier`` ones, with the
+    evaluation's URI (``eval_uri``: where the per-clip scores are, for the driver's paired comparison,
+    sweeps.comparison)."""
+    from ray import tune
+
+    evaluation.log_result(client, run_id, evaluated, Storage.from_config(experiment.storage))
+    metrics = {k: float(v) for k, v in evaluated.record.metrics.items()}
+    tune.report({**(earlier or {}), **metrics, EVAL_URI_KEY: evaluated.record.eval_uri})
 
 
 def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     """Generate + evaluate the sweep's checkpoint at this trial's settings; report the metrics once."""
     from mlflow.tracking import MlflowClient
-    from ray import tune
 
     trial_id = _trial_id()
     params = plain_params(config)
@@ -141,9 +148,4 @@ def guidance_trial(config: dict[str, Any], ctx: SweepContext) -> None:
     client = MlflowClient(tracking_uri=ctx.tracking_uri)
     with run_status(client, run_id):
         result = evaluation.evaluate_checkpoint(experiment, ctx.checkpoint, parallel=False)
-        evaluation.log_evaluation(client, run_id, result.record, result.run_metrics)
-        evaluation.log_sync_plot(client, run_id, result.record, Storage.from_config(experiment.storage))
-        # eval_uri: where the per-clip scores are, for the driver's paired comparison (sweeps.comparison)
-        tune.report(
-            {**{k: float(v) for k, v in result.record.metrics.items()}, EVAL_URI_KEY: result.record.eval_uri}
-        )
+        log_and_report(client, run_id, experiment, result)

@@ -105,11 +105,15 @@ def frame_psnrs(vae: AutoencoderKL, frames: torch.Tensor, batch: int = 64) -> to
     return 10 * torch.log10(1.0 / torch.cat(out).clamp_min(1e-12))
 
 
+def pooled_psnr(psnrs: torch.Tensor) -> float:
+    """The PSNR of the mean squared error over all frames, from each frame's PSNR."""
+    return float(10 * torch.log10(1.0 / (10 ** (-psnrs / 10)).mean()))
+
+
 def psnr_db(vae: AutoencoderKL, frames: torch.Tensor, batch: int = 64) -> float:
     """PSNR of ``frames`` (N, 3, H, W) in [0, 1] against their reconstruction from the posterior mean (of the
     mean squared error over all frames)."""
-    mse = (10 ** (-frame_psnrs(vae, frames, batch) / 10)).mean()
-    return float(10 * torch.log10(1.0 / mse))
+    return pooled_psnr(frame_psnrs(vae, frames, batch))
 
 
 def latent_statistics(
@@ -223,7 +227,7 @@ def _train(
             )
     vae.eval().requires_grad_(False)
     psnrs = frame_psnrs(vae, held)
-    psnr = float(10 * torch.log10(1.0 / (10 ** (-psnrs / 10)).mean()))
+    psnr = pooled_psnr(psnrs)
     shift, scale = latent_statistics(vae, held, cfg.seed)
     seconds = time.perf_counter() - t0
     log(

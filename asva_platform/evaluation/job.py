@@ -58,6 +58,7 @@ __all__ = [
     "check_config",
     "log_evaluation",
     "log_sync_plot",
+    "log_result",
 ]
 """The stage's entry (:func:`run`), and what sweeps drive: the checks first, then one evaluation per trial."""
 
@@ -147,6 +148,13 @@ def log_sync_plot(
     return f"{folder}/{SYNC_PLOT}"
 
 
+def log_result(client, run_id: str, result: EvalResult, storage: Storage) -> None:
+    """Everything an evaluation logs to its run: the record, the run-level metrics and the sync-curves plot (the
+    job, and every sweep trial that evaluates)."""
+    log_evaluation(client, run_id, result.record, result.run_metrics)
+    log_sync_plot(client, run_id, result.record, storage)
+
+
 def run(experiment: ExperimentConfig, log: Callable[[str], None] = print) -> Result:
     """The whole job for a loaded experiment config (``eval.checkpoint`` names what to evaluate)."""
     from mlflow.tracking import MlflowClient
@@ -176,8 +184,7 @@ def run(experiment: ExperimentConfig, log: Callable[[str], None] = print) -> Res
     with run_status(client, run_id, close=own_run):
         result = run_evaluation(prep, log=log, started=started)
         result.mlflow_run_id = run_id
-        log_evaluation(client, run_id, result.record, result.run_metrics)
-        log_sync_plot(client, run_id, result.record, storage)
+        log_result(client, run_id, result, storage)
         result.mlflow_url = ui_url(
             tracking_uri,
             client.get_run(run_id).info.experiment_id,
