@@ -15,7 +15,7 @@
 
 Re-running reuses what exists: the dataset, the VAE, the latent cache (same inputs -> same cache id), the
 training run (same name -> resumes at its final step), the sweep (Tune restore) and the generated clips.
-Environment: DEMO_CLIPS_PER_CLASS (default 40), DEMO_MAX_STEPS (default: the recipe's train.max_steps).
+Environment: DEMO_CLIPS_PER_CLASS (default 288), DEMO_MAX_STEPS (default: the recipe's train.max_steps).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from asva_platform.storage import Storage, join
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "configs/toy.yaml"
 SWEEP = "sweeps/guidance_scale_toy.yaml"
-DEFAULT_CLIPS_PER_CLASS = 40
+DEFAULT_CLIPS_PER_CLASS = 288
 
 
 def banner(text: str) -> None:
