@@ -13,6 +13,7 @@ asva submit STAGE --config ... [-- JOB FLAGS]
                                  submit preprocess|train|sweep|evaluate|generate as a Ray job
 asva jobs list|status|logs|stop  follow Ray jobs
 asva compare RUN [RUN ...]       side-by-side videos of runs (or a sweep's children) as one HTML page
+asva fetch SOURCE... --dest DIR  download the paper's weights and dataset, checked against pinned sha256s
 """
 
 from __future__ import annotations
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in [
         ("synth", "write a synthetic AVSync15 dataset"),
         ("compare", "side-by-side comparison page of runs (or a sweep's children)"),
+        ("fetch", "download and verify the paper's weights and dataset (pinned sha256s)"),
     ]:
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -337,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
 PASSTHROUGH = {
     "synth": ("asva_platform.dev.synth", "main"),
     "compare": ("asva_platform.compare", "main"),
+    "fetch": ("asva_platform.fetch.cli", "main"),
 }
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from asva_model.metrics import catalogue
 from asva_model.metrics.catalogue import Metric
 from asva_platform.artifacts.evaluation import EvaluationRecord, load_evaluation
+from asva_platform.artifacts.provenance import incomparable
 from asva_platform.errors import UserError, run_guarded
 from asva_platform.experiment import PROTOCOLS, SEED_KEY, load_experiment
 from asva_platform.inference.config import GenerateConfig
@@ -307,6 +308,47 @@ def protocol_warning(runs: list[ComparedRun]) -> str:
     )
 
 
+def provenance_warnings(runs: list[ComparedRun]) -> list[str]:
+    """Each run whose metrics cannot be set beside the first run's, which metrics and what differs (the
+    network hashes, the scored videos, the protocol of their evaluation records)."""
+    first = runs[0]
+    return [
+        f"{r.label} vs {first.label}: {line}"
+        for r in runs[1:]
+        for line in incomparable(
+            first.record.provenance,
+            r.record.provenance,
+            [m for m in first.record.metric_families if m in r.record.metric_families],
+        )
+    ]
+
+
+def provenance_table(runs: list[ComparedRun]) -> str:
+    """What produced each run's numbers: the first 12 hex of every hash in its evaluation record."""
+    keys = sorted({k for r in runs for k in r.record.provenance})
+    if not keys:
+        return ""
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    rows = "".join(
+        f"<tr><td>{html.escape(r.label)}</td>"
+        + "".join(
+            f'<td class="num" title="{html.escape(r.record.provenance.get(k, ""))}">'
+            f"{html.escape(_short_hash(k, r.record.provenance.get(k, '–')))}</td>"
+            for k in keys
+        )
+        + "</tr>"
+        for r in runs
+    )
+    return (
+        "<details><summary>what produced these numbers (sha256 of networks, scored videos, text encodings; "
+        f'protocol; code)</summary><table class="runs"><tr><th>run</th>{head}</tr>{rows}</table></details>'
+    )
+
+
+def _short_hash(key: str, value: str) -> str:
+    return value if key in ("protocol", "code") else value[:12]
+
+
 def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -> tuple[str, int]:
     """The page's HTML and the number of clips shown."""
     runs = comparison.runs
@@ -356,14 +398,15 @@ def render_page(comparison: Comparison, storage: Storage, max_clips: int = 24) -
     ]
     if comparison.skipped_runs:
         notes.append(f"Left out (no evaluation): {', '.join(comparison.skipped_runs)}.")
-    warning = protocol_warning(runs)
+    warnings = [w for w in (protocol_warning(runs), *provenance_warnings(runs)) if w]
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ASVA comparison</title>"
         f"<style>{_CSS}</style><script>{_JS}</script></head><body>"
         f"<h1>ASVA comparison: {len(runs)} run(s)</h1>"
-        + (f'<p class="warning">{html.escape(warning)}</p>' if warning else "")
+        + "".join(f'<p class="warning">{html.escape(w)}</p>' for w in warnings)
         + "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
         + header_table(runs)
+        + provenance_table(runs)
         + '<h2 style="font-size:16px">Clips</h2><p><button id="play-all" onclick="playAll()">play all</button> '
         '<button onclick="stopAll()">stop</button> <span class="note">every row from the start, in step; the '
         'first video\'s audio is heard</span></p><table class="clips"><tr><th>clip</th>'
@@ -444,6 +487,8 @@ def run(argv: list[str] | None = None) -> dict:
     check_tracking_server(uri)
     client = MlflowClient(tracking_uri=uri)
     comparison = collect_runs(client, args.runs)
+    for line in provenance_warnings(comparison.runs):
+        print(f"warning: {line}", file=sys.stderr)
     page, shown = render_page(comparison, Storage.from_config(cfg.storage), args.max_clips)
     size = len(page.encode("utf-8"))
     if size > PAGE_WARN_BYTES:

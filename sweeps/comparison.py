@@ -33,7 +33,8 @@ import numpy as np
 from asva_model.metrics.compute import sync_summary
 from asva_model.metrics.picture import CHANNELS
 from asva_model.metrics.stats import bootstrap_mean_interval, paired_difference_interval
-from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, SCORES_FILE
+from asva_platform.artifacts.evaluation import CLASSES_ARRAY, CLIP_NAMES_ARRAY, RECORD_FILE, SCORES_FILE
+from asva_platform.artifacts.provenance import METRIC_NETWORKS, incomparable
 from asva_platform.storage import Storage, join
 from sweeps.mlflow_sweep import setting_name, trial_index
 from sweeps.report import TrialRow, finite, setting_interval
@@ -118,6 +119,11 @@ class SweepComparison:
     lags: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     """Per value (as a string): the best audio lag of each clip x seed, ``generated`` and ``gt``, as
     ``{lag in s: count}``: a model whose motion comes a frame early has its generated mass at -1/fps."""
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per trial (run name): what produced its numbers (the evaluation record's ``provenance``)."""
+    incomparable: list[str] = field(default_factory=list)
+    """Trials whose metric networks, scored videos or protocol differ from the baseline trial's: which
+    metrics and why (:func:`asva_platform.artifacts.provenance.incomparable`)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +168,7 @@ class SweepComparison:
                 f"  per class, best / worst {self.param}: "
                 + "; ".join(f"{c['class']} {c['best']} / {c['worst']}" for c in self.per_class)
             )
+        lines += [f"  warning: {line}" for line in self.incomparable]
         return lines
 
 
@@ -392,4 +399,33 @@ def compare_trials(rows: list[TrialRow], spec, storage: Storage) -> SweepCompari
         out.append({k: row[k] for k in ROW_KEYS})
     best = max(out, key=lambda row: row["mean"])["value"]
     lags = {str(v): s.lag_counts() for v, s in scores.items() if s is not None and s.lag_counts()}
-    return SweepComparison(param, METRIC, values[0], best, out, per_class_table(listed, scores), lags)
+    provenance = {r.run_name: trial_provenance(storage, r.eval_uri) for r in done}
+    return SweepComparison(
+        param,
+        METRIC,
+        values[0],
+        best,
+        out,
+        per_class_table(listed, scores),
+        lags,
+        provenance,
+        provenance_warnings(done, provenance),
+    )
+
+
+def trial_provenance(storage: Storage, eval_uri: str) -> dict[str, str]:
+    """A trial evaluation's provenance ({} where its record is missing or older than provenance)."""
+    if not eval_uri or not storage.exists(join(eval_uri, RECORD_FILE)):
+        return {}
+    return dict(storage.read_json(join(eval_uri, RECORD_FILE)).get("provenance") or {})
+
+
+def provenance_warnings(done: list[TrialRow], provenance: dict[str, dict[str, str]]) -> list[str]:
+    """Each trial whose metrics cannot be set beside the first trial's, with the reason."""
+    base = provenance.get(done[0].run_name, {})
+    families = list(METRIC_NETWORKS)
+    return [
+        f"{r.run_name} vs {done[0].run_name}: {line}"
+        for r in done[1:]
+        for line in incomparable(base, provenance.get(r.run_name, {}), families)
+    ]

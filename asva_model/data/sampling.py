@@ -58,12 +58,21 @@ class SampledClip:
     """float32 (clip_samples,), mono at ``audio_sample_rate``."""
     mel: np.ndarray
     """float32 (1, num_mel_bins, mel_target_length), ImageBind-normalised log-mel."""
+    mel_samples: int
+    """``mel`` was computed from ``waveform[:mel_samples]``: ``clip_samples``, or fewer where ``audio_window:
+    authors`` keeps a window whose audio ends early short (the rest of ``waveform`` is padding)."""
     frame_times: np.ndarray
     """float64 (num_frames,): pts in seconds of the native frame used for each output frame."""
     start: float
     """Window start in seconds (stream time)."""
     flipped: bool
     """Whether the frames were flipped horizontally."""
+
+    @property
+    def audio(self) -> np.ndarray:
+        """The window's audio without padding (what ``mel`` was computed from): the track to write into an mp4,
+        so that re-decoding it gives the protocol's mel again."""
+        return self.waveform[: self.mel_samples]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,15 +253,18 @@ def window_from_decoded(
     picks = picks + [picks[-1]] * (cfg.num_frames - len(picks))
     if cfg.audio_window == "authors":
         waveform = authors_audio_window(decoded.audio, start, cfg)
+        mel_samples = len(waveform)
         mel = waveform_to_mel(waveform, cfg)  # a short window stays short: its mel is zero-padded, as theirs
         waveform = np.pad(waveform, (0, cfg.clip_samples - len(waveform)))
     else:
         waveform = window_samples(decoded.audio.samples, decoded.audio.start, start, cfg)
+        mel_samples = len(waveform)
         mel = waveform_to_mel(waveform, cfg)
     return SampledClip(
         transform_frames([rgb for _, rgb in picks], cfg, flip),
         waveform,
         mel,
+        mel_samples,
         np.asarray([t for t, _ in picks], dtype=np.float64),
         float(start),
         bool(flip),

@@ -62,6 +62,9 @@ EVALUATION_METRICS: tuple[Metric, ...] = (
     Metric("SyncLag_s", "lower", "sync", shown=False, unit="s"),
     # mean of (generated best lag - GT best lag): negative = the generated motion comes before the GT's
     Metric("SyncLead_s", "reference", "sync", shown=False, unit="s"),
+    Metric("AVAlign", "higher", "avalign", interval=True),
+    Metric("AVAlign_shifted", "reference", "avalign"),
+    Metric("AVAlign_gt", "reference", "avalign"),
     Metric("Frame0_PSNR", "higher", "picture", interval=True, unit="dB"),
     Metric("Frame0_PSNR_min", "higher", "picture", unit="dB"),
     # signed colour differences in 1/255 steps: 0 is best, so no better direction

@@ -23,6 +23,7 @@ from asva_model.data.audio import resample, waveform_to_mel
 from asva_model.data.config import SamplingConfig
 from asva_model.metrics import avsync as av
 from asva_model.metrics import imagebind_sim as ib
+from asva_model.metrics.av_align import av_align
 from asva_model.metrics.catalogue import NUM_CLIPS
 from asva_model.metrics.config import MetricsConfig
 from asva_model.metrics.fid import fid, fid_features, fid_features_per_call
@@ -111,12 +112,16 @@ def _waveform_np(w) -> np.ndarray:
 def _mels(waveforms: Sequence, sample_rate: int, sampling: SamplingConfig) -> torch.Tensor:
     out = []
     for w in waveforms:
-        x = resample(_waveform_np(w), sample_rate, sampling.audio_sample_rate)
+        x = resample(_waveform_np(w), sample_rate, sampling.audio_sample_rate, sampling.resampler)
         extra = len(x) - sampling.clip_samples
         if extra > 0:  # the paper's mel centre-crops a longer waveform to exactly one window
             x = x[extra // 2 : extra // 2 + sampling.clip_samples]
         out.append(waveform_to_mel(x, sampling))
     return torch.from_numpy(np.stack(out))
+
+
+def _given_mels(mels: Sequence) -> torch.Tensor:
+    return torch.stack([torch.as_tensor(np.asarray(m, dtype=np.float32)) for m in mels])
 
 
 def _stack(clips: Sequence, what: str) -> torch.Tensor:
@@ -132,6 +137,8 @@ def _extract_chunk(
     gen: torch.Tensor,
     audio: Sequence,
     gen_audio: Sequence | None,
+    mels: Sequence | None,
+    gen_mels: Sequence | None,
     prompts: Sequence[str],
     nets: MetricNetworks,
     cfg: MetricsConfig,
@@ -139,7 +146,8 @@ def _extract_chunk(
     fps: float,
     sampling: SamplingConfig,
 ) -> ClipScores:
-    """Scores of one chunk of stacked clips (n, F, 3, H, W); ``gen_audio`` None = the GT audio."""
+    """Scores of one chunk of stacked clips (n, F, 3, H, W); ``gen_audio`` None = the GT audio; ``mels`` /
+    ``gen_mels`` None = the mels of ``audio`` / ``gen_audio``."""
     wanted, bs, dev, out = set(cfg.metrics), cfg.batch_size, nets.device, {}
     n = gt.shape[0]
     if "fid" in wanted and cfg.fid_batchnorm == "eval":  # `authors`: per call, over all clips (below)
@@ -154,8 +162,11 @@ def _extract_chunk(
         out["fvd_gen"] = fvd_features(gen, net, cfg.fvd_image_size, bs, dev)
     needs_mel = wanted & {"ia", "it", "relsync", "alignsync"}
     if needs_mel:
-        mel_gt = _mels(audio, sample_rate, sampling)
-        mel_gen = mel_gt if gen_audio is None else _mels(gen_audio, sample_rate, sampling)
+        mel_gt = _mels(audio, sample_rate, sampling) if mels is None else _given_mels(mels)
+        if gen_mels is not None:
+            mel_gen = _given_mels(gen_mels)
+        else:
+            mel_gen = mel_gt if gen_audio is None else _mels(gen_audio, sample_rate, sampling)
     if wanted & {"ia", "it", "alignsync"}:
         emb = nets.require("imagebind", "ia/it/alignsync")
         frames = torch.stack([image_metric_frames(c) for c in gen])
@@ -194,6 +205,18 @@ def _extract_chunk(
                 for i in range(n)
             ]
         )
+    if "avalign" in wanted:
+        waves = [_waveform_np(w) for w in (audio if gen_audio is None else gen_audio)]
+        shift = cfg.sync_shift_s
+
+        def score(clip: torch.Tensor, wave: np.ndarray) -> float:
+            return av_align(clip.numpy(), wave, sample_rate, fps)
+
+        out["av_align"] = np.array([score(gen[i], waves[i]) for i in range(n)])
+        out["av_align_shifted"] = np.array(
+            [score(gen[i], circular_shift(waves[i], sample_rate, shift)) for i in range(n)]
+        )
+        out["av_align_gt"] = np.array([score(gt[i], _waveform_np(audio[i])) for i in range(n)])
     if "picture" in wanted:
         out.update(picture_scores(gt, gen))
     return ClipScores(out)
@@ -212,6 +235,8 @@ def extract_clip_scores(
     gen_audio: Sequence | None = None,
     sampling: SamplingConfig | None = None,
     gt_videos: Sequence[str] | None = None,
+    mels: Sequence | None = None,
+    gen_mels: Sequence | None = None,
 ) -> ClipScores:
     """Per-clip features/scores for the metrics in ``metrics_cfg.metrics``.
 
@@ -221,6 +246,9 @@ def extract_clip_scores(
     re-decoded from the generated mp4 -- is given). ``prompts``: the IT text per clip. ``sampling``
     supplies the mel parameters (ImageBind's, by default). ``gt_videos``: the video each clip was cut from;
     with ``fid_batchnorm: authors`` a video's GT windows share one Inception call (default: each clip alone).
+    ``mels`` / ``gen_mels``: the (1, bins, frames) mels the sampling protocol defined for the windows (e.g.
+    ``SampledClip.mel``: under ``audio_window: authors`` a short window's mel, not the padded waveform's); the
+    ImageBind and sync-classifier metrics score these instead of a mel of ``audio`` / ``gen_audio``.
     """
     n = len(gt_clips)
     for name, seq in (
@@ -228,6 +256,8 @@ def extract_clip_scores(
         ("audio", audio),
         ("prompts", prompts),
         ("gen_audio", audio if gen_audio is None else gen_audio),
+        ("mels", audio if mels is None else mels),
+        ("gen_mels", audio if gen_mels is None else gen_mels),
     ):
         if len(seq) != n:
             raise ValueError(f"{name} has {len(seq)} entries for {n} gt_clips")
@@ -246,6 +276,8 @@ def extract_clip_scores(
                 gen,
                 audio[lo:hi],
                 None if gen_audio is None else gen_audio[lo:hi],
+                None if mels is None else mels[lo:hi],
+                None if gen_mels is None else gen_mels[lo:hi],
                 prompts[lo:hi],
                 networks,
                 metrics_cfg,
@@ -316,8 +348,25 @@ def summarize(scores: ClipScores, metrics: Sequence[str], skip_undefined: bool =
         out["SyncLag_s"] = float(np.abs(scores["sync_lag_s"]).mean())
         if "sync_lag_gt_s" in scores.arrays:  # records written before it was kept have none
             out["SyncLead_s"] = float(np.mean(scores["sync_lag_s"] - scores["sync_lag_gt_s"]))
+    if "avalign" in metrics:
+        out.update(av_align_summary(scores))
     if "picture" in metrics:
         out.update(picture_summary(scores))
+    return out
+
+
+def av_align_summary(scores: ClipScores) -> dict[str, float]:
+    """AV-Align's mean with its 95 % t interval, its shifted-audio control and the ground truth's, over the
+    clips that have a score (a clip with no audio or motion peak has none)."""
+    own = scores["av_align"][np.isfinite(scores["av_align"])]
+    if not len(own):
+        return {}
+    m = mean_interval(own)
+    out = {"AVAlign": m.estimate, "AVAlign_ci_low": m.low, "AVAlign_ci_high": m.high}
+    for key, array in (("AVAlign_shifted", "av_align_shifted"), ("AVAlign_gt", "av_align_gt")):
+        values = scores[array][np.isfinite(scores[array])]
+        if len(values):
+            out[key] = float(values.mean())
     return out
 
 

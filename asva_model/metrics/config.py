@@ -11,9 +11,19 @@ from typing import Literal
 
 from asva_model.errors import require
 
-MetricName = Literal["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "picture"]
+MetricName = Literal["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "avalign", "picture"]
 
-ALL_METRICS: tuple[str, ...] = ("fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "picture")
+ALL_METRICS: tuple[str, ...] = (
+    "fid",
+    "fvd",
+    "ia",
+    "it",
+    "relsync",
+    "alignsync",
+    "sync",
+    "avalign",
+    "picture",
+)
 
 # Which networks each metric needs (AlignSync = RelSync x P_Align, and P_Align uses ImageBind IA cosines).
 NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
@@ -24,6 +34,7 @@ NETWORKS_BY_METRIC: dict[str, tuple[str, ...]] = {
     "relsync": ("avsync",),
     "alignsync": ("avsync", "imagebind"),
     "sync": (),
+    "avalign": (),
     "picture": (),
 }
 
@@ -59,8 +70,8 @@ class MetricsConfig:
     batch_size: int = 32
     """Images (FID, IA/IT) or clips x frames per network forward; lower it if the device runs out of memory."""
     sync_shift_s: float = 1.0
-    """Sync control: each generated clip is also scored against its own audio circularly shifted by this many
-    seconds (Sync_shifted, Sync_win_rate); >= 0.5 and below the clip duration (half of it moves audio farthest)."""
+    """Sync and AV-Align control: each generated clip is also scored against its own audio circularly shifted by
+    this many seconds (Sync_shifted, Sync_win_rate, AVAlign_shifted); >= 0.5 and below the clip duration (half of it moves audio farthest)."""
 
     def __post_init__(self) -> None:
         require(len(self.metrics) > 0, "metrics", "must name at least one metric")

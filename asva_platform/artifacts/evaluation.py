@@ -26,6 +26,7 @@ from typing import Any
 from asva_model.metrics import catalogue
 from asva_platform import config as cfgmod
 from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
+from asva_platform.artifacts.provenance import to_params as provenance_params
 from asva_platform.artifacts.records import check_version
 from asva_platform.errors import UserError
 from asva_platform.inference.config import GenerateConfig
@@ -98,6 +99,10 @@ class EvaluationRecord:
     clips: list[ClipRecord] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     """Videos left out: {path, reason, detail}."""
+    provenance: dict[str, str] = field(default_factory=dict)
+    """What produced the numbers: sha256 of each network used (``net.*``), of the scored videos' names
+    (``videos``) and of the text encodings, the protocol and the code version
+    (:mod:`asva_platform.artifacts.provenance`); empty in records written before it existed."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,7 +177,7 @@ def log_evaluation(
 ) -> None:
     """Log an evaluation to MLflow run ``run_id``: its metrics (and ``run_metrics``: what the run took) as
     ``eval/*`` at the checkpoint's training step, its record, its per-class table and tags."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     step = record.checkpoint.step if step is None else step
     now = int(time.time() * 1000)
@@ -183,7 +188,11 @@ def log_evaluation(
         if v is not None and math.isfinite(float(v))
     ]
     tags = [RunTag(TAG_EVAL_LATEST, record.name), RunTag(TAG_EVAL_URI, record.eval_uri)]
-    client.log_batch(run_id, metrics=metrics, tags=tags)
+    # MLflow params never change: a run evaluated twice (another checkpoint step, other code) keeps the first
+    # evaluation's; each evaluation's own provenance is in its record (eval.json)
+    existing = client.get_run(run_id).data.params
+    params = [Param(k, v) for k, v in provenance_params(record.provenance).items() if k not in existing]
+    client.log_batch(run_id, metrics=metrics, params=params, tags=tags)
     folder = artifact_dir(record.name)
     rows = per_class_rows(record.per_class)
     client.log_dict(run_id, record.to_json(), f"{folder}/{RECORD_FILE}")

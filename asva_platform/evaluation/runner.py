@@ -43,6 +43,7 @@ from asva_platform.artifacts.evaluation import (
     SCORES_FILE,
     EvaluationRecord,
 )
+from asva_platform.artifacts.provenance import code_version, names_sha256
 from asva_platform.cluster import ClusterConfig
 from asva_platform.errors import UserError
 from asva_platform.evaluation.config import EvalConfig
@@ -261,6 +262,20 @@ def run_on_ray(prep: PreparedEvaluation, log: Callable[[str], None] = print) -> 
 # Reduction and outputs
 
 
+def evaluation_provenance(prep: PreparedEvaluation, results: list[VideoResult]) -> dict[str, str]:
+    """The workers' network hashes (a value two workers disagree on is kept as ``mixed:...``: it then matches
+    no other evaluation), the scored videos, the protocol and the code version."""
+    merged: dict[str, set[str]] = {}
+    for r in results:
+        for k, v in r.provenance.items():
+            merged.setdefault(k, set()).add(v)
+    out = {k: v.pop() if len(v) == 1 else "mixed:" + ",".join(sorted(v)) for k, v in merged.items()}
+    out["videos"] = names_sha256(sorted(t.entry.name for t in prep.plan.tasks))
+    out["protocol"] = prep.settings.protocol
+    out["code"] = code_version()
+    return out
+
+
 def reduce_results(
     prep: PreparedEvaluation, results: list[VideoResult], workers: int, parallel: bool, started: float
 ) -> EvalResult:
@@ -286,6 +301,7 @@ def reduce_results(
         per_class=per_class_metrics(scores, [c.class_dir for c in clips], names),
         clips=clips,
         skipped=prep.plan.skipped,
+        provenance=evaluation_provenance(prep, results),
     )
     result = EvalResult(
         record,

@@ -266,5 +266,5 @@ def load_audio_window(path: str | Path, sampling, start: float = 0.0) -> np.ndar
         raise UserError(f"audio {path}: no samples")
     if start < 0 or start >= data.shape[0] / rate:
         raise UserError(f"audio {path}: start {start} s is outside the file ({data.shape[0] / rate:.2f} s)")
-    mono = resample(data.mean(axis=1), rate, sampling.audio_sample_rate)
+    mono = resample(data.mean(axis=1), rate, sampling.audio_sample_rate, sampling.resampler)
     return window_samples(mono, 0.0, start, sampling)

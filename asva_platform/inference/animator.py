@@ -26,6 +26,7 @@ from asva_model.pipeline import AVSyncPipeline
 from asva_model.text import TextEncodings, load_null_text_encoding, load_text_encodings
 from asva_model.video_io import write_video
 from asva_platform.artifacts.checkpoint import ResolvedCheckpoint
+from asva_platform.artifacts.provenance import file_sha256, state_sha256
 from asva_platform.errors import UserError
 from asva_platform.inference.checkpoints import load_trained_unet, saved_audio_encoder
 from asva_platform.inference.config import GenerateConfig
@@ -53,6 +54,9 @@ class Animator:
     generate: GenerateConfig
     sampling: SamplingConfig
     device: str
+    provenance: dict[str, str] = dataclasses.field(default_factory=dict)
+    """sha256 of what was loaded: ``net.unet`` / ``net.vae`` / ``net.audio_encoder`` (their tensors) and
+    ``text_encodings`` (the file); :mod:`asva_platform.artifacts.provenance`."""
 
     @classmethod
     def load(
@@ -88,7 +92,13 @@ class Animator:
         unet = load_trained_unet(model_cfg, checkpoint, storage, device)
         vae, audio = load_frozen_encoders(model_cfg, device)
         pipe = AVSyncPipeline(unet, vae, audio, build_inference_scheduler(model_cfg))
-        return cls(pipe, text, null_text, generate, sampling, device)
+        provenance = {
+            "net.unet": state_sha256(unet),
+            "net.vae": state_sha256(vae),
+            "net.audio_encoder": state_sha256(audio),
+            "text_encodings": file_sha256(model_cfg.text_encodings),
+        }
+        return cls(pipe, text, null_text, generate, sampling, device, provenance)
 
     def prompt_encoding(self, prompt: str) -> torch.Tensor:
         try:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from asva_model.build import build_unet
+from asva_platform.artifacts.provenance import code_version, file_sha256, names_sha256, state_sha256
 from asva_platform.dev.fixtures import tiny_eval_overrides
 from asva_platform.errors import run_guarded
 from asva_platform.experiment import load_experiment
@@ -51,6 +52,7 @@ def setup(tmp_path_factory, s3_server, mlflow_server, ray_cluster):
             if "_temp" in name or "_audio" in name:
                 p.add_(0.02 * torch.randn_like(p))
     unet.save_pretrained(tmp / "export")
+    (tmp / "unet.sha256").write_text(state_sha256(unet))
     Storage().upload_dir(tmp / "export", f"{root}/runs/tiny/export")
     _, run_id = start_run(
         mlflow_server.uri,
@@ -61,7 +63,7 @@ def setup(tmp_path_factory, s3_server, mlflow_server, ray_cluster):
     )
     config = tmp / "exp.yaml"
     config.write_text("name: tiny-eval\n")
-    return config, overrides, run_id, mlflow_server
+    return config, overrides, run_id, mlflow_server, tmp
 
 
 def _run_job(argv, capsys) -> tuple[int, str, str]:
@@ -71,7 +73,7 @@ def _run_job(argv, capsys) -> tuple[int, str, str]:
 
 
 def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
-    config, overrides, run_id, mlflow = setup
+    config, overrides, run_id, mlflow, tmp = setup
     code, out, err = _run_job(["--config", str(config), "--checkpoint", run_id, "--json", *overrides], capsys)
     assert code == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
@@ -118,6 +120,23 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
     assert [r["class"] for r in rows] == classes and len(classes) == 2 and all(r["clips"] == 3 for r in rows)
     assert all(np.isfinite(r[k]) for r in rows for k in PAPER_METRICS + ("Sync_shifted", "Sync_win_rate"))
 
+    # every number names what produced it: each network's sha256 (the metric networks' files, the UNet as
+    # loaded), the scored videos, the protocol and the code, in the record and as the run's params
+    cfg = load_experiment(None, overrides)
+    prov = record["provenance"]
+    m = cfg.eval.metrics
+    assert prov["net.inception"] == file_sha256(m.inception_weights)
+    assert prov["net.i3d"] == file_sha256(m.i3d_weights)
+    assert prov["net.imagebind"] == file_sha256(m.imagebind_weights)
+    assert prov["net.avsync"] == file_sha256(m.avsync_classifier)
+    assert prov["net.unet"] == (tmp / "unet.sha256").read_text()
+    assert prov["text_encodings"] == file_sha256(cfg.model.text_encodings)
+    assert prov["videos"] == names_sha256(sorted({c["video"] for c in record["clips"]}))
+    assert prov["protocol"] == "exact" and prov["code"] == code_version()
+    assert {"net.vae", "net.audio_encoder", "net.imagebind_bpe"} <= set(prov)
+    params = client.get_run(run_id).data.params
+    assert all(params[f"provenance.{k}"] == v for k, v in prov.items())
+
     # What was scored is what was written: mp4 on the S3 server, 12 frames at 6 fps, 2 s of 16 kHz audio.
     clip = record["clips"][0]
     assert clip["video_uri"].startswith("s3://") and clip["gt_uri"].startswith("s3://")
@@ -134,7 +153,7 @@ def test_evaluate_logs_every_metric_to_the_training_run(setup, capsys):
 
 
 def test_bad_input_fails_before_ray_with_one_line_and_no_run(setup, capsys, tmp_path):
-    config, overrides, _, mlflow = setup
+    config, overrides, _, mlflow, _ = setup
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=mlflow.uri)

@@ -22,8 +22,18 @@ def test_defaults_are_the_papers_protocol():
     e, g = experiment.eval, experiment.generate
     assert (g.audio_guidance_scale, g.text_guidance_scale, g.num_inference_steps, g.seed) == (4.0, 1.0, 50, 0)
     assert e.checkpoint == "init" and e.split == "test"
-    # the paper's seven, and the picture check (frame 0 vs the condition, colour drift), which needs no network
-    assert e.metrics.metrics == ["fid", "fvd", "ia", "it", "relsync", "alignsync", "sync", "picture"]
+    # the paper's seven, AV-Align and the picture check (frame 0 vs the condition, colour drift): no network
+    assert e.metrics.metrics == [
+        "fid",
+        "fvd",
+        "ia",
+        "it",
+        "relsync",
+        "alignsync",
+        "sync",
+        "avalign",
+        "picture",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,17 @@ def test_every_trial_is_paired_with_the_baseline_on_the_same_clips(rows):
         "best_Sync_win_rate": 1.0,
     }
     out = comp.to_json()
-    assert set(out) == {"param", "metric", "baseline", "best", "rows", "per_class", "lags"}
+    assert set(out) == {
+        "param",
+        "metric",
+        "baseline",
+        "best",
+        "rows",
+        "per_class",
+        "lags",
+        "provenance",
+        "incomparable",
+    }
     assert out["lags"]["4.0"] == {"generated": {"0": 5}}  # these evaluations kept no GT lags
     assert tuple(out["rows"][0]) == (
         "value",
