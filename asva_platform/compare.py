@@ -341,7 +341,7 @@ def provenance_table(runs: list[ComparedRun]) -> str:
     )
     return (
         "<details><summary>what produced these numbers (sha256 of networks, scored videos, text encodings; "
-        f'protocol; code)</summary><table class="runs"><tr><th>run</th>{head}</tr>{rows}</table></details>'
+        f'protocol; code)</summary><table class="provenance"><tr><th>run</th>{head}</tr>{rows}</table></details>'
     )
 
 

@@ -69,6 +69,8 @@ def test_compare_a_sweep_parent(sweep, tmp_path, capsys):
     assert [a.path for a in client.list_artifacts(parent, "compare")] == [compare.ARTIFACT_PATH]
     html = out.read_text()
     assert "trial-failed" not in html and "Left out (no evaluation)" in html
+    assert "what produced these numbers" in html and "net.unet" in html  # each run's provenance
+    assert "not comparable" not in html  # the same networks, videos and protocol in both trials
     assert 'src="http' not in html and "<link" not in html  # self-contained: nothing fetched from elsewhere
 
     with browser_page() as p:

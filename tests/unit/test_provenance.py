@@ -83,3 +83,21 @@ def test_names_and_code_version():
     assert names_sha256(["a", "b"]) != names_sha256(["b", "a"])
     version = code_version()
     assert version.split("+")[1] and len(version.split("+")[1]) == 12
+
+
+def test_compare_names_runs_whose_metrics_cannot_be_set_side_by_side():
+    from types import SimpleNamespace
+
+    from asva_platform.compare import provenance_warnings
+
+    def run(label, avsync):
+        prov = {"net.avsync": avsync, "net.i3d": "c" * 64, "videos": "v", "protocol": "authors"}
+        return SimpleNamespace(
+            label=label, record=SimpleNamespace(provenance=prov, metric_families=["fvd", "relsync"])
+        )
+
+    ours, keyvid = run("ours", "a" * 64), run("keyvid", "d" * 64)
+    assert provenance_warnings([ours, run("again", "a" * 64)]) == []
+    assert provenance_warnings([ours, keyvid]) == [
+        "keyvid vs ours: relsync: not comparable (net.avsync aaaaaaaaaaaa vs dddddddddddd)"
+    ]
