@@ -185,8 +185,9 @@ def _extract_chunk(
         scorer = nets.require("avsync", "relsync/alignsync")
         out["phi_gt"] = av.avsync_scores(mel_gt, gt, scorer, bs, dev)
         out["phi_gen"] = av.avsync_scores(mel_gen, gen, scorer, bs, dev)
-    if "sync" in wanted:
+    if wanted & {"sync", "avalign"}:  # the audio the generated side is scored against
         gen_wave = [_waveform_np(w) for w in (audio if gen_audio is None else gen_audio)]
+    if "sync" in wanted:
         gen_res = [sync_score(gen[i].numpy(), gen_wave[i], sample_rate, fps) for i in range(n)]
         gt_res = [sync_score(gt[i].numpy(), _waveform_np(audio[i]), sample_rate, fps) for i in range(n)]
         out["sync"] = np.array([r.score for r in gen_res])
@@ -206,15 +207,14 @@ def _extract_chunk(
             ]
         )
     if "avalign" in wanted:
-        waves = [_waveform_np(w) for w in (audio if gen_audio is None else gen_audio)]
         shift = cfg.sync_shift_s
 
         def score(clip: torch.Tensor, wave: np.ndarray) -> float:
             return av_align(clip.numpy(), wave, sample_rate, fps)
 
-        out["av_align"] = np.array([score(gen[i], waves[i]) for i in range(n)])
+        out["av_align"] = np.array([score(gen[i], gen_wave[i]) for i in range(n)])
         out["av_align_shifted"] = np.array(
-            [score(gen[i], circular_shift(waves[i], sample_rate, shift)) for i in range(n)]
+            [score(gen[i], circular_shift(gen_wave[i], sample_rate, shift)) for i in range(n)]
         )
         out["av_align_gt"] = np.array([score(gt[i], _waveform_np(audio[i])) for i in range(n)])
     if "picture" in wanted:

@@ -11,12 +11,14 @@ both call their numbers RelSync and AlignSync).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 
 CHUNK = 1 << 20
 
@@ -54,6 +56,8 @@ def file_sha256(path: str | Path) -> str:
 def state_sha256(module: torch.nn.Module) -> str:
     """sha256 over a module's state dict as loaded (names, dtypes, shapes, bytes): the same weights hash alike
     whatever file format they came from."""
+    import torch  # here, not at the top: `asva fetch` hashes files with this module and never loads torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
@@ -109,8 +113,3 @@ def incomparable(a: Mapping[str, str], b: Mapping[str, str], metrics: Iterable[s
 def to_params(provenance: Mapping[str, str]) -> dict[str, str]:
     """MLflow params: ``provenance.<entry>``."""
     return {f"provenance.{k}": str(v) for k, v in provenance.items()}
-
-
-def short(provenance: Mapping[str, str]) -> str:
-    """One line: each entry with a 12-hex prefix (protocol and code in full)."""
-    return json.dumps({k: v if k in ("protocol", "code") else v[:12] for k, v in sorted(provenance.items())})

@@ -164,7 +164,7 @@ class EvalWorker(AnimatorWorker):
         with open_file(self.root, entry.path, self.fs) as f:
             gt = sample_windows(f, [w.start for w in task.windows], s)
         result = VideoResult(entry.name, ClipScores(), provenance=self.provenance)
-        gen_frames, gen_audio = [], []
+        gen_frames, redecoded_clips = [], []
         t0 = time.perf_counter()
         for window, clip in zip(task.windows, gt):
             video_uri, gt_uri = clip_uris(self.spec.out_uri, window.name)
@@ -178,7 +178,7 @@ class EvalWorker(AnimatorWorker):
             redecoded = sample_clip(local, 0.0, s)  # what the metrics see: the mp4, compression included
             self._store(local, video_uri)
             gen_frames.append(torch.from_numpy(redecoded.frames))
-            gen_audio.append(redecoded)
+            redecoded_clips.append(redecoded)
             if self.spec.save_gt_videos and not self.storage.exists(gt_uri):
                 gt_local = self._local("gt", window.name)
                 self.animator.write(gt_local, clip.frames.transpose(1, 0, 2, 3), clip.audio)
@@ -198,7 +198,7 @@ class EvalWorker(AnimatorWorker):
         result.generate_seconds = time.perf_counter() - t0
         t1 = time.perf_counter()
         # IT text: the class folder name with underscores, as the paper's evaluation.
-        result.scores = score_windows(gt, gen_frames, gen_audio, task, self.nets, self.metrics_cfg, s)
+        result.scores = score_windows(gt, gen_frames, redecoded_clips, task, self.nets, self.metrics_cfg, s)
         result.score_seconds = time.perf_counter() - t1
         return result
 

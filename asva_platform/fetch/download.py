@@ -7,7 +7,6 @@ its name; a mismatch removes what was downloaded and raises a one-line error nam
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
+from asva_platform.artifacts.provenance import file_sha256
 from asva_platform.errors import UserError
 
 CHUNK = 1 << 16
@@ -44,21 +44,13 @@ class Pin:
     """Size in bytes where published (checked before hashing: a cheap first test)."""
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check(path: Path, pin: Pin, label: str) -> str:
     """The file's sha256 if it matches ``pin``; otherwise remove it and raise :class:`ChecksumError`."""
     size = path.stat().st_size
     if pin.size is not None and size != pin.size:
         path.unlink()
         raise ChecksumError(f"{label}: size {size} bytes, expected {pin.size}; removed {path}")
-    got = sha256_of(path)
+    got = file_sha256(path)
     if pin.sha256 and got != pin.sha256.lower():
         path.unlink()
         raise ChecksumError(f"{label}: sha256 {got[:16]}..., expected {pin.sha256[:16]}...; removed {path}")
@@ -71,7 +63,7 @@ def is_verified(path: Path, pin: Pin) -> bool:
         return path.is_file() and not pin.sha256
     if pin.size is not None and path.stat().st_size != pin.size:
         return False
-    return sha256_of(path) == pin.sha256.lower()
+    return file_sha256(path) == pin.sha256.lower()
 
 
 def download(
