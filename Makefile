@@ -7,12 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED ?= 0
+export MLFLOW_DISABLE_TELEMETRY ?= true
 export DS_ACCELERATOR ?= cpu
 export PYTHONUNBUFFERED := 1
 # No credentials here: the local stack generates its own S3 key and Ray token under .asva/ (`asva stack env`).
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-all test-reliability demo stack-up stack-down stack-status bench rehearsal lint ui-check clean chromium
+.PHONY: setup test test-fast test-all test-reliability demo reproduce stack-up stack-down stack-status bench rehearsal lint ui-check clean chromium
 
 setup: $(STAMP)
 
@@ -44,6 +45,14 @@ test-all: setup chromium
 
 demo: setup
 	$(PY) -m asva_platform.dev.demo
+
+# The paper's evaluation of the authors' released checkpoint, our row beside the paper's (docs/metrics.md): after
+# `asva fetch all --dest $(WEIGHTS)`, on the Ray cluster $$RAY_ADDRESS names (else the local stack: `make stack-up`).
+# REPRODUCE_ARGS=--dry-run checks the inputs and prints the GPU-hour estimate only.
+WEIGHTS ?= weights
+REPRODUCE_ARGS ?=
+reproduce: setup
+	$(PY) -m sweeps.reproduce --weights $(WEIGHTS) $(REPRODUCE_ARGS)
 
 stack-up: setup
 	$(PY) -m asva_platform.cli stack up

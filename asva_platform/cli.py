@@ -116,6 +116,7 @@ def cmd_model_info(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from asva_platform.planning import plan as planning  # torch-heavy: only this subcommand pays for it
+    from asva_platform.planning.evaluation import clips_scored, evaluation_plan, render_evaluation  # as above
 
     experiment = load_experiment(args.config, args.overrides)
     t = experiment.train
@@ -147,7 +148,23 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cache = planning.CacheShape(experiment.preprocess.windows_per_clip, experiment.preprocess.flips)
     stages = (args.zero,) if args.zero is not None else (0, 1, 2, 3)
     result = planning.plan(experiment.model, experiment.sampling, shape, cache, cluster, stages)
-    print(json.dumps(result.to_dict()) if args.json else planning.render(result))
+    g = experiment.generate
+    evaluation = evaluation_plan(
+        experiment.model,
+        experiment.sampling,
+        g.num_inference_steps,
+        args.eval_clips
+        or clips_scored(0, experiment.eval.max_videos, experiment.sampling.test_clips_per_video),
+        tuple(args.eval_scales or [g.audio_guidance_scale]),
+        args.eval_seeds,
+        cluster.peak_flops,
+        cluster.mfu,
+    )
+    if args.json:
+        print(json.dumps({**result.to_dict(), "evaluation": evaluation.to_dict()}))
+    else:
+        print(planning.render(result))
+        print(render_evaluation(evaluation, args.gpu))
     return 0
 
 
@@ -234,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "plan",
-        help="what a training run takes on a cluster: memory per GPU, fit, checkpoints, cache, time",
+        help="what a training run takes on a cluster: memory per GPU, fit, checkpoints, cache, time; and "
+        "the GPU-hours of evaluating it",
         description="Per-GPU memory by ZeRO stage (parameters, gradients, optimizer states, ZeRO buffers, "
         "activations), whether it fits and the largest micro-batch that does, checkpoint and latent-cache "
         "sizes and the time to write them, step time at a stated MFU, wall-clock and GPU-hours for "
@@ -269,6 +287,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--micro-batch", type=int, default=0, help="default: train.batch_size_per_worker")
     p.add_argument("--global-batch", type=int, default=0, help="default: the config's global batch")
+    p.add_argument(
+        "--eval-scales",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=None,
+        help="evaluation estimate: audio guidance scales, comma-separated (default: generate.audio_guidance_scale)",
+    )
+    p.add_argument("--eval-seeds", type=int, default=1, help="evaluation estimate: seeds per scale")
+    p.add_argument(
+        "--eval-clips",
+        type=int,
+        default=0,
+        help="evaluation estimate: clips per trial (default: eval.max_videos or AVSync15's 150 test videos, "
+        "x sampling.test_clips_per_video)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_plan)
 

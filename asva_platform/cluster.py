@@ -31,6 +31,7 @@ FORWARDED_ENV = (
     "MLFLOW_S3_ENDPOINT_URL",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
     "ASVA_GIT_COMMIT",
+    "MLFLOW_DISABLE_TELEMETRY",
     # glibc's allocator: a fixed mmap threshold returns freed large tensors to the OS (the dynamic one keeps up to
     # GBs of a full-size model's freed build memory in the heap); bench/rehearsal.py sets it
     "MALLOC_MMAP_THRESHOLD_",
@@ -46,10 +47,20 @@ SECRET_ENV = (
 )
 
 
+RUNTIME_DEFAULT_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    # MLflow's telemetry thread sets and pops _MLFLOW_TELEMETRY_SESSION_ID in os.environ while requests read it:
+    # a trial's log_batch failed with KeyError('_MLFLOW_TELEMETRY_SESSION_ID') (and it phones home)
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+}
+"""Environment defaults of every process the platform starts (a value already set wins)."""
+
+
 def apply_runtime_defaults() -> None:
-    """Process-level defaults that must be set before ray/deepspeed are imported (see README gotchas)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    """Process-level defaults that must be set before ray/deepspeed/mlflow are imported (see README gotchas)."""
+    for key, value in RUNTIME_DEFAULT_ENV.items():
+        os.environ.setdefault(key, value)
     if "DS_ACCELERATOR" not in os.environ:
         try:
             import torch

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import requests
 
+from asva_platform.cluster import RUNTIME_DEFAULT_ENV
 from asva_platform.dev.services import (
     HOST,
     Service,
@@ -80,7 +81,8 @@ def ray_env(token: Path, extra_env: dict[str, str] | None = None) -> dict[str, s
     env = with_env(dict(os.environ), private_ray_env(token), extra_env or {})
     # Job entrypoints run `python ...` through the raylet's PATH: make that this environment's python.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    for key, value in RUNTIME_DEFAULT_ENV.items():
+        env.setdefault(key, value)
     env.setdefault("DS_ACCELERATOR", "cpu")
     return env
 

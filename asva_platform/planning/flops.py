@@ -16,6 +16,9 @@ Formula (documented in docs/training.md):
   audio encoder's forward over its mel (``online_encoder_flops_per_sample``; the null audio, encoded once
   per batch, is left out). (F_fwd + F_bwd + encoders) / (F_fwd + F_bwd) is the compute-only online/cached
   cost ratio: what caching saves when decoding keeps up.
+* Sampling one clip (evaluation, generation) costs, per sampler step, one UNet forward per guidance branch
+  (two with audio CFG, one at scale 1), plus the VAE encode of the first frame, the audio encoder's forward and
+  the VAE decode of every frame (``sampling_flops_per_clip``); the metric networks are not counted.
 * MFU = FLOPs per clip x clips/s per accelerator / peak dense FLOP/s of one accelerator at the training
   precision.
 """
@@ -188,3 +191,31 @@ def online_encoder_flops_per_sample(model_cfg: ModelConfig, sampling_cfg: Sampli
     """Forward FLOPs of the frozen VAE encoder (every frame of one clip) and audio encoder (its mel): what the
     online data mode computes per clip that the latent cache has precomputed."""
     return _encoders_cached(config_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_cached(model_cfg_json: str, num_frames: int, image_hw: tuple[int, int]) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta_cfg = geometry_only(model_cfg_json)
+    dev = torch.device("meta")
+    vae = build_vae(meta_cfg, device=dev)
+    factor = meta_cfg.vae.downsample_factor
+    latents = torch.zeros(
+        num_frames, vae.config.latent_channels, *(n // factor for n in image_hw), device=dev
+    )
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        vae.decode(latents)
+    return float(counter.get_total_flops())
+
+
+def sampling_flops_per_clip(
+    model_cfg: ModelConfig, sampling_cfg: SamplingConfig, steps: int, branches: int
+) -> float:
+    """Forward FLOPs of generating one clip: ``steps`` sampler steps of ``branches`` UNet passes each (2 with
+    audio guidance, 1 without), the first frame's and the mel's encoding, and decoding every frame."""
+    key, frames, image_hw = config_key(model_cfg), sampling_cfg.num_frames, tuple(sampling_cfg.image_size)
+    unet = training_flops_per_sample(model_cfg, sampling_cfg).forward
+    encode = _encoders_cached(key, 1, image_hw)
+    return steps * branches * unet + encode + _decode_cached(key, frames, image_hw)

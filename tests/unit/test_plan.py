@@ -139,3 +139,25 @@ def test_the_command_prints_a_table_and_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert [s["zero_stage"] for s in data["stages"]] == [2] and data["precision"] == "bf16"
     assert data["stages"][0]["fits"] and data["best_zero_stage"] == 2
+
+
+def test_the_evaluation_estimate_counts_each_guidance_branch_and_every_clip(capsys):
+    """One UNet pass per step at scale 1 and two with guidance, the same encode/decode either way; the hours are
+    total FLOPs over peak x MFU. The command prints the line and puts it in its JSON."""
+    from asva_platform.planning import flops
+    from asva_platform.planning.evaluation import AVSYNC15_TEST_VIDEOS, clips_scored, evaluation_plan
+
+    unet = flops.training_flops_per_sample(FULL.model, FULL.sampling).forward
+    one = flops.sampling_flops_per_clip(FULL.model, FULL.sampling, 50, 1)
+    two = flops.sampling_flops_per_clip(FULL.model, FULL.sampling, 50, 2)
+    assert two - one == pytest.approx(50 * unet) and one > 50 * unet
+    assert clips_scored(0, 0, 3) == AVSYNC15_TEST_VIDEOS * 3 and clips_scored(40, 10, 3) == 30
+    p = evaluation_plan(FULL.model, FULL.sampling, 50, 450, (1.0, 4.0, 8.0), 3, 1e15, 0.5)
+    assert p.gpu_hours == pytest.approx(450 * 3 * (one + 2 * two) / (1e15 * 0.5) / 3600)
+    args = ["plan", "--config", "configs/avsync15.yaml", "--gpu", "H100", "--eval-scales", "1,4,8"]
+    assert cli.main([*args, "--eval-seeds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation: 9 trials (audio guidance 1 / 4 / 8 x 3 seeds) x 450 clips, 50 sampler steps" in out
+    assert cli.main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)["evaluation"]
+    assert data["seeds"] == 1 and data["clips"] == 450 and data["gpu_hours"] > 0
