@@ -28,7 +28,7 @@ from asva_platform.planning.flops import peak_flops
 from sweeps.spec import load_sweep
 
 SWEEP = Path(__file__).resolve().parent / "reproduce_avsync15.yaml"
-SCALE_KEY, SEED_KEY = "generate.audio_guidance_scale", "generate.seed"
+SCALE_KEY = "generate.audio_guidance_scale"
 COLUMNS = ("FID", "IA", "IT", "FVD", "AlignSync", "RelSync")
 """The paper's columns (supplementary Table 10's order); lower is better for FID and FVD."""
 PAPER: dict[str, dict[float, dict[str, float]]] = {
@@ -84,7 +84,7 @@ def test_clips(loaded) -> int:
     return clips_scored(videos, base.eval.max_videos, base.sampling.test_clips_per_video)
 
 
-def estimate(loaded, gpu: str, mfu: float) -> str:
+def estimate(loaded, clips: int, gpu: str, mfu: float) -> str:
     from asva_platform.planning.evaluation import evaluation_plan, render_evaluation  # torch-heavy
 
     base = loaded.base
@@ -92,7 +92,7 @@ def estimate(loaded, gpu: str, mfu: float) -> str:
         base.model,
         base.sampling,
         base.generate.num_inference_steps,
-        test_clips(loaded),
+        clips,
         tuple(loaded.spec.search_space[SCALE_KEY]["grid"]),
         len(loaded.spec.seeds),
         peak_flops(gpu, "fp16"),
@@ -101,26 +101,26 @@ def estimate(loaded, gpu: str, mfu: float) -> str:
     return render_evaluation(plan, gpu)
 
 
-def run(sweep: str, overrides: list[str], here: bool) -> str:
-    """Run the sweep; returns its MLflow parent run id."""
+def run(loaded, overrides: list[str], here: bool) -> str:
+    """Run the loaded sweep (``here``: in this process, else as a Ray job of its file and ``overrides``); returns
+    its MLflow parent run id."""
     if here:
         from sweeps.tune_runner import run_sweep  # Ray and Tune: only this path pays for them
 
-        return run_sweep(load_sweep(sweep, overrides)).parent_run_id
+        return run_sweep(loaded).parent_run_id
     from asva_platform.dev.demo import run_stage  # the stack's job submission, as `make demo` uses
 
-    return run_stage("sweep", sweep, overrides)["parent_run_id"]
+    return run_stage("sweep", str(loaded.path), overrides)["parent_run_id"]
 
 
 def trial_metrics(parent_run_id: str, tracking_uri: str) -> dict[float, list[dict[str, float]]]:
     """Per guidance scale, each seed's evaluation metrics (``eval/<name>``) from the sweep's child runs."""
     from mlflow.tracking import MlflowClient
 
+    from sweeps.mlflow_sweep import list_child_runs  # imports Ray Tune: only after the sweep ran
+
     client = MlflowClient(tracking_uri=tracking_uri)
-    parent = client.get_run(parent_run_id)
-    children = client.search_runs(
-        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'"
-    )
+    children = list_child_runs(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id)
     out: dict[float, list[dict[str, float]]] = {}
     for child in children:
         scale = float(child.data.params[SCALE_KEY])
@@ -154,13 +154,14 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_sweep(args.sweep, overrides)  # validates the sweep and its base config: nothing runs yet
     if loaded.base.protocol != "authors":
         print(f"warning: the config follows protocol {loaded.base.protocol!r}, not the paper's `authors`")
-    print(estimate(loaded, args.gpu, args.mfu), flush=True)
+    clips = test_clips(loaded)
+    print(estimate(loaded, clips, args.gpu, args.mfu), flush=True)
     if args.dry_run:
         return 0
-    parent = run(args.sweep, overrides, args.here)
+    parent = run(loaded, overrides, args.here)
     ours = trial_metrics(parent, loaded.base.tracking.resolved_uri())
     print(f"\nAVSync15, the released checkpoint under protocol {loaded.base.protocol} (MLflow run {parent}):")
-    print(side_by_side(ours, test_clips(loaded)))
+    print(side_by_side(ours, clips))
     return 0
 
 

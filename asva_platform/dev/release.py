@@ -12,7 +12,6 @@ plain URLs here, every file pinned by its sha256. ``tiny_overrides`` are what on
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from asva_model.build import build_audio_encoder, build_unet
 from asva_model.data.avsync15 import AVSYNC15_CLASSES, default_prompt
 from asva_model.metrics.networks.tiny import save_tiny_metric_networks
 from asva_model.pretrained import make_tiny_pretrained, write_authors_layout
+from asva_platform.artifacts.provenance import file_sha256
 from asva_platform.dev.fixtures import tiny_model_config, tiny_model_overrides
 from asva_platform.dev.synth import synthesize
 from asva_platform.fetch.sources import SD15_REVISION, SOURCES
@@ -40,10 +40,6 @@ class Release:
     """URL path under ``/files/`` -> the local file."""
     tiny_overrides: list[str]
     """Overrides the tiny stand-ins need beyond what fetch prints (geometry, sizes, steps)."""
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -117,7 +113,7 @@ def write_release(work: str | Path, base_url: str, image_size: int = 64) -> Rele
         else:
             entry["kind"] = "url"
         for rel in _files_under(folder):
-            f = {"path": rel, "sha256": _sha256(folder / rel), "size": (folder / rel).stat().st_size}
+            f = {"path": rel, "sha256": file_sha256(folder / rel), "size": (folder / rel).stat().st_size}
             if source.name == "sd15":
                 hub[(source.repo, SD15_REVISION, rel)] = folder / rel
             else:
