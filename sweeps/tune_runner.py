@@ -259,6 +259,8 @@ def build_tuner(ctx: SweepContext, prep: PreparedSweep, log: Callable[[str], Non
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from sweeps.schedulers import EvaluatingASHA  # imports Ray Tune
+
     spec, base = prep.loaded.spec, prep.loaded.base
     fn = train_trial if spec.kind == "train" else guidance_trial
     trainable = tune.with_resources(tune.with_parameters(fn, ctx=ctx), dict(spec.resources_per_trial))
@@ -272,12 +274,12 @@ def build_tuner(ctx: SweepContext, prep: PreparedSweep, log: Callable[[str], Non
     scheduler = None
     if spec.scheduler.type == "asha":
         s = spec.scheduler
-        scheduler = ASHAScheduler(
+        # a trial that trained to max_t still has its evaluation to run and report
+        scheduler = (EvaluatingASHA if spec.evaluate else ASHAScheduler)(
             time_attr=s.time_attr,
             max_t=s.max_t or base.train.max_steps,
             grace_period=s.grace_period,
             reduction_factor=s.reduction_factor,
-            # a trial that reached max_t still has its evaluation to run and report
             stop_last_trials=not spec.evaluate,
         )
     search_alg = None
