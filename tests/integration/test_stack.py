@@ -1,5 +1,6 @@
 """`asva stack up` starts real services that answer; a second `up` finds them; every one of their listening sockets
-is on 127.0.0.1; they refuse whoever lacks the stack's S3 key or Ray token; `down` leaves nothing behind."""
+is on 127.0.0.1; they refuse whoever lacks the stack's S3 key or Ray token; a restart keeps every object and
+artifact; `down` leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ import pytest
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from mlflow.tracking import MlflowClient
 
 from asva_platform.dev.s3_server import load_or_create_key
 from asva_platform.dev.services import HOST, with_env
 from tests import leftovers
-from tests.stack_helpers import asva, settings_of, stack_env
+from tests.stack_helpers import asva, mlflow_artifacts, settings_of, stack_env, stack_objects
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -126,6 +128,20 @@ def test_stack_up_status_down(tmp_path):
         assert again.returncode == 0 and again.stdout.count("running") == 3 and "started" not in again.stdout
         st = asva(["stack", "status"], env)
         assert st.returncode == 0 and st.stdout.count(" up") == 3
+
+        # A restart keeps everything, as at the end of a day: every object byte for byte, every MLflow artifact
+        # served again (the walkthrough's check, which CI leaves to `make test-all`)
+        tracking = MlflowClient(settings.mlflow_url)
+        run = tracking.create_run(tracking.create_experiment("kept"))
+        tracking.log_text(run.info.run_id, "kept across a restart", "notes/kept.txt")
+        objects, artifacts = stack_objects(settings), mlflow_artifacts(settings, tmp_path / "before")
+        assert f"s3://{settings.bucket}/probe" in objects and (run.info.run_id, "notes/kept.txt") in artifacts
+        down = asva(["stack", "down"], env)
+        assert down.returncode == 0, down.stderr
+        up = asva(["stack", "up"], env)
+        assert up.returncode == 0 and up.stdout.count("started") == 3, up.stdout + up.stderr
+        assert stack_objects(settings) == objects
+        assert mlflow_artifacts(settings, tmp_path / "after") == artifacts
     finally:
         down = asva(["stack", "down"], env)
     assert down.returncode == 0, down.stderr

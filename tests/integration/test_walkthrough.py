@@ -16,7 +16,9 @@ import pytest
 from tests import leftovers
 from tests.stack_helpers import REPO, asva, mlflow_artifacts, settings_of, stack_env, stack_objects
 
-pytestmark = pytest.mark.integration
+# 12 min on a 2-core box (the walkthrough twice around a stack restart): `make test-all` runs it; CI's `make
+# test` covers its pieces one by one (test_stack, test_submit, test_train's resume, test_storage)
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MARKER = "<!-- walkthrough:"
 TRY_DIR = Path("/tmp/asva-try")  # where the walkthrough writes its inputs
 RESUMED = re.compile(r"resumed from \S*/runs/try/step_00000004 at step 4")

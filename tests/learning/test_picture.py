@@ -55,6 +55,8 @@ def test_the_recipes_frames_keep_the_colour_of_frame_0(toy, trained):
     assert _sampled_drift(exp, trained, held_out) < MAX_DRIFT
 
 
+# The control trains a second UNet (~4 min on a 2-core box): run by `make test-all`, not in CI's `make test`
+@pytest.mark.slow
 def test_control_an_epsilon_unet_drifts(toy):
     exp, train, held_out, _ = toy
     eps = dataclasses.replace(

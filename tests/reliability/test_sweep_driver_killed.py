@@ -22,7 +22,7 @@ from asva_platform.storage import Storage, join
 from tests.reliability.helpers import job_env
 from tests.sweep_helpers import REPO, SWEEPS, check_comparison, client, runs_of
 
-pytestmark = pytest.mark.integration  # not `slow`: `make test` runs it, as it did in tests/integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~3 min: `make test-reliability` runs it
 
 
 def saved_trial_statuses(storage: Storage, sweep_uri: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from asva_platform.storage import join
 from asva_platform.training.job import run as run_training
 from tests.train_helpers import assert_no_duplicate_steps, config, history, mlflow_client, trainer_state
 
-pytestmark = pytest.mark.integration  # not `slow`: `make test` runs it, as it did in tests/integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # ~2 min: `make test-reliability` runs it
 
 
 def our_train_workers():
