@@ -12,6 +12,9 @@ The tiers, one folder each (``make test`` runs them all but the ``slow`` marker;
   connection resets, bad inputs). The long ones are also marked ``slow``: ``make test`` leaves them out,
   ``make test-reliability`` runs the whole folder.
 
+Any tier marks ``slow`` a test that repeats at several times its cost a check the default run already makes
+(CI's budget is about 30 minutes); ``make test-all`` runs everything.
+
 Environment defaults are set at import time, before anything imports ray or deepspeed (see README,
 "Known gotchas"): every Ray of the session (the in-process one, the clusters tests start, the jobs' own)
 binds 127.0.0.1 and requires the session's auth token, as the local stack's does; DeepSpeed on the CPU
