@@ -16,6 +16,10 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 class EvaluatingASHA(ASHAScheduler):
     """ASHA that stops trials only before ``max_t``: a trial that trained to the end still evaluates."""
 
+    def __init__(self, **kwargs) -> None:
+        # ASHA's own stop at max_t (``stop_last_trials``) would end the trial before its evaluation too
+        super().__init__(**{**kwargs, "stop_last_trials": False})
+
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         action = super().on_trial_result(tune_controller, trial, result)
         if action == TrialScheduler.STOP and result.get(self._time_attr, 0) >= self._max_t:

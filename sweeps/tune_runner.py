@@ -274,13 +274,12 @@ def build_tuner(ctx: SweepContext, prep: PreparedSweep, log: Callable[[str], Non
     scheduler = None
     if spec.scheduler.type == "asha":
         s = spec.scheduler
-        # a trial that trained to max_t still has its evaluation to run and report
+        # a trial that trained to max_t still has its evaluation to run and report (sweeps/schedulers.py)
         scheduler = (EvaluatingASHA if spec.evaluate else ASHAScheduler)(
             time_attr=s.time_attr,
             max_t=s.max_t or base.train.max_steps,
             grace_period=s.grace_period,
             reduction_factor=s.reduction_factor,
-            stop_last_trials=not spec.evaluate,
         )
     search_alg = None
     points = [dict(p) for p in spec.points_to_evaluate]
