@@ -115,7 +115,9 @@ def test_guidance_sweep_on_the_best_train_run_logs_a_metric_per_scale_and_plots(
 
 
 @pytest.mark.timeout(1500)
-def test_a_recipe_sweep_trains_evaluates_and_pairs_each_setting_with_the_baseline(sweep_inputs):
+def test_a_recipe_sweep_trains_evaluates_and_pairs_each_setting_with_the_baseline(
+    sweep_inputs, mlflow_server
+):
     """evaluate: true (sweeps/recipe_tiny.yaml): each trial trains, then evaluates its own weights and logs the
     evaluation to its training run; ASHA (whose only rung is the last step) lets it; the parent's comparison
     pairs the sampled setting with points_to_evaluate[0] on the same clips."""
